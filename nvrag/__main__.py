@@ -1,0 +1,3 @@
+from nvrag.app.cli import main
+
+main()

@@ -1,0 +1,333 @@
+"""The `nvrag` command line. Domain errors become one red line and an exit code here, and only here.
+
+Exit codes: 0 success; 1 the run finished but some inputs could not be indexed (see the report);
+2 a usage error or a user mistake (missing path, unknown index or model, model mismatch).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from nvrag import __version__
+from nvrag.app.progress import index_progress
+from nvrag.app.settings import ENV_DB, ENV_MODEL, Settings
+from nvrag.app.wiring import build_indexer, build_retriever, choose, load_model, open_store
+from nvrag.embedder import REGISTRY, resolve_instruction
+from nvrag.errors import ConfigError, InputError, NvRagError
+from nvrag.indexer import load_corpus
+from nvrag.schema import ChunkerSettings, Hit
+
+EXIT_OK = 0
+EXIT_INPUT_FAILURES = 1
+EXIT_USER_ERROR = 2
+
+app = typer.Typer(
+    name="nvrag",
+    help=(
+        "Index documents with NV-Embed-v2 (or the bundled all-MiniLM-L6-v2) into LanceDB and search them.\n\n"
+        "Exit codes: 0 success; 1 indexing finished but some inputs failed (listed in the report); "
+        "2 a usage error or a user mistake (missing path, unknown index or model, model mismatch)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", envvar=ENV_DB, help="LanceDB data directory (default: the user data dir).", show_default=False
+    ),
+]
+IndexOption = Annotated[str, typer.Option("--index", "-i", help="Name of the index.")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        envvar=ENV_MODEL,
+        help="Model name or 'auto' (NV-Embed-v2 on a CUDA GPU with its weights, else the bundled MiniLM). "
+        "An existing index always uses its own model.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+TaskOption = Annotated[
+    str | None, typer.Option("--task", "-t", help="Query instruction preset by task name, e.g. SciFact.")
+]
+InstructionOption = Annotated[
+    str | None, typer.Option("--instruction", help="Free-text query instruction (instead of --task).")
+]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn nvrag's domain errors into one clear line and exit code 2."""
+    try:
+        yield
+    except NvRagError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"nvrag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """nvrag: retrieval with NV-Embed-v2 over LanceDB."""
+
+
+@app.command()
+def index(
+    path: Annotated[Path, typer.Argument(help="A directory (.txt/.md, recursive), a .txt/.md file or a .jsonl file.")],
+    index: IndexOption = "default",
+    model: ModelOption = None,
+    chunk_tokens: Annotated[
+        int | None, typer.Option(help="Tokens per chunk (default 200, capped at the model's limit).")
+    ] = None,
+    overlap: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks (default 32).")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Index documents into a named index; re-running embeds only new or changed chunks.
+
+    JSONL files hold one object per line with "id" and "text", an optional "title", and any other
+    fields as metadata. Files or lines that cannot be read are reported and skipped (exit code 1).
+    """
+    with user_errors():
+        settings = Settings.from_env(db=db)
+        if not path.exists():
+            raise InputError(f"{path}: no such file or directory")
+        store = open_store(settings)
+        chunker = _chunker(chunk_tokens, overlap)
+        indexer, choice = build_indexer(settings, store, index, model, chunker)
+        err.print(f"model: {choice.reason} (license {choice.license})")
+        with index_progress(err) as on_progress:
+            indexer.on_progress = on_progress
+            report = indexer.index(index, load_corpus(path))
+    if as_json:
+        out.print_json(data=report.to_dict())
+    else:
+        for failure in report.failures:
+            err.print(f"[yellow]skipped[/] {failure.source}: {failure.reason}")
+        verb = "created" if report.created else "updated"
+        if report.chunks_added == 0 and report.chunks_removed == 0:
+            err.print(
+                f"index {index!r} is up to date: {report.documents} documents, {report.chunks_unchanged} chunks "
+                "unchanged, nothing to embed"
+            )
+        else:
+            err.print(
+                f"index {index!r} {verb}: {report.documents} documents, {report.chunks_added} chunks added, "
+                f"{report.chunks_unchanged} unchanged, {report.chunks_removed} removed, {report.failed} failed"
+            )
+    if report.failed:
+        raise typer.Exit(EXIT_INPUT_FAILURES)
+
+
+def _chunker(chunk_tokens: int | None, overlap: int | None) -> ChunkerSettings | None:
+    if chunk_tokens is None and overlap is None:
+        return None  # the index's own settings, or the defaults for a new index
+    default = ChunkerSettings()
+    size = chunk_tokens if chunk_tokens is not None else default.chunk_tokens
+    return ChunkerSettings(
+        chunk_tokens=size, overlap_tokens=overlap if overlap is not None else min(default.overlap_tokens, size // 4)
+    )
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="The query text.")],
+    index: IndexOption = "default",
+    k: Annotated[int, typer.Option("-k", "--top-k", help="How many hits to return.", min=1, max=1000)] = 10,
+    task: TaskOption = None,
+    instruction: InstructionOption = None,
+    model: ModelOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Search an index with its own model; --model other than the index's is refused."""
+    with user_errors():
+        if not query.strip():
+            raise ConfigError("the query is empty; give some text to search for")
+        settings = Settings.from_env(db=db)
+        store = open_store(settings)
+        if not store.exists(index):
+            store.open(index)  # raises IndexNotFoundError naming the known indexes
+        retriever = build_retriever(settings, store, index, model)
+        text = resolve_instruction(task, instruction)
+        if text is not None and not retriever.embedder.info.takes_instructions:
+            err.print(f"note: {retriever.embedder.name} takes no query instruction; searching without it")
+        hits = retriever.search(query, k, instruction=text)
+    if as_json:
+        out.print_json(data=[_hit_json(h) for h in hits])
+        return
+    if not hits:
+        err.print(f"no results: index {index!r} is empty")
+        return
+    table = RichTable(show_lines=False, title=f"{len(hits)} hits for {query!r} in {index!r}")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("doc_id")
+    table.add_column("text")
+    for hit in hits:
+        snippet = " ".join(hit.text.split())
+        snippet = snippet if len(snippet) <= 160 else snippet[:157] + "..."
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.doc_id, snippet)
+    out.print(table)
+
+
+def _hit_json(hit: Hit) -> dict[str, object]:
+    return {
+        "rank": hit.rank,
+        "score": round(hit.score, 6),
+        "doc_id": hit.doc_id,
+        "source": hit.source,
+        "text": hit.text,
+        "title": hit.title,
+        "chunk_no": hit.chunk_no,
+        "start": hit.start,
+        "end": hit.end,
+        "metadata": hit.metadata,
+    }
+
+
+@app.command()
+def embed(
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed (or use --input).")] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            help="JSON lines: each a JSON string or an object with a 'text' field; '-' reads stdin.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write .npy (float32 [n, dim]) or .jsonl; default stdout.")
+    ] = None,
+    query: Annotated[bool, typer.Option("--query", help="Embed as queries (with the instruction).")] = False,
+    task: TaskOption = None,
+    instruction: InstructionOption = None,
+    model: ModelOption = None,
+    model_path: Annotated[
+        Path | None, typer.Option("--model-path", help="Load the model's weights from this folder.")
+    ] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", help="Truncate inputs to N tokens.")] = None,
+) -> None:
+    """Embed texts as documents (default) or queries; output JSON lines or a .npy array, in input order."""
+    with user_errors():
+        items = list(texts or []) + (_read_texts(input_file) if input_file is not None else [])
+        if not items:
+            raise InputError("nothing to embed: give texts as arguments or --input FILE (or '-' for stdin)")
+        if (task or instruction) and not query:
+            raise ConfigError("--task and --instruction apply to queries; add --query")
+        settings = Settings.from_env()
+        choice = choose(settings, model)
+        err.print(f"model: {choice.reason} (license {choice.license})")
+        embedder = load_model(settings, choice.name, model_path=model_path, max_length=max_length)
+        if query:
+            vectors = embedder.embed_queries(items, instruction=resolve_instruction(task, instruction))
+        else:
+            vectors = embedder.embed_documents(items)
+        if output is not None and output.suffix == ".npy":
+            np.save(output, vectors.astype(np.float32))
+            err.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 to {output}")
+            return
+        lines = "".join(json.dumps({"embedding": [float(x) for x in v]}) + "\n" for v in vectors)
+        if output is None:
+            sys.stdout.write(lines)
+        else:
+            output.write_text(lines, encoding="utf-8")
+            err.print(f"wrote {len(vectors)} embeddings to {output}")
+
+
+def _read_texts(path: Path) -> list[str]:
+    if str(path) == "-":
+        lines = sys.stdin.read().splitlines()
+        where = "stdin"
+    else:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--input {path}: cannot read it ({exc})") from exc
+        where = str(path)
+    texts: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(
+                f"{where} line {number}: not JSON; each line must be a JSON string or an object with 'text'"
+            ) from None
+        if isinstance(value, dict) and isinstance(value.get("text"), str):
+            texts.append(value["text"])
+        elif isinstance(value, str):
+            texts.append(value)
+        else:
+            raise InputError(f"{where} line {number}: expected a JSON string or an object with a 'text' string")
+    return texts
+
+
+@app.command()
+def info(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List the indexes (model, dimension, rows, updated time) and the available models."""
+    with user_errors():
+        settings = Settings.from_env(db=db)
+        store = open_store(settings)
+        tables = [store.open(name) for name in store.list_indexes()]
+    if as_json:
+        out.print_json(
+            data={
+                "db": settings.db,
+                "indexes": [{"manifest": t.manifest.to_dict(), "rows": t.count()} for t in tables],
+                "models": [
+                    {"name": s.name, "dimension": s.dimension, "max_tokens": s.max_tokens, "license": s.license}
+                    for s in REGISTRY.values()
+                ],
+            }
+        )
+        return
+    out.print(f"data directory: {settings.db}")
+    if tables:
+        table = RichTable(title="indexes")
+        for column in ("index", "model", "dim", "rows", "chunker", "updated"):
+            table.add_column(column)
+        for t in tables:
+            m = t.manifest
+            chunker = f"{m.chunker.chunk_tokens}/{m.chunker.overlap_tokens}"
+            table.add_row(m.name, m.model, str(m.dimension), str(t.count()), chunker, m.updated_at)
+        out.print(table)
+    else:
+        out.print("no indexes yet: create one with `nvrag index PATH --index NAME`")
+    models = RichTable(title="models")
+    for column in ("model", "dim", "max tokens", "license", "about"):
+        models.add_column(column)
+    for s in REGISTRY.values():
+        models.add_row(s.name, str(s.dimension), str(s.max_tokens), s.license, s.description)
+    out.print(models)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,46 @@
+"""Progress for long runs: a Rich bar on a terminal, plain periodic lines otherwise (CI, logs)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import Progress as RichProgress
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from nvrag.indexer import Progress
+
+LOG_EVERY_S = 10.0
+
+
+@contextmanager
+def index_progress(console: Console) -> Iterator[Callable[[Progress], None]]:
+    started = time.monotonic()
+
+    def rates(p: Progress) -> str:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        return (
+            f"{p.documents} documents ({p.documents / elapsed:.1f}/s), "
+            f"{p.chunks_embedded} chunks embedded ({p.chunks_embedded / elapsed:.1f}/s)"
+        )
+
+    if console.is_terminal:
+        with RichProgress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+        ) as bar:
+            task = bar.add_task("indexing", total=None)
+            yield lambda p: bar.update(task, description=rates(p))
+        return
+
+    last = started
+
+    def log(p: Progress) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= LOG_EVERY_S:
+            last = now
+            console.print(f"indexing: {rates(p)}")
+
+    yield log

@@ -1,0 +1,37 @@
+"""Typed settings, read once here: the only place nvrag reads the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from platformdirs import user_data_path
+
+ENV_DB = "NVRAG_DB"
+ENV_MODEL = "NVRAG_MODEL"
+ENV_DEVICE = "NVRAG_DEVICE"
+ENV_NVEMBED_PATH = "NVRAG_NVEMBED_PATH"
+
+
+def default_db() -> str:
+    return str(user_data_path("nvrag", appauthor=False) / "lancedb")
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str  # LanceDB directory or object-store URI
+    model: str = "auto"
+    device: str | None = None  # None: cuda when available, else cpu
+    nvembed_path: Path | None = None  # a local NV-Embed-v2 checkpoint folder
+
+    @classmethod
+    def from_env(cls, *, db: str | None = None, model: str | None = None) -> Settings:
+        """Settings from explicit values first, then NVRAG_* environment variables, then defaults."""
+        nvembed = os.environ.get(ENV_NVEMBED_PATH)
+        return cls(
+            db=db or os.environ.get(ENV_DB) or default_db(),
+            model=model or os.environ.get(ENV_MODEL) or "auto",
+            device=os.environ.get(ENV_DEVICE) or None,
+            nvembed_path=Path(nvembed) if nvembed else None,
+        )

@@ -1,0 +1,136 @@
+"""The Embedder interface: texts in, float32 L2-normalised vectors out, in input order.
+
+A concrete embedder supplies three things: ``tokenize`` (texts → model input ids, truncated to the model's
+limit), ``forward`` (one batch of ids → vectors) and ``token_spans`` (for the chunker). The base supplies the
+rest: the query/document split, length-sorted batching under a token budget, restoring input order and
+normalisation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from nvrag.errors import InstructionError
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an index needs to remember about the model that embedded it."""
+
+    name: str
+    revision: str
+    dimension: int
+    max_tokens: int  # the model's limit per sequence, special tokens included
+    query_template: str  # prefix put before a query; "{instruction}" marks where the instruction goes
+    document_template: str  # prefix put before a document
+    license: str
+    default_instruction: str | None = None
+
+    @property
+    def takes_instructions(self) -> bool:
+        return "{instruction}" in self.query_template
+
+
+class Embedder(ABC):
+    """Base of every embedding model. Subclasses implement tokenize, forward and token_spans."""
+
+    def __init__(self, info: ModelInfo, *, batch_tokens: int = 16384, max_batch_size: int = 256) -> None:
+        if batch_tokens < info.max_tokens:
+            # one sequence at the model's limit must always fit in a batch
+            batch_tokens = info.max_tokens
+        self.info = info
+        self.batch_tokens = batch_tokens
+        self.max_batch_size = max_batch_size
+
+    # -- what a model supplies -------------------------------------------------------------------
+
+    @abstractmethod
+    def tokenize(self, texts: Sequence[str], prefix: str) -> list[list[int]]:
+        """Model input ids for ``prefix + text``, special tokens included, truncated to ``max_tokens``."""
+
+    @abstractmethod
+    def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
+        """Vectors (len(batch), dimension) for one batch of token id lists; need not be normalised."""
+
+    @abstractmethod
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of the tokens of ``text`` (no special tokens), for token-aware chunking."""
+
+    @property
+    def special_tokens(self) -> int:
+        """How many tokens the model adds around a text (e.g. [CLS] and [SEP])."""
+        return 2
+
+    # -- what every model gets ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def dimension(self) -> int:
+        return self.info.dimension
+
+    @property
+    def max_text_tokens(self) -> int:
+        """The longest text, in tokens, that a document vector covers without truncation."""
+        return self.info.max_tokens - self.special_tokens - self._prefix_tokens(self.info.document_template)
+
+    def embed_documents(self, texts: Sequence[str]) -> FloatArray:
+        """Embed passages (document mode)."""
+        return self._embed(texts, self.info.document_template)
+
+    def embed_queries(self, texts: Sequence[str], instruction: str | None = None) -> FloatArray:
+        """Embed queries with an instruction (free text; see prompts.resolve_instruction for task presets).
+
+        With no instruction the model's default applies. A model that takes no instructions ignores it.
+        """
+        return self._embed(texts, self.query_prefix(instruction))
+
+    def query_prefix(self, instruction: str | None) -> str:
+        template = self.info.query_template
+        if not self.info.takes_instructions:
+            return template
+        chosen = instruction if instruction is not None else self.info.default_instruction
+        if chosen is None or not chosen.strip():
+            raise InstructionError(f"model {self.name} needs a query instruction; give a task or an instruction")
+        return template.replace("{instruction}", chosen.strip())
+
+    def _prefix_tokens(self, prefix: str) -> int:
+        return len(self.token_spans(prefix)) if prefix else 0
+
+    def _embed(self, texts: Sequence[str], prefix: str) -> FloatArray:
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if not texts:
+            return out
+        ids = self.tokenize(texts, prefix)
+        # Longest first, so a batch's padded width is its first member's length and the token budget
+        # (padded width x rows) is known before the batch is run; input order is restored at the end.
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        for batch in self._batches(order, ids):
+            vectors = self.forward([ids[i] for i in batch], prefix)
+            out[batch] = vectors
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        normalised: FloatArray = (out / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+        return normalised
+
+    def _batches(self, order: list[int], ids: list[list[int]]) -> list[list[int]]:
+        batches: list[list[int]] = []
+        current: list[int] = []
+        width = 0
+        for i in order:
+            width = width or len(ids[i])
+            if current and ((len(current) + 1) * width > self.batch_tokens or len(current) >= self.max_batch_size):
+                batches.append(current)
+                current, width = [], len(ids[i])
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches

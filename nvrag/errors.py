@@ -1,0 +1,71 @@
+"""Domain errors. Lower layers raise these; only the CLI and the UI turn them into messages and exit codes.
+
+::
+
+    NvRagError
+    ├── ConfigError              a setting or argument that cannot work (bad path, bad value)
+    ├── ModelError
+    │   ├── UnknownModelError    a model name that is not in the registry
+    │   └── ModelUnavailableError  a registered model that cannot be loaded here (missing weights, no support yet)
+    ├── IndexError_
+    │   ├── IndexNotFoundError   a named index that does not exist in the data directory
+    │   └── ModelMismatchError   a request to use an index with a model other than the one it was built with
+    ├── InputError               a corpus or query input that cannot be read (missing path, malformed file)
+    └── InstructionError         an unknown task preset, or an instruction that leaves no room for the text
+"""
+
+from __future__ import annotations
+
+
+class NvRagError(Exception):
+    """Base class of every error nvrag raises on purpose."""
+
+
+class ConfigError(NvRagError):
+    """A setting or argument that cannot work."""
+
+
+class ModelError(NvRagError):
+    """Something about choosing or loading an embedding model."""
+
+
+class UnknownModelError(ModelError):
+    """The model name is not in the registry."""
+
+
+class ModelUnavailableError(ModelError):
+    """The model is registered but cannot be loaded on this machine or in this version."""
+
+
+class IndexError_(NvRagError):  # noqa: N801 - the trailing underscore avoids shadowing the builtin
+    """Something about a named index."""
+
+
+class IndexNotFoundError(IndexError_):
+    """No index of that name exists in the data directory."""
+
+
+class ModelMismatchError(IndexError_):
+    """The index was built with one model and the request names another."""
+
+
+class InputError(NvRagError):
+    """A corpus or query input that cannot be read."""
+
+
+class InstructionError(NvRagError):
+    """An unknown task preset, or an instruction that leaves no room for the text."""
+
+
+__all__ = [
+    "ConfigError",
+    "IndexError_",
+    "IndexNotFoundError",
+    "InputError",
+    "InstructionError",
+    "ModelError",
+    "ModelMismatchError",
+    "ModelUnavailableError",
+    "NvRagError",
+    "UnknownModelError",
+]

@@ -1,0 +1,78 @@
+"""Token-aware chunking: windows of the embedder's own tokens, with overlap, cut at token boundaries.
+
+Each chunk keeps its character span in the document text, so ``chunk.text == doc.text[start:end]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from nvrag.errors import ConfigError
+from nvrag.schema import Chunk, ChunkerSettings, Document
+
+TokenSpans = Callable[[str], list[tuple[int, int]]]
+
+
+def default_settings(max_text_tokens: int) -> ChunkerSettings:
+    """The default chunker, shrunk to fit a model whose texts are shorter than the default chunk."""
+    base = ChunkerSettings()
+    size = min(base.chunk_tokens, max_text_tokens)
+    return ChunkerSettings(chunk_tokens=size, overlap_tokens=min(base.overlap_tokens, size // 4))
+
+
+def check_settings(settings: ChunkerSettings, max_text_tokens: int) -> None:
+    if settings.chunk_tokens < 1:
+        raise ConfigError(f"chunk size must be at least 1 token (got {settings.chunk_tokens})")
+    if not 0 <= settings.overlap_tokens < settings.chunk_tokens:
+        raise ConfigError(
+            f"overlap must be at least 0 and smaller than the chunk size "
+            f"(got overlap {settings.overlap_tokens}, size {settings.chunk_tokens})"
+        )
+    if settings.chunk_tokens > max_text_tokens:
+        raise ConfigError(
+            f"chunk size {settings.chunk_tokens} tokens exceeds the model's limit of {max_text_tokens} "
+            f"tokens per text; use --chunk-tokens {max_text_tokens} or less"
+        )
+
+
+def chunk_id(model_key: str, settings: ChunkerSettings, doc_id: str, chunk_no: int, text: str) -> str:
+    """A chunk's identity: its model, chunker settings, document, position and text."""
+    payload = "\x1f".join([model_key, settings.fingerprint(), doc_id, str(chunk_no), text])
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def chunk_document(
+    doc: Document,
+    spans_of: TokenSpans,
+    settings: ChunkerSettings,
+    model_key: str,
+) -> list[Chunk]:
+    """Cut ``doc`` into windows of ``settings.chunk_tokens`` tokens overlapping by ``overlap_tokens``."""
+    spans = spans_of(doc.text)
+    if not spans:
+        return []
+    size, step = settings.chunk_tokens, settings.chunk_tokens - settings.overlap_tokens
+    chunks: list[Chunk] = []
+    first = 0
+    while True:
+        last = min(first + size, len(spans))  # exclusive
+        start, end = spans[first][0], spans[last - 1][1]
+        text = doc.text[start:end]
+        no = len(chunks)
+        chunks.append(
+            Chunk(
+                chunk_id=chunk_id(model_key, settings, doc.doc_id, no, text),
+                doc_id=doc.doc_id,
+                source=doc.source,
+                chunk_no=no,
+                text=text,
+                start=start,
+                end=end,
+                title=doc.title,
+                metadata=doc.metadata,
+            )
+        )
+        if last == len(spans):
+            return chunks
+        first += step

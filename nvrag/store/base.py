@@ -1,0 +1,87 @@
+"""The Store interface: named indexes of vectors with their chunks and manifest. Knows nothing of models.
+
+A ``Store`` is one data directory (or URI) holding many indexes; a ``Table`` is one index. Vectors arrive
+L2-normalised, so a table's score is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from nvrag.errors import ConfigError
+from nvrag.schema import Chunk, IndexManifest
+
+_INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_index_name(name: str) -> str:
+    """Index names become table names: letters, digits, '_', '-', '.', starting with a letter or digit."""
+    if not _INDEX_NAME.match(name):
+        raise ConfigError(
+            f"invalid index name {name!r}: use up to 64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    chunk: Chunk
+    score: float  # cosine similarity, higher is closer
+
+
+class Table(ABC):
+    """One index: its manifest, its chunks and their vectors."""
+
+    @property
+    @abstractmethod
+    def manifest(self) -> IndexManifest: ...
+
+    @abstractmethod
+    def set_manifest(self, manifest: IndexManifest) -> None:
+        """Replace the stored manifest (same model and dimension; the caller enforces that)."""
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    @abstractmethod
+    def chunk_ids_by_doc(self) -> dict[str, set[str]]:
+        """Every stored chunk id, grouped by document id."""
+
+    @abstractmethod
+    def upsert(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> None:
+        """Insert chunks with their vectors, replacing rows with the same chunk id, in one atomic commit."""
+
+    @abstractmethod
+    def delete(self, chunk_ids: Iterable[str]) -> None: ...
+
+    @abstractmethod
+    def search(self, vector: npt.NDArray[np.float32], k: int) -> list[ScoredChunk]:
+        """The k chunks most similar to ``vector``, best first."""
+
+
+class Store(ABC):
+    """A data directory (or URI) of named indexes."""
+
+    @abstractmethod
+    def list_indexes(self) -> list[str]: ...
+
+    @abstractmethod
+    def exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def open(self, name: str) -> Table:
+        """Open an existing index; IndexNotFoundError when there is none of that name."""
+
+    @abstractmethod
+    def create(self, manifest: IndexManifest) -> Table:
+        """Create an empty index described by ``manifest``; ConfigError if the name is taken."""
+
+    @abstractmethod
+    def drop(self, name: str) -> None: ...

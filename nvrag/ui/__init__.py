@@ -1,0 +1,1 @@
+"""The Gradio web search UI (arrives with the UI issue)."""
