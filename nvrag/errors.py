@@ -7,7 +7,7 @@
     ├── ModelError
     │   ├── UnknownModelError    a model name that is not in the registry
     │   └── ModelUnavailableError  a registered model that cannot be loaded here (missing weights, no support yet)
-    ├── IndexError_
+    ├── IndexAccessError
     │   ├── IndexNotFoundError   a named index that does not exist in the data directory
     │   └── ModelMismatchError   a request to use an index with a model other than the one it was built with
     ├── InputError               a corpus or query input that cannot be read (missing path, malformed file)
@@ -37,15 +37,15 @@ class ModelUnavailableError(ModelError):
     """The model is registered but cannot be loaded on this machine or in this version."""
 
 
-class IndexError_(NvRagError):  # noqa: N801 - the trailing underscore avoids shadowing the builtin
+class IndexAccessError(NvRagError):
     """Something about a named index."""
 
 
-class IndexNotFoundError(IndexError_):
+class IndexNotFoundError(IndexAccessError):
     """No index of that name exists in the data directory."""
 
 
-class ModelMismatchError(IndexError_):
+class ModelMismatchError(IndexAccessError):
     """The index was built with one model and the request names another."""
 
 
@@ -59,7 +59,7 @@ class InstructionError(NvRagError):
 
 __all__ = [
     "ConfigError",
-    "IndexError_",
+    "IndexAccessError",
     "IndexNotFoundError",
     "InputError",
     "InstructionError",

@@ -42,21 +42,40 @@ def chunk_id(model_key: str, settings: ChunkerSettings, doc_id: str, chunk_no: i
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+def _continues_word(text: str, spans: list[tuple[int, int]]) -> list[bool]:
+    """For each token, whether it continues the previous token's word (a subword piece such as '##ing').
+
+    Windows never start or end inside a word: re-tokenised on its own, a cut word can take more tokens.
+    """
+    flags = [False] * len(spans)
+    for i in range(1, len(spans)):
+        at = spans[i][0]
+        flags[i] = at == spans[i - 1][1] and 0 < at < len(text) and text[at - 1].isalnum() and text[at].isalnum()
+    return flags
+
+
 def chunk_document(
     doc: Document,
     spans_of: TokenSpans,
     settings: ChunkerSettings,
     model_key: str,
 ) -> list[Chunk]:
-    """Cut ``doc`` into windows of ``settings.chunk_tokens`` tokens overlapping by ``overlap_tokens``."""
+    """Cut ``doc`` into windows of at most ``settings.chunk_tokens`` tokens overlapping by about
+    ``overlap_tokens``, with window edges moved to word boundaries."""
     spans = spans_of(doc.text)
     if not spans:
         return []
-    size, step = settings.chunk_tokens, settings.chunk_tokens - settings.overlap_tokens
+    cont = _continues_word(doc.text, spans)
+    size, overlap, n = settings.chunk_tokens, settings.overlap_tokens, len(spans)
     chunks: list[Chunk] = []
     first = 0
     while True:
-        last = min(first + size, len(spans))  # exclusive
+        last = min(first + size, n)  # exclusive
+        while last < n and cont[last] and last - 1 > first:
+            last -= 1  # end before a word that would be cut
+        hard_split = last < n and cont[last]
+        if hard_split:
+            last = min(first + size, n)  # one word longer than the window: cut it
         start, end = spans[first][0], spans[last - 1][1]
         text = doc.text[start:end]
         no = len(chunks)
@@ -73,6 +92,12 @@ def chunk_document(
                 metadata=doc.metadata,
             )
         )
-        if last == len(spans):
+        if last == n:
             return chunks
-        first += step
+        following = last - overlap
+        if hard_split:
+            first = max(following, first + 1)
+            continue
+        while following > first + 1 and cont[following]:
+            following -= 1  # start the overlap at a word's first piece
+        first = following if following > first and not cont[following] else last

@@ -1,0 +1,57 @@
+# nvrag: `make demo` and `make test` work from a fresh clone; each creates .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch goes in first, pinned: left to choose, pip would pull a multi-GB CUDA build as a dependency.
+TORCH_SPEC ?= torch==2.13.0
+DEMO_INDEX ?= demo
+DEMO_QUERIES ?= "compute a SHA-256 digest of a file" "run a shell command and capture its output" "create a temporary directory"
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
+
+.PHONY: help install demo test lint typecheck imports unit clean
+
+help:
+	@echo "make demo   - install nvrag in $(VENV), index the bundled demo corpus, run example searches"
+	@echo "make test   - install nvrag with its dev extras in $(VENV), run lint, type checks and the tests"
+	@echo "make clean  - remove $(VENV) and caches"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/nvrag index data/demo/stdlib.jsonl --index $(DEMO_INDEX)
+	@for q in $(DEMO_QUERIES); do $(BIN)/nvrag search "$$q" --index $(DEMO_INDEX) -k 3 || exit $$?; done
+	@echo "Try your own: $(BIN)/nvrag search \"your question\" --index $(DEMO_INDEX)"
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check nvrag tests data/demo
+	$(BIN)/ruff format --check nvrag tests data/demo
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+imports: $(VENV)/.installed-dev
+	$(BIN)/lint-imports
+
+unit: $(VENV)/.installed-dev
+	$(BIN)/pytest
+
+test: lint typecheck imports unit
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -1,0 +1,44 @@
+"""Shared fixtures. Nothing here downloads anything: the hub is switched off for every test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+from nvrag.embedder import WordLengthEmbedder  # noqa: E402
+from nvrag.embedder.minilm import MiniLMEmbedder  # noqa: E402
+from nvrag.store import LanceStore  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CORPUS = REPO / "data" / "demo" / "stdlib.jsonl"
+
+
+@pytest.fixture
+def fake() -> WordLengthEmbedder:
+    return WordLengthEmbedder()
+
+
+@pytest.fixture(scope="session")
+def minilm() -> MiniLMEmbedder:
+    return MiniLMEmbedder()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LanceStore:
+    return LanceStore(str(tmp_path / "db"))
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No NVRAG_* settings leak in from the developer's shell."""
+    for key in list(os.environ):
+        if key.startswith("NVRAG_"):
+            monkeypatch.delenv(key)
+    yield

@@ -1,0 +1,81 @@
+"""Loaders: directories of .txt/.md, JSONL; every bad file or line becomes a one-line failure, never a crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nvrag.errors import InputError
+from nvrag.indexer import LoadFailure, load_corpus
+from nvrag.schema import Document
+
+
+def split(items: list[Document | LoadFailure]) -> tuple[list[Document], list[LoadFailure]]:
+    docs = [i for i in items if isinstance(i, Document)]
+    return docs, [i for i in items if isinstance(i, LoadFailure)]
+
+
+def test_directory_is_read_recursively_in_a_stable_order(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "b.txt").write_text("bravo", encoding="utf-8")
+    (tmp_path / "sub" / "a.md").write_text("intro\n# The Title\nbody", encoding="utf-8")
+    (tmp_path / "ignored.py").write_text("print()", encoding="utf-8")
+    docs, failures = split(list(load_corpus(tmp_path)))
+    assert failures == []
+    assert [(d.doc_id, d.title, d.text) for d in docs] == [
+        ("b.txt", None, "bravo"),
+        ("sub/a.md", "The Title", "intro\n# The Title\nbody"),
+    ]
+    assert docs[0].source == str((tmp_path / "b.txt").resolve())
+    assert docs[1].metadata == {"path": "sub/a.md", "format": "md"}
+
+
+def test_bad_files_are_reported_and_skipped(tmp_path: Path) -> None:
+    (tmp_path / "good.txt").write_text("fine", encoding="utf-8")
+    (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02abc")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "empty.md").write_text("  \n", encoding="utf-8")
+    docs, failures = split(list(load_corpus(tmp_path)))
+    assert [d.doc_id for d in docs] == ["good.txt"]
+    reasons = {Path(f.source).name: f.reason for f in failures}
+    assert reasons == {
+        "binary.txt": "looks binary (NUL bytes); skipped",
+        "empty.md": "empty file; skipped",
+        "latin1.txt": "not valid UTF-8 (byte 3); convert it to UTF-8",
+    }
+
+
+def test_jsonl_documents_with_title_and_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text(
+        '{"id": "1", "text": "one", "title": "T", "lang": "en"}\n'
+        "\n"
+        '{"id": 2, "text": "two"}\n'
+        "{not json\n"
+        '["a list"]\n'
+        '{"text": "no id"}\n'
+        '{"id": "3", "text": ""}\n',
+        encoding="utf-8",
+    )
+    docs, failures = split(list(load_corpus(path)))
+    assert [(d.doc_id, d.text, d.title, d.metadata) for d in docs] == [
+        ("1", "one", "T", {"lang": "en"}),
+        ("2", "two", None, {}),
+    ]
+    where = str(path.resolve())
+    assert [(f.source, f.reason.split(";")[0]) for f in failures] == [
+        (f"{where}:4", "malformed JSON (Expecting property name enclosed in double quotes)"),
+        (f"{where}:5", "a line must be a JSON object with 'id' and 'text'"),
+        (f"{where}:6", "missing or empty 'id' (a string or integer)"),
+        (f"{where}:7", "document 3: missing or empty 'text'"),
+    ]
+
+
+def test_missing_path_and_unsupported_type(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file or directory"):
+        list(load_corpus(tmp_path / "nope"))
+    pdf = tmp_path / "x.pdf"
+    pdf.write_bytes(b"%PDF")
+    with pytest.raises(InputError, match=r"unsupported file type \.pdf"):
+        list(load_corpus(pdf))

@@ -1,0 +1,109 @@
+"""The indexing pipeline with the fake embedder and real LanceDB: incremental, pinned, batched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nvrag.embedder import WordLengthEmbedder
+from nvrag.errors import ConfigError, ModelMismatchError
+from nvrag.indexer import Indexer, LoadFailure, Progress, load_corpus
+from nvrag.schema import ChunkerSettings, Document
+from nvrag.store import LanceStore
+
+DOCS = [
+    Document("a", "alpha beta gamma", "src/a"),
+    Document("b", "delta epsilon", "src/b", title="B"),
+    Document("c", "zeta eta theta iota", "src/c"),
+]
+
+
+def test_first_run_adds_everything_and_writes_the_manifest(store: LanceStore, fake: WordLengthEmbedder) -> None:
+    report = Indexer(store, fake).index("t", DOCS)
+    assert report.to_dict() == {
+        "index": "t",
+        "documents": 3,
+        "chunks_added": 3,
+        "chunks_unchanged": 0,
+        "chunks_removed": 0,
+        "failed": 0,
+        "failures": [],
+    }
+    manifest = store.open("t").manifest
+    assert (manifest.model, manifest.model_revision, manifest.dimension) == ("nvrag/fake-wordlen", "1", 8)
+    assert manifest.query_template == "{instruction}: " and manifest.normalized
+    assert manifest.chunker == ChunkerSettings(64, 16)
+
+
+def test_rerun_on_an_unchanged_corpus_embeds_nothing(store: LanceStore, fake: WordLengthEmbedder) -> None:
+    Indexer(store, fake).index("t", DOCS)
+    calls = len(fake.forward_calls)
+    before = store.open("t").manifest.updated_at
+    report = Indexer(store, fake).index("t", DOCS)
+    assert (report.chunks_added, report.chunks_unchanged, report.chunks_removed) == (0, 3, 0)
+    assert len(fake.forward_calls) == calls
+    assert store.open("t").manifest.updated_at == before
+
+
+def test_a_changed_document_replaces_its_chunks(store: LanceStore, fake: WordLengthEmbedder) -> None:
+    Indexer(store, fake).index("t", DOCS)
+    changed = [DOCS[0], Document("b", "delta epsilon omega", "src/b", title="B"), DOCS[2]]
+    report = Indexer(store, fake).index("t", changed)
+    assert (report.chunks_added, report.chunks_unchanged, report.chunks_removed) == (1, 2, 1)
+    table = store.open("t")
+    assert table.count() == 3
+    (hit,) = [h for h in table.search(fake.embed_documents(["B\ndelta epsilon omega"])[0], 3) if h.chunk.doc_id == "b"]
+    assert hit.chunk.text == "delta epsilon omega"
+
+
+def test_failures_and_duplicates_are_reported_and_the_rest_is_indexed(
+    store: LanceStore, fake: WordLengthEmbedder
+) -> None:
+    items: list[Document | LoadFailure] = [
+        DOCS[0],
+        LoadFailure("bad.txt", "looks binary (NUL bytes); skipped"),
+        Document("a", "another alpha", "src/a2"),
+        Document("p", "!!! ...", "src/p"),
+    ]
+    report = Indexer(store, fake).index("t", items)
+    assert report.documents == 1 and report.chunks_added == 1
+    assert [(f.source, f.reason) for f in report.failures] == [
+        ("bad.txt", "looks binary (NUL bytes); skipped"),
+        ("src/a2", "duplicate document id 'a'; skipped"),
+        ("src/p", "no text to index; skipped"),
+    ]
+
+
+def test_writes_are_committed_in_batches(store: LanceStore, fake: WordLengthEmbedder) -> None:
+    seen: list[Progress] = []
+    indexer = Indexer(store, fake, batch_chunks=2, on_progress=seen.append)
+    indexer.index("t", DOCS)
+    assert [p.chunks_embedded for p in seen] == [2, 3]
+    assert fake.forward_calls == [2, 1]
+
+
+def test_another_model_is_refused_on_an_existing_index(store: LanceStore, fake: WordLengthEmbedder) -> None:
+    Indexer(store, fake).index("t", DOCS)
+    other = WordLengthEmbedder(dimension=16)
+    with pytest.raises(ModelMismatchError, match=r"index 't' was built with nvrag/fake-wordlen \(1, 8 dims\)"):
+        Indexer(store, other).index("t", DOCS)
+    assert store.open("t").count() == 3
+
+
+def test_other_chunker_settings_are_refused_on_an_existing_index(store: LanceStore, fake: WordLengthEmbedder) -> None:
+    Indexer(store, fake, chunker=ChunkerSettings(4, 1)).index("t", DOCS)
+    with pytest.raises(ConfigError, match="chunked with 4 tokens and 1 overlap, not 5 and 1"):
+        Indexer(store, fake, chunker=ChunkerSettings(5, 1)).index("t", DOCS)
+    assert Indexer(store, fake).index("t", DOCS).chunks_unchanged == 3  # no settings: the index's own
+
+
+def test_index_a_directory_end_to_end(tmp_path: Path, store: LanceStore, fake: WordLengthEmbedder) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "one.txt").write_text("one two three", encoding="utf-8")
+    (corpus / "two.md").write_text("# Two\nfour five", encoding="utf-8")
+    (corpus / "bin.txt").write_bytes(b"\x00\x00")
+    report = Indexer(store, fake).index("dir", load_corpus(corpus))
+    assert (report.documents, report.chunks_added, report.failed) == (2, 2, 1)
+    assert store.open("dir").chunk_ids_by_doc().keys() == {"one.txt", "two.md"}

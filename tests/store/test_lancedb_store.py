@@ -1,0 +1,134 @@
+"""LanceDB store in a temp dir: manifests, idempotent upserts, deletes, exact cosine search."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nvrag.errors import ConfigError, IndexNotFoundError
+from nvrag.schema import Chunk, ChunkerSettings, IndexManifest
+from nvrag.store import LanceStore
+
+DIM = 4
+
+
+def manifest(name: str = "docs", dim: int = DIM) -> IndexManifest:
+    return IndexManifest(
+        name=name,
+        model="m",
+        model_revision="r1",
+        dimension=dim,
+        normalized=True,
+        query_template="",
+        document_template="",
+        license="MIT",
+        chunker=ChunkerSettings(10, 2),
+        nvrag_version="0",
+        created_at="2026-01-01T00:00:00+00:00",
+        updated_at="2026-01-01T00:00:00+00:00",
+    )
+
+
+def chunk(i: int, doc: str = "d") -> Chunk:
+    return Chunk(
+        chunk_id=f"c{i}",
+        doc_id=doc,
+        source=f"/src/{doc}",
+        chunk_no=i,
+        text=f"text {i}",
+        start=i * 10,
+        end=i * 10 + 6,
+        title=None if i % 2 else f"title {i}",
+        metadata={"n": i, "tags": ["x"]},
+    )
+
+
+def unit(rows: list[list[float]]) -> np.ndarray:
+    a = np.asarray(rows, dtype=np.float32)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_create_list_open_drop(store: LanceStore) -> None:
+    assert store.list_indexes() == []
+    store.create(manifest("b"))
+    store.create(manifest("a"))
+    assert store.list_indexes() == ["a", "b"]
+    assert store.open("a").manifest == manifest("a")
+    store.drop("a")
+    assert store.list_indexes() == ["b"]
+    with pytest.raises(IndexNotFoundError, match=r"no index named 'a' in .* \(indexes: b\)"):
+        store.open("a")
+
+
+def test_manifest_survives_reopening_the_database(tmp_path: Path) -> None:
+    LanceStore(str(tmp_path)).create(manifest())
+    reopened = LanceStore(str(tmp_path)).open("docs")
+    assert reopened.manifest == manifest()
+    updated = replace(manifest(), updated_at="2026-02-02T00:00:00+00:00")
+    reopened.set_manifest(updated)
+    assert LanceStore(str(tmp_path)).open("docs").manifest == updated
+
+
+def test_names_are_checked_and_unique(store: LanceStore) -> None:
+    store.create(manifest())
+    with pytest.raises(ConfigError, match="already exists"):
+        store.create(manifest())
+    for bad in ("", "_hidden", "a/b", "x" * 65, "sp ace"):
+        with pytest.raises(ConfigError, match="invalid index name"):
+            store.create(manifest(bad))
+
+
+def test_upsert_is_idempotent_and_round_trips_every_field(store: LanceStore) -> None:
+    table = store.create(manifest())
+    chunks = [chunk(0), chunk(1)]
+    vectors = unit([[1, 0, 0, 0], [0, 1, 0, 0]])
+    table.upsert(chunks, vectors)
+    table.upsert(chunks, vectors)
+    assert table.count() == 2
+    assert table.chunk_ids_by_doc() == {"d": {"c0", "c1"}}
+    hit = table.search(unit([[1, 0, 0, 0]])[0], 1)[0]
+    assert hit.chunk == chunks[0]
+    assert hit.score == pytest.approx(1.0, abs=1e-6)
+
+
+def test_search_is_exact_cosine_against_numpy(store: LanceStore) -> None:
+    rng = np.random.default_rng(7)
+    vectors = unit(rng.normal(size=(50, DIM)).tolist())
+    table = store.create(manifest())
+    table.upsert([chunk(i, doc=f"d{i % 5}") for i in range(50)], vectors)
+    query = unit(rng.normal(size=(1, DIM)).tolist())[0]
+    expected = np.argsort(-(vectors @ query))[:7]
+    hits = table.search(query, 7)
+    assert [h.chunk.chunk_id for h in hits] == [f"c{i}" for i in expected]
+    np.testing.assert_allclose([h.score for h in hits], (vectors @ query)[expected], atol=1e-5)
+
+
+def test_delete_and_wrong_shapes(store: LanceStore) -> None:
+    table = store.create(manifest())
+    table.upsert([chunk(0), chunk(1), chunk(2, doc="e")], unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]))
+    table.delete(["c1", "c2", "missing"])
+    assert table.chunk_ids_by_doc() == {"d": {"c0"}}
+    with pytest.raises(ValueError, match=r"expected vectors of shape \(1, 4\)"):
+        table.upsert([chunk(5)], unit([[1, 0, 0]]))
+
+
+def test_ids_with_quotes_are_deleted_safely(store: LanceStore) -> None:
+    table = store.create(manifest())
+    odd = replace(chunk(0), chunk_id="it's")
+    table.upsert([odd, chunk(1)], unit([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    table.delete(["it's"])
+    assert table.chunk_ids_by_doc() == {"d": {"c1"}}
+
+
+def test_search_on_an_empty_index_returns_nothing(store: LanceStore) -> None:
+    assert store.create(manifest()).search(unit([[1, 0, 0, 0]])[0], 5) == []
+
+
+def test_a_manifest_whose_table_was_never_created_opens_as_empty(tmp_path: Path) -> None:
+    # a crash between writing the manifest and creating the table leaves exactly this state
+    store = LanceStore(str(tmp_path))
+    store._write_manifest(manifest())
+    assert store.open("docs").count() == 0
