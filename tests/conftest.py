@@ -12,9 +12,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
-from nvrag.embedder import WordLengthEmbedder  # noqa: E402
-from nvrag.embedder.minilm import MiniLMEmbedder  # noqa: E402
-from nvrag.store import LanceStore  # noqa: E402
+from nvrag.embedder import WordLengthEmbedder
+from nvrag.embedder.minilm import MiniLMEmbedder
+from nvrag.store import LanceStore
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = REPO / "data" / "demo" / "stdlib.jsonl"

@@ -121,6 +121,7 @@ def index(
         store = open_store(settings)
         chunker = _chunker(chunk_tokens, overlap)
         indexer, choice = build_indexer(settings, store, index, model, chunker)
+        indexer.check(index)
         err.print(f"model: {choice.reason} (license {choice.license})")
         with index_progress(err) as on_progress:
             indexer.on_progress = on_progress

@@ -17,7 +17,7 @@ from nvrag.errors import ConfigError
 from nvrag.indexer.chunking import check_settings, chunk_document, default_settings
 from nvrag.indexer.loaders import LoadFailure
 from nvrag.schema import Chunk, ChunkerSettings, Document
-from nvrag.store import Store, Table
+from nvrag.store import Store, Table, check_index_name
 
 
 @dataclass
@@ -77,21 +77,30 @@ class Indexer:
         self.batch_chunks = batch_chunks
         self.on_progress = on_progress
 
+    def check(self, name: str) -> None:
+        """Raise if indexing into ``name`` cannot work (bad name, other model, other chunker settings)."""
+        check_index_name(name)
+        if not self.store.exists(name):
+            check_settings(
+                self.chunker or default_settings(self.embedder.max_text_tokens), self.embedder.max_text_tokens
+            )
+            return
+        manifest = self.store.open(name).manifest
+        check_manifest_model(manifest, self.embedder)
+        if self.chunker is not None and self.chunker != manifest.chunker:
+            stored = manifest.chunker
+            raise ConfigError(
+                f"index {name!r} was chunked with {stored.chunk_tokens} tokens and {stored.overlap_tokens} "
+                f"overlap, not {self.chunker.chunk_tokens} and {self.chunker.overlap_tokens}: "
+                "leave the chunk options out to use the index's settings, or build a new index"
+            )
+
     def open_or_create(self, name: str) -> tuple[Table, bool]:
         """The index's table, created with this embedder and chunker if it does not exist yet."""
+        self.check(name)
         if self.store.exists(name):
-            table = self.store.open(name)
-            check_manifest_model(table.manifest, self.embedder)
-            if self.chunker is not None and self.chunker != table.manifest.chunker:
-                stored = table.manifest.chunker
-                raise ConfigError(
-                    f"index {name!r} was chunked with {stored.chunk_tokens} tokens and {stored.overlap_tokens} "
-                    f"overlap, not {self.chunker.chunk_tokens} and {self.chunker.overlap_tokens}: "
-                    "leave the chunk options out to use the index's settings, or build a new index"
-                )
-            return table, False
+            return self.store.open(name), False
         settings = self.chunker or default_settings(self.embedder.max_text_tokens)
-        check_settings(settings, self.embedder.max_text_tokens)
         return self.store.create(new_manifest(name, self.embedder, settings)), True
 
     def index(self, name: str, items: Iterable[Document | LoadFailure]) -> IndexReport:

@@ -1,0 +1,158 @@
+"""The CLI in-process with the fake model and real LanceDB: outputs, JSON shapes, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nvrag.app.cli import app
+
+FAKE = "nvrag/fake-wordlen"
+runner = CliRunner()
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "docs.jsonl"
+    rows = [
+        {"id": "short", "text": "a b c"},
+        {"id": "long", "text": "ccc dddd", "lang": "en"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def run(*args: str, input: str | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), input=input)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_index_search_info_json(tmp_path: Path, corpus: Path) -> None:
+    db = str(tmp_path / "db")
+    code, out, err = run("index", str(corpus), "--index", "t", "--model", FAKE, "--db", db, "--json")
+    assert code == 0, err
+    assert json.loads(out) == {
+        "index": "t",
+        "documents": 2,
+        "chunks_added": 2,
+        "chunks_unchanged": 0,
+        "chunks_removed": 0,
+        "failed": 0,
+        "failures": [],
+    }
+    assert "model: nvrag/fake-wordlen as requested (license MIT)" in err
+
+    code, out, err = run("search", "x", "--index", "t", "--db", db, "--instruction", "q", "-k", "2", "--json")
+    assert code == 0, err
+    hits = json.loads(out)
+    assert [(h["rank"], h["doc_id"], h["score"]) for h in hits] == [(1, "short", 1.0), (2, "long", 0.0)]
+    assert hits[1]["metadata"] == {"lang": "en"} and hits[1]["text"] == "ccc dddd"
+
+    code, out, err = run("info", "--db", db, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    (entry,) = info["indexes"]
+    assert entry["rows"] == 2
+    assert entry["manifest"]["model"] == FAKE and entry["manifest"]["dimension"] == 8
+    assert {m["name"] for m in info["models"]} == {"all-MiniLM-L6-v2", "nvidia/NV-Embed-v2", FAKE}
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_rerun_says_nothing_to_embed(tmp_path: Path, corpus: Path) -> None:
+    db = str(tmp_path / "db")
+    run("index", str(corpus), "--index", "t", "--model", FAKE, "--db", db)
+    code, _, err = run("index", str(corpus), "--index", "t", "--db", db)
+    assert code == 0
+    assert "index 't' is up to date: 2 documents, 2 chunks unchanged, nothing to embed" in err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_db_comes_from_the_environment(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NVRAG_DB", str(tmp_path / "envdb"))
+    assert run("index", str(corpus), "--index", "t", "--model", FAKE)[0] == 0
+    assert (tmp_path / "envdb" / "t.lance").is_dir()
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_input_failures_exit_1_and_are_listed(tmp_path: Path, corpus: Path) -> None:
+    with corpus.open("a", encoding="utf-8") as f:
+        f.write("{broken\n")
+    code, _, err = run("index", str(corpus), "--index", "t", "--model", FAKE, "--db", str(tmp_path / "db"))
+    assert code == 1
+    assert f"skipped {corpus.resolve()}:3: malformed JSON" in err
+    assert "2 documents, 2 chunks added, 0 unchanged, 0 removed, 1 failed" in err
+
+
+@pytest.mark.usefixtures("clean_env")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["index", "{tmp}/missing", "--index", "t"], "error: {tmp}/missing: no such file or directory"),
+        (["search", "q", "--index", "nope"], "error: no index named 'nope' in {tmp}/db (indexes: none yet)"),
+        (["search", "q", "--index", "t", "--model", "gpt"], "error: unknown model 'gpt'; known models: auto,"),
+        (["search", "q", "--index", "t", "--task", "Nope"], "error: unknown task 'Nope'; known tasks: ArguAna"),
+        (["search", "  ", "--index", "t"], "error: the query is empty"),
+        (["index", "{tmp}/docs.jsonl", "--index", "bad name"], "error: invalid index name 'bad name'"),
+        (
+            ["search", "q", "--index", "t", "--model", "all-MiniLM-L6-v2"],
+            "error: index 't' was built with nvrag/fake-wordlen; it cannot be searched or extended with "
+            "all-MiniLM-L6-v2",
+        ),
+        (
+            ["index", "{tmp}/docs.jsonl", "--index", "t", "--chunk-tokens", "10"],
+            "error: index 't' was chunked with 64 tokens and 16 overlap, not 10 and 2",
+        ),
+        (
+            ["index", "{tmp}/docs.jsonl", "--index", "new", "--model", "nvidia/NV-Embed-v2"],
+            "error: nvidia/NV-Embed-v2 is registered, but its native implementation is not in this version",
+        ),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(tmp_path: Path, corpus: Path, args: list[str], message: str) -> None:
+    db = str(tmp_path / "db")
+    if "nope" not in args:
+        run("index", str(corpus), "--index", "t", "--model", FAKE, "--db", db)
+    code, out, err = run(*[a.format(tmp=tmp_path) for a in args], "--db", db)
+    assert code == 2
+    assert err.startswith(message.format(tmp=tmp_path))
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and out == ""
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_embed_to_npy_jsonl_and_from_stdin(tmp_path: Path) -> None:
+    npy = tmp_path / "v.npy"
+    code, _, err = run("embed", "a bb", "ccc", "--model", FAKE, "--output", str(npy))
+    assert code == 0, err
+    vectors = np.load(npy)
+    assert vectors.dtype == np.float32 and vectors.shape == (2, 8)
+    np.testing.assert_allclose(vectors[1], np.eye(8, dtype=np.float32)[2])
+
+    code, out, err = run("embed", "--model", FAKE, "--input", "-", input='"a"\n{"text": "bb"}\n')
+    assert code == 0, err
+    rows = [json.loads(line)["embedding"] for line in out.splitlines()]
+    assert [int(np.argmax(r)) for r in rows] == [0, 1]
+
+    code, out, _ = run("embed", "a", "--query", "--instruction", "dddd", "--model", FAKE)
+    (row,) = [json.loads(line)["embedding"] for line in out.splitlines()]
+    assert row[0] == pytest.approx(row[3]) and row[0] == pytest.approx(2**-0.5)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_embed_mistakes(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('"ok"\nnot json\n', encoding="utf-8")
+    assert run("embed", "--model", FAKE, "--input", str(bad))[2].startswith(f"error: {bad} line 2: not JSON")
+    assert run("embed", "--model", FAKE)[2].startswith("error: nothing to embed")
+    assert run("embed", "x", "--task", "NQ", "--model", FAKE)[2].startswith("error: --task and --instruction apply")
+
+
+def test_help_lists_commands_and_exit_codes() -> None:
+    code, out, _ = run("--help")
+    assert code == 0
+    for word in ("index", "search", "embed", "info", "Exit codes"):
+        assert word in out

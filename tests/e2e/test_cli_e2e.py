@@ -1,0 +1,61 @@
+"""The real `nvrag` command in subprocesses: demo corpus, bundled MiniLM, LanceDB in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DEMO_CORPUS
+
+pytestmark = pytest.mark.slow
+README_QUERY = "compute a SHA-256 digest of a file"
+README_TOP_HIT = "hashlib.file_digest"
+
+
+def nvrag(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NVRAG_")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NVRAG_DB=str(db))
+    return subprocess.run(
+        [sys.executable, "-m", "nvrag", *args], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+
+
+def test_demo_corpus_index_search_reindex_and_pinning(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    first = nvrag("index", str(DEMO_CORPUS), "--index", "demo", "--json", db=db)
+    assert first.returncode == 0, first.stderr
+    assert "model: auto: no CUDA GPU here, so the bundled all-MiniLM-L6-v2 (license Apache-2.0)" in first.stderr
+    summary = json.loads(first.stdout)
+    documents = sum(1 for line in DEMO_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip())
+    assert summary["documents"] == documents
+    assert summary["chunks_added"] >= documents and summary["failed"] == 0
+
+    found = nvrag("search", README_QUERY, "--index", "demo", "-k", "3", "--json", db=db)
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    assert hits[0]["doc_id"] == README_TOP_HIT
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+
+    again = nvrag("index", str(DEMO_CORPUS), "--index", "demo", "--json", db=db)
+    assert again.returncode == 0, again.stderr
+    rerun = json.loads(again.stdout)
+    assert (rerun["chunks_added"], rerun["chunks_unchanged"]) == (0, summary["chunks_added"])
+
+    refused = nvrag("search", README_QUERY, "--index", "demo", "--model", "nvrag/fake-wordlen", db=db)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "error: index 'demo' was built with all-MiniLM-L6-v2; it cannot be searched or extended with "
+        "nvrag/fake-wordlen (a different vector space). Leave out --model to use all-MiniLM-L6-v2, or build a "
+        "new index with nvrag/fake-wordlen"
+    )
+
+    listing = nvrag("info", "--json", db=db)
+    (entry,) = json.loads(listing.stdout)["indexes"]
+    assert entry["rows"] == summary["chunks_added"]
+    assert entry["manifest"]["model"] == "all-MiniLM-L6-v2" and entry["manifest"]["dimension"] == 384
