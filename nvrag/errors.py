@@ -6,7 +6,8 @@
     ├── ConfigError              a setting or argument that cannot work (bad path, bad value)
     ├── ModelError
     │   ├── UnknownModelError    a model name that is not in the registry
-    │   └── ModelUnavailableError  a registered model that cannot be loaded here (missing weights, no support yet)
+    │   ├── ModelUnavailableError  a registered model that cannot be loaded here (missing weights, no device)
+    │   └── CheckpointError      a checkpoint folder that is not what it claims (config, shards, keys, shapes)
     ├── IndexAccessError
     │   ├── IndexNotFoundError   a named index that does not exist in the data directory
     │   └── ModelMismatchError   a request to use an index with a model other than the one it was built with
@@ -37,6 +38,10 @@ class ModelUnavailableError(ModelError):
     """The model is registered but cannot be loaded on this machine or in this version."""
 
 
+class CheckpointError(ModelError):
+    """A checkpoint folder whose config, shards, keys or shapes are not what the model needs."""
+
+
 class IndexAccessError(NvRagError):
     """Something about a named index."""
 
@@ -58,6 +63,7 @@ class InstructionError(NvRagError):
 
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "IndexAccessError",
     "IndexNotFoundError",

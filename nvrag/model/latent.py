@@ -1,0 +1,82 @@
+"""NV-Embed's latent-attention pooling: token states attend to a learned dictionary of latents.
+
+The token states are the queries; the latents are the keys and values (NVEMBED.md). Because the latents are
+weights, their keys and values are the same for every input: ``prepare`` computes them once per loaded model.
+``folded`` goes further and multiplies the projections into two (hidden x heads*latents) matrices, exactly
+equal in exact arithmetic, cheaper per token; the plain path stays as the reference and tests compare them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from nvrag.model.config import LatentConfig
+
+
+class LatentPooling(nn.Module):
+    def __init__(self, config: LatentConfig) -> None:
+        super().__init__()
+        self.config = config
+        heads, d, width = config.num_cross_heads, config.cross_dim_head, config.latent_dim
+        inner = heads * d
+        self.latents = nn.Parameter(torch.zeros(config.num_latents_value, width))
+        self.token_norm = nn.LayerNorm(width)  # checkpoint: cross_attend_blocks.0.norm (acts on token states)
+        self.latent_norm = nn.LayerNorm(config.hidden_dim)  # checkpoint: ...0.norm_context (acts on latents)
+        self.to_q = nn.Linear(width, inner, bias=False)
+        self.to_kv = nn.Linear(config.hidden_dim, 2 * inner, bias=False)
+        self.to_out = nn.Linear(inner, width, bias=False)
+        self.ff_norm = nn.LayerNorm(width)
+        self.ff_in = nn.Linear(width, 8 * width)  # GEGLU: first half value, second half gate
+        self.ff_out = nn.Linear(4 * width, width)
+        self._kv: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._folded: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def latent_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the latents, each (heads, num_latents, d). First half of to_kv is K."""
+        heads, d = self.config.num_cross_heads, self.config.cross_dim_head
+        kv = self.to_kv(self.latent_norm(self.latents))  # (n, 2 * heads * d)
+        k, v = kv.chunk(2, dim=-1)
+        n = self.latents.shape[0]
+        return k.view(n, heads, d).transpose(0, 1), v.view(n, heads, d).transpose(0, 1)
+
+    def folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B) with scores = LN(x) @ A (already scaled by 1/sqrt(d)) and output = softmax_h(scores) @ B.
+
+        Per head h: Q_h K_hᵀ = LN(x) (W_q,hᵀ K_hᵀ) and P_h V_h W_out,hᵀ = P_h (V_h W_out,hᵀ). Computed in float32.
+        """
+        heads, d = self.config.num_cross_heads, self.config.cross_dim_head
+        k, v = (t.float() for t in self.latent_kv())  # (h, n, d)
+        w_q = self.to_q.weight.float().view(heads, d, -1)  # (h, d, width)
+        w_out = self.to_out.weight.float().view(-1, heads, d).transpose(0, 1)  # (h, width, d)
+        a = torch.einsum("hdw,hnd->whn", w_q, k) / d**0.5  # (width, h, n)
+        b = torch.einsum("hnd,hwd->hnw", v, w_out)  # (h, n, width)
+        dtype = self.latents.dtype
+        return a.reshape(a.shape[0], -1).to(dtype), b.reshape(-1, b.shape[-1]).to(dtype)
+
+    def prepare(self) -> None:
+        """Compute the constant latent keys/values (and the folded matrices) once, after weights are loaded."""
+        with torch.inference_mode():
+            self._kv = self.latent_kv()
+            self._folded = self.folded_weights()
+
+    def forward(self, hidden: torch.Tensor, *, folded: bool = False) -> torch.Tensor:
+        """hidden (..., width) → (..., width): cross-attention to the latents, then a GEGLU feed-forward."""
+        x = self.token_norm(hidden)
+        if folded:
+            a, b = self._folded if self._folded is not None else self.folded_weights()
+            heads, n = self.config.num_cross_heads, self.config.num_latents_value
+            scores = (x @ a).unflatten(-1, (heads, n))  # (..., h, n)
+            probs = torch.softmax(scores, dim=-1).flatten(-2)  # (..., h * n)
+            attended = probs @ b  # (..., width)
+        else:
+            k, v = self._kv if self._kv is not None else self.latent_kv()
+            heads, d = self.config.num_cross_heads, self.config.cross_dim_head
+            q = self.to_q(x).unflatten(-1, (heads, d)).movedim(-2, -3)  # (..., h, tokens, d)
+            shape = (*q.shape[:-2], k.shape[-2], d)
+            out = F.scaled_dot_product_attention(q, k.expand(shape), v.expand(shape))  # (..., h, tokens, d)
+            attended = self.to_out(out.movedim(-3, -2).flatten(-2))
+        hs1 = attended + hidden  # the residual takes the un-normalised states
+        value, gate = self.ff_in(self.ff_norm(hs1)).chunk(2, dim=-1)
+        return self.ff_out(value * F.gelu(gate)) + hs1  # exact erf GELU, not tanh
