@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from typing import Literal
 
 import torch
@@ -62,7 +63,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     groups = q.shape[1] // k.shape[1]
     out = torch.empty_like(q)
     bounds = cu_seqlens.tolist()
-    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+    for start, end in itertools.pairwise(bounds):
         qs = q[start:end].transpose(0, 1)  # (H, n, d)
         ks = _repeat_kv(k[start:end], groups, 1).transpose(0, 1)
         vs = _repeat_kv(v[start:end], groups, 1).transpose(0, 1)

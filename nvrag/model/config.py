@@ -58,7 +58,7 @@ class NVEmbedConfig:
                 intermediate_size=int(text["intermediate_size"]),
                 num_hidden_layers=int(text["num_hidden_layers"]),
                 num_attention_heads=int(text["num_attention_heads"]),
-                num_key_value_heads=int(text.get("num_key_value_heads", text["num_attention_heads"])),
+                num_key_value_heads=int(text.get("num_key_value_heads") or text["num_attention_heads"]),
                 rms_norm_eps=float(text.get("rms_norm_eps", 1e-5)),
                 rope_theta=float(text.get("rope_theta", 10000.0)),
             )

@@ -79,4 +79,5 @@ class LatentPooling(nn.Module):
             attended = self.to_out(out.movedim(-3, -2).flatten(-2))
         hs1 = attended + hidden  # the residual takes the un-normalised states
         value, gate = self.ff_in(self.ff_norm(hs1)).chunk(2, dim=-1)
-        return self.ff_out(value * F.gelu(gate)) + hs1  # exact erf GELU, not tanh
+        result: torch.Tensor = self.ff_out(value * F.gelu(gate)) + hs1  # exact erf GELU, not tanh
+        return result

@@ -94,7 +94,8 @@ class SelfAttention(nn.Module):
             attend = eager_attention if batch.backend == "eager" else sdpa_attention
             q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, d)
             out = attend(q, k, v, batch.key_mask).transpose(1, 2)  # (B, L, H, d)
-        return self.o(out.reshape(*lead, self.heads * self.head_dim))
+        projected: torch.Tensor = self.o(out.reshape(*lead, self.heads * self.head_dim))
+        return projected
 
 
 class SwiGLU(nn.Module):
@@ -105,7 +106,8 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        out: torch.Tensor = self.down(F.silu(self.gate(x)) * self.up(x))
+        return out
 
 
 class Layer(nn.Module):
@@ -118,7 +120,8 @@ class Layer(nn.Module):
 
     def forward(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), batch)
-        return x + self.mlp(self.mlp_norm(x))
+        out: torch.Tensor = x + self.mlp(self.mlp_norm(x))
+        return out
 
 
 class BidirectionalMistral(nn.Module):
@@ -131,7 +134,8 @@ class BidirectionalMistral(nn.Module):
 
     def forward(self, ids: torch.Tensor, batch: Batch) -> torch.Tensor:
         """ids (B, L) padded or (T,) packed → final hidden states of the same leading shape."""
-        x = self.embed(ids)
+        x: torch.Tensor = self.embed(ids)
         for layer in self.layers:
             x = layer(x, batch)
-        return self.norm(x)
+        out: torch.Tensor = self.norm(x)
+        return out
