@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,3 +44,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if key.startswith("NVRAG_"):
             monkeypatch.delenv(key)
     yield
+
+
+NVEMBED_TINY = REPO.parent / "shared" / "fixtures" / "nvembed-tiny"
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((NVEMBED_TINY / "golden.json").read_text(encoding="utf-8"))
+    return data

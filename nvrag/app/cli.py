@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -63,6 +64,14 @@ ModelOption = Annotated[
         show_default=False,
     ),
 ]
+ModelPathOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--model-path",
+        help="Load the model from this checkpoint folder (an NV-Embed checkpoint, recognised by its config.json).",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 TaskOption = Annotated[
     str | None, typer.Option("--task", "-t", help="Query instruction preset by task name, e.g. SciFact.")
@@ -106,6 +115,7 @@ def index(
         int | None, typer.Option(help="Tokens per chunk (default 200, capped at the model's limit).")
     ] = None,
     overlap: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks (default 32).")] = None,
+    model_path: ModelPathOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -120,7 +130,7 @@ def index(
             raise InputError(f"{path}: no such file or directory")
         store = open_store(settings)
         chunker = _chunker(chunk_tokens, overlap)
-        indexer, choice = build_indexer(settings, store, index, model, chunker)
+        indexer, choice = build_indexer(settings, store, index, model, chunker, model_path)
         indexer.check(index)
         err.print(f"model: {choice.reason} (license {choice.license})")
         with index_progress(err) as on_progress:
@@ -164,6 +174,7 @@ def search(
     task: TaskOption = None,
     instruction: InstructionOption = None,
     model: ModelOption = None,
+    model_path: ModelPathOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -175,7 +186,7 @@ def search(
         store = open_store(settings)
         if not store.exists(index):
             store.open(index)  # raises IndexNotFoundError naming the known indexes
-        retriever = build_retriever(settings, store, index, model)
+        retriever = build_retriever(settings, store, index, model, model_path)
         text = resolve_instruction(task, instruction)
         if text is not None and not retriever.embedder.info.takes_instructions:
             err.print(f"note: {retriever.embedder.name} takes no query instruction; searching without it")
@@ -229,11 +240,25 @@ def embed(
     query: Annotated[bool, typer.Option("--query", help="Embed as queries (with the instruction).")] = False,
     task: TaskOption = None,
     instruction: InstructionOption = None,
-    model: ModelOption = None,
-    model_path: Annotated[
-        Path | None, typer.Option("--model-path", help="Load the model's weights from this folder.")
+    prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--prefix",
+            help="A raw instruction string put before every text exactly as given (NV-Embed's reference "
+            "`instruction` argument: no template; empty means passage mode). Excludes --query.",
+        ),
     ] = None,
-    max_length: Annotated[int | None, typer.Option("--max-length", help="Truncate inputs to N tokens.")] = None,
+    model: ModelOption = None,
+    model_path: ModelPathOption = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", help="Truncate inputs to N tokens (BOS and instruction included).")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="float32, float16 or bfloat16 (default: bf16 on CUDA, else fp32).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda if present).")
+    ] = None,
 ) -> None:
     """Embed texts as documents (default) or queries; output JSON lines or a .npy array, in input order."""
     with user_errors():
@@ -242,11 +267,15 @@ def embed(
             raise InputError("nothing to embed: give texts as arguments or --input FILE (or '-' for stdin)")
         if (task or instruction) and not query:
             raise ConfigError("--task and --instruction apply to queries; add --query")
-        settings = Settings.from_env()
-        choice = choose(settings, model)
+        if prefix is not None and query:
+            raise ConfigError("--prefix is a raw instruction used as is; give either --prefix or --query, not both")
+        settings = replace(Settings.from_env(), dtype=dtype, device=device) if dtype or device else Settings.from_env()
+        choice = choose(settings, model, model_path)
         err.print(f"model: {choice.reason} (license {choice.license})")
-        embedder = load_model(settings, choice.name, model_path=model_path, max_length=max_length)
-        if query:
+        embedder = load_model(settings, choice.name, model_path=choice.model_path, max_length=max_length)
+        if prefix is not None:
+            vectors = embedder.embed_with_prefix(items, prefix)
+        elif query:
             vectors = embedder.embed_queries(items, instruction=resolve_instruction(task, instruction))
         else:
             vectors = embedder.embed_documents(items)

@@ -12,6 +12,8 @@ ENV_DB = "NVRAG_DB"
 ENV_MODEL = "NVRAG_MODEL"
 ENV_DEVICE = "NVRAG_DEVICE"
 ENV_NVEMBED_PATH = "NVRAG_NVEMBED_PATH"
+ENV_DTYPE = "NVRAG_DTYPE"
+ENV_ATTENTION = "NVRAG_ATTENTION"
 
 
 def default_db() -> str:
@@ -24,6 +26,8 @@ class Settings:
     model: str = "auto"
     device: str | None = None  # None: cuda when available, else cpu
     nvembed_path: Path | None = None  # a local NV-Embed-v2 checkpoint folder
+    dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
+    attention: str = "auto"  # NV-Embed attention backend
 
     @classmethod
     def from_env(cls, *, db: str | None = None, model: str | None = None) -> Settings:
@@ -34,4 +38,6 @@ class Settings:
             model=model or os.environ.get(ENV_MODEL) or "auto",
             device=os.environ.get(ENV_DEVICE) or None,
             nvembed_path=Path(nvembed) if nvembed else None,
+            dtype=os.environ.get(ENV_DTYPE) or None,
+            attention=os.environ.get(ENV_ATTENTION) or "auto",
         )

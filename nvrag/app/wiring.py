@@ -8,12 +8,16 @@ from pathlib import Path
 
 from nvrag.app.settings import Settings
 from nvrag.embedder import AUTO, Embedder, LoadOptions, choose_model, get_spec, load_embedder
-from nvrag.embedder.registry import NVEMBED_NAME
-from nvrag.errors import ConfigError, ModelMismatchError, ModelUnavailableError
+from nvrag.embedder.minilm import MINILM_NAME
+from nvrag.embedder.nvembed import NVEMBED_NAME
+from nvrag.errors import ConfigError, ModelMismatchError
 from nvrag.indexer import Indexer
 from nvrag.retriever import Retriever
 from nvrag.schema import ChunkerSettings
 from nvrag.store import LanceStore, Store
+
+# config.json model_type of a --model-path folder → the registry model that loads it
+PATH_KINDS = {"nvembed": NVEMBED_NAME, "bert": MINILM_NAME}
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,7 @@ class ModelChoice:
     name: str
     reason: str
     license: str
+    model_path: Path | None = None
 
 
 def open_store(settings: Settings) -> LanceStore:
@@ -42,63 +47,69 @@ def _cuda_available() -> bool:
 def _nvembed_weights(settings: Settings) -> Path | None:
     if settings.nvembed_path is not None:
         return settings.nvembed_path if (settings.nvembed_path / "config.json").is_file() else None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
+    from huggingface_hub import try_to_load_from_cache
+
     found = try_to_load_from_cache(NVEMBED_NAME, "config.json")
     return Path(found).parent if isinstance(found, str) else None
 
 
-def choose(settings: Settings, requested: str | None) -> ModelChoice:
-    """Resolve a model request (a name, an alias or ``auto``) to a registered model, with the reason."""
-    wanted = requested or settings.model
-    if wanted.strip().lower() == AUTO:
-        name, reason = choose_model(AUTO, cuda_available=_cuda_available(), nvembed_weights=_nvembed_weights(settings))
-    else:
-        name, reason = choose_model(wanted, cuda_available=False, nvembed_weights=None)
-    return ModelChoice(name=name, reason=reason, license=get_spec(name).license)
-
-
-def load_options(settings: Settings, *, model_path: Path | None = None, max_length: int | None = None) -> LoadOptions:
-    device = settings.device or ("cuda" if _cuda_available() else "cpu")
-    return LoadOptions(device=device, model_path=model_path, max_length=max_length)
-
-
 def model_path_kind(model_path: Path) -> str:
-    """The ``model_type`` in a checkpoint folder's config.json."""
+    """The registry model that loads a checkpoint folder, from its config.json's ``model_type``."""
     config = model_path / "config.json"
     if not config.is_file():
         raise ConfigError(f"--model-path {model_path}: no config.json there; give a model checkpoint folder")
     try:
         kind = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
         raise ConfigError(f"--model-path {model_path}: cannot read config.json ({exc})") from exc
-    return str(kind)
+    if kind not in PATH_KINDS:
+        raise ConfigError(
+            f"--model-path {model_path}: model_type {kind!r} is not supported; nvrag loads NV-Embed checkpoints "
+            "(model_type 'nvembed') and all-MiniLM-L6-v2 folders (model_type 'bert')"
+        )
+    return PATH_KINDS[kind]
+
+
+def choose(settings: Settings, requested: str | None, model_path: Path | None = None) -> ModelChoice:
+    """Resolve a model request (a name, an alias or ``auto``, and maybe a weights folder), with the reason."""
+    wanted = requested or settings.model
+    if model_path is not None:
+        name = model_path_kind(model_path)
+        if wanted.strip().lower() != AUTO and get_spec(wanted).name != name:
+            raise ConfigError(f"--model {wanted} and --model-path {model_path} (a {name} checkpoint) disagree")
+        return ModelChoice(name, f"{name} from {model_path}", get_spec(name).license, model_path)
+    if wanted.strip().lower() == AUTO:
+        weights = _nvembed_weights(settings)
+        name, reason = choose_model(AUTO, cuda_available=_cuda_available(), nvembed_weights=weights)
+        return ModelChoice(name, reason, get_spec(name).license, weights if name == NVEMBED_NAME else None)
+    name, reason = choose_model(wanted, cuda_available=False, nvembed_weights=None)
+    return ModelChoice(name, reason, get_spec(name).license)
 
 
 def load_model(
     settings: Settings, name: str, *, model_path: Path | None = None, max_length: int | None = None
 ) -> Embedder:
-    if model_path is not None and model_path_kind(model_path) == "nvembed":
-        raise ModelUnavailableError(
-            f"--model-path {model_path} is an NV-Embed checkpoint; native NV-Embed support is not in this "
-            "version of nvrag yet"
-        )
-    return load_embedder(name, load_options(settings, model_path=model_path, max_length=max_length))
+    if model_path is None and name == NVEMBED_NAME:
+        model_path = settings.nvembed_path
+    device = settings.device or ("cuda" if _cuda_available() else "cpu")
+    options = LoadOptions(
+        device=device, model_path=model_path, max_length=max_length, dtype=settings.dtype, attention=settings.attention
+    )
+    return load_embedder(name, options)
 
 
-def pinned_model_name(store: Store, index: str, requested: str | None) -> str:
+def pinned_model_name(store: Store, index: str, requested: str | None, model_path: Path | None = None) -> str:
     """The model an existing index was built with; a different explicit request is refused."""
     manifest = store.open(index).manifest
+    wanted = model_path_kind(model_path) if model_path is not None else None
     if requested is not None and requested.strip().lower() != AUTO:
         wanted = get_spec(requested).name
-        if wanted != manifest.model:
-            raise ModelMismatchError(
-                f"index {index!r} was built with {manifest.model}; it cannot be searched or extended with "
-                f"{wanted} (a different vector space). Leave out --model to use {manifest.model}, or build a "
-                f"new index with {wanted}"
-            )
+    if wanted is not None and wanted != manifest.model:
+        raise ModelMismatchError(
+            f"index {index!r} was built with {manifest.model}; it cannot be searched or extended with "
+            f"{wanted} (a different vector space). Leave out --model to use {manifest.model}, or build a "
+            f"new index with {wanted}"
+        )
     return manifest.model
 
 
@@ -108,15 +119,20 @@ def build_indexer(
     index: str,
     requested_model: str | None,
     chunker: ChunkerSettings | None,
+    model_path: Path | None = None,
 ) -> tuple[Indexer, ModelChoice]:
     if store.exists(index):
-        name = pinned_model_name(store, index, requested_model)
-        choice = ModelChoice(name, f"{name}, the model index {index!r} was built with", get_spec(name).license)
+        name = pinned_model_name(store, index, requested_model, model_path)
+        reason = f"{name}, the model index {index!r} was built with"
+        choice = ModelChoice(name, reason, get_spec(name).license, model_path)
     else:
-        choice = choose(settings, requested_model)
-    return Indexer(store, load_model(settings, choice.name), chunker=chunker), choice
+        choice = choose(settings, requested_model, model_path)
+    embedder = load_model(settings, choice.name, model_path=choice.model_path)
+    return Indexer(store, embedder, chunker=chunker), choice
 
 
-def build_retriever(settings: Settings, store: Store, index: str, requested_model: str | None) -> Retriever:
-    name = pinned_model_name(store, index, requested_model)
-    return Retriever(store.open(index), load_model(settings, name))
+def build_retriever(
+    settings: Settings, store: Store, index: str, requested_model: str | None, model_path: Path | None = None
+) -> Retriever:
+    name = pinned_model_name(store, index, requested_model, model_path)
+    return Retriever(store.open(index), load_model(settings, name, model_path=model_path))

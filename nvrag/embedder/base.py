@@ -94,6 +94,10 @@ class Embedder(ABC):
         """
         return self._embed(texts, self.query_prefix(instruction))
 
+    def embed_with_prefix(self, texts: Sequence[str], prefix: str) -> FloatArray:
+        """Embed with a raw prefix, used as is (for NV-Embed, the reference's ``instruction`` argument)."""
+        return self._embed(texts, prefix)
+
     def query_prefix(self, instruction: str | None) -> str:
         template = self.info.query_template
         if not self.info.takes_instructions:

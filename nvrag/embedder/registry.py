@@ -19,12 +19,11 @@ from nvrag.embedder.minilm import (
     MINILM_NAME,
     MiniLMEmbedder,
 )
+from nvrag.embedder.nvembed import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME, NVEmbedEmbedder
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
 from nvrag.errors import ModelUnavailableError, UnknownModelError
 
 AUTO = "auto"
-NVEMBED_NAME = "nvidia/NV-Embed-v2"
-NVEMBED_IMPLEMENTED = False  # the native model arrives with the NV-Embed issue
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,8 @@ class LoadOptions:
     model_path: Path | None = None
     batch_tokens: int = 16384
     max_length: int | None = None  # truncate inputs to this many tokens (at most the model's own limit)
+    dtype: str | None = None  # float32 | float16 | bfloat16; None: the model's default for the device
+    attention: str = "auto"  # NV-Embed attention backend: auto | eager | sdpa | varlen | flash
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,31 @@ def _load_minilm(options: LoadOptions) -> Embedder:
     )
 
 
+def nvembed_folder(model_path: Path | None) -> Path:
+    """The local checkpoint folder: the given path, or the Hugging Face cache (offline) or hub download."""
+    if model_path is not None:
+        return model_path
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - huggingface_hub is a dependency
+        raise ModelUnavailableError("huggingface_hub is needed to find NV-Embed-v2 weights") from exc
+    try:
+        return Path(snapshot_download(NVEMBED_NAME, allow_patterns=["*.json", "*.safetensors", "tokenizer*"]))
+    except Exception as exc:  # the hub raises many types (offline, auth, network); all mean "not available"
+        raise ModelUnavailableError(
+            f"{NVEMBED_NAME} weights are not available locally ({type(exc).__name__}); download them with "
+            f"`huggingface-cli download {NVEMBED_NAME}` or point --model-path / NVRAG_NVEMBED_PATH at a folder"
+        ) from exc
+
+
 def _load_nvembed(options: LoadOptions) -> Embedder:
-    raise ModelUnavailableError(
-        f"{NVEMBED_NAME} is registered, but its native implementation is not in this version of nvrag yet; "
-        f"use --model {MINILM_NAME} (the default without a GPU)"
+    return NVEmbedEmbedder(
+        nvembed_folder(options.model_path),
+        device=options.device,
+        dtype=options.dtype,
+        max_length=options.max_length,
+        batch_tokens=options.batch_tokens,
+        attention=options.attention,
     )
 
 
@@ -89,10 +111,10 @@ REGISTRY: dict[str, ModelSpec] = {
             name=NVEMBED_NAME,
             aliases=("NV-Embed-v2", "nvembed"),
             dimension=4096,
-            max_tokens=32768,
+            max_tokens=DEFAULT_MAX_LENGTH,
             query_template=NVEMBED_QUERY_TEMPLATE,
             document_template="",
-            license="CC-BY-NC-4.0",
+            license=NVEMBED_LICENSE,
             description="NVIDIA NV-Embed-v2, 7.85B parameters; needs a CUDA GPU; non-commercial license",
             loader=_load_nvembed,
             default_instruction=DEFAULT_QUERY_INSTRUCTION,
@@ -136,6 +158,4 @@ def choose_model(requested: str, *, cuda_available: bool, nvembed_weights: Path 
         return MINILM_NAME, f"auto: no CUDA GPU here, so the bundled {MINILM_NAME}"
     if nvembed_weights is None:
         return MINILM_NAME, f"auto: no {NVEMBED_NAME} weights found locally, so the bundled {MINILM_NAME}"
-    if not NVEMBED_IMPLEMENTED:
-        return MINILM_NAME, f"auto: {NVEMBED_NAME} is not supported by this version, so the bundled {MINILM_NAME}"
     return NVEMBED_NAME, f"auto: CUDA GPU and {NVEMBED_NAME} weights at {nvembed_weights}"

@@ -1,0 +1,180 @@
+"""The NV-Embed-v2 embedder: the reference's exact input building around our native model.
+
+Per text: ``instruction + text + "</s>"``, tokenised with the checkpoint's own tokenizer (BOS added), truncated
+to ``max_length`` ids counting BOS (a truncated text loses its EOS, as in the reference), right-padded with EOS.
+The pool mask is the attention mask with its first ``instruction_lens`` positions zeroed, where
+``instruction_lens`` counts the instruction's tokens alone, without BOS: the reference's off-by-one, kept
+(NVEMBED.md, "the BOS shift").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
+from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
+from nvrag.errors import CheckpointError, ConfigError, InstructionError
+from nvrag.model import Backend, NVEmbedModel, available_backends, load_model, read_config
+
+NVEMBED_NAME = "nvidia/NV-Embed-v2"
+NVEMBED_LICENSE = "CC-BY-NC-4.0"
+DEFAULT_MAX_LENGTH = 32768
+EOS = "</s>"
+EOS_ID = 2
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """``None`` → bfloat16 on CUDA, float32 on CPU; otherwise one of float32, float16, bfloat16."""
+    if name is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return _DTYPES[name.lower().replace("fp", "float").replace("bf16", "bfloat16")]
+    except KeyError:
+        raise ConfigError(f"unknown dtype {name!r}; use float32, float16 or bfloat16") from None
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """A cheap identity of a checkpoint: config, shard index, and each shard's size, header and edges.
+
+    Hashing all 15.7 GB of the real weights would take minutes; this reads a few MiB and still tells apart
+    checkpoints that differ in shape, dtype or (in practice) content.
+    """
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors.index.json"):
+        path = folder / name
+        if path.is_file():
+            digest.update(path.read_bytes())
+    for shard in sorted(folder.glob("*.safetensors")):
+        size = shard.stat().st_size
+        digest.update(f"{shard.name}:{size}".encode())
+        with shard.open("rb") as f:
+            header = int.from_bytes(f.read(8), "little")
+            digest.update(f.read(min(header, 1 << 24)))
+            digest.update(f.read(1 << 20))
+            f.seek(max(0, size - (1 << 20)))
+            digest.update(f.read(1 << 20))
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def choose_backend(requested: str, device: torch.device, dtype: torch.dtype) -> Backend:
+    available = available_backends(device, dtype)
+    if requested == "auto":
+        return "flash" if "flash" in available else "sdpa"
+    if requested not in ("eager", "sdpa", "varlen", "flash"):
+        raise ConfigError(f"unknown attention backend {requested!r}; use auto, eager, sdpa, varlen or flash")
+    if requested not in available:
+        reason = "flash-attn is not installed" if importlib.util.find_spec("flash_attn") is None else ""
+        reason = reason or "it needs a CUDA device and float16/bfloat16"
+        raise ConfigError(f"attention backend 'flash' is not available here: {reason}")
+    return requested
+
+
+class NVEmbedEmbedder(Embedder):
+    """NV-Embed-v2 (or any checkpoint in its format) from a local folder."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        device: str = "cpu",
+        dtype: str | None = None,
+        max_length: int | None = None,
+        batch_tokens: int = 16384,
+        attention: str = "auto",
+        folded: bool = False,
+    ) -> None:
+        config = read_config(folder)  # fails early, with a clear message, on a folder that is not NV-Embed
+        tokenizer_file = folder / "tokenizer.json"
+        if not tokenizer_file.is_file():
+            raise CheckpointError(f"{folder}: no tokenizer.json (the checkpoint's own tokenizer is required)")
+        max_length = DEFAULT_MAX_LENGTH if max_length is None else max_length
+        if max_length < 2:
+            raise ConfigError(f"max length must be at least 2 tokens (BOS and EOS), got {max_length}")
+        info = ModelInfo(
+            name=NVEMBED_NAME,
+            revision=weights_fingerprint(folder),
+            dimension=config.latent.latent_dim,
+            max_tokens=max_length,
+            query_template=NVEMBED_QUERY_TEMPLATE,
+            document_template="",
+            license=NVEMBED_LICENSE,
+            default_instruction=DEFAULT_QUERY_INSTRUCTION,
+        )
+        super().__init__(info, batch_tokens=batch_tokens)
+        self.folder = folder
+        self.device = torch.device(device)
+        self.dtype = parse_dtype(dtype, self.device)
+        self.backend = choose_backend(attention, self.device, self.dtype)
+        self.folded = folded
+        # The reference sets pad = EOS and right padding itself; we pad by hand, so the tokenizer does neither.
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self._instruction_lens: dict[str, int] = {}
+        self._model: NVEmbedModel | None = None
+
+    @property
+    def model(self) -> NVEmbedModel:
+        if self._model is None:
+            self._model = load_model(self.folder, dtype=self.dtype, device=self.device)
+        return self._model
+
+    def instruction_length(self, instruction: str) -> int:
+        """Tokens of the instruction tokenised alone, without BOS: the count the reference masks."""
+        if not instruction:
+            return 0
+        if instruction not in self._instruction_lens:
+            ids = self._tokenizer.encode(instruction, add_special_tokens=False).ids
+            self._instruction_lens[instruction] = len(ids)
+        return self._instruction_lens[instruction]
+
+    def tokenize(self, texts: Sequence[str], prefix: str) -> list[list[int]]:
+        encodings = self._tokenizer.encode_batch([prefix + text + EOS for text in texts])
+        return [e.ids[: self.info.max_tokens] for e in encodings]
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        spans = self._tokenizer.encode(text, add_special_tokens=False).offsets
+        # "▁word" tokens span the space before the word: start the span at the word itself
+        return [(start + 1 if end - start > 1 and text[start].isspace() else start, end) for start, end in spans]
+
+    def build_inputs(
+        self, batch: Sequence[Sequence[int]], prefix: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask, pool_mask), each (B, L), right-padded with EOS to the longest row."""
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), EOS_ID, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        pool_mask = attention_mask.clone()
+        pool_mask[:, : self.instruction_length(prefix)] = 0
+        return input_ids, attention_mask, pool_mask
+
+    def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
+        input_ids, attention_mask, pool_mask = self.build_inputs(batch, prefix)
+        if bool((pool_mask.sum(dim=1) == 0).any()):
+            # the reference returns NaN here (0/0); say why instead
+            raise InstructionError(
+                f"the instruction takes {self.instruction_length(prefix)} tokens and the max length is "
+                f"{self.info.max_tokens}: no text token is left to embed; raise --max-length or shorten the "
+                "instruction"
+            )
+        device = self.model.device
+        with torch.inference_mode():
+            vectors = self.model(
+                input_ids.to(device),
+                attention_mask.to(device),
+                pool_mask.to(device),
+                backend=self.backend,
+                folded=self.folded,
+            )
+        return np.asarray(vectors.float().cpu().numpy(), dtype=np.float32)

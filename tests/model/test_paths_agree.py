@@ -1,0 +1,91 @@
+"""The fast paths against the readable ones, on random weights of a shape other than the fixture's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nvrag.model import LatentConfig, MistralConfig, NVEmbedConfig, NVEmbedModel, available_backends
+from nvrag.model.attention import eager_attention, sdpa_attention, varlen_attention
+
+CONFIG = NVEmbedConfig(
+    text=MistralConfig(
+        vocab_size=100,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=3,
+    ),
+    latent=LatentConfig(num_latents_value=12, num_cross_heads=3, cross_dim_head=20, hidden_dim=48, latent_dim=48),
+)
+
+
+@pytest.fixture(scope="module")
+def model() -> NVEmbedModel:
+    torch.manual_seed(0)
+    m = NVEmbedModel(CONFIG)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.2)
+    return m.eval().prepare()
+
+
+def padded_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    lengths = [7, 3, 12, 1]
+    ids = torch.full((4, 12), 2)
+    attention = torch.zeros((4, 12), dtype=torch.long)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(3, 100, (n,))
+        attention[row, :n] = 1
+    pool = attention.clone()
+    pool[:2, :2] = 0  # an instruction prefix on the first two rows
+    pool[1, :2] = 1
+    return ids, attention, pool
+
+
+def test_attention_backends_agree_with_eager() -> None:
+    torch.manual_seed(2)
+    q, k, v = torch.randn(2, 6, 5, 8), torch.randn(2, 3, 5, 8), torch.randn(2, 3, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    reference = eager_attention(q, k, v, mask)
+    torch.testing.assert_close(sdpa_attention(q, k, v, mask), reference, atol=1e-6, rtol=1e-5)
+    # packed: only the real tokens, one sequence after the other
+    real = mask.bool()
+    packed = varlen_attention(
+        q.transpose(1, 2)[real], k.transpose(1, 2)[real], v.transpose(1, 2)[real], torch.tensor([0, 3, 8])
+    )
+    torch.testing.assert_close(packed, reference.transpose(1, 2)[real], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", available_backends(torch.device("cpu"), torch.float32))
+@pytest.mark.parametrize("folded", [False, True])
+def test_model_backends_and_folding_agree(model: NVEmbedModel, backend: str, folded: bool) -> None:
+    ids, attention, pool = padded_batch()
+    with torch.inference_mode():
+        reference = model(ids, attention, pool, backend="eager", folded=False)
+        got = model(ids, attention, pool, backend=backend, folded=folded)  # type: ignore[arg-type]
+    torch.testing.assert_close(got, reference, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(got.norm(dim=-1), torch.ones(4), atol=1e-6, rtol=0)
+
+
+def test_padding_does_not_change_a_row(model: NVEmbedModel) -> None:
+    ids, attention, pool = padded_batch()
+    with torch.inference_mode():
+        batched = model(ids, attention, pool)
+        alone = model(ids[2:3], attention[2:3], pool[2:3])
+    torch.testing.assert_close(batched[2:3], alone, atol=1e-6, rtol=1e-5)
+
+
+def test_latent_keys_and_values_are_computed_once(model: NVEmbedModel) -> None:
+    calls: list[int] = []
+    handle = model.pool.to_kv.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        ids, attention, pool = padded_batch()
+        with torch.inference_mode():
+            model(ids, attention, pool)
+            model(ids, attention, pool, folded=True)
+    finally:
+        handle.remove()
+    assert calls == []
