@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+# An empty Hugging Face cache: tests never see weights a developer happens to have downloaded.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="nvrag-test-hf-")
 
 from nvrag.embedder import WordLengthEmbedder
 from nvrag.embedder.minilm import MiniLMEmbedder

@@ -109,7 +109,9 @@ def test_input_failures_exit_1_and_are_listed(tmp_path: Path, corpus: Path) -> N
         ),
         (
             ["index", "{tmp}/docs.jsonl", "--index", "new", "--model", "nvidia/NV-Embed-v2"],
-            "error: nvidia/NV-Embed-v2 is registered, but its native implementation is not in this version",
+            "error: nvidia/NV-Embed-v2 weights are not available locally (LocalEntryNotFoundError); download them "
+            "with `huggingface-cli download nvidia/NV-Embed-v2` or point --model-path / NVRAG_NVEMBED_PATH at a "
+            "folder",
         ),
     ],
 )

@@ -7,6 +7,7 @@ import pytest
 from nvrag.embedder import REGISTRY, LoadOptions, choose_model, get_spec, load_embedder
 from nvrag.embedder.minilm import MiniLMEmbedder
 from nvrag.errors import ModelUnavailableError, UnknownModelError
+from tests.conftest import NVEMBED_TINY
 
 
 def test_registry_entries_carry_what_an_index_needs() -> None:
@@ -29,9 +30,14 @@ def test_unknown_model_names_the_known_ones() -> None:
         get_spec("gpt-embed")
 
 
-def test_nvembed_says_clearly_that_it_is_not_available_yet() -> None:
-    with pytest.raises(ModelUnavailableError, match=r"nvidia/NV-Embed-v2 is registered, but .* not in this version"):
+def test_nvembed_without_local_weights_says_how_to_get_them() -> None:
+    with pytest.raises(ModelUnavailableError, match=r"nvidia/NV-Embed-v2 weights are not available locally"):
         load_embedder("nvidia/NV-Embed-v2")
+
+
+def test_nvembed_loads_from_a_checkpoint_folder() -> None:
+    embedder = load_embedder("nvidia/NV-Embed-v2", LoadOptions(model_path=NVEMBED_TINY, max_length=128))
+    assert (embedder.name, embedder.dimension, embedder.info.max_tokens) == ("nvidia/NV-Embed-v2", 64, 128)
 
 
 def test_loaded_models_match_their_registry_entries(minilm: MiniLMEmbedder) -> None:
@@ -53,7 +59,7 @@ def test_loaded_models_match_their_registry_entries(minilm: MiniLMEmbedder) -> N
         (False, None, "all-MiniLM-L6-v2", "no CUDA GPU here"),
         (False, Path("/w"), "all-MiniLM-L6-v2", "no CUDA GPU here"),
         (True, None, "all-MiniLM-L6-v2", "no nvidia/NV-Embed-v2 weights found locally"),
-        (True, Path("/w"), "all-MiniLM-L6-v2", "not supported by this version"),
+        (True, Path("/w"), "nvidia/NV-Embed-v2", "auto: CUDA GPU and nvidia/NV-Embed-v2 weights at /w"),
     ],
 )
 def test_auto_chooses_and_says_why(cuda: bool, weights: Path | None, expected: str, reason: str) -> None:
