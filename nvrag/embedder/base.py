@@ -20,6 +20,32 @@ from nvrag.errors import InstructionError
 FloatArray = npt.NDArray[np.float32]
 
 
+def token_budget_batches(
+    lengths: Sequence[int], budget: int, max_rows: int, min_fill: float = 0.75
+) -> list[list[int]]:
+    """Group indices into batches whose padded size (rows x longest row) stays within ``budget`` tokens.
+
+    Longest first, so a batch's padded width is its first member's length and is known before the batch is
+    filled. A batch also closes when the next row is shorter than ``min_fill`` x its width, so padding stays
+    under 1/min_fill - 1 of the real tokens (33% at 0.75) however mixed the lengths are. Callers restore input
+    order by writing each batch's results back to its indices. A row longer than the budget gets its own batch.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i in order:
+        width = width or lengths[i]
+        full = (len(current) + 1) * width > budget or len(current) >= max_rows
+        if current and (full or lengths[i] < min_fill * width):
+            batches.append(current)
+            current, width = [], lengths[i]
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What an index needs to remember about the model that embedded it."""
@@ -115,26 +141,9 @@ class Embedder(ABC):
         if not texts:
             return out
         ids = self.tokenize(texts, prefix)
-        # Longest first, so a batch's padded width is its first member's length and the token budget
-        # (padded width x rows) is known before the batch is run; input order is restored at the end.
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        for batch in self._batches(order, ids):
+        for batch in token_budget_batches([len(x) for x in ids], self.batch_tokens, self.max_batch_size):
             vectors = self.forward([ids[i] for i in batch], prefix)
             out[batch] = vectors
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         normalised: FloatArray = (out / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
         return normalised
-
-    def _batches(self, order: list[int], ids: list[list[int]]) -> list[list[int]]:
-        batches: list[list[int]] = []
-        current: list[int] = []
-        width = 0
-        for i in order:
-            width = width or len(ids[i])
-            if current and ((len(current) + 1) * width > self.batch_tokens or len(current) >= self.max_batch_size):
-                batches.append(current)
-                current, width = [], len(ids[i])
-            current.append(i)
-        if current:
-            batches.append(current)
-        return batches

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nvrag.embedder import WordLengthEmbedder
+from nvrag.embedder.base import token_budget_batches
 from nvrag.errors import InstructionError
 
 
@@ -40,13 +41,25 @@ def test_batches_respect_the_token_budget_and_order_is_restored() -> None:
     embedder = WordLengthEmbedder(max_tokens=64, batch_tokens=64)
     texts = [" ".join(["w"] * n) for n in (1, 40, 3, 20, 20, 2)]
     vectors = embedder.embed_documents(texts)
-    # longest first: 40 alone (2 x 40 > 64); then 20, 20, 3 would be 3 x 20 = 60 <= 64, a 4th row 80 > 64
-    assert embedder.forward_calls == [1, 3, 2]
+    # longest first: 40 alone (2 x 40 > 64); 20, 20; then 3, 2 and 1 each shorter than 3/4 of the one before
+    assert embedder.forward_calls == [1, 2, 1, 1, 1]
     # every text is one word length repeated, so each vector is the unit vector e0, whatever the batch
     np.testing.assert_allclose(vectors[:, 0], np.ones(6), atol=1e-7)
     # order: a mixed input keeps its own row
     mixed = embedder.embed_documents(["bb", "a", "ccc cc"])
     assert np.argmax(mixed[0]) == 1 and np.argmax(mixed[1]) == 0 and mixed[2][1] == mixed[2][2]
+
+
+def test_token_budget_batches_bound_tokens_rows_and_padding() -> None:
+    lengths = [1, 40, 3, 20, 20, 2, 19]
+    # budget only: 40 alone (2 x 40 > 64); 20, 20, 19 (3 x 20 = 60); 3, 2, 1
+    assert token_budget_batches(lengths, 64, 100, min_fill=0.0) == [[1], [3, 4, 6], [2, 5, 0]]
+    # the row cap
+    assert token_budget_batches(lengths, 64, 2, min_fill=0.0) == [[1], [3, 4], [6, 2], [5, 0]]
+    # padding bound: 3 < 0.75 x 19 starts a new batch, and so do 2 (< 2.25) and 1 (< 1.5)
+    assert token_budget_batches(lengths, 64, 100) == [[1], [3, 4, 6], [2], [5], [0]]
+    # a row longer than the budget still gets a batch
+    assert token_budget_batches([100, 5], 64, 100) == [[0], [1]]
 
 
 def test_empty_input_gives_an_empty_array(fake: WordLengthEmbedder) -> None:
