@@ -39,8 +39,8 @@ demo: $(VENV)/.installed
 	@echo "Try your own: $(BIN)/nvrag search \"your question\" --index $(DEMO_INDEX)"
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check nvrag tests data/demo
-	$(BIN)/ruff format --check nvrag tests data/demo
+	$(BIN)/ruff check nvrag tests bench data/demo
+	$(BIN)/ruff format --check nvrag tests bench data/demo
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy

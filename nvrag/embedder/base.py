@@ -20,9 +20,7 @@ from nvrag.errors import InstructionError
 FloatArray = npt.NDArray[np.float32]
 
 
-def token_budget_batches(
-    lengths: Sequence[int], budget: int, max_rows: int, min_fill: float = 0.75
-) -> list[list[int]]:
+def token_budget_batches(lengths: Sequence[int], budget: int, max_rows: int, min_fill: float = 0.75) -> list[list[int]]:
     """Group indices into batches whose padded size (rows x longest row) stays within ``budget`` tokens.
 
     Longest first, so a batch's padded width is its first member's length and is known before the batch is
@@ -67,10 +65,8 @@ class ModelInfo:
 class Embedder(ABC):
     """Base of every embedding model. Subclasses implement tokenize, forward and token_spans."""
 
-    def __init__(self, info: ModelInfo, *, batch_tokens: int = 16384, max_batch_size: int = 256) -> None:
-        if batch_tokens < info.max_tokens:
-            # one sequence at the model's limit must always fit in a batch
-            batch_tokens = info.max_tokens
+    def __init__(self, info: ModelInfo, *, batch_tokens: int = 4096, max_batch_size: int = 256) -> None:
+        # a text longer than the budget still runs, in a batch of its own (token_budget_batches)
         self.info = info
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size

@@ -59,7 +59,7 @@ class MiniLMEmbedder(Embedder):
         model_dir: Path | None = None,
         *,
         device: str = "cpu",
-        batch_tokens: int = 16384,
+        batch_tokens: int = 4096,
         max_length: int | None = None,
     ) -> None:
         info = minilm_info()

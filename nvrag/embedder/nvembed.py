@@ -87,9 +87,9 @@ class NVEmbedEmbedder(Embedder):
         device: str = "cpu",
         dtype: str | None = None,
         max_length: int | None = None,
-        batch_tokens: int = 16384,
+        batch_tokens: int = 4096,
         attention: str = "auto",
-        folded: bool = False,
+        folded: bool = True,
     ) -> None:
         config = read_config(folder)  # fails early, with a clear message, on a folder that is not NV-Embed
         tokenizer_file = folder / "tokenizer.json"

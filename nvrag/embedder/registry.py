@@ -32,10 +32,17 @@ class LoadOptions:
 
     device: str = "cpu"
     model_path: Path | None = None
-    batch_tokens: int = 16384
+    batch_tokens: int | None = None  # tokens per batch (rows x width); None: default_batch_tokens(device)
     max_length: int | None = None  # truncate inputs to this many tokens (at most the model's own limit)
     dtype: str | None = None  # float32 | float16 | bfloat16; None: the model's default for the device
     attention: str = "auto"  # NV-Embed attention backend: auto | eager | sdpa | varlen | flash
+    folded: bool = True  # NV-Embed: the folded latent layer (exact in exact arithmetic, fewer FLOPs)
+
+
+def default_batch_tokens(device: str) -> int:
+    """Measured on a 2-core CPU (docs/performance.md): small batches keep activations in cache; a GPU
+    wants large ones to fill its cores."""
+    return 4096 if device == "cpu" else 32768
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ def _load_minilm(options: LoadOptions) -> Embedder:
     return MiniLMEmbedder(
         options.model_path,
         device=options.device,
-        batch_tokens=options.batch_tokens,
+        batch_tokens=options.batch_tokens or default_batch_tokens(options.device),
         max_length=options.max_length,
     )
 
@@ -84,8 +91,9 @@ def _load_nvembed(options: LoadOptions) -> Embedder:
         device=options.device,
         dtype=options.dtype,
         max_length=options.max_length,
-        batch_tokens=options.batch_tokens,
+        batch_tokens=options.batch_tokens or default_batch_tokens(options.device),
         attention=options.attention,
+        folded=options.folded,
     )
 
 
