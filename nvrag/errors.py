@@ -12,6 +12,8 @@
     │   ├── IndexNotFoundError   a named index that does not exist in the data directory
     │   └── ModelMismatchError   a request to use an index with a model other than the one it was built with
     ├── InputError               a corpus or query input that cannot be read (missing path, malformed file)
+    │   └── DatasetError         an evaluation dataset that is missing files or holds malformed lines
+    ├── FilterError              a metadata filter that does not parse, or that the data cannot satisfy
     └── InstructionError         an unknown task preset, or an instruction that leaves no room for the text
 """
 
@@ -58,6 +60,14 @@ class InputError(NvRagError):
     """A corpus or query input that cannot be read."""
 
 
+class DatasetError(InputError):
+    """An evaluation dataset that is missing files or holds malformed lines."""
+
+
+class FilterError(NvRagError):
+    """A metadata filter that does not parse, or that cannot be applied to the stored metadata."""
+
+
 class InstructionError(NvRagError):
     """An unknown task preset, or an instruction that leaves no room for the text."""
 
@@ -65,6 +75,8 @@ class InstructionError(NvRagError):
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "DatasetError",
+    "FilterError",
     "IndexAccessError",
     "IndexNotFoundError",
     "InputError",

@@ -44,7 +44,12 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: a chunk, its rank and its cosine similarity to the query."""
+    """One search result: a chunk, its rank and its score.
+
+    ``score`` is the cosine similarity in dense mode, the BM25 score in bm25 mode and the reciprocal-rank-fusion
+    score in hybrid mode; the ``dense_*`` and ``bm25_*`` fields keep each retriever's own rank and score (None
+    where that retriever did not return the chunk).
+    """
 
     rank: int
     score: float
@@ -57,6 +62,11 @@ class Hit:
     end: int
     title: str | None = None
     metadata: dict[str, JSONValue] = field(default_factory=dict)
+    page: int | None = None
+    dense_rank: int | None = None
+    dense_score: float | None = None
+    bm25_rank: int | None = None
+    bm25_score: float | None = None
 
     def to_dict(self) -> dict[str, JSONValue]:
         return asdict(self)
@@ -64,14 +74,33 @@ class Hit:
 
 @dataclass(frozen=True)
 class ChunkerSettings:
-    """How documents are cut into chunks. Part of a chunk's identity (see ``fingerprint``)."""
+    """How documents are cut into chunks. Part of a chunk's identity (see ``fingerprint``).
+
+    ``mode`` "tokens" cuts token windows; "document" keeps each document whole as one chunk (the model truncates
+    it), the MTEB protocol ``nvrag eval`` follows. ``title_separator`` joins a title and a chunk's text for
+    embedding.
+    """
 
     chunk_tokens: int = 200  # leaves room for a title within all-MiniLM-L6-v2's 254 text tokens
     overlap_tokens: int = 32
+    mode: str = "tokens"
+    title_separator: str = "\n"
 
     def fingerprint(self) -> str:
         payload = json.dumps(asdict(self), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+FILTER_OPS = ("=", "!=", "<", "<=", ">", ">=", "in")
+
+
+@dataclass(frozen=True)
+class FilterCondition:
+    """One metadata condition: ``field op value``; ``value`` is a tuple for "in". Conditions are ANDed."""
+
+    field: str
+    op: str
+    value: str | float | tuple[str | float, ...]
 
 
 MANIFEST_SCHEMA_VERSION = 1

@@ -23,9 +23,12 @@ from nvrag import __version__
 from nvrag.app.progress import index_progress
 from nvrag.app.settings import ENV_DB, ENV_MODEL, Settings
 from nvrag.app.wiring import build_indexer, build_retriever, choose, load_model, open_store
-from nvrag.embedder import REGISTRY, resolve_instruction
+from nvrag.embedder import REGISTRY, TASK_INSTRUCTIONS, resolve_instruction
 from nvrag.errors import ConfigError, InputError, NvRagError
+from nvrag.evaluation import METRICS, evaluate
+from nvrag.evaluation.plot import save_plot
 from nvrag.indexer import load_corpus
+from nvrag.retriever import MODES, parse_filters
 from nvrag.schema import ChunkerSettings, Hit
 
 EXIT_OK = 0
@@ -173,6 +176,26 @@ def search(
     k: Annotated[int, typer.Option("-k", "--top-k", help="How many hits to return.", min=1, max=1000)] = 10,
     task: TaskOption = None,
     instruction: InstructionOption = None,
+    mode: Annotated[
+        str, typer.Option("--mode", help="dense (embeddings), bm25 (full text) or hybrid (both, fused by RRF).")
+    ] = "dense",
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            "-f",
+            help='Metadata condition, e.g. "lang = en", "year >= 2020", "kind in (a, b)"; '
+            "join with 'and' or repeat the option (all must hold). See docs/search.md.",
+        ),
+    ] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Drop hits scoring lower (cosine, BM25 or RRF by mode).")
+    ] = None,
+    mmr_lambda: Annotated[
+        float | None,
+        typer.Option("--mmr", help="Diversify with maximal marginal relevance: 1 = relevance only, 0 = most diverse."),
+    ] = None,
+    rrf_k: Annotated[int, typer.Option("--rrf-k", help="Reciprocal rank fusion constant (hybrid mode).")] = 60,
     model: ModelOption = None,
     model_path: ModelPathOption = None,
     db: DbOption = None,
@@ -190,12 +213,31 @@ def search(
         text = resolve_instruction(task, instruction)
         if text is not None and not retriever.embedder.info.takes_instructions:
             err.print(f"note: {retriever.embedder.name} takes no query instruction; searching without it")
-        hits = retriever.search(query, k, instruction=text)
+        if mode not in MODES:
+            raise ConfigError(f"unknown --mode {mode!r}; use dense, bm25 or hybrid")
+        conditions = parse_filters(filters or [])
+        hits = retriever.search(
+            query,
+            k,
+            instruction=text,
+            mode=mode,  # checked against MODES above
+            filters=conditions,
+            min_score=min_score,
+            mmr_lambda=mmr_lambda,
+            rrf_k=rrf_k,
+        )
     if as_json:
         out.print_json(data=[_hit_json(h) for h in hits])
         return
     if not hits:
-        err.print(f"no results: index {index!r} is empty")
+        if retriever.table.count() == 0:
+            err.print(f"no results: index {index!r} is empty")
+        else:
+            err.print(
+                "no results: nothing matched"
+                + (" the filter" if filters else "")
+                + (" above --min-score" if min_score is not None else "")
+            )
         return
     table = RichTable(show_lines=False, title=f"{len(hits)} hits for {query!r} in {index!r}")
     table.add_column("#", justify="right")
@@ -221,6 +263,11 @@ def _hit_json(hit: Hit) -> dict[str, object]:
         "start": hit.start,
         "end": hit.end,
         "metadata": hit.metadata,
+        "page": hit.page,
+        "dense_rank": hit.dense_rank,
+        "dense_score": hit.dense_score,
+        "bm25_rank": hit.bm25_rank,
+        "bm25_score": hit.bm25_score,
     }
 
 
@@ -318,6 +365,87 @@ def _read_texts(path: Path) -> list[str]:
         else:
             raise InputError(f"{where} line {number}: expected a JSON string or an object with a 'text' string")
     return texts
+
+
+@app.command(name="eval")
+def eval_command(
+    dataset: Annotated[
+        Path, typer.Argument(help="A BEIR dataset folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv.")
+    ],
+    model: ModelOption = None,
+    model_path: ModelPathOption = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", "-t", help="Query instruction preset (default: the dataset's name when it is one)."),
+    ] = None,
+    instruction: InstructionOption = None,
+    split: Annotated[str, typer.Option("--split", help="Which qrels/SPLIT.tsv to evaluate.")] = "test",
+    mode: Annotated[str, typer.Option("--mode", help="dense, bm25 or hybrid.")] = "dense",
+    chunked: Annotated[
+        bool, typer.Option("--chunked", help="Evaluate a chunked index (a document scores as its best chunk).")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write DIR/metrics.json and DIR/metrics.png.")
+    ] = None,
+    index: Annotated[
+        str | None, typer.Option("--index", help="Index to build or reuse (default: eval-DATASET-MODEL-doc|chunked).")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure retrieval quality on a BEIR dataset: nDCG@10, MAP@100, Recall@100, MRR@10 (pytrec_eval).
+
+    Follows the MTEB protocol by default (one vector per document from title + " " + text, queries with the
+    task's instruction, a query's own id never counted), so results compare with published figures. The
+    index is built once and reused: re-running embeds nothing.
+    """
+    with user_errors():
+        if mode not in MODES:
+            raise ConfigError(f"unknown --mode {mode!r}; use dense, bm25 or hybrid")
+        if task is None and instruction is None and dataset.name.lower() in {t.lower() for t in TASK_INSTRUCTIONS}:
+            task = dataset.name
+        text = resolve_instruction(task, instruction)
+        settings = Settings.from_env(db=db)
+        store = open_store(settings)
+        choice = choose(settings, model, model_path)
+        embedder = load_model(settings, choice.name, model_path=choice.model_path)
+        err.print(f"model: {choice.reason} (license {choice.license})")
+        if text is not None:
+            note = "" if embedder.info.takes_instructions else f" (ignored: {embedder.name} takes no instruction)"
+            err.print(f"query instruction: {text!r}{note}")
+        with index_progress(err) as on_progress:
+            result = evaluate(
+                dataset,
+                store,
+                embedder,
+                split=split,
+                mode=mode,  # checked against MODES above
+                instruction=text,
+                chunked=chunked,
+                index=index,
+                on_progress=on_progress,
+            )
+        if output is not None:
+            output.mkdir(parents=True, exist_ok=True)
+            (output / "metrics.json").write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+            save_plot(result, output / "metrics.png")
+    for line in result.skipped:
+        err.print(f"note: {line}")
+    reused = result.indexing.chunks_added == 0
+    err.print(
+        f"index {result.index!r}: {'reused' if reused else 'built'} in {result.seconds_indexing:.1f} s; "
+        f"{result.queries} queries in {result.seconds_queries:.1f} s"
+    )
+    if as_json:
+        out.print_json(data=result.to_json())
+        return
+    table = RichTable(title=f"{result.dataset} ({result.split}) - {result.model} - {result.mode}")
+    for name in METRICS:
+        table.add_column(name, justify="right")
+    table.add_row(*(f"{100 * result.metrics[name]:.2f}" for name in METRICS))
+    out.print(table)
+    if output is not None:
+        out.print(f"wrote {output / 'metrics.json'} and {output / 'metrics.png'}")
 
 
 @app.command()

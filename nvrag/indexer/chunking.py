@@ -21,7 +21,19 @@ def default_settings(max_text_tokens: int) -> ChunkerSettings:
     return ChunkerSettings(chunk_tokens=size, overlap_tokens=min(base.overlap_tokens, size // 4))
 
 
+DOCUMENT_MODE = "document"
+
+
+def whole_documents(title_separator: str = " ") -> ChunkerSettings:
+    """One chunk per document, truncated by the model: the MTEB protocol (title + " " + text)."""
+    return ChunkerSettings(chunk_tokens=0, overlap_tokens=0, mode=DOCUMENT_MODE, title_separator=title_separator)
+
+
 def check_settings(settings: ChunkerSettings, max_text_tokens: int) -> None:
+    if settings.mode == DOCUMENT_MODE:
+        return
+    if settings.mode != "tokens":
+        raise ConfigError(f"unknown chunking mode {settings.mode!r}; use tokens or document")
     if settings.chunk_tokens < 1:
         raise ConfigError(f"chunk size must be at least 1 token (got {settings.chunk_tokens})")
     if not 0 <= settings.overlap_tokens < settings.chunk_tokens:
@@ -62,6 +74,23 @@ def chunk_document(
 ) -> list[Chunk]:
     """Cut ``doc`` into windows of at most ``settings.chunk_tokens`` tokens overlapping by about
     ``overlap_tokens``, with window edges moved to word boundaries."""
+    if settings.mode == DOCUMENT_MODE:
+        if not doc.text.strip():
+            return []
+        text = doc.text
+        return [
+            Chunk(
+                chunk_id=chunk_id(model_key, settings, doc.doc_id, 0, text),
+                doc_id=doc.doc_id,
+                source=doc.source,
+                chunk_no=0,
+                text=text,
+                start=0,
+                end=len(text),
+                title=doc.title,
+                metadata=doc.metadata,
+            )
+        ]
     spans = spans_of(doc.text)
     if not spans:
         return []

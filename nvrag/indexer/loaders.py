@@ -76,7 +76,8 @@ def _load_text_file(path: Path, doc_id: str) -> Document | LoadFailure:
 
 
 def load_jsonl(path: Path) -> Iterator[Document | LoadFailure]:
-    """One JSON object per line: ``id`` and ``text`` required, ``title`` optional, other fields → metadata."""
+    """One JSON object per line: ``id`` (or BEIR's ``_id``) and ``text`` required, ``title`` optional, other
+    fields → metadata. A BEIR ``corpus.jsonl`` is read as is."""
     source = str(path.resolve())
     try:
         handle = path.open(encoding="utf-8-sig", errors="strict")
@@ -99,7 +100,8 @@ def _jsonl_document(line: str, where: str) -> Document | LoadFailure:
         return LoadFailure(where, f"malformed JSON ({exc.msg}); line skipped")
     if not isinstance(obj, dict):
         return LoadFailure(where, "a line must be a JSON object with 'id' and 'text'; line skipped")
-    doc_id, text, title = obj.pop("id", None), obj.pop("text", None), obj.pop("title", None)
+    doc_id = obj.pop("id") if "id" in obj else obj.pop("_id", None)
+    text, title = obj.pop("text", None), obj.pop("title", None)
     if not isinstance(doc_id, str | int) or isinstance(doc_id, bool) or str(doc_id) == "":
         return LoadFailure(where, "missing or empty 'id' (a string or integer); line skipped")
     if not isinstance(text, str) or not text.strip():

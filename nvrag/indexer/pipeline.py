@@ -54,9 +54,9 @@ class Progress:
     chunks_embedded: int
 
 
-def embedding_text(chunk: Chunk) -> str:
-    """What is embedded for a chunk: its document's title (when there is one) on a line before its text."""
-    return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
+def embedding_text(chunk: Chunk, separator: str = "\n") -> str:
+    """What is embedded for a chunk: its document's title (when there is one), the separator, then its text."""
+    return f"{chunk.title}{separator}{chunk.text}" if chunk.title else chunk.text
 
 
 class Indexer:
@@ -140,11 +140,13 @@ class Indexer:
             table.delete(stale)
             report.chunks_removed = len(stale)
         if report.chunks_added or report.chunks_removed:
+            table.refresh_text_index()
             table.set_manifest(replace(table.manifest, updated_at=utc_now(), nvrag_version=__version__))
         return report
 
     def _commit(self, table: Table, chunks: list[Chunk], report: IndexReport) -> None:
-        vectors = self.embedder.embed_documents([embedding_text(c) for c in chunks])
+        separator = table.manifest.chunker.title_separator
+        vectors = self.embedder.embed_documents([embedding_text(c, separator) for c in chunks])
         table.upsert(chunks, vectors)
         report.chunks_added += len(chunks)
         if self.on_progress is not None:

@@ -1,5 +1,7 @@
-"""Query → Hits: instructed dense search over one index."""
+"""Query → Hits: instructed dense search, BM25, hybrid (RRF), metadata filters, MMR."""
 
-from nvrag.retriever.dense import MAX_K, Retriever
+from nvrag.retriever.dense import MAX_K, MODES, Mode, Retriever
+from nvrag.retriever.filters import parse_filters
+from nvrag.retriever.fusion import DEFAULT_RRF_K, mmr, rrf
 
-__all__ = ["MAX_K", "Retriever"]
+__all__ = ["DEFAULT_RRF_K", "MAX_K", "MODES", "Mode", "Retriever", "mmr", "parse_filters", "rrf"]

@@ -1,16 +1,35 @@
-"""Instructed dense search: embed the query with the index's model and instruction, top-k by cosine."""
+"""Search one index: dense (instructed query embedding, cosine), BM25, or hybrid (RRF), with metadata
+filters, a minimum score and optional MMR diversification. One ``Hit`` type for all of them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
 
 from nvrag.embedder import Embedder
 from nvrag.embedder.pinning import check_manifest_model
 from nvrag.errors import ConfigError
-from nvrag.schema import Hit
-from nvrag.store import Table
+from nvrag.retriever.fusion import DEFAULT_RRF_K, mmr, rrf
+from nvrag.schema import FilterCondition, Hit
+from nvrag.store import ScoredChunk, Table
 
 MAX_K = 1000
+MAX_QUERY_CHARS = 10_000
+Mode = Literal["dense", "bm25", "hybrid"]
+MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
+HYBRID_DEPTH = 100  # how deep each retriever's list goes before fusion
+
+
+@dataclass
+class _Candidate:
+    item: ScoredChunk
+    score: float
+    dense: tuple[int, float] | None = None
+    bm25: tuple[int, float] | None = None
 
 
 class Retriever:
@@ -21,34 +40,134 @@ class Retriever:
         self.table = table
         self.embedder = embedder
 
-    def search(self, query: str, k: int = 10, *, instruction: str | None = None) -> list[Hit]:
-        """The k chunks closest to ``query`` embedded in query mode with ``instruction``."""
-        return self.search_many([query], k, instruction=instruction)[0]
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        instruction: str | None = None,
+        mode: Mode = "dense",
+        filters: Sequence[FilterCondition] = (),
+        min_score: float | None = None,
+        mmr_lambda: float | None = None,
+        rrf_k: int = DEFAULT_RRF_K,
+    ) -> list[Hit]:
+        """The k best chunks for ``query``; see ``search_many`` for the options."""
+        return self.search_many(
+            [query],
+            k,
+            instruction=instruction,
+            mode=mode,
+            filters=filters,
+            min_score=min_score,
+            mmr_lambda=mmr_lambda,
+            rrf_k=rrf_k,
+        )[0]
 
-    def search_many(self, queries: Sequence[str], k: int = 10, *, instruction: str | None = None) -> list[list[Hit]]:
-        """Like search for several queries, embedding them in one batched call."""
+    def search_many(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        instruction: str | None = None,
+        mode: Mode = "dense",
+        filters: Sequence[FilterCondition] = (),
+        min_score: float | None = None,
+        mmr_lambda: float | None = None,
+        rrf_k: int = DEFAULT_RRF_K,
+    ) -> list[list[Hit]]:
+        """Search several queries; dense query vectors are embedded in one batched call.
+
+        - ``mode``: "dense" (cosine of instructed query embeddings), "bm25" (LanceDB full-text, title and text)
+          or "hybrid" (both, each to depth 100, fused by reciprocal rank fusion with constant ``rrf_k``).
+        - ``filters``: metadata conditions, all of which must hold, applied before ranking (prefilter).
+        - ``min_score``: drop hits whose final score is lower (cosine, BM25 or RRF, by mode).
+        - ``mmr_lambda``: re-rank the candidates by maximal marginal relevance (1 = relevance only, 0 = most
+          diverse); scores stay the retrievers' own, ranks follow the MMR order.
+        """
         if not 1 <= k <= MAX_K:
             raise ConfigError(f"k must be between 1 and {MAX_K} (got {k})")
-        vectors = self.embedder.embed_queries(list(queries), instruction=instruction)
-        results: list[list[Hit]] = []
-        for vector in vectors:
-            scored = self.table.search(vector, k)
-            results.append(
-                [
-                    Hit(
-                        rank=rank,
-                        score=s.score,
-                        chunk_id=s.chunk.chunk_id,
-                        doc_id=s.chunk.doc_id,
-                        source=s.chunk.source,
-                        chunk_no=s.chunk.chunk_no,
-                        text=s.chunk.text,
-                        start=s.chunk.start,
-                        end=s.chunk.end,
-                        title=s.chunk.title,
-                        metadata=s.chunk.metadata,
-                    )
-                    for rank, s in enumerate(scored, start=1)
-                ]
-            )
+        if mode not in MODES:
+            raise ConfigError(f"unknown search mode {mode!r}; use dense, bm25 or hybrid")
+        if mmr_lambda is not None and not 0.0 <= mmr_lambda <= 1.0:
+            raise ConfigError(f"MMR lambda must be between 0 and 1 (got {mmr_lambda})")
+        for q in queries:
+            if len(q) > MAX_QUERY_CHARS:
+                raise ConfigError(f"a query is {len(q)} characters long; the limit is {MAX_QUERY_CHARS}")
+        needs_vectors = mode != "bm25" or mmr_lambda is not None
+        vectors = self.embedder.embed_queries(list(queries), instruction=instruction) if needs_vectors else None
+        depth = k if mode == "dense" and mmr_lambda is None else max(HYBRID_DEPTH if mode == "hybrid" else k, 4 * k)
+        results = []
+        for i, query in enumerate(queries):
+            vector = vectors[i] if vectors is not None else None
+            candidates = self._candidates(query, vector, mode, depth, filters, rrf_k, mmr_lambda is not None)
+            if min_score is not None:
+                candidates = [c for c in candidates if c.score >= min_score]
+            if mmr_lambda is not None and vector is not None:
+                candidates = self._diversify(vector, candidates, k, mmr_lambda)
+            results.append([_hit(rank, c) for rank, c in enumerate(candidates[:k], start=1)])
         return results
+
+    def _candidates(
+        self,
+        query: str,
+        vector: npt.NDArray[np.float32] | None,
+        mode: Mode,
+        depth: int,
+        filters: Sequence[FilterCondition],
+        rrf_k: int,
+        with_vectors: bool,
+    ) -> list[_Candidate]:
+        dense = self.table.search(vector, depth, filters, with_vectors=with_vectors) if vector is not None else []
+        if mode == "dense":
+            return [_Candidate(s, s.score, dense=(r, s.score)) for r, s in enumerate(dense, start=1)]
+        bm25 = self.table.text_search(query, depth, filters)
+        if mode == "bm25":
+            return [_Candidate(s, s.score, bm25=(r, s.score)) for r, s in enumerate(bm25, start=1)]
+        by_id: dict[str, _Candidate] = {}
+        for name, ranked in (("dense", dense), ("bm25", bm25)):
+            for rank, s in enumerate(ranked, start=1):
+                c = by_id.setdefault(s.chunk.chunk_id, _Candidate(s, 0.0))
+                if name == "dense":
+                    c.item, c.dense = s, (rank, s.score)  # the dense copy carries the vector
+                else:
+                    c.bm25 = (rank, s.score)
+        fused = rrf([[s.chunk.chunk_id for s in dense], [s.chunk.chunk_id for s in bm25]], k=rrf_k)
+        return [replace(by_id[chunk_id], score=score) for chunk_id, score in fused]
+
+    def _diversify(
+        self, query: npt.NDArray[np.float32], candidates: list[_Candidate], k: int, lambda_: float
+    ) -> list[_Candidate]:
+        missing = [c.item.chunk.chunk_id for c in candidates if c.item.vector is None]
+        fetched = self.table.vectors(missing) if missing else {}
+        matrix = (
+            np.stack(
+                [c.item.vector if c.item.vector is not None else fetched[c.item.chunk.chunk_id] for c in candidates]
+            )
+            if candidates
+            else np.zeros((0, len(query)), dtype=np.float32)
+        )
+        return [candidates[i] for i in mmr(query, matrix, k, lambda_)]
+
+
+def _hit(rank: int, c: _Candidate) -> Hit:
+    chunk = c.item.chunk
+    page = chunk.metadata.get("page")
+    return Hit(
+        rank=rank,
+        score=c.score,
+        chunk_id=chunk.chunk_id,
+        doc_id=chunk.doc_id,
+        source=chunk.source,
+        chunk_no=chunk.chunk_no,
+        text=chunk.text,
+        start=chunk.start,
+        end=chunk.end,
+        title=chunk.title,
+        metadata=chunk.metadata,
+        page=page if isinstance(page, int) else None,
+        dense_rank=c.dense[0] if c.dense else None,
+        dense_score=c.dense[1] if c.dense else None,
+        bm25_rank=c.bm25[0] if c.bm25 else None,
+        bm25_score=c.bm25[1] if c.bm25 else None,
+    )

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nvrag.errors import ConfigError
-from nvrag.schema import Chunk, IndexManifest
+from nvrag.schema import Chunk, FilterCondition, IndexManifest
 
 _INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -33,7 +33,12 @@ def check_index_name(name: str) -> str:
 @dataclass(frozen=True)
 class ScoredChunk:
     chunk: Chunk
-    score: float  # cosine similarity, higher is closer
+    score: float  # cosine similarity (vector search) or BM25 (text search); higher is closer
+    vector: npt.NDArray[np.float32] | None = None  # only when asked for (with_vectors)
+
+
+# Fields that are columns of every index; any other filter field is a metadata key.
+COLUMN_FIELDS = {"doc_id": "str", "source": "str", "title": "str", "chunk_no": "int"}
 
 
 class Table(ABC):
@@ -62,8 +67,27 @@ class Table(ABC):
     def delete(self, chunk_ids: Iterable[str]) -> None: ...
 
     @abstractmethod
-    def search(self, vector: npt.NDArray[np.float32], k: int) -> list[ScoredChunk]:
-        """The k chunks most similar to ``vector``, best first."""
+    def search(
+        self,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        where: Sequence[FilterCondition] = (),
+        *,
+        with_vectors: bool = False,
+    ) -> list[ScoredChunk]:
+        """The k chunks most similar to ``vector`` among those matching every condition, best first."""
+
+    @abstractmethod
+    def text_search(self, query: str, k: int, where: Sequence[FilterCondition] = ()) -> list[ScoredChunk]:
+        """The k chunks that best match ``query`` by BM25 over their title and text, best first."""
+
+    @abstractmethod
+    def vectors(self, chunk_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """The stored vectors of these chunks (missing ids are left out)."""
+
+    @abstractmethod
+    def refresh_text_index(self) -> None:
+        """Make the full-text index cover every row (build it, or fold new rows in)."""
 
 
 class Store(ABC):

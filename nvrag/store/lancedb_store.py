@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from nvrag.errors import ConfigError, IndexNotFoundError
-from nvrag.schema import Chunk, IndexManifest
-from nvrag.store.base import ScoredChunk, Store, Table, check_index_name
+from nvrag.errors import ConfigError, FilterError, IndexNotFoundError
+from nvrag.schema import Chunk, FilterCondition, IndexManifest
+from nvrag.store.base import COLUMN_FIELDS, ScoredChunk, Store, Table, check_index_name
 
 # Index names cannot start with "_" (check_index_name), so this table never collides with one.
 MANIFEST_TABLE = "_nvrag_manifests"
@@ -35,14 +35,74 @@ def chunk_schema(dimension: int) -> pa.Schema:
             pa.field("text", pa.string()),
             pa.field("start", pa.int64()),
             pa.field("end", pa.int64()),
-            pa.field("metadata", pa.string()),  # JSON object
+            pa.field("metadata", pa.json_(pa.utf8())),  # JSON object, stored as Lance JSONB: filterable
             pa.field("vector", pa.list_(pa.float32(), dimension)),
         ]
     )
 
 
+_RESULT_COLUMNS = ["chunk_id", "doc_id", "source", "chunk_no", "title", "text", "start", "end", "metadata"]
+_TEXT_COLUMNS = ["title", "text"]
+
+
+def _fts_config() -> Any:
+    from lancedb.index import FTS
+
+    # English analysis (lower case, ASCII folding, stop words, stemming), close to the BM25 setups BEIR reports
+    return FTS(language="English", stem=True, remove_stop_words=True, ascii_folding=True, lower_case=True)
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _literal(value: str | float) -> str:
+    return _quote(value) if isinstance(value, str) else repr(float(value))
+
+
+def where_sql(conditions: Sequence[FilterCondition]) -> str | None:
+    """A LanceDB (DataFusion SQL) predicate for conditions, ANDed. Metadata keys are read from the JSONB
+    column; a number compares numerically (a value that is not a number never matches), a string exactly.
+    A condition on a missing key is false."""
+    parts: list[str] = []
+    for c in conditions:
+        values = c.value if isinstance(c.value, tuple) else (c.value,)
+        numeric = all(not isinstance(v, str) for v in values)
+        if c.field in COLUMN_FIELDS:
+            if numeric != (COLUMN_FIELDS[c.field] == "int"):
+                kind = "a number" if COLUMN_FIELDS[c.field] == "int" else "text (quote numbers: 'x')"
+                raise FilterError(f"filter on {c.field!r}: its values are {kind}")
+            target = f'"{c.field}"'
+        else:
+            target = f"json_get_string(metadata, {_quote(c.field)})"
+            if numeric:
+                target = f"TRY_CAST({target} AS DOUBLE)"
+        if c.op == "in":
+            parts.append(f"{target} IN ({', '.join(_literal(v) for v in values)})")
+        else:
+            parts.append(f"{target} {'<>' if c.op == '!=' else c.op} {_literal(values[0])}")
+    return " AND ".join(parts) or None
+
+
+def _scored(rows: list[dict[str, Any]], score: Any, with_vectors: bool = False) -> list[ScoredChunk]:
+    return [
+        ScoredChunk(
+            chunk=Chunk(
+                chunk_id=r["chunk_id"],
+                doc_id=r["doc_id"],
+                source=r["source"],
+                chunk_no=int(r["chunk_no"]),
+                text=r["text"],
+                start=int(r["start"]),
+                end=int(r["end"]),
+                title=r["title"],
+                metadata=json.loads(r["metadata"] or "{}"),
+            ),
+            score=score(r),
+            vector=np.asarray(r["vector"], dtype=np.float32) if with_vectors else None,
+        )
+        for r in rows
+    ]
 
 
 class LanceTable(Table):
@@ -86,7 +146,7 @@ class LanceTable(Table):
                 "text": [c.text for c in chunks],
                 "start": pa.array([c.start for c in chunks], pa.int64()),
                 "end": pa.array([c.end for c in chunks], pa.int64()),
-                "metadata": [json.dumps(c.metadata, sort_keys=True) for c in chunks],
+                "metadata": pa.array([json.dumps(c.metadata, sort_keys=True) for c in chunks], pa.json_(pa.utf8())),
                 "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
             },
             schema=chunk_schema(dim),
@@ -99,36 +159,71 @@ class LanceTable(Table):
             part = ", ".join(_quote(x) for x in ids[i : i + 500])
             self._table.delete(f"chunk_id IN ({part})")
 
-    def search(self, vector: npt.NDArray[np.float32], k: int) -> list[ScoredChunk]:
+    def search(
+        self,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        where: Sequence[FilterCondition] = (),
+        *,
+        with_vectors: bool = False,
+    ) -> list[ScoredChunk]:
         if k <= 0 or self.count() == 0:
             return []
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        rows = (
-            self._table.search(query, vector_column_name="vector")
+        query = (
+            self._table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
             .distance_type("cosine")
             .limit(k)
-            .select(
-                ["chunk_id", "doc_id", "source", "chunk_no", "title", "text", "start", "end", "metadata", "_distance"]
-            )
-            .to_list()
+            .select([*_RESULT_COLUMNS, *(["vector"] if with_vectors else []), "_distance"])
         )
-        return [
-            ScoredChunk(
-                chunk=Chunk(
-                    chunk_id=r["chunk_id"],
-                    doc_id=r["doc_id"],
-                    source=r["source"],
-                    chunk_no=int(r["chunk_no"]),
-                    text=r["text"],
-                    start=int(r["start"]),
-                    end=int(r["end"]),
-                    title=r["title"],
-                    metadata=json.loads(r["metadata"] or "{}"),
-                ),
-                score=1.0 - float(r["_distance"]),  # LanceDB's cosine distance is 1 - cosine similarity
-            )
-            for r in rows
-        ]
+        rows = self._run(query, where)
+        # LanceDB's cosine distance is 1 - cosine similarity
+        return _scored(rows, lambda r: 1.0 - float(r["_distance"]), with_vectors)
+
+    def text_search(self, query: str, k: int, where: Sequence[FilterCondition] = ()) -> list[ScoredChunk]:
+        if k <= 0 or not query.strip() or self.count() == 0:
+            return []
+        if not self._text_indexed():
+            self.refresh_text_index()
+        search = (
+            self._table.search(query, query_type="fts", fts_columns=_TEXT_COLUMNS)
+            .limit(k)
+            .select([*_RESULT_COLUMNS, "_score"])
+        )
+        return _scored(self._run(search, where), lambda r: float(r["_score"]))
+
+    def _run(self, query: Any, where: Sequence[FilterCondition]) -> list[dict[str, Any]]:
+        predicate = where_sql(where)
+        if predicate is not None:
+            query = query.where(predicate, prefilter=True)
+        try:
+            rows: list[dict[str, Any]] = query.to_list()
+        except Exception as exc:  # DataFusion reports bad predicates as generic errors
+            if predicate is None:
+                raise
+            raise FilterError(f"the filter cannot be applied to this index ({str(exc).splitlines()[0][:200]})") from exc
+        return rows
+
+    def vectors(self, chunk_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        found: dict[str, npt.NDArray[np.float32]] = {}
+        ids = sorted(set(chunk_ids))
+        for i in range(0, len(ids), 500):
+            part = ", ".join(_quote(x) for x in ids[i : i + 500])
+            rows = self._table.search().where(f"chunk_id IN ({part})").select(["chunk_id", "vector"]).limit(None)
+            for r in rows.to_list():
+                found[r["chunk_id"]] = np.asarray(r["vector"], dtype=np.float32)
+        return found
+
+    def _text_indexed(self) -> bool:
+        return any(index.index_type == "FTS" for index in self._table.list_indices())
+
+    def refresh_text_index(self) -> None:
+        if self.count() == 0:
+            return
+        if self._text_indexed():
+            self._table.optimize()  # folds rows added since into the full-text index
+        else:
+            for column in _TEXT_COLUMNS:
+                self._table.create_index(column, config=_fts_config(), replace=True)
 
 
 class LanceStore(Store):
@@ -174,7 +269,10 @@ class LanceStore(Store):
             raise IndexNotFoundError(f"no index named {name!r} in {self.uri} (indexes: {known})")
         # The manifest is written before the table is created, so a crash in between leaves a manifest
         # with no table: create the empty table now rather than fail.
-        table = self._db.create_table(name, schema=chunk_schema(manifest.dimension), exist_ok=True)
+        if name in self._tables():
+            table = self._db.open_table(name)
+        else:
+            table = self._db.create_table(name, schema=chunk_schema(manifest.dimension))
         return LanceTable(self, manifest, table)
 
     def create(self, manifest: IndexManifest) -> LanceTable:
