@@ -22,7 +22,7 @@ from nvrag.errors import FilterError
 from nvrag.schema import FilterCondition
 
 _FIELD = r"[A-Za-z_][A-Za-z0-9_\-]*"
-_VALUE = r"'(?:[^']|'')*'|\"[^\"]*\"|[^\s,()'\"]+"
+_VALUE = r"'(?:[^']|'')*'|\"[^\"]*\"|[^\s,()'\"=<>!]+"
 _CONDITION = re.compile(
     rf"^\s*(?P<field>{_FIELD})\s*(?:(?P<op>!=|<=|>=|=|<|>)\s*(?P<value>{_VALUE})"
     rf"|\s+in\s*\((?P<values>[^)]*)\))\s*$",

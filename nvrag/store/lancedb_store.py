@@ -72,7 +72,7 @@ def where_sql(conditions: Sequence[FilterCondition]) -> str | None:
             if numeric != (COLUMN_FIELDS[c.field] == "int"):
                 kind = "a number" if COLUMN_FIELDS[c.field] == "int" else "text (quote numbers: 'x')"
                 raise FilterError(f"filter on {c.field!r}: its values are {kind}")
-            target = f'"{c.field}"'
+            target = f'CAST("{c.field}" AS DOUBLE)' if numeric else f'"{c.field}"'
         else:
             target = f"json_get_string(metadata, {_quote(c.field)})"
             if numeric:

@@ -158,3 +158,67 @@ def test_help_lists_commands_and_exit_codes() -> None:
     assert code == 0
     for word in ("index", "search", "embed", "info", "Exit codes"):
         assert word in out
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_search_modes_filters_and_parts_in_json(tmp_path: Path, corpus: Path) -> None:
+    db = str(tmp_path / "db")
+    run("index", str(corpus), "--index", "t", "--model", FAKE, "--db", db)
+    code, out, err = run(
+        "search", "dddd", "--index", "t", "--db", db, "--mode", "hybrid", "--instruction", "q", "--json"
+    )
+    assert code == 0, err
+    hits = json.loads(out)
+    top = hits[0]
+    # "q: dddd" -> e0 + e3: dense ranks "short" (e0) first, "long" (e2 + e3) second; BM25 finds only "long"
+    assert (top["doc_id"], top["bm25_rank"], top["dense_rank"]) == ("long", 1, 2)
+    assert top["score"] == pytest.approx(1 / 61 + 1 / 62, abs=1e-6)
+    assert (hits[1]["doc_id"], hits[1]["bm25_rank"], hits[1]["score"]) == (
+        "short",
+        None,
+        pytest.approx(1 / 61, abs=1e-6),
+    )
+    code, out, _ = run(
+        "search", "x", "--index", "t", "--db", db, "--filter", "lang = en", "--json", "--instruction", "q"
+    )
+    assert [h["doc_id"] for h in json.loads(out)] == ["long"]
+    code, _, err = run("search", "x", "--index", "t", "--db", db, "--filter", "lang ==", "--instruction", "q")
+    assert code == 2 and err.startswith("error: cannot read the filter condition 'lang =='")
+    code, _, err = run("search", "x", "--index", "t", "--db", db, "--filter", "lang = fr", "--instruction", "q")
+    assert code == 0 and "no results: nothing matched the filter" in err
+    code, _, err = run("search", "x", "--index", "t", "--db", db, "--mode", "sparse")
+    assert code == 2 and err.startswith("error: unknown --mode 'sparse'")
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_eval_writes_metrics_json_and_png(tmp_path: Path) -> None:
+    from tests.evaluation.test_evaluate import write_dataset
+
+    dataset = write_dataset(tmp_path / "tiny")
+    outdir = tmp_path / "out"
+    args = [
+        "eval",
+        str(dataset),
+        "--model",
+        FAKE,
+        "--instruction",
+        "q",
+        "--db",
+        str(tmp_path / "db"),
+        "-o",
+        str(outdir),
+    ]
+    code, out, err = run(*args)
+    assert code == 0, err
+    for name in ("nDCG@10", "MAP@100", "Recall@100", "MRR@10"):
+        assert name in out
+    assert "100.00" in out and "note: 1 queries have no judgements in the test split" in err
+    metrics = json.loads((outdir / "metrics.json").read_text(encoding="utf-8"))
+    assert (metrics["dataset"], metrics["model"], metrics["mode"]) == ("tiny", FAKE, "dense")
+    assert metrics["metrics"] == {"nDCG@10": 1.0, "MAP@100": 1.0, "Recall@100": 1.0, "MRR@10": 1.0}
+    assert set(metrics["per_query"]) == {"q1", "q2"} and metrics["per_query"]["q1"]["nDCG@10"] == 1.0
+    assert (outdir / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = run(*args)
+    assert code == 0 and "index 'eval-tiny-nvrag-fake-wordlen-doc': reused" in err
+    code, _, err = run("eval", str(tmp_path / "nope"), "--model", FAKE, "--db", str(tmp_path / "db"))
+    assert code == 2 and "not a directory; give a BEIR dataset folder" in err

@@ -132,3 +132,39 @@ def test_a_manifest_whose_table_was_never_created_opens_as_empty(tmp_path: Path)
     store = LanceStore(str(tmp_path))
     store._write_manifest(manifest())
     assert store.open("docs").count() == 0
+
+
+def test_where_sql_for_columns_metadata_numbers_and_lists() -> None:
+    from nvrag.schema import FilterCondition as C
+    from nvrag.store.lancedb_store import where_sql
+
+    assert where_sql([]) is None
+    assert where_sql([C("lang", "=", "it's"), C("year", ">=", 2020.0), C("kind", "in", ("a", "b"))]) == (
+        "json_get_string(metadata, 'lang') = 'it''s' AND "
+        "TRY_CAST(json_get_string(metadata, 'year') AS DOUBLE) >= 2020.0 AND "
+        "json_get_string(metadata, 'kind') IN ('a', 'b')"
+    )
+    assert where_sql([C("doc_id", "!=", "x"), C("chunk_no", "<", 2.0)]) == (
+        '"doc_id" <> \'x\' AND CAST("chunk_no" AS DOUBLE) < 2.0'
+    )
+
+
+def test_text_search_covers_rows_added_after_the_index(store: LanceStore) -> None:
+    table = store.create(manifest())
+    table.upsert([replace(chunk(0), text="red apples")], unit([[1, 0, 0, 0]]))
+    table.refresh_text_index()
+    table.upsert([replace(chunk(1), text="green apples", title=None)], unit([[0, 1, 0, 0]]))
+    table.refresh_text_index()
+    assert {h.chunk.chunk_id for h in table.text_search("apples", 5)} == {"c0", "c1"}
+    assert [h.chunk.chunk_id for h in table.text_search("green", 5)] == ["c1"]
+    # titles are searched too: chunk 0 carries "title 0"
+    assert [h.chunk.chunk_id for h in table.text_search("title", 5)] == ["c0"]
+
+
+def test_vectors_by_id(store: LanceStore) -> None:
+    table = store.create(manifest())
+    vectors = unit([[1, 0, 0, 0], [0, 1, 0, 0]])
+    table.upsert([chunk(0), chunk(1)], vectors)
+    got = table.vectors(["c1", "nope"])
+    assert list(got) == ["c1"]
+    np.testing.assert_allclose(got["c1"], vectors[1])
