@@ -12,7 +12,7 @@ from nvrag.embedder.minilm import MINILM_NAME
 from nvrag.embedder.nvembed import NVEMBED_NAME
 from nvrag.errors import ConfigError, ModelMismatchError
 from nvrag.indexer import Indexer
-from nvrag.retriever import Retriever
+from nvrag.retriever import Retriever, open_retriever
 from nvrag.schema import ChunkerSettings
 from nvrag.store import LanceStore, Store
 
@@ -86,16 +86,19 @@ def choose(settings: Settings, requested: str | None, model_path: Path | None = 
     return ModelChoice(name, reason, get_spec(name).license)
 
 
+def load_options(settings: Settings, model_path: Path | None = None, max_length: int | None = None) -> LoadOptions:
+    device = settings.device or ("cuda" if _cuda_available() else "cpu")
+    return LoadOptions(
+        device=device, model_path=model_path, max_length=max_length, dtype=settings.dtype, attention=settings.attention
+    )
+
+
 def load_model(
     settings: Settings, name: str, *, model_path: Path | None = None, max_length: int | None = None
 ) -> Embedder:
     if model_path is None and name == NVEMBED_NAME:
         model_path = settings.nvembed_path
-    device = settings.device or ("cuda" if _cuda_available() else "cpu")
-    options = LoadOptions(
-        device=device, model_path=model_path, max_length=max_length, dtype=settings.dtype, attention=settings.attention
-    )
-    return load_embedder(name, options)
+    return load_embedder(name, load_options(settings, model_path, max_length))
 
 
 def pinned_model_name(store: Store, index: str, requested: str | None, model_path: Path | None = None) -> str:
@@ -134,5 +137,7 @@ def build_indexer(
 def build_retriever(
     settings: Settings, store: Store, index: str, requested_model: str | None, model_path: Path | None = None
 ) -> Retriever:
-    name = pinned_model_name(store, index, requested_model, model_path)
-    return Retriever(store.open(index), load_model(settings, name, model_path=model_path))
+    pinned_model_name(store, index, requested_model, model_path)  # refuses another model with a clear message
+    if model_path is None:
+        model_path = settings.nvembed_path if store.open(index).manifest.model == NVEMBED_NAME else None
+    return open_retriever(store, index, load_options(settings, model_path))

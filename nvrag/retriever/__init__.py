@@ -3,5 +3,6 @@
 from nvrag.retriever.dense import MAX_K, MODES, Mode, Retriever
 from nvrag.retriever.filters import parse_filters
 from nvrag.retriever.fusion import DEFAULT_RRF_K, mmr, rrf
+from nvrag.retriever.opening import open_retriever
 
-__all__ = ["DEFAULT_RRF_K", "MAX_K", "MODES", "Mode", "Retriever", "mmr", "parse_filters", "rrf"]
+__all__ = ["DEFAULT_RRF_K", "MAX_K", "MODES", "Mode", "Retriever", "mmr", "open_retriever", "parse_filters", "rrf"]

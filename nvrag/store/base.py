@@ -82,6 +82,10 @@ class Table(ABC):
         """The k chunks that best match ``query`` by BM25 over their title and text, best first."""
 
     @abstractmethod
+    def get(self, chunk_ids: Sequence[str]) -> list[Chunk]:
+        """The stored chunks with these ids, in the order given (missing ids are left out)."""
+
+    @abstractmethod
     def vectors(self, chunk_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         """The stored vectors of these chunks (missing ids are left out)."""
 

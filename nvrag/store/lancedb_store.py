@@ -203,6 +203,16 @@ class LanceTable(Table):
             raise FilterError(f"the filter cannot be applied to this index ({str(exc).splitlines()[0][:200]})") from exc
         return rows
 
+    def get(self, chunk_ids: Sequence[str]) -> list[Chunk]:
+        found: dict[str, Chunk] = {}
+        ids = sorted(set(chunk_ids))
+        for i in range(0, len(ids), 500):
+            part = ", ".join(_quote(x) for x in ids[i : i + 500])
+            query = self._table.search().where(f"chunk_id IN ({part})").select(_RESULT_COLUMNS).limit(None)
+            for scored in _scored(query.to_list(), lambda r: 0.0):
+                found[scored.chunk.chunk_id] = scored.chunk
+        return [found[x] for x in chunk_ids if x in found]
+
     def vectors(self, chunk_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         found: dict[str, npt.NDArray[np.float32]] = {}
         ids = sorted(set(chunk_ids))
