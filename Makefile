@@ -14,7 +14,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 .PHONY: help install demo test lint typecheck imports unit clean
 
 help:
-	@echo "make demo   - install nvrag in $(VENV), index the bundled demo corpus, run example searches"
+	@echo "make demo   - install nvrag in $(VENV), index the bundled demo corpus, run example searches, start the web UI"
 	@echo "make test   - install nvrag with its dev extras in $(VENV), run lint, type checks and the tests"
 	@echo "make clean  - remove $(VENV) and caches"
 
@@ -24,7 +24,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e ".[ui]"
 	@touch $@
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
@@ -37,6 +37,8 @@ demo: $(VENV)/.installed
 	$(BIN)/nvrag index data/demo/stdlib.jsonl --index $(DEMO_INDEX)
 	@for q in $(DEMO_QUERIES); do $(BIN)/nvrag search "$$q" --index $(DEMO_INDEX) -k 3 || exit $$?; done
 	@echo "Try your own: $(BIN)/nvrag search \"your question\" --index $(DEMO_INDEX)"
+	@echo "Starting the web UI (Ctrl-C to stop); open the address below in a browser."
+	$(BIN)/nvrag ui --index $(DEMO_INDEX)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check nvrag tests bench data/demo

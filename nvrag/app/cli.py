@@ -22,7 +22,7 @@ from rich.table import Table as RichTable
 from nvrag import __version__
 from nvrag.app.progress import index_progress
 from nvrag.app.settings import ENV_DB, ENV_MODEL, Settings
-from nvrag.app.wiring import build_indexer, build_retriever, choose, load_model, open_store
+from nvrag.app.wiring import build_indexer, build_retriever, build_web_app, choose, load_model, open_store
 from nvrag.embedder import REGISTRY, TASK_INSTRUCTIONS, resolve_instruction
 from nvrag.errors import ConfigError, InputError, NvRagError
 from nvrag.evaluation import METRICS, evaluate
@@ -446,6 +446,35 @@ def eval_command(
     out.print(table)
     if output is not None:
         out.print(f"wrote {output / 'metrics.json'} and {output / 'metrics.png'}")
+
+
+@app.command()
+def ui(
+    index: Annotated[str | None, typer.Option("--index", "-i", help="Index selected when the page opens.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; the default serves this machine only.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 7860,
+    db: DbOption = None,
+) -> None:
+    """Start the web search UI (Gradio). Loopback only by default; no public share link.
+
+    Set NVRAG_UI_USER and NVRAG_UI_PASSWORD to require a login. Uploads are limited to .txt, .md and .jsonl
+    files of 20 MB and stored, with sanitised names, under the data directory's uploads/ folder.
+    """
+    with user_errors():
+        settings = Settings.from_env(db=db)
+        store = open_store(settings)
+        if index is not None and not store.exists(index):
+            store.open(index)  # raises IndexNotFoundError naming the known indexes
+        server = build_web_app(settings, store, index)
+    where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+    err.print(f"nvrag UI on {where} (Ctrl-C stops it)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/] listening on {host}: other machines can reach this UI")
+    import uvicorn
+
+    uvicorn.run(server, host=host, port=port, log_level="warning")
 
 
 @app.command()

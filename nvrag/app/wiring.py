@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from nvrag.app.settings import Settings
+from nvrag.app.settings import ENV_UI_PASSWORD, ENV_UI_USER, Settings, default_db
 from nvrag.embedder import AUTO, Embedder, LoadOptions, choose_model, get_spec, load_embedder
 from nvrag.embedder.minilm import MINILM_NAME
 from nvrag.embedder.nvembed import NVEMBED_NAME
@@ -141,3 +143,32 @@ def build_retriever(
     if model_path is None:
         model_path = settings.nvembed_path if store.open(index).manifest.model == NVEMBED_NAME else None
     return open_retriever(store, index, load_options(settings, model_path))
+
+
+def build_web_app(settings: Settings, store: LanceStore, index: str | None) -> Any:
+    """The UI's FastAPI app: retrievers cached per index, uploads indexed with the index's (or auto) model."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
+    from nvrag.ui import UIContext, build_server
+
+    retrievers: dict[str, Retriever] = {}
+
+    def retriever_for(name: str) -> Retriever:
+        table = store.open(name)
+        cached = retrievers.get(name)
+        if cached is None or cached.table.manifest != table.manifest:
+            cached = retrievers[name] = build_retriever(settings, store, name, None)
+        else:
+            cached.table = table  # reopen: rows added since (uploads) become visible
+        return cached
+
+    def indexer_for(name: str) -> Indexer:
+        indexer, _ = build_indexer(settings, store, name, None, None)
+        return indexer
+
+    local = "://" not in settings.db
+    uploads = Path(settings.db).expanduser() / "uploads" if local else Path(default_db()) / "uploads"
+    ctx = UIContext(store=store, retriever_for=retriever_for, indexer_for=indexer_for, upload_root=uploads)
+    user, password = os.environ.get(ENV_UI_USER), os.environ.get(ENV_UI_PASSWORD)
+    if bool(user) != bool(password):
+        raise ConfigError(f"set both {ENV_UI_USER} and {ENV_UI_PASSWORD} to require a login, or neither")
+    return build_server(ctx, index, auth=(user, password) if user and password else None)

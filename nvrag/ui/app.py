@@ -1,0 +1,118 @@
+"""The Gradio layout, and the web server around it (one FastAPI app: Gradio plus a route for source files).
+
+Gradio is imported here only, and only when the UI is built (the `ui` extra).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from nvrag.errors import NvRagError
+from nvrag.retriever import MODES
+from nvrag.ui import callbacks
+from nvrag.ui.callbacks import TASK_CHOICES, UIContext
+from nvrag.ui.render import CSS
+
+_LINE_SUFFIX = re.compile(r"^(?P<path>.+):(?P<line>\d+)$")
+
+
+def build_ui(ctx: UIContext, index: str | None = None) -> Any:
+    """The Blocks app: a Search tab and an Index tab, wired to the plain callbacks."""
+    import gradio as gr
+
+    indexes = callbacks.index_choices(ctx)
+    selected = index if index in indexes else (indexes[0] if indexes else None)
+    with gr.Blocks(title="nvrag search") as blocks:
+        gr.Markdown("## nvrag search")
+        with gr.Tab("Search"):
+            with gr.Row():
+                query = gr.Textbox(
+                    label="Query",
+                    placeholder="Ask something and press Enter",
+                    scale=4,
+                    elem_id="query",
+                    max_length=callbacks.MAX_QUERY_CHARS,
+                )
+                index_box = gr.Dropdown(
+                    choices=indexes, value=selected, label="Index", allow_custom_value=False, scale=1, elem_id="index"
+                )
+            with gr.Row():
+                task = gr.Dropdown(
+                    choices=TASK_CHOICES, value=TASK_CHOICES[0], label="Task / instruction", elem_id="task"
+                )
+                instruction = gr.Textbox(
+                    label="Custom instruction", placeholder="used with 'Custom instruction'", elem_id="instruction"
+                )
+                k = gr.Slider(1, callbacks.MAX_K, value=10, step=1, label="k", elem_id="k")
+                mode = gr.Radio(choices=list(MODES), value="dense", label="Mode", elem_id="mode")
+            filters = gr.Textbox(
+                label="Metadata filter", placeholder="e.g. lang = en and year >= 2020", elem_id="filters"
+            )
+            search_button = gr.Button("Search", variant="primary", elem_id="search")
+            results = gr.HTML(elem_id="results")
+        with gr.Tab("Index"):
+            info = gr.Markdown(callbacks.index_info(ctx, selected), elem_id="info")
+            files = gr.File(
+                file_count="multiple", file_types=list(callbacks.UPLOAD_SUFFIXES), label="Add files", elem_id="upload"
+            )
+            upload_button = gr.Button("Upload and index", elem_id="upload-button")
+            report = gr.Markdown(elem_id="report")
+
+        inputs = [index_box, query, task, instruction, k, mode, filters]
+
+        def run_search(*values: Any) -> str:
+            return callbacks.search(ctx, *values)
+
+        def run_upload(index_name: str | None, paths: list[str] | None) -> tuple[str, str, Any]:
+            text = callbacks.upload(ctx, index_name, paths)
+            choices = callbacks.index_choices(ctx)
+            return text, callbacks.index_info(ctx, index_name), gr.update(choices=choices, value=index_name)
+
+        query.submit(run_search, inputs, results)
+        search_button.click(run_search, inputs, results)
+        index_box.change(lambda name: callbacks.index_info(ctx, name), index_box, info)
+        upload_button.click(run_upload, [index_box, files], [report, info, index_box])
+    return blocks
+
+
+def build_server(ctx: UIContext, index: str | None = None, auth: tuple[str, str] | None = None) -> Any:
+    """A FastAPI app serving the UI at / and, without a login, indexed local source files at /source."""
+    import gradio as gr
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import FileResponse
+
+    server = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    if auth is not None:
+        ctx.source_url = None  # the source route is outside Gradio's login: do not offer it
+
+    @server.get("/source/{index_name}/{chunk_id}")
+    def source(index_name: str, chunk_id: str) -> FileResponse:
+        # Only files that are already the source of an indexed chunk: never an arbitrary path.
+        if ctx.source_url is None:
+            raise HTTPException(404)
+        try:
+            found = ctx.store.open(index_name).get([chunk_id])
+        except NvRagError:
+            raise HTTPException(404) from None
+        if not found:
+            raise HTTPException(404)
+        raw = found[0].source
+        match = _LINE_SUFFIX.match(raw)
+        path = Path(match["path"] if match and not Path(raw).exists() else raw)
+        if not path.is_file():
+            raise HTTPException(404, "the source is not a local file")
+        return FileResponse(path)
+
+    blocks = build_ui(ctx, index)
+    return gr.mount_gradio_app(
+        server,
+        blocks,
+        path="",
+        auth=auth,
+        max_file_size=ctx.max_upload_bytes,
+        css=CSS,
+        footer_links=[],
+        ssr_mode=False,
+    )

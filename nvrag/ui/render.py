@@ -1,0 +1,94 @@
+"""HTML for search results: cards with rank, a score bar, the source, highlighted query terms, the full chunk.
+
+Every piece of indexed text is HTML-escaped before it is highlighted: documents cannot inject markup.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from urllib.parse import quote
+
+from nvrag.schema import Hit
+
+SNIPPET_CHARS = 320
+_WORD = re.compile(r"\w{2,}", re.UNICODE)
+# too common to be worth a highlight
+_STOP = frozenset(
+    "an the of to in on and or for is are was be by as at it its from that this with how what which who why "
+    "when where do does can i you we my your me".split()
+)
+
+CSS = """
+.nvrag-card { border: 1px solid #d0d7de; border-radius: 8px; padding: 10px 14px; margin: 8px 0; }
+.nvrag-head { display: flex; gap: 12px; align-items: center; font-size: 0.9em; }
+.nvrag-rank { font-weight: 700; }
+.nvrag-bar { width: 120px; height: 8px; background: #eaeef2; border-radius: 4px; overflow: hidden; }
+.nvrag-bar > div { height: 100%; background: #2f81f7; }
+.nvrag-title { font-weight: 600; margin: 4px 0; }
+.nvrag-text mark { background: #fff3b0; padding: 0 1px; }
+.nvrag-message { padding: 10px 14px; border-radius: 8px; background: #f6f8fa; border: 1px solid #d0d7de; }
+.nvrag-error { background: #fff1f0; border-color: #ffa39e; }
+"""
+
+
+def query_terms(query: str) -> list[str]:
+    """Words of the query worth highlighting (two characters or more), longest first, without repeats."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(query.lower()):
+        if word not in _STOP:
+            seen.setdefault(word, None)
+    return sorted(seen, key=len, reverse=True)
+
+
+def highlight(text: str, terms: Sequence[str]) -> str:
+    """Escape ``text`` and wrap whole-word, case-insensitive matches of ``terms`` in <mark>."""
+    escaped = html.escape(text)
+    if not terms:
+        return escaped
+    pattern = re.compile(r"\b(" + "|".join(re.escape(html.escape(t)) for t in terms) + r")\b", re.IGNORECASE)
+    return pattern.sub(r"<mark>\1</mark>", escaped)
+
+
+def message(text: str, *, error: bool = False) -> str:
+    kind = "nvrag-message nvrag-error" if error else "nvrag-message"
+    return f'<div class="{kind}" data-testid="{"error" if error else "message"}">{html.escape(text, quote=False)}</div>'
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1].rstrip() + "…"
+
+
+def result_cards(hits: Sequence[Hit], query: str, source_url: str | None, index: str, mode: str = "dense") -> str:
+    """One card per hit. ``source_url`` is the route that serves a hit's local source file (None: no links)."""
+    terms = query_terms(query)
+    top = max((h.score for h in hits), default=0.0)
+    cards = []
+    for hit in hits:
+        width = 0.0 if top <= 0 else max(0.0, min(1.0, hit.score / top)) * 100
+        source = html.escape(hit.source) + (f" (page {hit.page})" if hit.page is not None else "")
+        if source_url is not None:
+            href = f"{source_url}/{quote(index, safe='')}/{quote(hit.chunk_id, safe='')}"
+            source = f'<a href="{href}" target="_blank" rel="noopener">{source}</a>'
+        title = f'<div class="nvrag-title">{html.escape(hit.title)}</div>' if hit.title else ""
+        detail = ""
+        if mode == "hybrid":
+            dense = f"#{hit.dense_rank}" if hit.dense_rank is not None else "-"
+            bm25 = f"#{hit.bm25_rank}" if hit.bm25_rank is not None else "-"
+            detail = f" <span>(dense {dense}, BM25 {bm25})</span>"
+        cards.append(
+            f'<div class="nvrag-card" data-testid="hit" data-doc-id="{html.escape(hit.doc_id)}">'
+            f'<div class="nvrag-head"><span class="nvrag-rank">#{hit.rank}</span>'
+            f'<span class="nvrag-score">{hit.score:.3f}</span>'
+            f'<span class="nvrag-bar" title="score relative to the top hit">'
+            f'<div style="width:{width:.0f}%"></div></span>'
+            f"<span>{html.escape(hit.doc_id)}</span>{detail}</div>"
+            f"{title}"
+            f'<div class="nvrag-text">{highlight(_snippet(hit.text), terms)}</div>'
+            f"<details><summary>Full chunk · {source}</summary>"
+            f'<div class="nvrag-text">{highlight(hit.text, terms)}</div></details>'
+            "</div>"
+        )
+    return "\n".join(cards)

@@ -1,0 +1,122 @@
+"""The UI's callbacks as plain functions, on real LanceDB with the fake embedder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nvrag.embedder import WordLengthEmbedder
+from nvrag.indexer import Indexer
+from nvrag.retriever import Retriever
+from nvrag.schema import Document
+from nvrag.store import LanceStore
+from nvrag.ui import callbacks
+from nvrag.ui.callbacks import CUSTOM_TASK, DEFAULT_TASK, UIContext
+from nvrag.ui.render import highlight, query_terms
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> UIContext:
+    store = LanceStore(str(tmp_path / "db"))
+    fake = WordLengthEmbedder()
+    docs = [
+        Document("A", "apple <b>banana</b> pie", "/tmp/a.txt", title="Fruit", metadata={"lang": "en"}),
+        Document("B", "cherry tart", "/tmp/b.txt", metadata={"lang": "de"}),
+    ]
+    Indexer(store, fake).index("t", docs)
+    Indexer(store, fake).index("empty", [])
+    return UIContext(
+        store=store,
+        retriever_for=lambda name: Retriever(store.open(name), fake),
+        indexer_for=lambda name: Indexer(store, fake),
+        upload_root=tmp_path / "uploads",
+        max_upload_bytes=1000,
+    )
+
+
+def search(ctx: UIContext, query: str, **kw: object) -> str:
+    args = {"index": "t", "task": CUSTOM_TASK, "instruction": "q", "k": 10, "mode": "dense", "filters": ""} | kw
+    return callbacks.search(
+        ctx, args["index"], query, args["task"], args["instruction"], args["k"], args["mode"], args["filters"]
+    )  # type: ignore[arg-type]
+
+
+def test_results_are_cards_with_escaped_highlighted_text(ctx: UIContext) -> None:
+    page = search(ctx, "banana")
+    assert page.count('data-testid="hit"') == 2
+    assert "<b>" not in page and "&lt;b&gt;<mark>banana</mark>&lt;/b&gt;" in page
+    assert '<div class="nvrag-title">Fruit</div>' in page
+    assert 'href="/source/t/' in page
+
+
+def test_messages_instead_of_errors(ctx: UIContext) -> None:
+    assert "Type a query" in search(ctx, "   ")
+    assert "Choose an index (available: empty, t)" in search(ctx, "x", index="nope")
+    assert "Index 'empty' is empty" in search(ctx, "x", index="empty")
+    bad = search(ctx, "x", filters="lang ==")
+    assert 'data-testid="error"' in bad and "Bad filter: cannot read the filter condition" in bad
+    assert "No results. Nothing matched the filter." in search(ctx, "x", filters="lang = fr")
+    assert "limit is 1000" in search(ctx, "x" * 1001)
+    assert "unknown task" in search(ctx, "x", task="Nope")
+
+
+def test_filters_modes_tasks_and_k_bounds(ctx: UIContext) -> None:
+    assert 'data-doc-id="B"' in search(ctx, "x", filters="lang = de") and 'data-doc-id="A"' not in search(
+        ctx, "x", filters="lang = de"
+    )
+    hybrid = search(ctx, "cherry", mode="hybrid")
+    assert "(dense #" in hybrid and "BM25 #1" in hybrid
+    assert search(ctx, "x", k=500).count('data-testid="hit"') == 2  # clamped to 50, two chunks exist
+    assert search(ctx, "x", task=DEFAULT_TASK).count('data-testid="hit"') == 2
+    assert search(ctx, "x", task="SciFact").count('data-testid="hit"') == 2
+
+
+def test_index_info_shows_the_manifest(ctx: UIContext) -> None:
+    info = callbacks.index_info(ctx, "t")
+    for expected in (
+        "| model | nvrag/fake-wordlen |",
+        "| license | MIT |",
+        "| dimension | 8 |",
+        "| rows (chunks) | 2 |",
+    ):
+        assert expected in info
+    assert "No index selected" in callbacks.index_info(ctx, None)
+
+
+def test_upload_sanitises_names_checks_types_and_sizes_then_indexes(ctx: UIContext, tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    good = incoming / "..__notes file.txt"
+    good.write_text("zebra crossing", encoding="utf-8")
+    big = incoming / "big.md"
+    big.write_text("x " * 600, encoding="utf-8")
+    exe = incoming / "run.exe"
+    exe.write_bytes(b"MZ")
+    empty = incoming / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    report = callbacks.upload(ctx, "t", [str(good), str(big), str(exe), str(empty)])
+    assert report.startswith("**Indexed into `t`:** 1 documents, 1 chunks added")
+    assert "- big.md: larger than 0 MB" in report and "- run.exe: type not accepted" in report
+    assert "- empty.txt: empty file; skipped" in report
+    assert sorted(p.name for p in (tmp_path / "uploads" / "t").iterdir()) == ["empty.txt", "notes_file.txt"]
+    assert 'data-doc-id="notes_file.txt"' in search(ctx, "zebra", mode="bm25")
+
+
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("..\\\\win.ini", "win.ini"),
+        (".hidden", "hidden"),
+        ("a b?.md", "a_b_.md"),
+        ("..", "upload"),
+    ],
+)
+def test_safe_names(name: str, safe: str) -> None:
+    assert callbacks.safe_name(name) == safe
+
+
+def test_highlighting_helpers() -> None:
+    assert query_terms("How to hash a FILE? file hash") == ["hash", "file"]
+    assert highlight("<i>Hash</i> files", ["hash"]) == "&lt;i&gt;<mark>Hash</mark>&lt;/i&gt; files"
