@@ -16,8 +16,46 @@ SNIPPET_CHARS = 320
 _WORD = re.compile(r"\w{2,}", re.UNICODE)
 # too common to be worth a highlight
 _STOP = frozenset(
-    "an the of to in on and or for is are was be by as at it its from that this with how what which who why "
-    "when where do does can i you we my your me".split()
+    [
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "and",
+        "or",
+        "for",
+        "is",
+        "are",
+        "was",
+        "be",
+        "by",
+        "as",
+        "at",
+        "it",
+        "its",
+        "from",
+        "that",
+        "this",
+        "with",
+        "how",
+        "what",
+        "which",
+        "who",
+        "why",
+        "when",
+        "where",
+        "do",
+        "does",
+        "can",
+        "i",
+        "you",
+        "we",
+        "my",
+        "your",
+        "me",
+    ]
 )
 
 CSS = """
