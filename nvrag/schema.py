@@ -123,6 +123,7 @@ class IndexManifest:
     created_at: str  # ISO 8601, UTC
     updated_at: str
     schema_version: int = MANIFEST_SCHEMA_VERSION
+    table: str = ""  # the physical table holding the rows; "" means the index's own name
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

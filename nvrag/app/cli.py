@@ -1,12 +1,15 @@
 """The `nvrag` command line. Domain errors become one red line and an exit code here, and only here.
 
 Exit codes: 0 success; 1 the run finished but some inputs could not be indexed (see the report);
-2 a usage error or a user mistake (missing path, unknown index or model, model mismatch).
+2 a usage error or a user mistake (missing path, unknown index or model, model mismatch); 130 indexing was
+stopped with Ctrl-C (running it again continues).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,20 +30,23 @@ from nvrag.embedder import REGISTRY, TASK_INSTRUCTIONS, resolve_instruction
 from nvrag.errors import ConfigError, InputError, NvRagError
 from nvrag.evaluation import METRICS, evaluate
 from nvrag.evaluation.plot import save_plot
-from nvrag.indexer import load_corpus
+from nvrag.indexer import IndexReport, StopFlag, load_corpus
+from nvrag.indexer.loaders import count_items
 from nvrag.retriever import MODES, parse_filters
 from nvrag.schema import ChunkerSettings, Hit
 
 EXIT_OK = 0
 EXIT_INPUT_FAILURES = 1
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 
 app = typer.Typer(
     name="nvrag",
     help=(
         "Index documents with NV-Embed-v2 (or the bundled all-MiniLM-L6-v2) into LanceDB and search them.\n\n"
         "Exit codes: 0 success; 1 indexing finished but some inputs failed (listed in the report); "
-        "2 a usage error or a user mistake (missing path, unknown index or model, model mismatch)."
+        "2 a usage error or a user mistake (missing path, unknown index or model, model mismatch); "
+        "130 indexing stopped by Ctrl-C (run it again to continue)."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -118,6 +124,23 @@ def index(
         int | None, typer.Option(help="Tokens per chunk (default 200, capped at the model's limit).")
     ] = None,
     overlap: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks (default 32).")] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Remove chunks of documents that are no longer in PATH.")
+    ] = False,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size", min=1, help="Chunks embedded and committed together; a crash loses at most one batch."
+        ),
+    ] = 256,
+    reembed: Annotated[
+        bool,
+        typer.Option(
+            "--reembed",
+            help="Allow another model or chunker for an existing index: rebuild it beside the old one and "
+            "switch when done (the old index stays searchable until then).",
+        ),
+    ] = False,
     model_path: ModelPathOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -125,7 +148,9 @@ def index(
     """Index documents into a named index; re-running embeds only new or changed chunks.
 
     JSONL files hold one object per line with "id" and "text", an optional "title", and any other
-    fields as metadata. Files or lines that cannot be read are reported and skipped (exit code 1).
+    fields as metadata. Files or lines that cannot be read are reported and skipped; the report is also
+    written as JSON next to the index (DB/INDEX.report.json). Ctrl-C stops after the batch in flight; running
+    the same command again continues. Exit codes: 0 done; 1 some inputs failed; 2 usage error; 130 stopped.
     """
     with user_errors():
         settings = Settings.from_env(db=db)
@@ -133,19 +158,34 @@ def index(
             raise InputError(f"{path}: no such file or directory")
         store = open_store(settings)
         chunker = _chunker(chunk_tokens, overlap)
-        indexer, choice = build_indexer(settings, store, index, model, chunker, model_path)
-        indexer.check(index)
+        indexer, choice = build_indexer(settings, store, index, model, chunker, model_path, reembed=reembed)
+        indexer.check(index, reembed=reembed)
+        indexer.batch_chunks = batch_size
         err.print(f"model: {choice.reason} (license {choice.license})")
-        with index_progress(err) as on_progress:
-            indexer.on_progress = on_progress
-            report = indexer.index(index, load_corpus(path))
+        stop = StopFlag()
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_interrupt(signum: int, frame: object) -> None:
+            if stop.requested:
+                raise KeyboardInterrupt
+            stop.set()
+            err.print("stopping after the batch in flight (Ctrl-C again to abort at once)")
+
+        signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            with index_progress(err, count_items(path)) as on_progress:
+                indexer.on_progress = on_progress
+                report = indexer.index(index, load_corpus(path), prune=prune, reembed=reembed, stop=stop)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        _write_report(settings, index, report)
     if as_json:
         out.print_json(data=report.to_dict())
     else:
         for failure in report.failures:
             err.print(f"[yellow]skipped[/] {failure.source}: {failure.reason}")
-        verb = "created" if report.created else "updated"
-        if report.chunks_added == 0 and report.chunks_removed == 0:
+        verb = "rebuilt" if report.reembedded else "created" if report.created else "updated"
+        if report.chunks_added == 0 and report.chunks_removed == 0 and not report.reembedded:
             err.print(
                 f"index {index!r} is up to date: {report.documents} documents, {report.chunks_unchanged} chunks "
                 "unchanged, nothing to embed"
@@ -155,8 +195,21 @@ def index(
                 f"index {index!r} {verb}: {report.documents} documents, {report.chunks_added} chunks added, "
                 f"{report.chunks_unchanged} unchanged, {report.chunks_removed} removed, {report.failed} failed"
             )
+    if report.interrupted:
+        err.print(f"stopped early: {report.chunks_added} chunks were stored; run the same command again to continue")
+        raise typer.Exit(EXIT_INTERRUPTED)
     if report.failed:
         raise typer.Exit(EXIT_INPUT_FAILURES)
+
+
+def _write_report(settings: Settings, index: str, report: IndexReport) -> None:
+    """The run's report as JSON next to the index (local data directories only)."""
+    if "://" in settings.db:
+        return
+    payload = {**report.to_dict(), "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    (Path(settings.db).expanduser() / f"{index}.report.json").write_text(
+        json.dumps(payload, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def _chunker(chunk_tokens: int | None, overlap: int | None) -> ChunkerSettings | None:

@@ -16,7 +16,8 @@ LOG_EVERY_S = 10.0
 
 
 @contextmanager
-def index_progress(console: Console) -> Iterator[Callable[[Progress], None]]:
+def index_progress(console: Console, total: int | None = None) -> Iterator[Callable[[Progress], None]]:
+    """A progress callback: documents/s, chunks/s and, when ``total`` items are known, a bar with an ETA."""
     started = time.monotonic()
 
     def rates(p: Progress) -> str:
@@ -41,6 +42,7 @@ def index_progress(console: Console) -> Iterator[Callable[[Progress], None]]:
         now = time.monotonic()
         if now - last >= LOG_EVERY_S:
             last = now
-            console.print(f"indexing: {rates(p)}")
+            of = f" of {total} items" if total else ""
+            console.print(f"indexing: {p.items_seen}{of} read; {rates(p)}")
 
     yield log

@@ -125,8 +125,11 @@ def build_indexer(
     requested_model: str | None,
     chunker: ChunkerSettings | None,
     model_path: Path | None = None,
+    *,
+    reembed: bool = False,
 ) -> tuple[Indexer, ModelChoice]:
-    if store.exists(index):
+    explicit = model_path is not None or (requested_model is not None and requested_model.strip().lower() != AUTO)
+    if store.exists(index) and not (reembed and explicit):
         name = pinned_model_name(store, index, requested_model, model_path)
         reason = f"{name}, the model index {index!r} was built with"
         choice = ModelChoice(name, reason, get_spec(name).license, model_path)

@@ -6,6 +6,7 @@ from nvrag.indexer.pipeline import (
     Indexer,
     IndexReport,
     Progress,
+    StopFlag,
     embedding_text,
 )
 
@@ -14,6 +15,7 @@ __all__ = [
     "Indexer",
     "LoadFailure",
     "Progress",
+    "StopFlag",
     "chunk_document",
     "chunk_id",
     "embedding_text",

@@ -6,6 +6,7 @@ A file or line that cannot be read becomes a LoadFailure with a one-line reason;
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,26 +43,75 @@ def load_corpus(path: Path) -> Iterator[Document | LoadFailure]:
         )
 
 
+def count_items(path: Path) -> int | None:
+    """How many items load_corpus(path) will yield (files, or non-empty JSONL lines), for progress bars."""
+    if path.is_dir():
+        return sum(1 for _ in _directory_files(path))
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        try:
+            with path.open("rb") as f:
+                return sum(1 for line in f if line.strip())
+        except OSError:
+            return None
+    return 1
+
+
+def _directory_files(root: Path) -> list[Path]:
+    """Candidate files below root, sorted. Symlinked directories are not followed (no loops); symlinked files
+    are, and a broken or looping one fails when it is read, with its reason."""
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs.sort()
+        found.extend(Path(folder) / f for f in files if Path(f).suffix.lower() in TEXT_SUFFIXES)
+    return sorted(found)
+
+
 def _load_directory(root: Path) -> Iterator[Document | LoadFailure]:
-    for file in sorted(p for p in root.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES):
-        if file.is_file():
-            yield _load_text_file(file, file.relative_to(root).as_posix())
+    for file in _directory_files(root):
+        yield _load_text_file(file, file.relative_to(root).as_posix())
 
 
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """(text, encoding): UTF-8 (with or without BOM), UTF-16 with a BOM, else charset-normalizer's best guess.
+
+    Raises ValueError for binary data (NUL bytes in the first 8 KiB without a UTF-16 BOM) or undecodable bytes.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16"), "utf-16"
     if b"\x00" in data[:8192]:
         raise ValueError("looks binary (NUL bytes); skipped")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError as exc:
-        raise ValueError(f"not valid UTF-8 (byte {exc.start}); convert it to UTF-8") from exc
+        first_bad = exc.start
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data[: 1 << 20]).best()
+    if best is None or best.encoding is None:
+        raise ValueError(f"not valid UTF-8 (byte {first_bad}) and no other text encoding fits; convert it to UTF-8")
+    try:
+        return data.decode(best.encoding), best.encoding
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise ValueError(f"not valid UTF-8, and not {best.encoding} either; convert it to UTF-8") from exc
+
+
+def _read_text(path: Path) -> tuple[str, str]:
+    size = path.stat().st_size
+    if size > MAX_DOCUMENT_BYTES:
+        raise ValueError(
+            f"{size / 2**20:.0f} MB is over the {MAX_DOCUMENT_BYTES // 2**20} MB limit for one document; "
+            "split it into smaller files"
+        )
+    return decode_text(path.read_bytes())
 
 
 def _load_text_file(path: Path, doc_id: str) -> Document | LoadFailure:
-    source = str(path.resolve())
+    source = str(path.absolute())  # not resolve(): a symlink loop must fail on read, with its reason
     try:
-        text = _read_text(path)
+        text, encoding = _read_text(path)
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return LoadFailure(source, reason)
@@ -72,6 +122,8 @@ def _load_text_file(path: Path, doc_id: str) -> Document | LoadFailure:
         match = _MD_TITLE.search(text)
         title = match.group(1) if match else None
     metadata = {"path": doc_id, "format": path.suffix.lower().lstrip(".")}
+    if encoding != "utf-8":
+        metadata["encoding"] = encoding
     return Document(doc_id=doc_id, text=text, source=source, title=title, metadata=metadata)
 
 

@@ -2,7 +2,9 @@
 
 A chunk's id covers the model, the chunker settings, the document, the chunk's position and its text, so a
 re-run embeds only chunks it has not stored yet. Each batch is one atomic commit; chunks of a document that
-changed are deleted only after the document's new chunks are stored, so a crash never loses indexed text.
+changed are deleted only after the whole run's new chunks are stored, so a crash (even SIGKILL) loses at most
+the batch in flight and never leaves a document with neither version. A rebuild with a new model or chunker
+(``reembed``) is written beside the live index and switched in with one manifest commit at the end.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from nvrag import __version__
 from nvrag.embedder import Embedder
 from nvrag.embedder.pinning import check_manifest_model, model_key, new_manifest, utc_now
-from nvrag.errors import ConfigError
+from nvrag.errors import ConfigError, ModelMismatchError, NvRagError
 from nvrag.indexer.chunking import check_settings, chunk_document, default_settings
 from nvrag.indexer.loaders import LoadFailure
-from nvrag.schema import Chunk, ChunkerSettings, Document
+from nvrag.schema import Chunk, ChunkerSettings, Document, IndexManifest
 from nvrag.store import Store, Table, check_index_name
 
 
@@ -31,6 +33,9 @@ class IndexReport:
     chunks_removed: int = 0
     failures: list[LoadFailure] = field(default_factory=list)
     created: bool = False
+    documents_removed: int = 0  # documents pruned because they are no longer in the corpus
+    reembedded: bool = False  # the index was rebuilt with a new model or chunker
+    interrupted: bool = False  # stopped early (Ctrl-C); a re-run continues where it stopped
 
     @property
     def failed(self) -> int:
@@ -43,7 +48,10 @@ class IndexReport:
             "chunks_added": self.chunks_added,
             "chunks_unchanged": self.chunks_unchanged,
             "chunks_removed": self.chunks_removed,
+            "documents_removed": self.documents_removed,
             "failed": self.failed,
+            "reembedded": self.reembedded,
+            "interrupted": self.interrupted,
             "failures": [{"source": f.source, "reason": f.reason} for f in self.failures],
         }
 
@@ -52,6 +60,17 @@ class IndexReport:
 class Progress:
     documents: int
     chunks_embedded: int
+    items_seen: int = 0  # documents and failures read so far (for a bar against count_items)
+
+
+class StopFlag:
+    """Set from a signal handler to stop indexing cleanly after the batch in flight."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def set(self) -> None:
+        self.requested = True
 
 
 def embedding_text(chunk: Chunk, separator: str = "\n") -> str:
@@ -76,35 +95,85 @@ class Indexer:
         self.chunker = chunker
         self.batch_chunks = batch_chunks
         self.on_progress = on_progress
+        self._seen = 0
 
-    def check(self, name: str) -> None:
-        """Raise if indexing into ``name`` cannot work (bad name, other model, other chunker settings)."""
-        check_index_name(name)
-        if not self.store.exists(name):
-            check_settings(
-                self.chunker or default_settings(self.embedder.max_text_tokens), self.embedder.max_text_tokens
-            )
-            return
-        manifest = self.store.open(name).manifest
-        check_manifest_model(manifest, self.embedder)
+    def _settings_for(self, live: ChunkerSettings | None) -> ChunkerSettings:
+        if self.chunker is not None:
+            return self.chunker
+        limit = self.embedder.max_text_tokens
+        if live is not None and (live.mode != "tokens" or live.chunk_tokens <= limit):
+            return live
+        return default_settings(limit)
+
+    def _mismatch(self, manifest: IndexManifest) -> NvRagError | None:
+        """Why this indexer cannot extend the index as it is (another model or chunker), or None."""
+        try:
+            check_manifest_model(manifest, self.embedder)
+        except ModelMismatchError as exc:
+            return ModelMismatchError(f"{exc}; or run again with --reembed to rebuild it with {self.embedder.name}")
         if self.chunker is not None and self.chunker != manifest.chunker:
             stored = manifest.chunker
-            raise ConfigError(
-                f"index {name!r} was chunked with {stored.chunk_tokens} tokens and {stored.overlap_tokens} "
+            return ConfigError(
+                f"index {manifest.name!r} was chunked with {stored.chunk_tokens} tokens and {stored.overlap_tokens} "
                 f"overlap, not {self.chunker.chunk_tokens} and {self.chunker.overlap_tokens}: "
-                "leave the chunk options out to use the index's settings, or build a new index"
+                "leave the chunk options out to use the index's settings, or add --reembed to rebuild it"
             )
+        return None
 
-    def open_or_create(self, name: str) -> tuple[Table, bool]:
-        """The index's table, created with this embedder and chunker if it does not exist yet."""
-        self.check(name)
-        if self.store.exists(name):
-            return self.store.open(name), False
-        settings = self.chunker or default_settings(self.embedder.max_text_tokens)
-        return self.store.create(new_manifest(name, self.embedder, settings)), True
+    def check(self, name: str, *, reembed: bool = False) -> None:
+        """Raise if indexing into ``name`` cannot work (bad name, other model or chunker without reembed)."""
+        check_index_name(name)
+        if not self.store.exists(name):
+            settings = self._settings_for(None)
+            check_settings(settings, self.embedder.max_text_tokens)
+            return
+        problem = self._mismatch(self.store.open(name).manifest)
+        if problem is not None and not reembed:
+            raise problem
+        if problem is not None:
+            check_settings(self._settings_for(self.store.open(name).manifest.chunker), self.embedder.max_text_tokens)
 
-    def index(self, name: str, items: Iterable[Document | LoadFailure]) -> IndexReport:
-        table, created = self.open_or_create(name)
+    def open_or_create(self, name: str, *, reembed: bool = False) -> tuple[Table, bool, bool]:
+        """The table to write: the index (created if new), or a rebuild beside it when reembedding.
+
+        Returns (table, created, staged).
+        """
+        self.check(name, reembed=reembed)
+        if not self.store.exists(name):
+            return self.store.create(new_manifest(name, self.embedder, self._settings_for(None))), True, False
+        live = self.store.open(name)
+        if self._mismatch(live.manifest) is None:
+            return live, False, False
+        settings = self._settings_for(live.manifest.chunker)
+        staging = self.store.open_staging(name)
+        if staging is not None:
+            m = staging.manifest
+            same_model = (m.model, m.model_revision, m.dimension) == (
+                self.embedder.info.name,
+                self.embedder.info.revision,
+                self.embedder.dimension,
+            )
+            if same_model and m.chunker == settings:
+                return staging, False, True  # resume an interrupted rebuild
+        return self.store.create_staging(new_manifest(name, self.embedder, settings)), False, True
+
+    def index(
+        self,
+        name: str,
+        items: Iterable[Document | LoadFailure],
+        *,
+        prune: bool = False,
+        reembed: bool = False,
+        stop: StopFlag | None = None,
+    ) -> IndexReport:
+        """Index ``items`` into ``name``; see the module docstring.
+
+        ``prune`` deletes the chunks of documents that are no longer among ``items``; ``reembed`` allows a new
+        model or chunker by rebuilding the index beside the old one and switching at the end; ``stop`` ends
+        the run cleanly after the batch in flight.
+        """
+        table, created, staged = self.open_or_create(name, reembed=reembed)
+        self._seen = 0
         settings = table.manifest.chunker
         key = model_key(self.embedder)
         report = IndexReport(index=name, created=created)
@@ -113,6 +182,7 @@ class Indexer:
         stale: set[str] = set()
         pending: list[Chunk] = []
         for item in items:
+            self._seen += 1
             if isinstance(item, LoadFailure):
                 report.failures.append(item)
                 continue
@@ -134,12 +204,24 @@ class Indexer:
             while len(pending) >= self.batch_chunks:
                 self._commit(table, pending[: self.batch_chunks], report)
                 pending = pending[self.batch_chunks :]
-        if pending:
+            if stop is not None and stop.requested:
+                report.interrupted = True
+                break
+        if pending and not report.interrupted:
             self._commit(table, pending, report)
-        if stale:
-            table.delete(stale)
-            report.chunks_removed = len(stale)
-        if report.chunks_added or report.chunks_removed:
+        if not report.interrupted:
+            if prune:
+                gone = set(stored) - seen_docs
+                report.documents_removed = len(gone)
+                for doc_id in gone:
+                    stale |= stored[doc_id]
+            if stale:
+                table.delete(stale)
+                report.chunks_removed = len(stale)
+            if staged:
+                table = self.store.publish_staging(name)
+                report.reembedded = True
+        if report.chunks_added or report.chunks_removed or report.reembedded:
             table.refresh_text_index()
             table.set_manifest(replace(table.manifest, updated_at=utc_now(), nvrag_version=__version__))
         return report
@@ -150,4 +232,4 @@ class Indexer:
         table.upsert(chunks, vectors)
         report.chunks_added += len(chunks)
         if self.on_progress is not None:
-            self.on_progress(Progress(documents=report.documents, chunks_embedded=report.chunks_added))
+            self.on_progress(Progress(report.documents, report.chunks_added, self._seen))

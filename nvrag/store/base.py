@@ -113,3 +113,15 @@ class Store(ABC):
 
     @abstractmethod
     def drop(self, name: str) -> None: ...
+
+    @abstractmethod
+    def open_staging(self, name: str) -> Table | None:
+        """The unfinished rebuild of ``name`` (see create_staging), if there is one."""
+
+    @abstractmethod
+    def create_staging(self, manifest: IndexManifest) -> Table:
+        """Start rebuilding an existing index beside it (new model or chunker); the live index is untouched."""
+
+    @abstractmethod
+    def publish_staging(self, name: str) -> Table:
+        """Make the finished rebuild the index, in one manifest commit, then drop the old rows."""

@@ -6,8 +6,10 @@ chunk_id, so each batch is one atomic commit and re-adding a chunk never duplica
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import lancedb
@@ -105,18 +107,22 @@ def _scored(rows: list[dict[str, Any]], score: Any, with_vectors: bool = False) 
     ]
 
 
+STAGING = "#staging"  # manifest key suffix of a rebuild; "#" never occurs in an index name
+
+
 class LanceTable(Table):
-    def __init__(self, store: LanceStore, manifest: IndexManifest, table: Any) -> None:
+    def __init__(self, store: LanceStore, manifest: IndexManifest, table: Any, key: str | None = None) -> None:
         self._store = store
         self._manifest = manifest
         self._table = table
+        self._key = key or manifest.name  # the manifest's row: the index name, or name#staging
 
     @property
     def manifest(self) -> IndexManifest:
         return self._manifest
 
     def set_manifest(self, manifest: IndexManifest) -> None:
-        self._store._write_manifest(manifest)
+        self._store._write_manifest(manifest, self._key)
         self._manifest = manifest
 
     def count(self) -> int:
@@ -259,31 +265,69 @@ class LanceStore(Store):
         rows = self._db.open_table(MANIFEST_TABLE).to_arrow().to_pylist()
         return {r["name"]: IndexManifest.from_json(r["manifest"]) for r in rows}
 
-    def _write_manifest(self, manifest: IndexManifest) -> None:
-        row = pa.table({"name": [manifest.name], "manifest": [manifest.to_json()]}, schema=_MANIFEST_SCHEMA)
+    def _write_manifest(self, manifest: IndexManifest, key: str | None = None) -> None:
+        row = pa.table({"name": [key or manifest.name], "manifest": [manifest.to_json()]}, schema=_MANIFEST_SCHEMA)
         if MANIFEST_TABLE not in self._tables():
             self._db.create_table(MANIFEST_TABLE, schema=_MANIFEST_SCHEMA, exist_ok=True)
         table = self._db.open_table(MANIFEST_TABLE)
         table.merge_insert("name").when_matched_update_all().when_not_matched_insert_all().execute(row)
 
     def list_indexes(self) -> list[str]:
-        return sorted(self._manifests())
+        return sorted(name for name in self._manifests() if STAGING not in name)
 
     def exists(self, name: str) -> bool:
-        return name in self._manifests()
+        return STAGING not in name and name in self._manifests()
 
     def open(self, name: str) -> LanceTable:
-        manifest = self._manifests().get(name)
+        manifest = self._manifests().get(name) if STAGING not in name else None
         if manifest is None:
             known = ", ".join(self.list_indexes()) or "none yet"
             raise IndexNotFoundError(f"no index named {name!r} in {self.uri} (indexes: {known})")
+        return self._open_manifest(manifest, name)
+
+    def _open_manifest(self, manifest: IndexManifest, key: str) -> LanceTable:
+        physical = manifest.table or manifest.name
         # The manifest is written before the table is created, so a crash in between leaves a manifest
         # with no table: create the empty table now rather than fail.
-        if name in self._tables():
-            table = self._db.open_table(name)
+        if physical in self._tables():
+            table = self._db.open_table(physical)
         else:
-            table = self._db.create_table(name, schema=chunk_schema(manifest.dimension))
-        return LanceTable(self, manifest, table)
+            table = self._db.create_table(physical, schema=chunk_schema(manifest.dimension))
+        return LanceTable(self, manifest, table, key)
+
+    def open_staging(self, name: str) -> LanceTable | None:
+        manifest = self._manifests().get(name + STAGING)
+        return None if manifest is None else self._open_manifest(manifest, name + STAGING)
+
+    def create_staging(self, manifest: IndexManifest) -> LanceTable:
+        live = self.open(manifest.name).manifest
+        old = self.open_staging(manifest.name)
+        if old is not None:  # an abandoned rebuild of other settings: start over
+            self._drop_physical(old.manifest)
+        # "_" cannot start an index name, so this physical name never collides with an index
+        suffix = hashlib.sha256(f"{manifest.created_at}{manifest.model_revision}".encode()).hexdigest()[:8]
+        physical = f"_{manifest.name}__{suffix}"
+        if physical == (live.table or live.name):
+            physical += "b"
+        staged = replace(manifest, table=physical)
+        self._write_manifest(staged, manifest.name + STAGING)
+        return self._open_manifest(staged, manifest.name + STAGING)
+
+    def publish_staging(self, name: str) -> LanceTable:
+        staged = self.open_staging(name)
+        if staged is None:
+            raise IndexNotFoundError(f"index {name!r} has no rebuild in progress")
+        old = self.open(name).manifest
+        self._write_manifest(staged.manifest, name)  # the switch: one commit
+        self._db.open_table(MANIFEST_TABLE).delete(f"name = {_quote(name + STAGING)}")
+        if (old.table or old.name) != staged.manifest.table:
+            self._drop_physical(old)
+        return self.open(name)
+
+    def _drop_physical(self, manifest: IndexManifest) -> None:
+        physical = manifest.table or manifest.name
+        if physical in self._tables():
+            self._db.drop_table(physical)
 
     def create(self, manifest: IndexManifest) -> LanceTable:
         check_index_name(manifest.name)
@@ -299,6 +343,8 @@ class LanceStore(Store):
     def drop(self, name: str) -> None:
         if not self.exists(name):
             raise IndexNotFoundError(f"no index named {name!r} in {self.uri}")
-        if name in self._tables():
-            self._db.drop_table(name)
-        self._db.open_table(MANIFEST_TABLE).delete(f"name = {_quote(name)}")
+        staging = self.open_staging(name)
+        if staging is not None:
+            self._drop_physical(staging.manifest)
+        self._drop_physical(self.open(name).manifest)
+        self._db.open_table(MANIFEST_TABLE).delete(f"name IN ({_quote(name)}, {_quote(name + STAGING)})")

@@ -42,7 +42,10 @@ def test_index_search_info_json(tmp_path: Path, corpus: Path) -> None:
         "chunks_added": 2,
         "chunks_unchanged": 0,
         "chunks_removed": 0,
+        "documents_removed": 0,
         "failed": 0,
+        "reembedded": False,
+        "interrupted": False,
         "failures": [],
     }
     assert "model: nvrag/fake-wordlen as requested (license MIT)" in err

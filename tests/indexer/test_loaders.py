@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nvrag.errors import InputError
-from nvrag.indexer import LoadFailure, load_corpus
+from nvrag.indexer import LoadFailure, load_corpus, loaders
 from nvrag.schema import Document
 
 
@@ -31,19 +31,54 @@ def test_directory_is_read_recursively_in_a_stable_order(tmp_path: Path) -> None
     assert docs[1].metadata == {"path": "sub/a.md", "format": "md"}
 
 
-def test_bad_files_are_reported_and_skipped(tmp_path: Path) -> None:
+def test_bad_files_are_reported_and_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "good.txt").write_text("fine", encoding="utf-8")
     (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02abc")
-    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     (tmp_path / "empty.md").write_text("  \n", encoding="utf-8")
+    (tmp_path / "huge.txt").write_text("x" * 2000, encoding="utf-8")  # one long line over the (lowered) limit
+    (tmp_path / "loop-a.txt").symlink_to(tmp_path / "loop-b.txt")
+    (tmp_path / "loop-b.txt").symlink_to(tmp_path / "loop-a.txt")
+    (tmp_path / "dangling.md").symlink_to(tmp_path / "gone.md")
+    (tmp_path / "dirloop").mkdir()
+    (tmp_path / "dirloop" / "back").symlink_to(tmp_path, target_is_directory=True)  # not followed
+    monkeypatch.setattr(loaders, "MAX_DOCUMENT_BYTES", 1024)
     docs, failures = split(list(load_corpus(tmp_path)))
     assert [d.doc_id for d in docs] == ["good.txt"]
     reasons = {Path(f.source).name: f.reason for f in failures}
     assert reasons == {
         "binary.txt": "looks binary (NUL bytes); skipped",
+        "dangling.md": "No such file or directory",
         "empty.md": "empty file; skipped",
-        "latin1.txt": "not valid UTF-8 (byte 3); convert it to UTF-8",
+        "huge.txt": "0 MB is over the 0 MB limit for one document; split it into smaller files",
+        "loop-a.txt": "Too many levels of symbolic links",
+        "loop-b.txt": "Too many levels of symbolic links",
     }
+
+
+def test_encodings_are_detected(tmp_path: Path) -> None:
+    text = "Ceci est un café très agréable à Paris, où l'on déjeune près de la fenêtre. " * 3
+    (tmp_path / "latin1.txt").write_bytes(text.encode("latin-1"))
+    (tmp_path / "utf16.txt").write_bytes(text.encode("utf-16"))
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    docs, failures = split(list(load_corpus(tmp_path)))
+    assert failures == []
+    assert {d.doc_id: d.text for d in docs} == {"bom.txt": text, "latin1.txt": text, "utf16.txt": text}
+    assert {d.doc_id: d.metadata.get("encoding") for d in docs} == {
+        "bom.txt": None,
+        "latin1.txt": "cp1252",
+        "utf16.txt": "utf-16",
+    }
+
+
+def test_a_path_that_vanishes_mid_run_is_reported(tmp_path: Path) -> None:
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(name, encoding="utf-8")
+    items = load_corpus(tmp_path)
+    first = next(items)
+    (tmp_path / "b.txt").unlink()
+    second = next(items)
+    assert isinstance(first, Document)
+    assert isinstance(second, LoadFailure) and second.reason == "No such file or directory"
 
 
 def test_jsonl_documents_with_title_and_metadata(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from nvrag.embedder import WordLengthEmbedder
 from nvrag.errors import ConfigError, ModelMismatchError
-from nvrag.indexer import Indexer, LoadFailure, Progress, load_corpus
+from nvrag.indexer import Indexer, LoadFailure, Progress, StopFlag, load_corpus
 from nvrag.schema import ChunkerSettings, Document
 from nvrag.store import LanceStore
 
@@ -27,7 +27,10 @@ def test_first_run_adds_everything_and_writes_the_manifest(store: LanceStore, fa
         "chunks_added": 3,
         "chunks_unchanged": 0,
         "chunks_removed": 0,
+        "documents_removed": 0,
         "failed": 0,
+        "reembedded": False,
+        "interrupted": False,
         "failures": [],
     }
     manifest = store.open("t").manifest
@@ -107,3 +110,53 @@ def test_index_a_directory_end_to_end(tmp_path: Path, store: LanceStore, fake: W
     report = Indexer(store, fake).index("dir", load_corpus(corpus))
     assert (report.documents, report.chunks_added, report.failed) == (2, 2, 1)
     assert store.open("dir").chunk_ids_by_doc().keys() == {"one.txt", "two.md"}
+
+
+def test_prune_removes_documents_no_longer_in_the_corpus(store: LanceStore, fake: WordLengthEmbedder) -> None:
+    Indexer(store, fake).index("t", DOCS)
+    kept = Indexer(store, fake).index("t", DOCS[:2])
+    assert (kept.chunks_removed, kept.documents_removed) == (0, 0)  # without --prune nothing disappears
+    assert store.open("t").count() == 3
+    pruned = Indexer(store, fake).index("t", DOCS[:2], prune=True)
+    assert (pruned.chunks_removed, pruned.documents_removed, pruned.chunks_unchanged) == (1, 1, 2)
+    assert set(store.open("t").chunk_ids_by_doc()) == {"a", "b"}
+
+
+def test_reembed_rebuilds_beside_the_live_index_and_switches(store: LanceStore, fake: WordLengthEmbedder) -> None:
+    Indexer(store, fake).index("t", DOCS)
+    other = WordLengthEmbedder(dimension=16)
+    report = Indexer(store, other).index("t", DOCS, reembed=True)
+    assert (report.reembedded, report.chunks_added) == (True, 3)
+    table = store.open("t")
+    assert (table.manifest.dimension, table.count()) == (16, 3)
+    assert store.list_indexes() == ["t"] and store.open_staging("t") is None
+    # the old rows are gone with their table; a search runs on the new vectors
+    assert len(table.search(other.embed_queries(["alpha"])[0], 3)) == 3
+
+
+def test_an_interrupted_rebuild_leaves_the_live_index_and_resumes(store: LanceStore, fake: WordLengthEmbedder) -> None:
+    Indexer(store, fake).index("t", DOCS)
+    other = WordLengthEmbedder(dimension=16)
+    stop = StopFlag()
+
+    def interrupt(_: Progress) -> None:
+        stop.set()  # as the Ctrl-C handler does, after the first committed batch
+
+    first = Indexer(store, other, batch_chunks=1, on_progress=interrupt).index("t", DOCS, reembed=True, stop=stop)
+    assert (first.interrupted, first.reembedded, first.chunks_added) == (True, False, 1)
+    assert store.open("t").manifest.dimension == 8 and store.open("t").count() == 3  # live index untouched
+    staging = store.open_staging("t")
+    assert staging is not None and staging.count() == 1
+    second = Indexer(store, other, batch_chunks=1).index("t", DOCS, reembed=True)
+    assert (second.reembedded, second.chunks_added, second.chunks_unchanged) == (True, 2, 1)
+    assert store.open("t").manifest.dimension == 16 and store.open("t").count() == 3
+
+
+def test_stop_ends_a_run_after_the_batch_in_flight(store: LanceStore, fake: WordLengthEmbedder) -> None:
+    stop = StopFlag()
+    indexer = Indexer(store, fake, batch_chunks=1, on_progress=lambda _: stop.set())
+    report = indexer.index("t", DOCS, stop=stop)
+    assert (report.interrupted, report.chunks_added) == (True, 1)
+    resumed = Indexer(store, fake).index("t", DOCS)
+    assert (resumed.chunks_added, resumed.chunks_unchanged) == (2, 1)
+    assert store.open("t").count() == 3
