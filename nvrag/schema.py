@@ -22,6 +22,7 @@ class Document:
     source: str  # a path or URI, shown to users and linked from the UI
     title: str | None = None
     metadata: dict[str, JSONValue] = field(default_factory=dict)
+    page_starts: tuple[int, ...] = ()  # PDFs: character offset where each page (1, 2, ...) begins in text
 
 
 @dataclass(frozen=True)

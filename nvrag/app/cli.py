@@ -31,6 +31,7 @@ from nvrag.errors import ConfigError, InputError, NvRagError
 from nvrag.evaluation import METRICS, evaluate
 from nvrag.evaluation.plot import save_plot
 from nvrag.indexer import IndexReport, StopFlag, load_corpus
+from nvrag.indexer.formats import TableColumns
 from nvrag.indexer.loaders import count_items
 from nvrag.retriever import MODES, parse_filters
 from nvrag.schema import ChunkerSettings, Hit
@@ -117,7 +118,13 @@ def main_options(
 
 @app.command()
 def index(
-    path: Annotated[Path, typer.Argument(help="A directory (.txt/.md, recursive), a .txt/.md file or a .jsonl file.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A file or a directory (read recursively): .txt, .md, .html, .pdf, .docx, .jsonl, .json, "
+            ".csv, .tsv, .parquet."
+        ),
+    ],
     index: IndexOption = "default",
     model: ModelOption = None,
     chunk_tokens: Annotated[
@@ -141,6 +148,16 @@ def index(
             "switch when done (the old index stays searchable until then).",
         ),
     ] = False,
+    id_column: Annotated[str, typer.Option("--id-column", help="Tables and JSON: the id column.")] = "id",
+    text_column: Annotated[str, typer.Option("--text-column", help="Tables and JSON: the text column.")] = "text",
+    title_column: Annotated[str, typer.Option("--title-column", help="Tables and JSON: the title column.")] = "title",
+    metadata_columns: Annotated[
+        str | None,
+        typer.Option(
+            "--metadata-columns",
+            help="Tables and JSON: comma-separated columns kept as metadata (default: all others).",
+        ),
+    ] = None,
     model_path: ModelPathOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -175,7 +192,15 @@ def index(
         try:
             with index_progress(err, count_items(path)) as on_progress:
                 indexer.on_progress = on_progress
-                report = indexer.index(index, load_corpus(path), prune=prune, reembed=reembed, stop=stop)
+                columns = TableColumns(
+                    id=id_column,
+                    text=text_column,
+                    title=title_column,
+                    metadata=tuple(c.strip() for c in metadata_columns.split(",") if c.strip())
+                    if metadata_columns is not None
+                    else None,
+                )
+                report = indexer.index(index, load_corpus(path, columns), prune=prune, reembed=reembed, stop=stop)
         finally:
             signal.signal(signal.SIGINT, previous)
         _write_report(settings, index, report)

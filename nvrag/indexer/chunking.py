@@ -5,6 +5,7 @@ Each chunk keeps its character span in the document text, so ``chunk.text == doc
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Callable
 
@@ -66,6 +67,13 @@ def _continues_word(text: str, spans: list[tuple[int, int]]) -> list[bool]:
     return flags
 
 
+def _with_page(doc: Document, start: int, metadata: dict[str, object]) -> dict[str, object]:
+    """The chunk's metadata: its document's, plus the page its text starts on (PDFs)."""
+    if not doc.page_starts:
+        return metadata
+    return {**metadata, "page": bisect.bisect_right(doc.page_starts, start)}
+
+
 def chunk_document(
     doc: Document,
     spans_of: TokenSpans,
@@ -88,7 +96,7 @@ def chunk_document(
                 start=0,
                 end=len(text),
                 title=doc.title,
-                metadata=doc.metadata,
+                metadata=_with_page(doc, 0, doc.metadata),
             )
         ]
     spans = spans_of(doc.text)
@@ -118,7 +126,7 @@ def chunk_document(
                 start=start,
                 end=end,
                 title=doc.title,
-                metadata=doc.metadata,
+                metadata=_with_page(doc, start, doc.metadata),
             )
         )
         if last == n:

@@ -1,6 +1,9 @@
-"""Loaders: a directory of .txt/.md files, one such file, or a JSONL file → Documents.
+"""Loaders: files and directories → Documents.
 
-A file or line that cannot be read becomes a LoadFailure with a one-line reason; loading goes on.
+Text (.txt, .md with YAML front matter → metadata), HTML, PDF (page numbers kept), DOCX (the `docx` extra),
+JSONL / BEIR corpus.jsonl, JSON, CSV, TSV and Parquet (id, text, title and metadata columns chosen with
+TableColumns). A directory is read recursively. A file, line or row that cannot be read becomes a LoadFailure
+with a one-line reason; loading goes on.
 """
 
 from __future__ import annotations
@@ -13,11 +16,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nvrag.errors import InputError
+from nvrag.indexer.formats import (
+    TableColumns,
+    json_value,
+    read_delimited,
+    read_docx,
+    read_html,
+    read_json_records,
+    read_parquet,
+    read_pdf,
+    record_document,
+)
 from nvrag.schema import Document
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
+HTML_SUFFIXES = frozenset({".html", ".htm"})
+TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".parquet", ".json"})
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | JSONL_SUFFIXES | HTML_SUFFIXES | TABLE_SUFFIXES | {".pdf", ".docx"}
 _MD_TITLE = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?\r?\n)---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -26,27 +44,27 @@ class LoadFailure:
     reason: str
 
 
-def load_corpus(path: Path) -> Iterator[Document | LoadFailure]:
-    """Documents from a directory (recursive .txt/.md), a .txt/.md file, or a JSONL file, in a stable order."""
-    if not path.exists():
+def load_corpus(path: Path, columns: TableColumns | None = None) -> Iterator[Document | LoadFailure]:
+    """Documents from a file or a directory (recursive), in a stable order; see the module docstring."""
+    columns = columns or TableColumns()
+    if not path.exists() and not path.is_symlink():
         raise InputError(f"{path}: no such file or directory")
     if path.is_dir():
-        yield from _load_directory(path)
-    elif path.suffix.lower() in JSONL_SUFFIXES:
-        yield from load_jsonl(path)
-    elif path.suffix.lower() in TEXT_SUFFIXES:
-        yield _load_text_file(path, path.name)
+        yield from _load_directory(path, columns)
+    elif path.suffix.lower() in SUPPORTED_SUFFIXES:
+        yield from _load_file(path, path.name, columns)
     else:
-        raise InputError(
-            f"{path}: unsupported file type {path.suffix or '(none)'}; "
-            "give a directory, a .txt/.md file or a .jsonl file"
-        )
+        known = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'}; nvrag reads {known}")
 
 
 def count_items(path: Path) -> int | None:
     """How many items load_corpus(path) will yield (files, or non-empty JSONL lines), for progress bars."""
     if path.is_dir():
-        return sum(1 for _ in _directory_files(path))
+        files = _directory_files(path)
+        if any(f.suffix.lower() in TABLE_SUFFIXES | JSONL_SUFFIXES for f in files):
+            return None  # files hold many documents each: no meaningful total
+        return len(files)
     if path.suffix.lower() in JSONL_SUFFIXES:
         try:
             with path.open("rb") as f:
@@ -62,13 +80,55 @@ def _directory_files(root: Path) -> list[Path]:
     found: list[Path] = []
     for folder, dirs, files in os.walk(root, followlinks=False):
         dirs.sort()
-        found.extend(Path(folder) / f for f in files if Path(f).suffix.lower() in TEXT_SUFFIXES)
+        found.extend(Path(folder) / f for f in files if Path(f).suffix.lower() in SUPPORTED_SUFFIXES)
     return sorted(found)
 
 
-def _load_directory(root: Path) -> Iterator[Document | LoadFailure]:
+def _load_directory(root: Path, columns: TableColumns) -> Iterator[Document | LoadFailure]:
     for file in _directory_files(root):
-        yield _load_text_file(file, file.relative_to(root).as_posix())
+        yield from _load_file(file, file.relative_to(root).as_posix(), columns)
+
+
+def _load_file(path: Path, doc_id: str, columns: TableColumns) -> Iterator[Document | LoadFailure]:
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        yield from load_jsonl(path, columns)
+        return
+    source = str(path.absolute())  # not resolve(): a symlink loop must fail on read, with its reason
+    try:
+        if suffix in TEXT_SUFFIXES:
+            yield _text_document(path, doc_id)
+        elif suffix in HTML_SUFFIXES:
+            yield read_html(path, _read_text(path)[0], doc_id)
+        elif suffix == ".pdf":
+            _check_size(path)
+            yield read_pdf(path, doc_id)
+        elif suffix == ".docx":
+            _check_size(path)
+            yield read_docx(path, doc_id)
+        else:
+            yield from _records(path, columns)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        yield LoadFailure(source, reason)
+
+
+def _records(path: Path, columns: TableColumns) -> Iterator[Document | LoadFailure]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        _check_size(path)
+        rows = read_parquet(path)
+    elif suffix == ".json":
+        rows = read_json_records(_read_text(path)[0])
+    else:
+        rows = read_delimited(path, _read_text(path)[0], "\t" if suffix == ".tsv" else ",")
+    source = str(path.absolute())
+    header = 0 if suffix in {".parquet", ".json"} else 1  # CSV/TSV: row numbers count the header line
+    for number, row in enumerate(rows, start=1 + header):
+        try:
+            yield record_document(row, columns, f"{source}:{number}")
+        except ValueError as exc:
+            yield LoadFailure(f"{source}:{number}", str(exc))
 
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
@@ -98,39 +158,58 @@ def decode_text(data: bytes) -> tuple[str, str]:
         raise ValueError(f"not valid UTF-8, and not {best.encoding} either; convert it to UTF-8") from exc
 
 
-def _read_text(path: Path) -> tuple[str, str]:
+def _check_size(path: Path) -> None:
     size = path.stat().st_size
     if size > MAX_DOCUMENT_BYTES:
         raise ValueError(
             f"{size / 2**20:.0f} MB is over the {MAX_DOCUMENT_BYTES // 2**20} MB limit for one document; "
             "split it into smaller files"
         )
+
+
+def _read_text(path: Path) -> tuple[str, str]:
+    _check_size(path)
     return decode_text(path.read_bytes())
 
 
-def _load_text_file(path: Path, doc_id: str) -> Document | LoadFailure:
-    source = str(path.absolute())  # not resolve(): a symlink loop must fail on read, with its reason
-    try:
-        text, encoding = _read_text(path)
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return LoadFailure(source, reason)
+def _text_document(path: Path, doc_id: str) -> Document:
+    text, encoding = _read_text(path)
     if not text.strip():
-        return LoadFailure(source, "empty file; skipped")
-    title = None
-    if path.suffix.lower() in {".md", ".markdown"}:
-        match = _MD_TITLE.search(text)
-        title = match.group(1) if match else None
-    metadata = {"path": doc_id, "format": path.suffix.lower().lstrip(".")}
+        raise ValueError("empty file; skipped")
+    metadata: dict[str, object] = {"path": doc_id, "format": path.suffix.lower().lstrip(".")}
     if encoding != "utf-8":
         metadata["encoding"] = encoding
-    return Document(doc_id=doc_id, text=text, source=source, title=title, metadata=metadata)
+    title = None
+    if path.suffix.lower() in {".md", ".markdown"}:
+        front = _FRONT_MATTER.match(text)
+        if front is not None:
+            metadata.update(_front_matter(front.group(1)))
+            text = text[front.end() :]
+            if not text.strip():
+                raise ValueError("only front matter, no text; skipped")
+        title_value = metadata.pop("title", None)
+        match = _MD_TITLE.search(text)
+        title = str(title_value) if title_value else (match.group(1) if match else None)
+    return Document(doc_id=doc_id, text=text, source=str(path.absolute()), title=title, metadata=metadata)
 
 
-def load_jsonl(path: Path) -> Iterator[Document | LoadFailure]:
+def _front_matter(block: str) -> dict[str, object]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(block)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"front matter is not valid YAML ({str(exc).splitlines()[0]}); fix or remove it") from exc
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): json_value(v) for k, v in data.items()}
+
+
+def load_jsonl(path: Path, columns: TableColumns | None = None) -> Iterator[Document | LoadFailure]:
     """One JSON object per line: ``id`` (or BEIR's ``_id``) and ``text`` required, ``title`` optional, other
-    fields → metadata. A BEIR ``corpus.jsonl`` is read as is."""
-    source = str(path.resolve())
+    fields → metadata. A BEIR ``corpus.jsonl`` is read as is. Other column names: ``columns``."""
+    source = str(path.absolute())
+    custom = columns is not None and columns != TableColumns()
     try:
         handle = path.open(encoding="utf-8-sig", errors="strict")
     except OSError as exc:
@@ -140,9 +219,24 @@ def load_jsonl(path: Path) -> Iterator[Document | LoadFailure]:
         try:
             for number, line in enumerate(handle, start=1):
                 if line.strip():
-                    yield _jsonl_document(line, f"{source}:{number}")
+                    if custom:
+                        yield _custom_jsonl_document(line, f"{source}:{number}", columns)  # type: ignore[arg-type]
+                    else:
+                        yield _jsonl_document(line, f"{source}:{number}")
         except UnicodeDecodeError as exc:
             yield LoadFailure(source, f"not valid UTF-8 after line {number}: {exc.reason}; rest of file skipped")
+
+
+def _custom_jsonl_document(line: str, where: str, columns: TableColumns) -> Document | LoadFailure:
+    try:
+        obj = json.loads(line)
+        if not isinstance(obj, dict):
+            raise ValueError("a line must be a JSON object; line skipped")
+        return record_document(obj, columns, where)
+    except json.JSONDecodeError as exc:
+        return LoadFailure(where, f"malformed JSON ({exc.msg}); line skipped")
+    except ValueError as exc:
+        return LoadFailure(where, str(exc))
 
 
 def _jsonl_document(line: str, where: str) -> Document | LoadFailure:

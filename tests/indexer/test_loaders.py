@@ -110,7 +110,7 @@ def test_jsonl_documents_with_title_and_metadata(tmp_path: Path) -> None:
 def test_missing_path_and_unsupported_type(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file or directory"):
         list(load_corpus(tmp_path / "nope"))
-    pdf = tmp_path / "x.pdf"
-    pdf.write_bytes(b"%PDF")
-    with pytest.raises(InputError, match=r"unsupported file type \.pdf"):
-        list(load_corpus(pdf))
+    exe = tmp_path / "x.exe"
+    exe.write_bytes(b"MZ")
+    with pytest.raises(InputError, match=r"unsupported file type \.exe; nvrag reads \.csv, \.docx"):
+        list(load_corpus(exe))

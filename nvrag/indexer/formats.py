@@ -1,0 +1,187 @@
+"""Readers for rich formats: HTML, PDF, DOCX, JSON arrays and tables (CSV, TSV, Parquet).
+
+Each takes a path and returns Documents, or raises ValueError / OSError with a one-line reason that the
+loader turns into a LoadFailure. Heavy libraries are imported inside the reader that needs them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nvrag.schema import Document
+
+_DROP_TAGS = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "svg")
+_BLOCK_TAGS = ("p", "div", "section", "article", "li", "pre", "blockquote", "table", "tr", "br", "main")
+
+
+@dataclass(frozen=True)
+class TableColumns:
+    """Which columns of a CSV/TSV/Parquet file (or JSON object) hold the id, text and title.
+
+    ``metadata`` None keeps every other column as metadata; a tuple keeps only those.
+    """
+
+    id: str = "id"
+    text: str = "text"
+    title: str = "title"
+    metadata: tuple[str, ...] | None = None
+
+
+def read_html(path: Path, text: str, doc_id: str) -> Document:
+    """Main text and title of an HTML page; scripts, styles, navigation, headers and footers dropped."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(text, "html.parser")
+    title = soup.title.get_text(" ", strip=True) if soup.title else None
+    for tag in soup(_DROP_TAGS):
+        tag.decompose()
+    body = soup.find("main") or soup.find("article") or soup.body or soup
+    lines: list[str] = []
+    for element in body.find_all(["h1", "h2", "h3", "h4", "h5", "h6", *_BLOCK_TAGS]):
+        if element.find(["h1", "h2", "h3", "h4", "h5", "h6", *_BLOCK_TAGS]):
+            continue  # only leaf blocks: their text is not repeated by a parent
+        line = " ".join(element.get_text(" ", strip=True).split())
+        if line:
+            level = element.name[1] if element.name in {"h1", "h2", "h3", "h4", "h5", "h6"} else ""
+            lines.append(("#" * int(level) + " " + line) if level else line)
+    if not lines:
+        loose = " ".join(body.get_text(" ", strip=True).split())
+        lines = [loose] if loose else []
+    content = "\n\n".join(lines)
+    if not content.strip():
+        raise ValueError("no text in the HTML page; skipped")
+    return Document(
+        doc_id=doc_id,
+        text=content,
+        source=str(path.absolute()),
+        title=title or None,
+        metadata={"path": doc_id, "format": "html"},
+    )
+
+
+def read_pdf(path: Path, doc_id: str) -> Document:
+    """Text of every page, pages separated by a blank line; page_starts lets chunks know their page."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise ValueError("encrypted PDF (needs a password); skipped")
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a readable PDF ({type(exc).__name__}: {str(exc)[:80]}); skipped") from exc
+    except Exception as exc:  # pypdf raises assorted errors on damaged files
+        if isinstance(exc, ValueError) and "encrypted" in str(exc):
+            raise
+        raise ValueError(f"not a readable PDF ({type(exc).__name__}); skipped") from exc
+    text, starts = "", []
+    for page in pages:
+        starts.append(len(text))
+        text += page.strip() + "\n\n"
+    if not text.strip():
+        raise ValueError("the PDF has no extractable text (scanned images need OCR); skipped")
+    title = reader.metadata.title if reader.metadata and reader.metadata.title else None
+    return Document(
+        doc_id=doc_id,
+        text=text.rstrip(),
+        source=str(path.absolute()),
+        title=title,
+        metadata={"path": doc_id, "format": "pdf", "pages": len(pages)},
+        page_starts=tuple(starts),
+    )
+
+
+def read_docx(path: Path, doc_id: str) -> Document:
+    """Paragraph text of a Word document (the `docx` extra: python-docx)."""
+    try:
+        import docx
+    except ImportError:
+        raise ValueError("reading .docx needs the docx extra: pip install 'nvrag[docx]'; skipped") from None
+    try:
+        document = docx.Document(str(path))
+    except Exception as exc:  # python-docx raises zip, XML and key errors on damaged files
+        raise ValueError(f"not a readable .docx ({type(exc).__name__}); skipped") from exc
+    paragraphs = []
+    for p in document.paragraphs:
+        line = p.text.strip()
+        if line:
+            style = (p.style.name or "").lower() if p.style is not None else ""
+            level = style.removeprefix("heading ").strip() if style.startswith("heading") else ""
+            paragraphs.append(("#" * int(level) + " " + line) if level.isdigit() else line)
+    if not paragraphs:
+        raise ValueError("no text in the document; skipped")
+    title = document.core_properties.title or None
+    return Document(
+        doc_id=doc_id,
+        text="\n\n".join(paragraphs),
+        source=str(path.absolute()),
+        title=title,
+        metadata={"path": doc_id, "format": "docx"},
+    )
+
+
+def record_document(row: dict[str, Any], columns: TableColumns, where: str) -> Document:
+    """One table row or JSON object as a Document; raises ValueError naming what is missing."""
+    doc_id = row.get(columns.id)
+    if doc_id is None and columns.id == "id":
+        doc_id = row.get("_id")
+    text = row.get(columns.text)
+    if doc_id is None or str(doc_id) == "" or isinstance(doc_id, bool):
+        raise ValueError(f"missing or empty id column {columns.id!r}; row skipped")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"document {doc_id}: missing or empty text column {columns.text!r}; row skipped")
+    title = row.get(columns.title)
+    taken = {columns.id, columns.text, columns.title, "_id"}
+    keys = columns.metadata if columns.metadata is not None else [k for k in row if k not in taken]
+    metadata = {k: json_value(row.get(k)) for k in keys if k in row}
+    return Document(
+        doc_id=str(doc_id),
+        text=text,
+        source=where,
+        title=str(title) if title not in (None, "") else None,
+        metadata=metadata,
+    )
+
+
+def json_value(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    return str(value)  # dates, decimals, ...: their text
+
+
+def read_delimited(path: Path, text: str, delimiter: str) -> list[dict[str, Any]]:
+    rows = list(csv.DictReader(text.splitlines(), delimiter=delimiter))
+    if rows and None in rows[0]:
+        raise ValueError("rows have more fields than the header; check the delimiter")
+    return rows
+
+
+def read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        rows: list[dict[str, Any]] = pq.read_table(str(path)).to_pylist()
+    except Exception as exc:  # pyarrow raises ArrowInvalid and OSError subclasses on damaged files
+        raise ValueError(f"not a readable Parquet file ({type(exc).__name__}); skipped") from exc
+    return rows
+
+
+def read_json_records(text: str) -> list[dict[str, Any]]:
+    """A .json file: an array of objects, or one object."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON ({exc.msg}, line {exc.lineno}); skipped") from exc
+    records = data if isinstance(data, list) else [data]
+    if not all(isinstance(r, dict) for r in records):
+        raise ValueError("a .json file must hold an object or an array of objects; skipped")
+    return records
