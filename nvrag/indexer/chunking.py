@@ -74,6 +74,42 @@ def _with_page(doc: Document, start: int, metadata: dict[str, object]) -> dict[s
     return {**metadata, "page": bisect.bisect_right(doc.page_starts, start)}
 
 
+_SENTENCE_END = (".", "!", "?", ":", ";")
+
+
+def _boundary_strength(text: str, spans: list[tuple[int, int]], cont: list[bool], j: int) -> int:
+    """How good a place the gap before token j is to end a chunk: 3 a paragraph break or a heading,
+    2 a line break, 1 a sentence end, 0 between words, -1 inside a word."""
+    if cont[j]:
+        return -1
+    gap = text[spans[j - 1][1] : spans[j][0]]
+    if "\n\n" in gap or ("\n" in gap and text.startswith("#", spans[j][0])):
+        return 3
+    if "\n" in gap:
+        return 2
+    if gap.strip()[-1:] in _SENTENCE_END or (not gap.strip() and text[spans[j - 1][1] - 1] in _SENTENCE_END):
+        return 1
+    return 0
+
+
+def _best_cut(text: str, spans: list[tuple[int, int]], cont: list[bool], first: int, limit: int) -> int:
+    """Where a window starting at token ``first`` ends (exclusive), at most ``limit``: the strongest boundary
+    in the window's second half (structure first: paragraphs and headings, then lines, sentences, words),
+    the latest one among equals; inside a word only when one word fills the window."""
+    if limit >= len(spans):
+        return len(spans)
+    best, best_strength = limit, _boundary_strength(text, spans, cont, limit)
+    for j in range(limit - 1, first + max(1, (limit - first) // 2) - 1, -1):
+        strength = _boundary_strength(text, spans, cont, j)
+        if strength > best_strength:
+            best, best_strength = j, strength
+    if best_strength < 0:  # no boundary in the second half: any word boundary at all
+        for j in range(limit - 1, first, -1):
+            if not cont[j]:
+                return j
+    return best
+
+
 def chunk_document(
     doc: Document,
     spans_of: TokenSpans,
@@ -81,7 +117,9 @@ def chunk_document(
     model_key: str,
 ) -> list[Chunk]:
     """Cut ``doc`` into windows of at most ``settings.chunk_tokens`` tokens overlapping by about
-    ``overlap_tokens``, with window edges moved to word boundaries."""
+    ``overlap_tokens``. Structure first: a window ends at a paragraph break or before a heading when one falls
+    in its second half, else at a line break, a sentence end, or between words; never inside a word unless a
+    single word is longer than the window."""
     if settings.mode == DOCUMENT_MODE:
         if not doc.text.strip():
             return []
@@ -107,9 +145,7 @@ def chunk_document(
     chunks: list[Chunk] = []
     first = 0
     while True:
-        last = min(first + size, n)  # exclusive
-        while last < n and cont[last] and last - 1 > first:
-            last -= 1  # end before a word that would be cut
+        last = _best_cut(doc.text, spans, cont, first, min(first + size, n))  # exclusive
         hard_split = last < n and cont[last]
         if hard_split:
             last = min(first + size, n)  # one word longer than the window: cut it

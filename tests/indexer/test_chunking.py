@@ -84,3 +84,22 @@ def test_a_word_longer_than_the_window_is_cut() -> None:
     doc = Document(doc_id="d", text="abcdefgh ij", source="s")
     chunks = chunk_document(doc, pieces, ChunkerSettings(2, 0), "m")
     assert [c.text for c in chunks] == ["abcd", "efgh", "ij"]
+
+
+def test_structure_first_paragraphs_headings_then_sentences(fake: WordLengthEmbedder) -> None:
+    text = "# Intro\nOne two three.\n\nFour five six seven eight. Nine ten eleven.\n# Next\nTwelve thirteen"
+    doc = Document(doc_id="d", text=text, source="s")
+    chunks = chunk_document(doc, fake.token_spans, ChunkerSettings(8, 0), "m")
+    # window 1 could take 8 tokens ("Intro" ... "six"); it ends at the paragraph break after "three."
+    # window 2 holds exactly 8 tokens and ends before the heading
+    assert [c.text for c in chunks] == [
+        "Intro\nOne two three",
+        "Four five six seven eight. Nine ten eleven",
+        "Next\nTwelve thirteen",
+    ]
+    sentences = Document(doc_id="s", text="a b c d. e f g h i j", source="s")
+    # a 6-token window would end after "f"; the sentence end after "d." in its second half wins
+    assert [c.text for c in chunk_document(sentences, fake.token_spans, ChunkerSettings(6, 0), "m")] == [
+        "a b c d",
+        "e f g h i j",
+    ]
