@@ -67,11 +67,23 @@ def _continues_word(text: str, spans: list[tuple[int, int]]) -> list[bool]:
     return flags
 
 
-def _with_page(doc: Document, start: int, metadata: dict[str, object]) -> dict[str, object]:
-    """The chunk's metadata: its document's, plus the page its text starts on (PDFs)."""
-    if not doc.page_starts:
-        return metadata
-    return {**metadata, "page": bisect.bisect_right(doc.page_starts, start)}
+def _chunk(doc: Document, settings: ChunkerSettings, model_key: str, no: int, start: int, end: int) -> Chunk:
+    """Chunk number ``no`` of ``doc``: ``doc.text[start:end]``, with its id, and its page for PDFs."""
+    text = doc.text[start:end]
+    metadata = doc.metadata
+    if doc.page_starts:
+        metadata = {**metadata, "page": bisect.bisect_right(doc.page_starts, start)}
+    return Chunk(
+        chunk_id=chunk_id(model_key, settings, doc.doc_id, no, text),
+        doc_id=doc.doc_id,
+        source=doc.source,
+        chunk_no=no,
+        text=text,
+        start=start,
+        end=end,
+        title=doc.title,
+        metadata=metadata,
+    )
 
 
 _SENTENCE_END = (".", "!", "?", ":", ";")
@@ -123,20 +135,7 @@ def chunk_document(
     if settings.mode == DOCUMENT_MODE:
         if not doc.text.strip():
             return []
-        text = doc.text
-        return [
-            Chunk(
-                chunk_id=chunk_id(model_key, settings, doc.doc_id, 0, text),
-                doc_id=doc.doc_id,
-                source=doc.source,
-                chunk_no=0,
-                text=text,
-                start=0,
-                end=len(text),
-                title=doc.title,
-                metadata=_with_page(doc, 0, doc.metadata),
-            )
-        ]
+        return [_chunk(doc, settings, model_key, 0, 0, len(doc.text))]
     spans = spans_of(doc.text)
     if not spans:
         return []
@@ -149,22 +148,7 @@ def chunk_document(
         hard_split = last < n and cont[last]
         if hard_split:
             last = min(first + size, n)  # one word longer than the window: cut it
-        start, end = spans[first][0], spans[last - 1][1]
-        text = doc.text[start:end]
-        no = len(chunks)
-        chunks.append(
-            Chunk(
-                chunk_id=chunk_id(model_key, settings, doc.doc_id, no, text),
-                doc_id=doc.doc_id,
-                source=doc.source,
-                chunk_no=no,
-                text=text,
-                start=start,
-                end=end,
-                title=doc.title,
-                metadata=_with_page(doc, start, doc.metadata),
-            )
-        )
+        chunks.append(_chunk(doc, settings, model_key, len(chunks), spans[first][0], spans[last - 1][1]))
         if last == n:
             return chunks
         following = last - overlap
