@@ -556,6 +556,24 @@ def ui(
 
 
 @app.command()
+def optimize(
+    index: Annotated[str, typer.Argument(help="The index to optimise.")],
+    ann: Annotated[
+        str, typer.Option("--ann", help="ivf-pq or hnsw: build an approximate vector index; none: drop it.")
+    ] = "ivf-pq",
+    db: DbOption = None,
+) -> None:
+    """Build an approximate-nearest-neighbour vector index for a large index (5,000 rows or more).
+
+    Searches then probe the ANN index and re-rank candidates with the full vectors. Smaller indexes stay exact.
+    Appends keep the ANN and full-text indexes current (nvrag index refreshes them).
+    """
+    with user_errors():
+        store = open_store(Settings.from_env(db=db))
+        err.print(store.open(index).build_ann(ann))
+
+
+@app.command()
 def info(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List the indexes (model, dimension, rows, updated time) and the available models."""
     with user_errors():

@@ -90,6 +90,10 @@ class Table(ABC):
         """The stored vectors of these chunks (missing ids are left out)."""
 
     @abstractmethod
+    def build_ann(self, kind: str) -> str:
+        """Build an approximate vector index ("ivf-pq" or "hnsw"), or drop it ("none"); says what it did."""
+
+    @abstractmethod
     def refresh_text_index(self) -> None:
         """Make the full-text index cover every row (build it, or fold new rows in)."""
 

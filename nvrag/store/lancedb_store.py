@@ -43,6 +43,11 @@ def chunk_schema(dimension: int) -> pa.Schema:
     )
 
 
+ANN_KINDS = ("ivf-pq", "hnsw")
+ANN_MIN_ROWS = 5000  # below this, exact search is fast enough and stays exact
+ANN_NPROBES = 20
+ANN_REFINE = 10
+ANN_EF = 100
 _RESULT_COLUMNS = ["chunk_id", "doc_id", "source", "chunk_no", "title", "text", "start", "end", "metadata"]
 _TEXT_COLUMNS = ["title", "text"]
 
@@ -181,6 +186,12 @@ class LanceTable(Table):
             .limit(k)
             .select([*_RESULT_COLUMNS, *(["vector"] if with_vectors else []), "_distance"])
         )
+        ann = self._ann_kind()
+        if ann is not None:
+            # probe widely and re-rank candidates with the full vectors: recall close to exact search
+            query = query.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE)
+            if "HNSW" in ann.upper():
+                query = query.ef(max(ANN_EF, k * 4))
         rows = self._run(query, where)
         # LanceDB's cosine distance is 1 - cosine similarity
         return _scored(rows, lambda r: 1.0 - float(r["_distance"]), with_vectors)
@@ -228,6 +239,39 @@ class LanceTable(Table):
             for r in rows.to_list():
                 found[r["chunk_id"]] = np.asarray(r["vector"], dtype=np.float32)
         return found
+
+    def _ann_kind(self) -> str | None:
+        for index in self._table.list_indices():
+            if "vector" in index.columns and index.index_type != "FTS":
+                return str(index.index_type)
+        return None
+
+    def build_ann(self, kind: str) -> str:
+        rows = self.count()
+        if kind == "none":
+            for index in self._table.list_indices():
+                if "vector" in index.columns:
+                    self._table.drop_index(index.name)
+            return "vector index dropped: searches are exact"
+        if kind not in ANN_KINDS:
+            raise ConfigError(f"unknown ANN kind {kind!r}; use ivf-pq, hnsw or none")
+        if rows < ANN_MIN_ROWS:
+            return f"{rows} rows: below {ANN_MIN_ROWS}, exact search is fast and exact; no vector index built"
+        from lancedb.index import HnswSq, IvfPq
+
+        # about sqrt(n) lists, but at least 256 vectors per list so that k-means trains every one
+        partitions = max(1, min(round(rows**0.5), rows // 256))
+        dim = self._manifest.dimension
+        if kind == "ivf-pq":
+            # 8 dims per PQ sub-vector (a divisor of dim); full vectors re-rank the candidates (refine_factor)
+            sub = next(d for d in (dim // 8, dim // 4, dim // 2, dim) if d >= 1 and dim % d == 0)
+            config: Any = IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub)
+        else:
+            config = HnswSq(distance_type="cosine", num_partitions=max(1, partitions // 16), m=20, ef_construction=300)
+        self._table.create_index("vector", config=config, replace=True)
+        return (
+            f"{kind} index over {rows} rows ({partitions if kind == 'ivf-pq' else max(1, partitions // 16)} partitions)"
+        )
 
     def _text_indexed(self) -> bool:
         return any(index.index_type == "FTS" for index in self._table.list_indices())
