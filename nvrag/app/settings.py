@@ -14,6 +14,7 @@ ENV_DEVICE = "NVRAG_DEVICE"
 ENV_NVEMBED_PATH = "NVRAG_NVEMBED_PATH"
 ENV_DTYPE = "NVRAG_DTYPE"
 ENV_ATTENTION = "NVRAG_ATTENTION"
+ENV_STORE = "NVRAG_STORE"
 ENV_UI_USER = "NVRAG_UI_USER"
 ENV_UI_PASSWORD = "NVRAG_UI_PASSWORD"
 
@@ -30,6 +31,7 @@ class Settings:
     nvembed_path: Path | None = None  # a local NV-Embed-v2 checkpoint folder
     dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
     attention: str = "auto"  # NV-Embed attention backend
+    store: str = "lancedb"  # lancedb | faiss
 
     @classmethod
     def from_env(cls, *, db: str | None = None, model: str | None = None) -> Settings:
@@ -42,4 +44,5 @@ class Settings:
             nvembed_path=Path(nvembed) if nvembed else None,
             dtype=os.environ.get(ENV_DTYPE) or None,
             attention=os.environ.get(ENV_ATTENTION) or "auto",
+            store=(os.environ.get(ENV_STORE) or "lancedb").strip().lower(),
         )

@@ -30,14 +30,23 @@ class ModelChoice:
     model_path: Path | None = None
 
 
-def open_store(settings: Settings) -> LanceStore:
-    if "://" not in settings.db:
-        path = Path(settings.db).expanduser()
-        if path.exists() and not path.is_dir():
-            raise ConfigError(f"--db {settings.db}: exists and is not a directory")
-        path.mkdir(parents=True, exist_ok=True)
-        return LanceStore(str(path))
-    return LanceStore(settings.db)
+def open_store(settings: Settings) -> Store:
+    """The data directory's store: LanceDB (default), or FAISS with NVRAG_STORE=faiss (a local directory)."""
+    if settings.store not in ("lancedb", "faiss"):
+        raise ConfigError(f"NVRAG_STORE={settings.store!r}: use lancedb or faiss")
+    if "://" in settings.db:
+        if settings.store == "faiss":
+            raise ConfigError("the FAISS store needs a local directory; object-store URIs are for LanceDB")
+        return LanceStore(settings.db)
+    path = Path(settings.db).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--db {settings.db}: exists and is not a directory")
+    path.mkdir(parents=True, exist_ok=True)
+    if settings.store == "faiss":
+        from nvrag.store.faiss_store import FaissStore
+
+        return FaissStore(path)
+    return LanceStore(str(path))
 
 
 def _cuda_available() -> bool:
@@ -148,7 +157,7 @@ def build_retriever(
     return open_retriever(store, index, load_options(settings, model_path))
 
 
-def build_web_app(settings: Settings, store: LanceStore, index: str | None) -> Any:
+def build_web_app(settings: Settings, store: Store, index: str | None) -> Any:
     """The UI's FastAPI app: retrievers cached per index, uploads indexed with the index's (or auto) model."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
     from nvrag.ui import UIContext, build_server

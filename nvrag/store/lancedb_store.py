@@ -46,7 +46,7 @@ def chunk_schema(dimension: int) -> pa.Schema:
 ANN_KINDS = ("ivf-pq", "hnsw")
 ANN_MIN_ROWS = 5000  # below this, exact search is fast enough and stays exact
 ANN_NPROBES = 20
-ANN_REFINE = 10
+ANN_REFINE = 20
 ANN_EF = 100
 _RESULT_COLUMNS = ["chunk_id", "doc_id", "source", "chunk_no", "title", "text", "start", "end", "metadata"]
 _TEXT_COLUMNS = ["title", "text"]
@@ -191,7 +191,7 @@ class LanceTable(Table):
             # probe widely and re-rank candidates with the full vectors: recall close to exact search
             query = query.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE)
             if "HNSW" in ann.upper():
-                query = query.ef(max(ANN_EF, k * 4))
+                query = query.ef(max(ANN_EF, k * ANN_REFINE))
         rows = self._run(query, where)
         # LanceDB's cosine distance is 1 - cosine similarity
         return _scored(rows, lambda r: 1.0 - float(r["_distance"]), with_vectors)
@@ -263,8 +263,8 @@ class LanceTable(Table):
         partitions = max(1, min(round(rows**0.5), rows // 256))
         dim = self._manifest.dimension
         if kind == "ivf-pq":
-            # 8 dims per PQ sub-vector (a divisor of dim); full vectors re-rank the candidates (refine_factor)
-            sub = next(d for d in (dim // 8, dim // 4, dim // 2, dim) if d >= 1 and dim % d == 0)
+            # 4 dims per PQ sub-vector (a divisor of dim); full vectors re-rank the candidates (refine_factor)
+            sub = next(d for d in (dim // 4, dim // 2, dim) if d >= 1 and dim % d == 0)
             config: Any = IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub)
         else:
             config = HnswSq(distance_type="cosine", num_partitions=max(1, partitions // 16), m=20, ef_construction=300)

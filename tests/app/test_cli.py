@@ -225,3 +225,17 @@ def test_eval_writes_metrics_json_and_png(tmp_path: Path) -> None:
     assert code == 0 and "index 'eval-tiny-nvrag-fake-wordlen-doc': reused" in err
     code, _, err = run("eval", str(tmp_path / "nope"), "--model", FAKE, "--db", str(tmp_path / "db"))
     assert code == 2 and "not a directory; give a BEIR dataset folder" in err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_the_faiss_store_from_the_environment(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NVRAG_STORE", "faiss")
+    db = str(tmp_path / "db")
+    assert run("index", str(corpus), "--index", "t", "--model", FAKE, "--db", db)[0] == 0
+    assert (tmp_path / "db" / "nvrag.sqlite").is_file() and (tmp_path / "db" / "t.faiss").is_file()
+    code, out, err = run("search", "x", "--index", "t", "--db", db, "--instruction", "q", "-k", "2", "--json")
+    assert code == 0, err
+    assert [(h["doc_id"], h["score"]) for h in json.loads(out)] == [("short", 1.0), ("long", 0.0)]
+    monkeypatch.setenv("NVRAG_STORE", "mongo")
+    code, _, err = run("info", "--db", db)
+    assert code == 2 and err.startswith("error: NVRAG_STORE='mongo': use lancedb or faiss")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from nvrag.schema import Chunk
-from nvrag.store import LanceStore
+from nvrag.store import LanceStore, Store
 from tests.store.test_lancedb_store import manifest
 
 DIM = 32
 
 
-def fill(store: LanceStore, rows: int) -> np.ndarray:
+def fill(store: Store, rows: int) -> np.ndarray:
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(rows, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -37,7 +39,8 @@ def test_ann_recall_at_10_against_exact(store: LanceStore, kind: str) -> None:
         q = q / np.linalg.norm(q)
         exact = {f"c{i}" for i in np.argsort(-(vectors @ q))[:10]}
         found += len(exact & {h.chunk.chunk_id for h in table.search(q.astype(np.float32), 10)})
-    assert found / 200 >= 0.9
+    # measured over repeated runs: HNSW 1.0, IVF-PQ 0.93-0.97 on these random (unclustered) vectors
+    assert found / 200 >= (0.95 if kind == "hnsw" else 0.9)
     assert table.build_ann("none") == "vector index dropped: searches are exact"
 
 
@@ -46,3 +49,25 @@ def test_small_tables_stay_exact(store: LanceStore) -> None:
     assert store.open("docs").build_ann("hnsw") == (
         "100 rows: below 5000, exact search is fast and exact; no vector index built"
     )
+
+
+@pytest.mark.parametrize("kind", ["ivf-pq", "hnsw"])
+def test_faiss_ann_recall_at_10_against_exact(tmp_path: Path, kind: str) -> None:
+    from nvrag.store.faiss_store import FaissStore
+
+    store = FaissStore(tmp_path / "faiss")
+    vectors = fill(store, 6000)
+    table = store.open("docs")
+    assert table.build_ann(kind) == f"{kind} index over 6000 rows"
+    rng = np.random.default_rng(4)
+    found = 0
+    for i in rng.choice(len(vectors), 20, replace=False):
+        q = vectors[i] + 0.05 * rng.normal(size=DIM).astype(np.float32)
+        q = (q / np.linalg.norm(q)).astype(np.float32)
+        exact = {f"c{j}" for j in np.argsort(-(vectors @ q))[:10]}
+        found += len(exact & {h.chunk.chunk_id for h in table.search(q, 10)})
+    # measured: HNSW 1.0; IVF-PQ 0.89 (random, unclustered 32-d vectors are PQ's worst case; 32 of 77 lists probed)
+    assert found / 200 >= (0.95 if kind == "hnsw" else 0.85)
+    # the ANN index survives a reopen and follows later writes
+    reopened = FaissStore(tmp_path / "faiss").open("docs")
+    assert reopened.search(vectors[0], 1)[0].chunk.chunk_id == "c0"

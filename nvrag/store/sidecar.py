@@ -1,0 +1,351 @@
+"""Stores that keep chunks, metadata and full text in SQLite (with FTS5 for BM25) and vectors in a separate
+vector index: the NumPy reference store and the FAISS store share everything here but the vector index.
+
+Layout of a store directory: ``nvrag.sqlite`` (manifests, one chunk table and one FTS5 table per index) and one
+vector file per index. Every chunk has an integer id derived from its chunk id (``vector_id``). Writes persist the
+vectors first (written to a temporary file, then renamed) and commit SQLite second; opening a table drops rows
+whose vectors are missing, so a crash between the two leaves only chunks that the next run embeds again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from nvrag.errors import ConfigError, IndexNotFoundError
+from nvrag.schema import Chunk, FilterCondition, IndexManifest
+from nvrag.store.base import ScoredChunk, Store, Table, check_index_name
+from nvrag.store.filtering import check_types, matches
+
+STAGING = "#staging"
+_TERM = re.compile(r"\w+", re.UNICODE)
+Vectors = npt.NDArray[np.float32]
+
+
+def vector_id(chunk_id: str) -> int:
+    """A stable 63-bit integer id for a chunk id (vector indexes key by integers)."""
+    return int.from_bytes(hashlib.sha256(chunk_id.encode()).digest()[:8], "big") >> 1
+
+
+class VectorIndex(ABC):
+    """Integer ids → L2-normalised vectors, searched by inner product (= cosine)."""
+
+    @abstractmethod
+    def add(self, ids: npt.NDArray[np.int64], vectors: Vectors) -> None: ...
+
+    @abstractmethod
+    def remove(self, ids: npt.NDArray[np.int64]) -> None: ...
+
+    @abstractmethod
+    def ids(self) -> set[int]: ...
+
+    @abstractmethod
+    def get(self, ids: Sequence[int]) -> dict[int, Vectors]: ...
+
+    @abstractmethod
+    def search(self, query: Vectors, k: int, allowed: npt.NDArray[np.int64] | None) -> list[tuple[int, float]]:
+        """Up to k (id, cosine) pairs, best first, among ``allowed`` ids when given."""
+
+    @abstractmethod
+    def save(self) -> None:
+        """Persist atomically (temporary file, then rename)."""
+
+    def build_ann(self, kind: str) -> str:
+        return f"{type(self).__name__} is exact; no ANN index"
+
+    @abstractmethod
+    def drop(self) -> None: ...
+
+
+class SidecarTable(Table):
+    def __init__(self, store: SidecarStore, manifest: IndexManifest, key: str) -> None:
+        self._store = store
+        self._manifest = manifest
+        self._key = key
+        self._physical = manifest.table or manifest.name
+        self._db = store._db
+        self._chunks = f'"c_{self._physical}"'
+        self._fts = f'"f_{self._physical}"'
+        self._vectors = store._open_vectors(self._physical, manifest.dimension)
+        self._drop_rows_without_vectors()
+
+    @property
+    def manifest(self) -> IndexManifest:
+        return self._manifest
+
+    def set_manifest(self, manifest: IndexManifest) -> None:
+        self._store._write_manifest(manifest, self._key)
+        self._manifest = manifest
+
+    def _drop_rows_without_vectors(self) -> None:
+        stored = {int(r[0]) for r in self._db.execute(f"SELECT vid FROM {self._chunks}")}
+        orphans = stored - self._vectors.ids()
+        if orphans:
+            self._delete_rows(orphans)
+
+    def count(self) -> int:
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {self._chunks}").fetchone()[0])
+
+    def chunk_ids_by_doc(self) -> dict[str, set[str]]:
+        grouped: dict[str, set[str]] = {}
+        for chunk_id, doc_id in self._db.execute(f"SELECT chunk_id, doc_id FROM {self._chunks}"):
+            grouped.setdefault(doc_id, set()).add(chunk_id)
+        return grouped
+
+    def upsert(self, chunks: Sequence[Chunk], vectors: Vectors) -> None:
+        if not chunks:
+            return
+        dim = self._manifest.dimension
+        if vectors.shape != (len(chunks), dim):
+            raise ValueError(f"expected vectors of shape ({len(chunks)}, {dim}), got {vectors.shape}")
+        latest = {c.chunk_id: i for i, c in enumerate(chunks)}  # a repeated id: the last one wins
+        order = sorted(latest.values())
+        ids = np.array([vector_id(chunks[i].chunk_id) for i in order], dtype=np.int64)
+        self._vectors.remove(ids)
+        self._vectors.add(ids, np.ascontiguousarray(vectors[order], dtype=np.float32))
+        self._vectors.save()
+        rows = [
+            (
+                int(vid),
+                c.chunk_id,
+                c.doc_id,
+                c.source,
+                c.chunk_no,
+                c.title,
+                c.text,
+                c.start,
+                c.end,
+                json.dumps(c.metadata, sort_keys=True),
+            )
+            for vid, c in zip(ids, (chunks[i] for i in order), strict=True)
+        ]
+        with self._db:
+            self._db.executemany(f"INSERT OR REPLACE INTO {self._chunks} VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def delete(self, chunk_ids: Iterable[str]) -> None:
+        vids = {vector_id(c) for c in chunk_ids}
+        if vids:
+            self._delete_rows(vids)
+            self._vectors.remove(np.array(sorted(vids), dtype=np.int64))
+            self._vectors.save()
+
+    def _delete_rows(self, vids: set[int]) -> None:
+        with self._db:
+            self._db.executemany(f"DELETE FROM {self._chunks} WHERE vid = ?", [(v,) for v in vids])
+
+    def _rows(self, vids: Sequence[int]) -> dict[int, Chunk]:
+        found: dict[int, Chunk] = {}
+        for i in range(0, len(vids), 500):
+            part = list(vids[i : i + 500])
+            marks = ",".join("?" * len(part))
+            for row in self._db.execute(f"SELECT * FROM {self._chunks} WHERE vid IN ({marks})", part):
+                found[int(row[0])] = _chunk(row)
+        return found
+
+    def _allowed(self, where: Sequence[FilterCondition]) -> npt.NDArray[np.int64] | None:
+        if not where:
+            return None
+        check_types(where)
+        allowed = [
+            int(row[0]) for row in self._db.execute(f"SELECT * FROM {self._chunks}") if matches(_chunk(row), where)
+        ]
+        return np.array(allowed, dtype=np.int64)
+
+    def search(
+        self,
+        vector: Vectors,
+        k: int,
+        where: Sequence[FilterCondition] = (),
+        *,
+        with_vectors: bool = False,
+    ) -> list[ScoredChunk]:
+        if k <= 0 or self.count() == 0:
+            return []
+        allowed = self._allowed(where)
+        if allowed is not None and len(allowed) == 0:
+            return []
+        hits = self._vectors.search(np.asarray(vector, dtype=np.float32).reshape(-1), k, allowed)
+        rows = self._rows([vid for vid, _ in hits])
+        vectors = self._vectors.get([vid for vid, _ in hits]) if with_vectors else {}
+        return [
+            ScoredChunk(rows[vid], score, vectors.get(vid) if with_vectors else None)
+            for vid, score in hits
+            if vid in rows
+        ]
+
+    def text_search(self, query: str, k: int, where: Sequence[FilterCondition] = ()) -> list[ScoredChunk]:
+        terms = _TERM.findall(query.lower())
+        if k <= 0 or not terms:
+            return []
+        allowed = self._allowed(where)
+        match = " OR ".join(f'"{t}"' for t in terms)
+        limit = k if allowed is None else self.count()
+        scored: list[tuple[int, float]] = [
+            (int(r[0]), -float(r[1]))  # FTS5's bm25() is lower-is-better
+            for r in self._db.execute(
+                f"SELECT rowid, bm25({self._fts}) FROM {self._fts} WHERE {self._fts} MATCH ? "
+                f"ORDER BY bm25({self._fts}) LIMIT ?",
+                (match, limit),
+            )
+        ]
+        if allowed is not None:
+            keep = set(allowed.tolist())
+            scored = [s for s in scored if s[0] in keep][:k]
+        rows = self._rows([vid for vid, _ in scored])
+        return [ScoredChunk(rows[vid], score) for vid, score in scored if vid in rows]
+
+    def get(self, chunk_ids: Sequence[str]) -> list[Chunk]:
+        rows = self._rows([vector_id(c) for c in chunk_ids])
+        return [rows[vector_id(c)] for c in chunk_ids if vector_id(c) in rows]
+
+    def vectors(self, chunk_ids: Sequence[str]) -> dict[str, Vectors]:
+        present = {c.chunk_id for c in self.get(chunk_ids)}
+        found = self._vectors.get([vector_id(c) for c in present])
+        return {c: found[vector_id(c)] for c in present if vector_id(c) in found}
+
+    def build_ann(self, kind: str) -> str:
+        return self._vectors.build_ann(kind)
+
+    def refresh_text_index(self) -> None:
+        """The FTS5 table is kept current by triggers on every write: nothing to do."""
+
+
+def _chunk(row: Sequence[Any]) -> Chunk:
+    return Chunk(
+        chunk_id=row[1],
+        doc_id=row[2],
+        source=row[3],
+        chunk_no=int(row[4]),
+        title=row[5],
+        text=row[6],
+        start=int(row[7]),
+        end=int(row[8]),
+        metadata=json.loads(row[9] or "{}"),
+    )
+
+
+class SidecarStore(Store):
+    """A directory of indexes: SQLite for chunks, metadata, manifests and BM25; a VectorIndex per index."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.root / "nvrag.sqlite"), check_same_thread=False)
+        # INSERT OR REPLACE deletes the old row; its delete trigger (which updates FTS5) fires only with this on
+        self._db.execute("PRAGMA recursive_triggers = ON")
+        with self._db:
+            self._db.execute("CREATE TABLE IF NOT EXISTS manifests (key TEXT PRIMARY KEY, json TEXT NOT NULL)")
+
+    @abstractmethod
+    def _open_vectors(self, physical: str, dimension: int) -> VectorIndex: ...
+
+    def _manifests(self) -> dict[str, IndexManifest]:
+        return {k: IndexManifest.from_json(j) for k, j in self._db.execute("SELECT key, json FROM manifests")}
+
+    def _write_manifest(self, manifest: IndexManifest, key: str | None = None) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO manifests VALUES (?, ?)", (key or manifest.name, manifest.to_json())
+            )
+
+    def _create_tables(self, physical: str) -> None:
+        chunks, fts = f'"c_{physical}"', f'"f_{physical}"'
+        with self._db:
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS {chunks} (vid INTEGER PRIMARY KEY, chunk_id TEXT UNIQUE NOT NULL, "
+                "doc_id TEXT NOT NULL, source TEXT, chunk_no INTEGER, title TEXT, text TEXT, start INTEGER, "
+                '"end" INTEGER, metadata TEXT)'
+            )
+            self._db.execute(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(title, text, content={chunks}, "
+                "content_rowid='vid', tokenize='porter unicode61 remove_diacritics 2')"
+            )
+            for event, body in (
+                ("AFTER INSERT", f"INSERT INTO {fts}(rowid, title, text) VALUES (new.vid, new.title, new.text);"),
+                (
+                    "AFTER DELETE",
+                    f"INSERT INTO {fts}({fts}, rowid, title, text) VALUES ('delete', old.vid, old.title, old.text);",
+                ),
+            ):
+                name = f'"t_{physical}_{event.split()[1].lower()}"'
+                self._db.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {event} ON {chunks} BEGIN {body} END")
+
+    def _drop_tables(self, physical: str, dimension: int) -> None:
+        with self._db:
+            for suffix in ("insert", "delete"):
+                self._db.execute(f'DROP TRIGGER IF EXISTS "t_{physical}_{suffix}"')
+            self._db.execute(f'DROP TABLE IF EXISTS "f_{physical}"')
+            self._db.execute(f'DROP TABLE IF EXISTS "c_{physical}"')
+        self._open_vectors(physical, dimension).drop()
+
+    def _open(self, manifest: IndexManifest, key: str) -> SidecarTable:
+        self._create_tables(manifest.table or manifest.name)
+        return SidecarTable(self, manifest, key)
+
+    def list_indexes(self) -> list[str]:
+        return sorted(k for k in self._manifests() if STAGING not in k)
+
+    def exists(self, name: str) -> bool:
+        return STAGING not in name and name in self._manifests()
+
+    def open(self, name: str) -> SidecarTable:
+        manifest = self._manifests().get(name) if STAGING not in name else None
+        if manifest is None:
+            known = ", ".join(self.list_indexes()) or "none yet"
+            raise IndexNotFoundError(f"no index named {name!r} in {self.root} (indexes: {known})")
+        return self._open(manifest, name)
+
+    def create(self, manifest: IndexManifest) -> SidecarTable:
+        check_index_name(manifest.name)
+        if self.exists(manifest.name):
+            raise ConfigError(f"an index named {manifest.name!r} already exists in {self.root}")
+        self._write_manifest(manifest)
+        return self.open(manifest.name)
+
+    def drop(self, name: str) -> None:
+        manifest = self.open(name).manifest
+        staging = self.open_staging(name)
+        if staging is not None:
+            self._drop_tables(staging.manifest.table, staging.manifest.dimension)
+        self._drop_tables(manifest.table or manifest.name, manifest.dimension)
+        with self._db:
+            self._db.execute("DELETE FROM manifests WHERE key IN (?, ?)", (name, name + STAGING))
+
+    def open_staging(self, name: str) -> SidecarTable | None:
+        manifest = self._manifests().get(name + STAGING)
+        return None if manifest is None else self._open(manifest, name + STAGING)
+
+    def create_staging(self, manifest: IndexManifest) -> SidecarTable:
+        live = self.open(manifest.name).manifest
+        old = self.open_staging(manifest.name)
+        if old is not None:
+            self._drop_tables(old.manifest.table, old.manifest.dimension)
+        suffix = hashlib.sha256(f"{manifest.created_at}{manifest.model_revision}".encode()).hexdigest()[:8]
+        physical = f"_{manifest.name}__{suffix}"
+        if physical == (live.table or live.name):
+            physical += "b"
+        staged = replace(manifest, table=physical)
+        self._write_manifest(staged, manifest.name + STAGING)
+        return self._open(staged, manifest.name + STAGING)
+
+    def publish_staging(self, name: str) -> SidecarTable:
+        staged = self.open_staging(name)
+        if staged is None:
+            raise IndexNotFoundError(f"index {name!r} has no rebuild in progress")
+        old = self.open(name).manifest
+        with self._db:  # the switch: one transaction
+            self._db.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?)", (name, staged.manifest.to_json()))
+            self._db.execute("DELETE FROM manifests WHERE key = ?", (name + STAGING,))
+        if (old.table or old.name) != staged.manifest.table:
+            self._drop_tables(old.table or old.name, old.dimension)
+        return self.open(name)
