@@ -1,4 +1,5 @@
-"""FAISS behind the Store interface (the `faiss` extra; faiss-gpu is used when installed and a GPU is present).
+"""FAISS behind the Store interface (the `faiss` extra). With faiss-gpu installed and a GPU visible, unfiltered
+exact searches run on the GPUs (not verified on a GPU machine yet).
 
 Every index keeps an exact ``IndexIDMap2(IndexFlatIP)`` (inner product of normalised vectors = cosine), written
 with faiss' own index I/O (never pickle). ``build_ann`` adds an approximate index beside it: HNSW, or IVF-PQ
@@ -39,13 +40,16 @@ class FaissVectors(VectorIndex):
             self.index = self.faiss.IndexIDMap2(self.faiss.IndexFlatIP(dimension))
         self.ann = self.faiss.read_index(str(self.ann_path)) if self.ann_path.exists() else None
         self.nprobe, self.ef = 32, 128
+        self._gpu: Any = None  # a GPU copy of the exact index, made on first unfiltered search when a GPU exists
 
     def add(self, ids: npt.NDArray[np.int64], vectors: Vectors) -> None:
+        self._gpu = None
         self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
         if self.ann is not None:
             self.ann.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
 
     def remove(self, ids: npt.NDArray[np.int64]) -> None:
+        self._gpu = None
         if len(ids):
             self.index.remove_ids(self.faiss.IDSelectorBatch(ids))
             if self.ann is not None:
@@ -67,8 +71,15 @@ class FaissVectors(VectorIndex):
             self._tune()
             scores, ids = self.ann.search(q, k)
         else:
-            scores, ids = self.index.search(q, k)
+            scores, ids = self._exact().search(q, k)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
+
+    def _exact(self) -> Any:
+        """The exact index, on the GPUs when faiss-gpu is installed and sees one (filtered searches stay on
+        the CPU: FAISS GPU indexes take no ID selector)."""
+        if self._gpu is None and hasattr(self.faiss, "get_num_gpus") and self.faiss.get_num_gpus() > 0:
+            self._gpu = self.faiss.index_cpu_to_all_gpus(self.index)
+        return self._gpu if self._gpu is not None else self.index
 
     def _tune(self) -> None:
         ann: Any = self.ann
