@@ -125,6 +125,7 @@ class IndexManifest:
     updated_at: str
     schema_version: int = MANIFEST_SCHEMA_VERSION
     table: str = ""  # the physical table holding the rows; "" means the index's own name
+    vector_dtype: str = "float32"  # how vectors are stored: float32, or float16 (half the memory)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

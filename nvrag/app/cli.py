@@ -134,6 +134,12 @@ def index(
     prune: Annotated[
         bool, typer.Option("--prune", help="Remove chunks of documents that are no longer in PATH.")
     ] = False,
+    vector_dtype: Annotated[
+        str,
+        typer.Option(
+            "--vector-dtype", help="New index (or --reembed): float32, or float16 for half the memory (LanceDB)."
+        ),
+    ] = "float32",
     batch_size: Annotated[
         int,
         typer.Option(
@@ -178,6 +184,7 @@ def index(
         indexer, choice = build_indexer(settings, store, index, model, chunker, model_path, reembed=reembed)
         indexer.check(index, reembed=reembed)
         indexer.batch_chunks = batch_size
+        indexer.vector_dtype = vector_dtype
         err.print(f"model: {choice.reason} (license {choice.license})")
         stop = StopFlag()
         previous = signal.getsignal(signal.SIGINT)

@@ -6,8 +6,10 @@ import datetime as dt
 
 from nvrag import __version__
 from nvrag.embedder.base import Embedder
-from nvrag.errors import ModelMismatchError
+from nvrag.errors import ConfigError, ModelMismatchError
 from nvrag.schema import ChunkerSettings, IndexManifest
+
+VECTOR_DTYPES = ("float32", "float16")
 
 
 def utc_now() -> str:
@@ -18,7 +20,11 @@ def model_key(embedder: Embedder) -> str:
     return f"{embedder.info.name}@{embedder.info.revision}"
 
 
-def new_manifest(name: str, embedder: Embedder, chunker: ChunkerSettings) -> IndexManifest:
+def new_manifest(
+    name: str, embedder: Embedder, chunker: ChunkerSettings, vector_dtype: str = "float32"
+) -> IndexManifest:
+    if vector_dtype not in VECTOR_DTYPES:
+        raise ConfigError(f"unknown vector dtype {vector_dtype!r}; use {' or '.join(VECTOR_DTYPES)}")
     info, now = embedder.info, utc_now()
     return IndexManifest(
         name=name,
@@ -33,6 +39,7 @@ def new_manifest(name: str, embedder: Embedder, chunker: ChunkerSettings) -> Ind
         nvrag_version=__version__,
         created_at=now,
         updated_at=now,
+        vector_dtype=vector_dtype,
     )
 
 

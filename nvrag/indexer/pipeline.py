@@ -89,12 +89,14 @@ class Indexer:
         chunker: ChunkerSettings | None = None,
         batch_chunks: int = 256,
         on_progress: Callable[[Progress], None] | None = None,
+        vector_dtype: str = "float32",
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.chunker = chunker
         self.batch_chunks = batch_chunks
         self.on_progress = on_progress
+        self.vector_dtype = vector_dtype  # for new indexes and rebuilds
         self._seen = 0
 
     def _settings_for(self, live: ChunkerSettings | None) -> ChunkerSettings:
@@ -140,7 +142,8 @@ class Indexer:
         """
         self.check(name, reembed=reembed)
         if not self.store.exists(name):
-            return self.store.create(new_manifest(name, self.embedder, self._settings_for(None))), True, False
+            manifest = new_manifest(name, self.embedder, self._settings_for(None), self.vector_dtype)
+            return self.store.create(manifest), True, False
         live = self.store.open(name)
         if self._mismatch(live.manifest) is None:
             return live, False, False
@@ -155,7 +158,7 @@ class Indexer:
             )
             if same_model and m.chunker == settings:
                 return staging, False, True  # resume an interrupted rebuild
-        return self.store.create_staging(new_manifest(name, self.embedder, settings)), False, True
+        return self.store.create_staging(new_manifest(name, self.embedder, settings, self.vector_dtype)), False, True
 
     def index(
         self,

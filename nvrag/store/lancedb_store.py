@@ -26,7 +26,7 @@ MANIFEST_TABLE = "_nvrag_manifests"
 _MANIFEST_SCHEMA = pa.schema([pa.field("name", pa.string()), pa.field("manifest", pa.string())])
 
 
-def chunk_schema(dimension: int) -> pa.Schema:
+def chunk_schema(dimension: int, vector_dtype: str = "float32") -> pa.Schema:
     return pa.schema(
         [
             pa.field("chunk_id", pa.string(), nullable=False),
@@ -38,7 +38,7 @@ def chunk_schema(dimension: int) -> pa.Schema:
             pa.field("start", pa.int64()),
             pa.field("end", pa.int64()),
             pa.field("metadata", pa.json_(pa.utf8())),  # JSON object, stored as Lance JSONB: filterable
-            pa.field("vector", pa.list_(pa.float32(), dimension)),
+            pa.field("vector", pa.list_(pa.float16() if vector_dtype == "float16" else pa.float32(), dimension)),
         ]
     )
 
@@ -146,7 +146,8 @@ class LanceTable(Table):
         dim = self._manifest.dimension
         if vectors.shape != (len(chunks), dim):
             raise ValueError(f"expected vectors of shape ({len(chunks)}, {dim}), got {vectors.shape}")
-        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        half = self._manifest.vector_dtype == "float16"
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float16 if half else np.float32).reshape(-1))
         data = pa.table(
             {
                 "chunk_id": [c.chunk_id for c in chunks],
@@ -160,7 +161,7 @@ class LanceTable(Table):
                 "metadata": pa.array([json.dumps(c.metadata, sort_keys=True) for c in chunks], pa.json_(pa.utf8())),
                 "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
             },
-            schema=chunk_schema(dim),
+            schema=chunk_schema(dim, self._manifest.vector_dtype),
         )
         (self._table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data))
 
@@ -336,7 +337,7 @@ class LanceStore(Store):
         if physical in self._tables():
             table = self._db.open_table(physical)
         else:
-            table = self._db.create_table(physical, schema=chunk_schema(manifest.dimension))
+            table = self._db.create_table(physical, schema=chunk_schema(manifest.dimension, manifest.vector_dtype))
         return LanceTable(self, manifest, table, key)
 
     def open_staging(self, name: str) -> LanceTable | None:

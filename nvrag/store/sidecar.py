@@ -307,6 +307,8 @@ class SidecarStore(Store):
 
     def create(self, manifest: IndexManifest) -> SidecarTable:
         check_index_name(manifest.name)
+        if manifest.vector_dtype != "float32":
+            raise ConfigError(f"{type(self).__name__} stores float32 vectors only; float16 needs the LanceDB store")
         if self.exists(manifest.name):
             raise ConfigError(f"an index named {manifest.name!r} already exists in {self.root}")
         self._write_manifest(manifest)

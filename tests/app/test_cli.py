@@ -239,3 +239,17 @@ def test_the_faiss_store_from_the_environment(tmp_path: Path, corpus: Path, monk
     monkeypatch.setenv("NVRAG_STORE", "mongo")
     code, _, err = run("info", "--db", db)
     assert code == 2 and err.startswith("error: NVRAG_STORE='mongo': use lancedb or faiss")
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_float16_vectors_from_the_cli(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = str(tmp_path / "db")
+    code, _, err = run("index", str(corpus), "--index", "h", "--model", FAKE, "--db", db, "--vector-dtype", "float16")
+    assert code == 0, err
+    (entry,) = json.loads(run("info", "--db", db, "--json")[1])["indexes"]
+    assert entry["manifest"]["vector_dtype"] == "float16"
+    monkeypatch.setenv("NVRAG_STORE", "faiss")
+    code, _, err = run(
+        "index", str(corpus), "--index", "h", "--model", FAKE, "--db", str(tmp_path / "f"), "--vector-dtype", "float16"
+    )
+    assert code == 2 and "FaissStore stores float32 vectors only" in err

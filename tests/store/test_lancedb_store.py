@@ -168,3 +168,21 @@ def test_vectors_by_id(store: LanceStore) -> None:
     got = table.vectors(["c1", "nope"])
     assert list(got) == ["c1"]
     np.testing.assert_allclose(got["c1"], vectors[1])
+
+
+def test_float16_vectors_halve_storage_and_keep_the_ranking(store: LanceStore) -> None:
+    rng = np.random.default_rng(9)
+    vectors = unit(rng.normal(size=(300, DIM)).tolist())
+    half = store.create(replace(manifest("half"), vector_dtype="float16"))
+    full = store.create(manifest("full"))
+    chunks = [chunk(i, doc=f"d{i}") for i in range(300)]
+    half.upsert(chunks, vectors)
+    full.upsert(chunks, vectors)
+    assert str(half._table.schema.field("vector").type) == "fixed_size_list<item: halffloat>[4]"
+    agree = 0
+    for q in unit(rng.normal(size=(20, DIM)).tolist()):
+        a = [h.chunk.chunk_id for h in half.search(q, 10)]
+        b = [h.chunk.chunk_id for h in full.search(q, 10)]
+        agree += len(set(a) & set(b))
+        assert abs(half.search(q, 1)[0].score - full.search(q, 1)[0].score) < 2e-3
+    assert agree / 200 >= 0.97
