@@ -165,13 +165,22 @@ def build_web_app(settings: Settings, store: Store, index: str | None) -> Any:
     retrievers: dict[str, Retriever] = {}
 
     def retriever_for(name: str) -> Retriever:
-        table = store.open(name)
+        # Every write that changes an index updates its manifest (updated_at): reopen only then, so a search
+        # neither reloads the model nor rereads a FAISS file, and still sees rows added by an upload.
         cached = retrievers.get(name)
-        if cached is None or cached.table.manifest != table.manifest:
-            cached = retrievers[name] = build_retriever(settings, store, name, None)
+        current = store.manifest(name)
+        if cached is not None and cached.table.manifest == current:
+            return cached
+        info = cached.embedder.info if cached is not None else None
+        if (
+            cached is not None
+            and info is not None
+            and (info.name, info.revision) == (current.model, current.model_revision)
+        ):
+            retrievers[name] = Retriever(store.open(name), cached.embedder)  # same model: keep it loaded
         else:
-            cached.table = table  # reopen: rows added since (uploads) become visible
-        return cached
+            retrievers[name] = build_retriever(settings, store, name, None)
+        return retrievers[name]
 
     def indexer_for(name: str) -> Indexer:
         indexer, _ = build_indexer(settings, store, name, None, None)

@@ -108,6 +108,10 @@ class Store(ABC):
     def exists(self, name: str) -> bool: ...
 
     @abstractmethod
+    def manifest(self, name: str) -> IndexManifest:
+        """The index's manifest, without opening its table (cheap: for cache checks)."""
+
+    @abstractmethod
     def open(self, name: str) -> Table:
         """Open an existing index; IndexNotFoundError when there is none of that name."""
 

@@ -295,6 +295,13 @@ class SidecarStore(Store):
     def list_indexes(self) -> list[str]:
         return sorted(k for k in self._manifests() if STAGING not in k)
 
+    def manifest(self, name: str) -> IndexManifest:
+        found = self._manifests().get(name) if STAGING not in name else None
+        if found is None:
+            known = ", ".join(self.list_indexes()) or "none yet"
+            raise IndexNotFoundError(f"no index named {name!r} (indexes: {known})")
+        return found
+
     def exists(self, name: str) -> bool:
         return STAGING not in name and name in self._manifests()
 
