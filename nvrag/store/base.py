@@ -6,15 +6,16 @@ L2-normalised, so a table's score is the cosine similarity.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from nvrag.errors import ConfigError
+from nvrag.errors import ConfigError, IndexNotFoundError
 from nvrag.schema import Chunk, FilterCondition, IndexManifest
 
 _INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -133,3 +134,106 @@ class Store(ABC):
     @abstractmethod
     def publish_staging(self, name: str) -> Table:
         """Make the finished rebuild the index, in one manifest commit, then drop the old rows."""
+
+
+STAGING = "#staging"  # manifest key suffix of a rebuild; "#" never occurs in an index name
+
+
+class ManifestStore(Store):
+    """The manifest bookkeeping every backend shares: names, opening, creating, dropping, staged rebuilds.
+
+    A backend supplies the primitives: reading and writing manifest rows (keyed by index name, or name +
+    STAGING for a rebuild), opening a manifest's physical table, and dropping one.
+    """
+
+    location: str = ""
+
+    @abstractmethod
+    def _manifests(self) -> dict[str, IndexManifest]: ...
+
+    @abstractmethod
+    def _write_manifest(self, manifest: IndexManifest, key: str | None = None) -> None: ...
+
+    @abstractmethod
+    def _delete_manifests(self, keys: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def _open_table(self, manifest: IndexManifest, key: str) -> Table: ...
+
+    @abstractmethod
+    def _drop_physical(self, manifest: IndexManifest) -> None: ...
+
+    def _check_new(self, manifest: IndexManifest) -> None:
+        """Backend-specific reasons a new index cannot be created (raise ConfigError)."""
+
+    def _switch(self, name: str, staged: IndexManifest) -> None:
+        """Make ``staged`` the manifest of ``name`` and forget the staging row (one commit where possible)."""
+        self._write_manifest(staged, name)
+        self._delete_manifests([name + STAGING])
+
+    def list_indexes(self) -> list[str]:
+        return sorted(name for name in self._manifests() if STAGING not in name)
+
+    def exists(self, name: str) -> bool:
+        return STAGING not in name and name in self._manifests()
+
+    def manifest(self, name: str) -> IndexManifest:
+        found = self._manifests().get(name) if STAGING not in name else None
+        if found is None:
+            known = ", ".join(self.list_indexes()) or "none yet"
+            raise IndexNotFoundError(f"no index named {name!r} in {self.location} (indexes: {known})")
+        return found
+
+    def open(self, name: str) -> Table:
+        return self._open_table(self.manifest(name), name)
+
+    def create(self, manifest: IndexManifest) -> Table:
+        check_index_name(manifest.name)
+        if self.exists(manifest.name):
+            raise ConfigError(f"an index named {manifest.name!r} already exists in {self.location}")
+        self._check_new(manifest)
+        self._write_manifest(manifest)
+        return self.open(manifest.name)
+
+    def drop(self, name: str) -> None:
+        live = self.manifest(name)
+        staging = self.open_staging(name)
+        if staging is not None:
+            self._drop_physical(staging.manifest)
+        self._drop_physical(live)
+        self._delete_manifests([name, name + STAGING])
+
+    def open_staging(self, name: str) -> Table | None:
+        staged = self._manifests().get(name + STAGING)
+        if staged is None:
+            return None
+        live = self._manifests().get(name)
+        if live is not None and (live.table or live.name) == staged.table:
+            # a rebuild that was switched in but whose staging row outlived a crash: forget the row only
+            self._delete_manifests([name + STAGING])
+            return None
+        return self._open_table(staged, name + STAGING)
+
+    def create_staging(self, manifest: IndexManifest) -> Table:
+        live = self.manifest(manifest.name)
+        old = self.open_staging(manifest.name)
+        if old is not None:  # an abandoned rebuild of other settings: start over
+            self._drop_physical(old.manifest)
+        # "_" cannot start an index name, so this physical name never collides with an index
+        suffix = hashlib.sha256(f"{manifest.created_at}{manifest.model_revision}".encode()).hexdigest()[:8]
+        physical = f"_{manifest.name}__{suffix}"
+        if physical == (live.table or live.name):
+            physical += "b"
+        staged = replace(manifest, table=physical)
+        self._write_manifest(staged, manifest.name + STAGING)
+        return self._open_table(staged, manifest.name + STAGING)
+
+    def publish_staging(self, name: str) -> Table:
+        staged = self.open_staging(name)
+        if staged is None:
+            raise IndexNotFoundError(f"index {name!r} has no rebuild in progress")
+        old = self.manifest(name)
+        self._switch(name, staged.manifest)
+        if (old.table or old.name) != staged.manifest.table:
+            self._drop_physical(old)
+        return self.open(name)

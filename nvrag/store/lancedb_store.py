@@ -6,10 +6,8 @@ chunk_id, so each batch is one atomic commit and re-adding a chunk never duplica
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import lancedb
@@ -17,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from nvrag.errors import ConfigError, FilterError, IndexNotFoundError
+from nvrag.errors import ConfigError, FilterError
 from nvrag.schema import Chunk, FilterCondition, IndexManifest
-from nvrag.store.base import COLUMN_FIELDS, ScoredChunk, Store, Table, check_index_name
+from nvrag.store.base import COLUMN_FIELDS, ManifestStore, ScoredChunk, Table
 
 # Index names cannot start with "_" (check_index_name), so this table never collides with one.
 MANIFEST_TABLE = "_nvrag_manifests"
@@ -110,9 +108,6 @@ def _scored(rows: list[dict[str, Any]], score: Any, with_vectors: bool = False) 
         )
         for r in rows
     ]
-
-
-STAGING = "#staging"  # manifest key suffix of a rebuild; "#" never occurs in an index name
 
 
 class LanceTable(Table):
@@ -287,11 +282,11 @@ class LanceTable(Table):
                 self._table.create_index(column, config=_fts_config(), replace=True)
 
 
-class LanceStore(Store):
+class LanceStore(ManifestStore):
     """Indexes in an embedded LanceDB database at ``uri`` (a local directory or an object-store URI)."""
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri
+        self.uri = self.location = uri
         self._db = lancedb.connect(uri)
 
     def _tables(self) -> set[str]:
@@ -317,27 +312,11 @@ class LanceStore(Store):
         table = self._db.open_table(MANIFEST_TABLE)
         table.merge_insert("name").when_matched_update_all().when_not_matched_insert_all().execute(row)
 
-    def list_indexes(self) -> list[str]:
-        return sorted(name for name in self._manifests() if STAGING not in name)
+    def _delete_manifests(self, keys: Sequence[str]) -> None:
+        if MANIFEST_TABLE in self._tables():
+            self._db.open_table(MANIFEST_TABLE).delete(f"name IN ({', '.join(_quote(k) for k in keys)})")
 
-    def manifest(self, name: str) -> IndexManifest:
-        found = self._manifests().get(name) if STAGING not in name else None
-        if found is None:
-            known = ", ".join(self.list_indexes()) or "none yet"
-            raise IndexNotFoundError(f"no index named {name!r} (indexes: {known})")
-        return found
-
-    def exists(self, name: str) -> bool:
-        return STAGING not in name and name in self._manifests()
-
-    def open(self, name: str) -> LanceTable:
-        manifest = self._manifests().get(name) if STAGING not in name else None
-        if manifest is None:
-            known = ", ".join(self.list_indexes()) or "none yet"
-            raise IndexNotFoundError(f"no index named {name!r} in {self.uri} (indexes: {known})")
-        return self._open_manifest(manifest, name)
-
-    def _open_manifest(self, manifest: IndexManifest, key: str) -> LanceTable:
+    def _open_table(self, manifest: IndexManifest, key: str) -> LanceTable:
         physical = manifest.table or manifest.name
         # The manifest is written before the table is created, so a crash in between leaves a manifest
         # with no table: create the empty table now rather than fail.
@@ -347,56 +326,13 @@ class LanceStore(Store):
             table = self._db.create_table(physical, schema=chunk_schema(manifest.dimension, manifest.vector_dtype))
         return LanceTable(self, manifest, table, key)
 
-    def open_staging(self, name: str) -> LanceTable | None:
-        manifest = self._manifests().get(name + STAGING)
-        return None if manifest is None else self._open_manifest(manifest, name + STAGING)
-
-    def create_staging(self, manifest: IndexManifest) -> LanceTable:
-        live = self.open(manifest.name).manifest
-        old = self.open_staging(manifest.name)
-        if old is not None:  # an abandoned rebuild of other settings: start over
-            self._drop_physical(old.manifest)
-        # "_" cannot start an index name, so this physical name never collides with an index
-        suffix = hashlib.sha256(f"{manifest.created_at}{manifest.model_revision}".encode()).hexdigest()[:8]
-        physical = f"_{manifest.name}__{suffix}"
-        if physical == (live.table or live.name):
-            physical += "b"
-        staged = replace(manifest, table=physical)
-        self._write_manifest(staged, manifest.name + STAGING)
-        return self._open_manifest(staged, manifest.name + STAGING)
-
-    def publish_staging(self, name: str) -> LanceTable:
-        staged = self.open_staging(name)
-        if staged is None:
-            raise IndexNotFoundError(f"index {name!r} has no rebuild in progress")
-        old = self.open(name).manifest
-        self._write_manifest(staged.manifest, name)  # the switch: one commit
-        self._db.open_table(MANIFEST_TABLE).delete(f"name = {_quote(name + STAGING)}")
-        if (old.table or old.name) != staged.manifest.table:
-            self._drop_physical(old)
-        return self.open(name)
-
     def _drop_physical(self, manifest: IndexManifest) -> None:
         physical = manifest.table or manifest.name
         if physical in self._tables():
             self._db.drop_table(physical)
 
-    def create(self, manifest: IndexManifest) -> LanceTable:
-        check_index_name(manifest.name)
-        if self.exists(manifest.name):
-            raise ConfigError(f"an index named {manifest.name!r} already exists in {self.uri}")
+    def _check_new(self, manifest: IndexManifest) -> None:
         if manifest.name in self._tables():
             raise ConfigError(
                 f"{self.uri} holds a table {manifest.name!r} that nvrag did not create; choose another index name"
             )
-        self._write_manifest(manifest)
-        return self.open(manifest.name)
-
-    def drop(self, name: str) -> None:
-        if not self.exists(name):
-            raise IndexNotFoundError(f"no index named {name!r} in {self.uri}")
-        staging = self.open_staging(name)
-        if staging is not None:
-            self._drop_physical(staging.manifest)
-        self._drop_physical(self.open(name).manifest)
-        self._db.open_table(MANIFEST_TABLE).delete(f"name IN ({_quote(name)}, {_quote(name + STAGING)})")

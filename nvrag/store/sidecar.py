@@ -15,19 +15,17 @@ import re
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from nvrag.errors import ConfigError, IndexNotFoundError
+from nvrag.errors import ConfigError
 from nvrag.schema import Chunk, FilterCondition, IndexManifest
-from nvrag.store.base import ScoredChunk, Store, Table, check_index_name
+from nvrag.store.base import STAGING, ManifestStore, ScoredChunk, Table
 from nvrag.store.filtering import check_types, matches
 
-STAGING = "#staging"
 _TERM = re.compile(r"\w+", re.UNICODE)
 Vectors = npt.NDArray[np.float32]
 
@@ -234,11 +232,12 @@ def _chunk(row: Sequence[Any]) -> Chunk:
     )
 
 
-class SidecarStore(Store):
+class SidecarStore(ManifestStore):
     """A directory of indexes: SQLite for chunks, metadata, manifests and BM25; a VectorIndex per index."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.location = str(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.root / "nvrag.sqlite"), check_same_thread=False)
         # INSERT OR REPLACE deletes the old row; its delete trigger (which updates FTS5) fires only with this on
@@ -288,73 +287,22 @@ class SidecarStore(Store):
             self._db.execute(f'DROP TABLE IF EXISTS "c_{physical}"')
         self._open_vectors(physical, dimension).drop()
 
-    def _open(self, manifest: IndexManifest, key: str) -> SidecarTable:
+    def _open_table(self, manifest: IndexManifest, key: str) -> SidecarTable:
         self._create_tables(manifest.table or manifest.name)
         return SidecarTable(self, manifest, key)
 
-    def list_indexes(self) -> list[str]:
-        return sorted(k for k in self._manifests() if STAGING not in k)
+    def _drop_physical(self, manifest: IndexManifest) -> None:
+        self._drop_tables(manifest.table or manifest.name, manifest.dimension)
 
-    def manifest(self, name: str) -> IndexManifest:
-        found = self._manifests().get(name) if STAGING not in name else None
-        if found is None:
-            known = ", ".join(self.list_indexes()) or "none yet"
-            raise IndexNotFoundError(f"no index named {name!r} (indexes: {known})")
-        return found
+    def _delete_manifests(self, keys: Sequence[str]) -> None:
+        with self._db:
+            self._db.executemany("DELETE FROM manifests WHERE key = ?", [(k,) for k in keys])
 
-    def exists(self, name: str) -> bool:
-        return STAGING not in name and name in self._manifests()
-
-    def open(self, name: str) -> SidecarTable:
-        manifest = self._manifests().get(name) if STAGING not in name else None
-        if manifest is None:
-            known = ", ".join(self.list_indexes()) or "none yet"
-            raise IndexNotFoundError(f"no index named {name!r} in {self.root} (indexes: {known})")
-        return self._open(manifest, name)
-
-    def create(self, manifest: IndexManifest) -> SidecarTable:
-        check_index_name(manifest.name)
+    def _check_new(self, manifest: IndexManifest) -> None:
         if manifest.vector_dtype != "float32":
             raise ConfigError(f"{type(self).__name__} stores float32 vectors only; float16 needs the LanceDB store")
-        if self.exists(manifest.name):
-            raise ConfigError(f"an index named {manifest.name!r} already exists in {self.root}")
-        self._write_manifest(manifest)
-        return self.open(manifest.name)
 
-    def drop(self, name: str) -> None:
-        manifest = self.open(name).manifest
-        staging = self.open_staging(name)
-        if staging is not None:
-            self._drop_tables(staging.manifest.table, staging.manifest.dimension)
-        self._drop_tables(manifest.table or manifest.name, manifest.dimension)
-        with self._db:
-            self._db.execute("DELETE FROM manifests WHERE key IN (?, ?)", (name, name + STAGING))
-
-    def open_staging(self, name: str) -> SidecarTable | None:
-        manifest = self._manifests().get(name + STAGING)
-        return None if manifest is None else self._open(manifest, name + STAGING)
-
-    def create_staging(self, manifest: IndexManifest) -> SidecarTable:
-        live = self.open(manifest.name).manifest
-        old = self.open_staging(manifest.name)
-        if old is not None:
-            self._drop_tables(old.manifest.table, old.manifest.dimension)
-        suffix = hashlib.sha256(f"{manifest.created_at}{manifest.model_revision}".encode()).hexdigest()[:8]
-        physical = f"_{manifest.name}__{suffix}"
-        if physical == (live.table or live.name):
-            physical += "b"
-        staged = replace(manifest, table=physical)
-        self._write_manifest(staged, manifest.name + STAGING)
-        return self._open(staged, manifest.name + STAGING)
-
-    def publish_staging(self, name: str) -> SidecarTable:
-        staged = self.open_staging(name)
-        if staged is None:
-            raise IndexNotFoundError(f"index {name!r} has no rebuild in progress")
-        old = self.open(name).manifest
+    def _switch(self, name: str, staged: IndexManifest) -> None:
         with self._db:  # the switch: one transaction
-            self._db.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?)", (name, staged.manifest.to_json()))
+            self._db.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?)", (name, staged.to_json()))
             self._db.execute("DELETE FROM manifests WHERE key = ?", (name + STAGING,))
-        if (old.table or old.name) != staged.manifest.table:
-            self._drop_tables(old.table or old.name, old.dimension)
-        return self.open(name)

@@ -168,3 +168,14 @@ def test_reopening_from_disk_gives_the_same_results(backend: tuple[str, Store], 
     before = [(h.chunk.chunk_id, round(h.score, 5)) for h in table.search(q, 5)]
     again = BACKENDS[name](tmp_path / name).open("docs")
     assert [(h.chunk.chunk_id, round(h.score, 5)) for h in again.search(q, 5)] == before
+
+
+def test_a_staging_row_left_by_a_crash_after_the_switch_is_forgotten(backend: tuple[str, Store]) -> None:
+    _, store = backend
+    filled(store)
+    live = store.manifest("docs")
+    # the switch committed, the process died before the staging row was deleted: it names the live table
+    store._write_manifest(replace(live, table=live.table or live.name), "docs#staging")  # type: ignore[attr-defined]
+    assert store.open_staging("docs") is None
+    assert store.open("docs").count() == 60  # nothing of the live index was dropped
+    assert store.open_staging("docs") is None
