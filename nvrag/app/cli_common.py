@@ -1,0 +1,95 @@
+"""What every `nvrag` command shares: the Typer app, consoles, common options, exit codes, and the one place
+domain errors become a red line and exit code 2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from nvrag import __version__
+from nvrag.app.settings import ENV_DB, ENV_MODEL
+from nvrag.errors import NvRagError
+
+EXIT_OK = 0
+EXIT_INPUT_FAILURES = 1
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
+
+app = typer.Typer(
+    name="nvrag",
+    help=(
+        "Index documents with NV-Embed-v2 (or the bundled all-MiniLM-L6-v2) into LanceDB and search them.\n\n"
+        "Exit codes: 0 success; 1 indexing finished but some inputs failed (listed in the report); "
+        "2 a usage error or a user mistake (missing path, unknown index or model, model mismatch); "
+        "130 indexing stopped by Ctrl-C (run it again to continue)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", envvar=ENV_DB, help="LanceDB data directory (default: the user data dir).", show_default=False
+    ),
+]
+IndexOption = Annotated[str, typer.Option("--index", "-i", help="Name of the index.")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        envvar=ENV_MODEL,
+        help="Model name or 'auto' (NV-Embed-v2 on a CUDA GPU with its weights, else the bundled MiniLM). "
+        "An existing index always uses its own model.",
+        show_default=False,
+    ),
+]
+ModelPathOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--model-path",
+        help="Load the model from this checkpoint folder (an NV-Embed checkpoint, recognised by its config.json).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+TaskOption = Annotated[
+    str | None, typer.Option("--task", "-t", help="Query instruction preset by task name, e.g. SciFact.")
+]
+InstructionOption = Annotated[
+    str | None, typer.Option("--instruction", help="Free-text query instruction (instead of --task).")
+]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn nvrag's domain errors into one clear line and exit code 2."""
+    try:
+        yield
+    except NvRagError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"nvrag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """nvrag: retrieval with NV-Embed-v2 over LanceDB."""

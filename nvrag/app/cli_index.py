@@ -1,0 +1,291 @@
+"""`nvrag index`, `nvrag embed` and `nvrag optimize`: what goes into an index."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from nvrag.app.cli_common import (
+    EXIT_INPUT_FAILURES,
+    EXIT_INTERRUPTED,
+    DbOption,
+    IndexOption,
+    InstructionOption,
+    JsonOption,
+    ModelOption,
+    ModelPathOption,
+    TaskOption,
+    app,
+    err,
+    out,
+    user_errors,
+)
+from nvrag.app.progress import index_progress
+from nvrag.app.settings import Settings
+from nvrag.app.wiring import build_indexer, choose, load_model, open_store
+from nvrag.embedder import resolve_instruction
+from nvrag.errors import ConfigError, InputError
+from nvrag.indexer import IndexReport, StopFlag, load_corpus
+from nvrag.indexer.formats import TableColumns
+from nvrag.indexer.loaders import count_items
+from nvrag.schema import ChunkerSettings
+
+
+@app.command()
+def index(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A file or a directory (read recursively): .txt, .md, .html, .pdf, .docx, .jsonl, .json, "
+            ".csv, .tsv, .parquet."
+        ),
+    ],
+    index: IndexOption = "default",
+    model: ModelOption = None,
+    chunk_tokens: Annotated[
+        int | None, typer.Option(help="Tokens per chunk (default 200, capped at the model's limit).")
+    ] = None,
+    overlap: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks (default 32).")] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Remove chunks of documents that are no longer in PATH.")
+    ] = False,
+    vector_dtype: Annotated[
+        str,
+        typer.Option(
+            "--vector-dtype", help="New index (or --reembed): float32, or float16 for half the memory (LanceDB)."
+        ),
+    ] = "float32",
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size", min=1, help="Chunks embedded and committed together; a crash loses at most one batch."
+        ),
+    ] = 256,
+    reembed: Annotated[
+        bool,
+        typer.Option(
+            "--reembed",
+            help="Allow another model or chunker for an existing index: rebuild it beside the old one and "
+            "switch when done (the old index stays searchable until then).",
+        ),
+    ] = False,
+    id_column: Annotated[str, typer.Option("--id-column", help="Tables and JSON: the id column.")] = "id",
+    text_column: Annotated[str, typer.Option("--text-column", help="Tables and JSON: the text column.")] = "text",
+    title_column: Annotated[str, typer.Option("--title-column", help="Tables and JSON: the title column.")] = "title",
+    metadata_columns: Annotated[
+        str | None,
+        typer.Option(
+            "--metadata-columns",
+            help="Tables and JSON: comma-separated columns kept as metadata (default: all others).",
+        ),
+    ] = None,
+    model_path: ModelPathOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Index documents into a named index; re-running embeds only new or changed chunks.
+
+    JSONL files hold one object per line with "id" and "text", an optional "title", and any other
+    fields as metadata. Files or lines that cannot be read are reported and skipped; the report is also
+    written as JSON next to the index (DB/INDEX.report.json). Ctrl-C stops after the batch in flight; running
+    the same command again continues. Exit codes: 0 done; 1 some inputs failed; 2 usage error; 130 stopped.
+    """
+    with user_errors():
+        settings = Settings.from_env(db=db)
+        if not path.exists():
+            raise InputError(f"{path}: no such file or directory")
+        store = open_store(settings)
+        chunker = _chunker(chunk_tokens, overlap)
+        indexer, choice = build_indexer(settings, store, index, model, chunker, model_path, reembed=reembed)
+        indexer.check(index, reembed=reembed)
+        indexer.batch_chunks = batch_size
+        indexer.vector_dtype = vector_dtype
+        err.print(f"model: {choice.reason} (license {choice.license})")
+        stop = StopFlag()
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_interrupt(signum: int, frame: object) -> None:
+            if stop.requested:
+                raise KeyboardInterrupt
+            stop.set()
+            err.print("stopping after the batch in flight (Ctrl-C again to abort at once)")
+
+        signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            with index_progress(err, count_items(path)) as on_progress:
+                indexer.on_progress = on_progress
+                columns = TableColumns(
+                    id=id_column,
+                    text=text_column,
+                    title=title_column,
+                    metadata=tuple(c.strip() for c in metadata_columns.split(",") if c.strip())
+                    if metadata_columns is not None
+                    else None,
+                )
+                report = indexer.index(index, load_corpus(path, columns), prune=prune, reembed=reembed, stop=stop)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        _write_report(settings, index, report)
+    if as_json:
+        out.print_json(data=report.to_dict())
+    else:
+        for failure in report.failures:
+            err.print(f"[yellow]skipped[/] {failure.source}: {failure.reason}")
+        verb = "rebuilt" if report.reembedded else "created" if report.created else "updated"
+        if report.chunks_added == 0 and report.chunks_removed == 0 and not report.reembedded:
+            err.print(
+                f"index {index!r} is up to date: {report.documents} documents, {report.chunks_unchanged} chunks "
+                "unchanged, nothing to embed"
+            )
+        else:
+            err.print(
+                f"index {index!r} {verb}: {report.documents} documents, {report.chunks_added} chunks added, "
+                f"{report.chunks_unchanged} unchanged, {report.chunks_removed} removed, {report.failed} failed"
+            )
+    if report.interrupted:
+        err.print(f"stopped early: {report.chunks_added} chunks were stored; run the same command again to continue")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if report.failed:
+        raise typer.Exit(EXIT_INPUT_FAILURES)
+
+
+def _write_report(settings: Settings, index: str, report: IndexReport) -> None:
+    """The run's report as JSON next to the index (local data directories only)."""
+    if "://" in settings.db:
+        return
+    payload = {**report.to_dict(), "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    (Path(settings.db).expanduser() / f"{index}.report.json").write_text(
+        json.dumps(payload, indent=2) + "\n", encoding="utf-8"
+    )
+
+
+def _chunker(chunk_tokens: int | None, overlap: int | None) -> ChunkerSettings | None:
+    if chunk_tokens is None and overlap is None:
+        return None  # the index's own settings, or the defaults for a new index
+    default = ChunkerSettings()
+    size = chunk_tokens if chunk_tokens is not None else default.chunk_tokens
+    return ChunkerSettings(
+        chunk_tokens=size, overlap_tokens=overlap if overlap is not None else min(default.overlap_tokens, size // 4)
+    )
+
+
+@app.command()
+def embed(
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed (or use --input).")] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            help="JSON lines: each a JSON string or an object with a 'text' field; '-' reads stdin.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write .npy (float32 [n, dim]) or .jsonl; default stdout.")
+    ] = None,
+    query: Annotated[bool, typer.Option("--query", help="Embed as queries (with the instruction).")] = False,
+    task: TaskOption = None,
+    instruction: InstructionOption = None,
+    prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--prefix",
+            help="A raw instruction string put before every text exactly as given (NV-Embed's reference "
+            "`instruction` argument: no template; empty means passage mode). Excludes --query.",
+        ),
+    ] = None,
+    model: ModelOption = None,
+    model_path: ModelPathOption = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", help="Truncate inputs to N tokens (BOS and instruction included).")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="float32, float16 or bfloat16 (default: bf16 on CUDA, else fp32).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda if present).")
+    ] = None,
+) -> None:
+    """Embed texts as documents (default) or queries; output JSON lines or a .npy array, in input order."""
+    with user_errors():
+        items = list(texts or []) + (_read_texts(input_file) if input_file is not None else [])
+        if not items:
+            raise InputError("nothing to embed: give texts as arguments or --input FILE (or '-' for stdin)")
+        if (task or instruction) and not query:
+            raise ConfigError("--task and --instruction apply to queries; add --query")
+        if prefix is not None and query:
+            raise ConfigError("--prefix is a raw instruction used as is; give either --prefix or --query, not both")
+        settings = replace(Settings.from_env(), dtype=dtype, device=device) if dtype or device else Settings.from_env()
+        choice = choose(settings, model, model_path)
+        err.print(f"model: {choice.reason} (license {choice.license})")
+        embedder = load_model(settings, choice.name, model_path=choice.model_path, max_length=max_length)
+        if prefix is not None:
+            vectors = embedder.embed_with_prefix(items, prefix)
+        elif query:
+            vectors = embedder.embed_queries(items, instruction=resolve_instruction(task, instruction))
+        else:
+            vectors = embedder.embed_documents(items)
+        if output is not None and output.suffix == ".npy":
+            np.save(output, vectors.astype(np.float32))
+            err.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 to {output}")
+            return
+        lines = "".join(json.dumps({"embedding": [float(x) for x in v]}) + "\n" for v in vectors)
+        if output is None:
+            sys.stdout.write(lines)
+        else:
+            output.write_text(lines, encoding="utf-8")
+            err.print(f"wrote {len(vectors)} embeddings to {output}")
+
+
+def _read_texts(path: Path) -> list[str]:
+    if str(path) == "-":
+        lines = sys.stdin.read().splitlines()
+        where = "stdin"
+    else:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--input {path}: cannot read it ({exc})") from exc
+        where = str(path)
+    texts: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(
+                f"{where} line {number}: not JSON; each line must be a JSON string or an object with 'text'"
+            ) from None
+        if isinstance(value, dict) and isinstance(value.get("text"), str):
+            texts.append(value["text"])
+        elif isinstance(value, str):
+            texts.append(value)
+        else:
+            raise InputError(f"{where} line {number}: expected a JSON string or an object with a 'text' string")
+    return texts
+
+
+@app.command()
+def optimize(
+    index: Annotated[str, typer.Argument(help="The index to optimise.")],
+    ann: Annotated[
+        str, typer.Option("--ann", help="ivf-pq or hnsw: build an approximate vector index; none: drop it.")
+    ] = "ivf-pq",
+    db: DbOption = None,
+) -> None:
+    """Build an approximate-nearest-neighbour vector index for a large index (5,000 rows or more).
+
+    Searches then probe the ANN index and re-rank candidates with the full vectors. Smaller indexes stay exact.
+    Appends keep the ANN and full-text indexes current (nvrag index refreshes them).
+    """
+    with user_errors():
+        store = open_store(Settings.from_env(db=db))
+        err.print(store.open(index).build_ann(ann))

@@ -1,0 +1,284 @@
+"""`nvrag search`, `nvrag eval`, `nvrag ui` and `nvrag info`: what comes out of an index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table as RichTable
+
+from nvrag.app.cli_common import (
+    DbOption,
+    IndexOption,
+    InstructionOption,
+    JsonOption,
+    ModelOption,
+    ModelPathOption,
+    TaskOption,
+    app,
+    err,
+    out,
+    user_errors,
+)
+from nvrag.app.progress import index_progress
+from nvrag.app.settings import Settings
+from nvrag.app.wiring import build_retriever, build_web_app, choose, load_model, open_store
+from nvrag.embedder import REGISTRY, TASK_INSTRUCTIONS, resolve_instruction
+from nvrag.errors import ConfigError
+from nvrag.evaluation import METRICS, evaluate
+from nvrag.evaluation.plot import save_plot
+from nvrag.retriever import MODES, parse_filters
+from nvrag.schema import Hit
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="The query text.")],
+    index: IndexOption = "default",
+    k: Annotated[int, typer.Option("-k", "--top-k", help="How many hits to return.", min=1, max=1000)] = 10,
+    task: TaskOption = None,
+    instruction: InstructionOption = None,
+    mode: Annotated[
+        str, typer.Option("--mode", help="dense (embeddings), bm25 (full text) or hybrid (both, fused by RRF).")
+    ] = "dense",
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            "-f",
+            help='Metadata condition, e.g. "lang = en", "year >= 2020", "kind in (a, b)"; '
+            "join with 'and' or repeat the option (all must hold). See docs/search.md.",
+        ),
+    ] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Drop hits scoring lower (cosine, BM25 or RRF by mode).")
+    ] = None,
+    mmr_lambda: Annotated[
+        float | None,
+        typer.Option("--mmr", help="Diversify with maximal marginal relevance: 1 = relevance only, 0 = most diverse."),
+    ] = None,
+    rrf_k: Annotated[int, typer.Option("--rrf-k", help="Reciprocal rank fusion constant (hybrid mode).")] = 60,
+    model: ModelOption = None,
+    model_path: ModelPathOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Search an index with its own model; --model other than the index's is refused."""
+    with user_errors():
+        if not query.strip():
+            raise ConfigError("the query is empty; give some text to search for")
+        settings = Settings.from_env(db=db)
+        store = open_store(settings)
+        if not store.exists(index):
+            store.open(index)  # raises IndexNotFoundError naming the known indexes
+        retriever = build_retriever(settings, store, index, model, model_path)
+        text = resolve_instruction(task, instruction)
+        if text is not None and not retriever.embedder.info.takes_instructions:
+            err.print(f"note: {retriever.embedder.name} takes no query instruction; searching without it")
+        if mode not in MODES:
+            raise ConfigError(f"unknown --mode {mode!r}; use dense, bm25 or hybrid")
+        conditions = parse_filters(filters or [])
+        hits = retriever.search(
+            query,
+            k,
+            instruction=text,
+            mode=mode,  # checked against MODES above
+            filters=conditions,
+            min_score=min_score,
+            mmr_lambda=mmr_lambda,
+            rrf_k=rrf_k,
+        )
+    if as_json:
+        out.print_json(data=[_hit_json(h) for h in hits])
+        return
+    if not hits:
+        if retriever.table.count() == 0:
+            err.print(f"no results: index {index!r} is empty")
+        else:
+            err.print(
+                "no results: nothing matched"
+                + (" the filter" if filters else "")
+                + (" above --min-score" if min_score is not None else "")
+            )
+        return
+    table = RichTable(show_lines=False, title=f"{len(hits)} hits for {query!r} in {index!r}")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("doc_id")
+    table.add_column("text")
+    for hit in hits:
+        snippet = " ".join(hit.text.split())
+        snippet = snippet if len(snippet) <= 160 else snippet[:157] + "..."
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.doc_id, snippet)
+    out.print(table)
+
+
+def _hit_json(hit: Hit) -> dict[str, object]:
+    return {
+        "rank": hit.rank,
+        "score": round(hit.score, 6),
+        "doc_id": hit.doc_id,
+        "source": hit.source,
+        "text": hit.text,
+        "title": hit.title,
+        "chunk_no": hit.chunk_no,
+        "start": hit.start,
+        "end": hit.end,
+        "metadata": hit.metadata,
+        "page": hit.page,
+        "dense_rank": hit.dense_rank,
+        "dense_score": hit.dense_score,
+        "bm25_rank": hit.bm25_rank,
+        "bm25_score": hit.bm25_score,
+    }
+
+
+@app.command(name="eval")
+def eval_command(
+    dataset: Annotated[
+        Path, typer.Argument(help="A BEIR dataset folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv.")
+    ],
+    model: ModelOption = None,
+    model_path: ModelPathOption = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", "-t", help="Query instruction preset (default: the dataset's name when it is one)."),
+    ] = None,
+    instruction: InstructionOption = None,
+    split: Annotated[str, typer.Option("--split", help="Which qrels/SPLIT.tsv to evaluate.")] = "test",
+    mode: Annotated[str, typer.Option("--mode", help="dense, bm25 or hybrid.")] = "dense",
+    chunked: Annotated[
+        bool, typer.Option("--chunked", help="Evaluate a chunked index (a document scores as its best chunk).")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write DIR/metrics.json and DIR/metrics.png.")
+    ] = None,
+    index: Annotated[
+        str | None, typer.Option("--index", help="Index to build or reuse (default: eval-DATASET-MODEL-doc|chunked).")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure retrieval quality on a BEIR dataset: nDCG@10, MAP@100, Recall@100, MRR@10 (pytrec_eval).
+
+    Follows the MTEB protocol by default (one vector per document from title + " " + text, queries with the
+    task's instruction, a query's own id never counted), so results compare with published figures. The
+    index is built once and reused: re-running embeds nothing.
+    """
+    with user_errors():
+        if mode not in MODES:
+            raise ConfigError(f"unknown --mode {mode!r}; use dense, bm25 or hybrid")
+        if task is None and instruction is None and dataset.name.lower() in {t.lower() for t in TASK_INSTRUCTIONS}:
+            task = dataset.name
+        text = resolve_instruction(task, instruction)
+        settings = Settings.from_env(db=db)
+        store = open_store(settings)
+        choice = choose(settings, model, model_path)
+        embedder = load_model(settings, choice.name, model_path=choice.model_path)
+        err.print(f"model: {choice.reason} (license {choice.license})")
+        if text is not None:
+            note = "" if embedder.info.takes_instructions else f" (ignored: {embedder.name} takes no instruction)"
+            err.print(f"query instruction: {text!r}{note}")
+        with index_progress(err) as on_progress:
+            result = evaluate(
+                dataset,
+                store,
+                embedder,
+                split=split,
+                mode=mode,  # checked against MODES above
+                instruction=text,
+                chunked=chunked,
+                index=index,
+                on_progress=on_progress,
+            )
+        if output is not None:
+            output.mkdir(parents=True, exist_ok=True)
+            (output / "metrics.json").write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+            save_plot(result, output / "metrics.png")
+    for line in result.skipped:
+        err.print(f"note: {line}")
+    reused = result.indexing.chunks_added == 0
+    err.print(
+        f"index {result.index!r}: {'reused' if reused else 'built'} in {result.seconds_indexing:.1f} s; "
+        f"{result.queries} queries in {result.seconds_queries:.1f} s"
+    )
+    if as_json:
+        out.print_json(data=result.to_json())
+        return
+    table = RichTable(title=f"{result.dataset} ({result.split}) - {result.model} - {result.mode}")
+    for name in METRICS:
+        table.add_column(name, justify="right")
+    table.add_row(*(f"{100 * result.metrics[name]:.2f}" for name in METRICS))
+    out.print(table)
+    if output is not None:
+        out.print(f"wrote {output / 'metrics.json'} and {output / 'metrics.png'}")
+
+
+@app.command()
+def ui(
+    index: Annotated[str | None, typer.Option("--index", "-i", help="Index selected when the page opens.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; the default serves this machine only.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 7860,
+    db: DbOption = None,
+) -> None:
+    """Start the web search UI (Gradio). Loopback only by default; no public share link.
+
+    Set NVRAG_UI_USER and NVRAG_UI_PASSWORD to require a login. Uploads are limited to .txt, .md and .jsonl
+    files of 20 MB and stored, with sanitised names, under the data directory's uploads/ folder.
+    """
+    with user_errors():
+        settings = Settings.from_env(db=db)
+        store = open_store(settings)
+        if index is not None and not store.exists(index):
+            store.open(index)  # raises IndexNotFoundError naming the known indexes
+        server = build_web_app(settings, store, index)
+    where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+    err.print(f"nvrag UI on {where} (Ctrl-C stops it)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/] listening on {host}: other machines can reach this UI")
+    import uvicorn
+
+    uvicorn.run(server, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def info(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List the indexes (model, dimension, rows, updated time) and the available models."""
+    with user_errors():
+        settings = Settings.from_env(db=db)
+        store = open_store(settings)
+        tables = [store.open(name) for name in store.list_indexes()]
+    if as_json:
+        out.print_json(
+            data={
+                "db": settings.db,
+                "indexes": [{"manifest": t.manifest.to_dict(), "rows": t.count()} for t in tables],
+                "models": [
+                    {"name": s.name, "dimension": s.dimension, "max_tokens": s.max_tokens, "license": s.license}
+                    for s in REGISTRY.values()
+                ],
+            }
+        )
+        return
+    out.print(f"data directory: {settings.db}")
+    if tables:
+        table = RichTable(title="indexes")
+        for column in ("index", "model", "dim", "rows", "chunker", "updated"):
+            table.add_column(column)
+        for t in tables:
+            m = t.manifest
+            chunker = f"{m.chunker.chunk_tokens}/{m.chunker.overlap_tokens}"
+            table.add_row(m.name, m.model, str(m.dimension), str(t.count()), chunker, m.updated_at)
+        out.print(table)
+    else:
+        out.print("no indexes yet: create one with `nvrag index PATH --index NAME`")
+    models = RichTable(title="models")
+    for column in ("model", "dim", "max tokens", "license", "about"):
+        models.add_column(column)
+    for s in REGISTRY.values():
+        models.add_row(s.name, str(s.dimension), str(s.max_tokens), s.license, s.description)
+    out.print(models)
