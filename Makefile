@@ -43,6 +43,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check nvrag tests bench data/demo
 	$(BIN)/ruff format --check nvrag tests bench data/demo
+	$(BIN)/hadolint docker/Dockerfile.cpu docker/Dockerfile.cuda
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy

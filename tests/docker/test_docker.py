@@ -1,0 +1,92 @@
+"""What can be tested of docker/ without a Docker engine: hadolint, the entrypoint script, the images' promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+DOCKER = REPO / "docker"
+ENTRYPOINT = DOCKER / "entrypoint.sh"
+DOCKERFILES = [DOCKER / "Dockerfile.cpu", DOCKER / "Dockerfile.cuda"]
+
+
+def test_dockerfiles_pass_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run([hadolint, *map(str, DOCKERFILES)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_run_as_a_user_have_a_health_check_and_no_weights(dockerfile: Path) -> None:
+    text = dockerfile.read_text(encoding="utf-8")
+    assert "\nUSER 10001\n" in text and "HEALTHCHECK" in text
+    copies = [line for line in text.splitlines() if line.startswith("COPY")]
+    assert not any("safetensors" in line or "NV-Embed" in line or "models" in line for line in copies)
+
+
+def test_compose_binds_loopback_and_keeps_the_index_in_a_volume() -> None:
+    text = (DOCKER / "compose.yaml").read_text(encoding="utf-8")
+    assert '"127.0.0.1:7860:7860"' in text and "nvrag-data:/data" in text
+    assert "/models/NV-Embed-v2:ro" in text  # weights mounted read-only at run time
+
+
+def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The entrypoint with a stand-in `nvrag` that prints the arguments it was given, one call per line."""
+    stub = tmp_path / "nvrag-stub"
+    stub.write_text('#!/bin/sh\necho "nvrag $*"\n', encoding="utf-8")
+    stub.chmod(0o755)
+    base = {"PATH": os.environ["PATH"], "NVRAG_BIN": str(stub), "NVRAG_DB": str(tmp_path / "data")}
+    return subprocess.run(["sh", str(ENTRYPOINT), *args], capture_output=True, text=True, env=base | env, check=False)
+
+
+def test_default_starts_the_ui_on_all_interfaces_of_the_container(tmp_path: Path) -> None:
+    done = run(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "nvrag ui --host 0.0.0.0 --port 7860\n"
+    assert (tmp_path / "data").is_dir()
+    assert run(tmp_path, "ui", "--index", "x", NVRAG_PORT="9000").stdout == (
+        "nvrag ui --host 0.0.0.0 --port 9000 --index x\n"
+    )
+
+
+def test_demo_mode_indexes_the_demo_corpus_first(tmp_path: Path) -> None:
+    done = run(tmp_path, NVRAG_DEMO="1", NVRAG_DEMO_CORPUS="/corpus.jsonl")
+    assert done.stdout.splitlines() == [
+        "nvrag index /corpus.jsonl --index demo",
+        "nvrag ui --host 0.0.0.0 --port 7860 --index demo",
+    ]
+
+
+def test_other_commands_pass_through(tmp_path: Path) -> None:
+    assert run(tmp_path, "search", "a query", "--index", "x").stdout == "nvrag search a query --index x\n"
+
+
+def test_mistakes_in_the_environment_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    missing = run(tmp_path, NVRAG_NVEMBED_PATH=str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert missing.stderr == (
+        f"nvrag-entrypoint: NVRAG_NVEMBED_PATH={tmp_path / 'nowhere'} has no config.json: mount the NV-Embed-v2 "
+        "checkpoint folder there\n"
+    )
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    bad_db = run(tmp_path, NVRAG_DB=str(blocker / "db"))
+    assert bad_db.returncode == 2
+    assert bad_db.stderr.startswith(f"nvrag-entrypoint: cannot create the data directory {blocker / 'db'}")
+
+
+def test_the_entrypoint_runs_the_real_cli(tmp_path: Path) -> None:
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "NVRAG_DB": str(tmp_path / "db")}
+    done = subprocess.run(
+        ["sh", str(ENTRYPOINT), "info", "--json"], capture_output=True, text=True, env=env, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["db"] == str(tmp_path / "db")
