@@ -30,7 +30,7 @@ from nvrag.app.cli_common import (
 )
 from nvrag.app.progress import index_progress
 from nvrag.app.settings import Settings
-from nvrag.app.wiring import build_indexer, choose, load_model, open_store
+from nvrag.app.wiring import build_indexer, choose, load_model, open_store, parse_devices
 from nvrag.embedder import resolve_instruction
 from nvrag.errors import ConfigError, InputError
 from nvrag.indexer import IndexReport, StopFlag, load_corpus
@@ -63,6 +63,13 @@ def index(
             "--vector-dtype", help="New index (or --reembed): float32, or float16 for half the memory (LanceDB)."
         ),
     ] = "float32",
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            "--devices",
+            help="One model replica per device: cuda:0,cuda:1,... or auto (every GPU); work split by tokens.",
+        ),
+    ] = None,
     batch_size: Annotated[
         int,
         typer.Option(
@@ -100,6 +107,8 @@ def index(
     """
     with user_errors():
         settings = Settings.from_env(db=db)
+        if devices:
+            settings = replace(settings, devices=parse_devices(devices))
         if not path.exists():
             raise InputError(f"{path}: no such file or directory")
         store = open_store(settings)
@@ -212,6 +221,9 @@ def embed(
     device: Annotated[
         str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda if present).")
     ] = None,
+    devices: Annotated[
+        str | None, typer.Option("--devices", help="One replica per device: cuda:0,cuda:1,... or auto.")
+    ] = None,
 ) -> None:
     """Embed texts as documents (default) or queries; output JSON lines or a .npy array, in input order."""
     with user_errors():
@@ -222,7 +234,11 @@ def embed(
             raise ConfigError("--task and --instruction apply to queries; add --query")
         if prefix is not None and query:
             raise ConfigError("--prefix is a raw instruction used as is; give either --prefix or --query, not both")
-        settings = replace(Settings.from_env(), dtype=dtype, device=device) if dtype or device else Settings.from_env()
+        settings = Settings.from_env()
+        if dtype or device:
+            settings = replace(settings, dtype=dtype, device=device)
+        if devices:
+            settings = replace(settings, devices=parse_devices(devices))
         choice = choose(settings, model, model_path)
         err.print(f"model: {choice.reason} (license {choice.license})")
         embedder = load_model(settings, choice.name, model_path=choice.model_path, max_length=max_length)

@@ -32,6 +32,7 @@ class Settings:
     dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
     attention: str = "auto"  # NV-Embed attention backend
     store: str = "lancedb"  # lancedb | faiss
+    devices: tuple[str, ...] = ()  # several: one model replica per device (--devices)
 
     @classmethod
     def from_env(cls, *, db: str | None = None, model: str | None = None) -> Settings:

@@ -97,10 +97,33 @@ def choose(settings: Settings, requested: str | None, model_path: Path | None = 
     return ModelChoice(name, reason, get_spec(name).license)
 
 
+def parse_devices(spec: str | None) -> tuple[str, ...]:
+    """``--devices``: "cuda:0,cuda:1", "cpu,cpu" (replicas on the CPU), or "auto" (every visible GPU)."""
+    if not spec:
+        return ()
+    if spec.strip().lower() == "auto":
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError("--devices auto needs CUDA GPUs and none is visible; leave it out to use the CPU")
+        return tuple(f"cuda:{i}" for i in range(count))
+    devices = tuple(d.strip() for d in spec.split(",") if d.strip())
+    for d in devices:
+        if d != "cpu" and not (d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit())):
+            raise ConfigError(f"--devices: {d!r} is not a device; use cpu, cuda or cuda:N, comma-separated")
+    return devices
+
+
 def load_options(settings: Settings, model_path: Path | None = None, max_length: int | None = None) -> LoadOptions:
     device = settings.device or ("cuda" if _cuda_available() else "cpu")
     return LoadOptions(
-        device=device, model_path=model_path, max_length=max_length, dtype=settings.dtype, attention=settings.attention
+        device=device,
+        model_path=model_path,
+        max_length=max_length,
+        dtype=settings.dtype,
+        attention=settings.attention,
+        devices=settings.devices,
     )
 
 

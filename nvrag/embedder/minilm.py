@@ -5,6 +5,7 @@ as the model's sentence-transformers config (modules.json) prescribes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from importlib import metadata
@@ -109,7 +110,16 @@ class MiniLMEmbedder(Embedder):
         return np.asarray(pooled.float().cpu().numpy(), dtype=np.float32)
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 def _load_bert(model_dir: Path, device: torch.device) -> Any:
+    # Replicas load in parallel threads, and transformers' lazy module import is not thread-safe: one at a time.
+    with _LOAD_LOCK:
+        return _load_bert_unlocked(model_dir, device)
+
+
+def _load_bert_unlocked(model_dir: Path, device: torch.device) -> Any:
     # transformers is imported here, not at module import: it costs seconds and only this model needs it.
     from transformers import BertModel
     from transformers.utils import logging as hf_logging

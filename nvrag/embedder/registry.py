@@ -7,7 +7,7 @@ all-MiniLM-L6-v2; ``choose_model`` says which and why.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nvrag.embedder.base import Embedder
@@ -21,6 +21,7 @@ from nvrag.embedder.minilm import (
 )
 from nvrag.embedder.nvembed import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME, NVEmbedEmbedder
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
+from nvrag.embedder.replicas import ReplicatedEmbedder
 from nvrag.errors import ModelUnavailableError, UnknownModelError
 
 AUTO = "auto"
@@ -37,6 +38,7 @@ class LoadOptions:
     dtype: str | None = None  # float32 | float16 | bfloat16; None: the model's default for the device
     attention: str = "auto"  # NV-Embed attention backend: auto | eager | sdpa | varlen | flash
     folded: bool = True  # NV-Embed: the folded latent layer (exact in exact arithmetic, fewer FLOPs)
+    devices: tuple[str, ...] = ()  # more than one: a replica per device (ReplicatedEmbedder)
 
 
 def default_batch_tokens(device: str) -> int:
@@ -98,7 +100,7 @@ def _load_nvembed(options: LoadOptions) -> Embedder:
 
 
 def _load_fake(options: LoadOptions) -> Embedder:
-    return WordLengthEmbedder()
+    return WordLengthEmbedder(batch_tokens=options.batch_tokens or 256)
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -153,8 +155,17 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def load_embedder(name: str, options: LoadOptions | None = None) -> Embedder:
-    """Load a registered model (not ``auto``: resolve that with choose_model first)."""
-    return get_spec(name).loader(options or LoadOptions())
+    """Load a registered model (not ``auto``: resolve that with choose_model first).
+
+    With ``options.devices`` of more than one device, one replica per device behind a ReplicatedEmbedder.
+    """
+    options = options or LoadOptions()
+    spec = get_spec(name)
+    if len(options.devices) > 1:
+        return ReplicatedEmbedder([spec.loader(replace(options, device=d, devices=())) for d in options.devices])
+    if len(options.devices) == 1:
+        options = replace(options, device=options.devices[0], devices=())
+    return spec.loader(options)
 
 
 def choose_model(requested: str, *, cuda_available: bool, nvembed_weights: Path | None) -> tuple[str, str]:

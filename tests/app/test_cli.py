@@ -253,3 +253,17 @@ def test_float16_vectors_from_the_cli(tmp_path: Path, corpus: Path, monkeypatch:
         "index", str(corpus), "--index", "h", "--model", FAKE, "--db", str(tmp_path / "f"), "--vector-dtype", "float16"
     )
     assert code == 2 and "FaissStore stores float32 vectors only" in err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_devices_option_runs_replicas_and_checks_names(tmp_path: Path, corpus: Path) -> None:
+    single = run("embed", "a bb", "ccc dddd", "--model", FAKE)[1]
+    code, pooled, err = run("embed", "a bb", "ccc dddd", "--model", FAKE, "--devices", "cpu,cpu")
+    assert code == 0, err
+    assert pooled == single
+    code, _, err = run("embed", "x", "--model", FAKE, "--devices", "gpu0")
+    assert code == 2 and err.startswith("error: --devices: 'gpu0' is not a device")
+    code, _, err = run(
+        "index", str(corpus), "--index", "r", "--model", FAKE, "--db", str(tmp_path / "db"), "--devices", "cpu,cpu"
+    )
+    assert code == 0, err
