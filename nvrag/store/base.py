@@ -42,6 +42,12 @@ class ScoredChunk:
 COLUMN_FIELDS = {"doc_id": "str", "source": "str", "title": "str", "chunk_no": "int"}
 
 
+def check_vectors(chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32], dimension: int) -> None:
+    """Every backend's upsert rule: one vector of the index's dimension per chunk."""
+    if vectors.shape != (len(chunks), dimension):
+        raise ValueError(f"expected vectors of shape ({len(chunks)}, {dimension}), got {vectors.shape}")
+
+
 class Table(ABC):
     """One index: its manifest, its chunks and their vectors."""
 

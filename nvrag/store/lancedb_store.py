@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from nvrag.errors import ConfigError, FilterError
 from nvrag.schema import Chunk, FilterCondition, IndexManifest
-from nvrag.store.base import COLUMN_FIELDS, ManifestStore, ScoredChunk, Table
+from nvrag.store.base import COLUMN_FIELDS, ManifestStore, ScoredChunk, Table, check_vectors
 
 # Index names cannot start with "_" (check_index_name), so this table never collides with one.
 MANIFEST_TABLE = "_nvrag_manifests"
@@ -139,8 +139,7 @@ class LanceTable(Table):
         if not chunks:
             return
         dim = self._manifest.dimension
-        if vectors.shape != (len(chunks), dim):
-            raise ValueError(f"expected vectors of shape ({len(chunks)}, {dim}), got {vectors.shape}")
+        check_vectors(chunks, vectors, dim)
         half = self._manifest.vector_dtype == "float16"
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float16 if half else np.float32).reshape(-1))
         data = pa.table(

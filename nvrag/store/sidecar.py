@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from nvrag.errors import ConfigError
 from nvrag.schema import Chunk, FilterCondition, IndexManifest
-from nvrag.store.base import STAGING, ManifestStore, ScoredChunk, Table
+from nvrag.store.base import STAGING, ManifestStore, ScoredChunk, Table, check_vectors
 from nvrag.store.filtering import check_types, matches
 
 _TERM = re.compile(r"\w+", re.UNICODE)
@@ -104,8 +104,7 @@ class SidecarTable(Table):
         if not chunks:
             return
         dim = self._manifest.dimension
-        if vectors.shape != (len(chunks), dim):
-            raise ValueError(f"expected vectors of shape ({len(chunks)}, {dim}), got {vectors.shape}")
+        check_vectors(chunks, vectors, dim)
         latest = {c.chunk_id: i for i, c in enumerate(chunks)}  # a repeated id: the last one wins
         order = sorted(latest.values())
         ids = np.array([vector_id(chunks[i].chunk_id) for i in order], dtype=np.int64)
