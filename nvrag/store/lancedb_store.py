@@ -301,7 +301,12 @@ class LanceStore(ManifestStore):
     def _manifests(self) -> dict[str, IndexManifest]:
         if MANIFEST_TABLE not in self._tables():
             return {}
-        rows = self._db.open_table(MANIFEST_TABLE).to_arrow().to_pylist()
+        try:
+            table = self._db.open_table(MANIFEST_TABLE)
+        except ValueError:
+            # listed but not committed yet: another process is creating the database's first index right now
+            return {}
+        rows = table.to_arrow().to_pylist()
         return {r["name"]: IndexManifest.from_json(r["manifest"]) for r in rows}
 
     def _write_manifest(self, manifest: IndexManifest, key: str | None = None) -> None:

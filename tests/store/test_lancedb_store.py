@@ -186,3 +186,10 @@ def test_float16_vectors_halve_storage_and_keep_the_ranking(store: LanceStore) -
         agree += len(set(a) & set(b))
         assert abs(half.search(q, 1)[0].score - full.search(q, 1)[0].score) < 2e-3
     assert agree / 200 >= 0.97
+
+
+def test_a_manifest_table_still_being_created_reads_as_no_index(tmp_path: Path) -> None:
+    # another process has made the directory of the first manifest table but not committed it yet
+    (tmp_path / "_nvrag_manifests.lance").mkdir()
+    store = LanceStore(str(tmp_path))
+    assert store.list_indexes() == [] and not store.exists("docs")
