@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nvrag import __version__
 from nvrag.app.settings import ENV_DB, ENV_MODEL
@@ -76,7 +77,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except NvRagError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_USER_ERROR) from None
 
 

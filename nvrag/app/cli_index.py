@@ -12,6 +12,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from rich.markup import escape
 
 from nvrag.app.cli_common import (
     EXIT_INPUT_FAILURES,
@@ -30,12 +31,13 @@ from nvrag.app.cli_common import (
 )
 from nvrag.app.progress import index_progress
 from nvrag.app.settings import Settings
-from nvrag.app.wiring import build_indexer, choose, load_model, open_store, parse_devices
+from nvrag.app.wiring import build_indexer, choose, load_model, model_recipe, open_store, parse_devices
 from nvrag.embedder import resolve_instruction
 from nvrag.errors import ConfigError, InputError
 from nvrag.indexer import IndexReport, StopFlag, load_corpus
 from nvrag.indexer.formats import TableColumns
 from nvrag.indexer.loaders import count_items
+from nvrag.indexer.ray_engine import RayIndexer, RayOptions
 from nvrag.schema import ChunkerSettings
 
 
@@ -94,6 +96,30 @@ def index(
             help="Tables and JSON: comma-separated columns kept as metadata (default: all others).",
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="local: this process; ray: Ray Data (parallel loading and chunking, an actor pool of model "
+            "replicas writing LanceDB fragments; needs the 'ray' extra). Same index either way.",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="--engine ray: auto (this machine's cluster), ray://HOST:10001, or unset: start one."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="--engine ray: embedding actors (default: one per GPU, or 1 on CPUs)."),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            "--gpus-per-worker", min=0.0, help="--engine ray: GPUs per actor (default: 1 if the cluster has GPUs)."
+        ),
+    ] = None,
     model_path: ModelPathOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -111,6 +137,14 @@ def index(
             settings = replace(settings, devices=parse_devices(devices))
         if not path.exists():
             raise InputError(f"{path}: no such file or directory")
+        if engine not in ("local", "ray"):
+            raise ConfigError(f"--engine {engine!r}: use local or ray")
+        if engine == "ray" and devices:
+            raise ConfigError("--devices is for the local engine; with --engine ray use --workers/--gpus-per-worker")
+        if engine == "ray" and settings.store != "lancedb":
+            raise ConfigError("--engine ray writes LanceDB indexes; unset NVRAG_STORE=faiss or use --engine local")
+        if engine == "local" and (ray_address or workers or gpus_per_worker is not None):
+            raise ConfigError("--ray-address, --workers and --gpus-per-worker need --engine ray")
         store = open_store(settings)
         chunker = _chunker(chunk_tokens, overlap)
         indexer, choice = build_indexer(settings, store, index, model, chunker, model_path, reembed=reembed)
@@ -129,17 +163,27 @@ def index(
 
         signal.signal(signal.SIGINT, on_interrupt)
         try:
-            with index_progress(err, count_items(path)) as on_progress:
-                indexer.on_progress = on_progress
-                columns = TableColumns(
-                    id=id_column,
-                    text=text_column,
-                    title=title_column,
-                    metadata=tuple(c.strip() for c in metadata_columns.split(",") if c.strip())
-                    if metadata_columns is not None
-                    else None,
-                )
-                report = indexer.index(index, load_corpus(path, columns), prune=prune, reembed=reembed, stop=stop)
+            columns = TableColumns(
+                id=id_column,
+                text=text_column,
+                title=title_column,
+                metadata=tuple(c.strip() for c in metadata_columns.split(",") if c.strip())
+                if metadata_columns is not None
+                else None,
+            )
+            if engine == "ray":
+                ray_options = RayOptions(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+                ray_indexer = RayIndexer(indexer, model_recipe(settings, choice), ray_options)
+                with index_progress(err, None) as on_progress:
+                    indexer.on_progress = on_progress
+                    report = ray_indexer.index(
+                        index, path, columns=columns, prune=prune, reembed=reembed, stop=stop, on_status=err.print
+                    )
+            else:
+                with index_progress(err, count_items(path)) as on_progress:
+                    indexer.on_progress = on_progress
+                    items = load_corpus(path, columns)
+                    report = indexer.index(index, items, prune=prune, reembed=reembed, stop=stop)
         finally:
             signal.signal(signal.SIGINT, previous)
         _write_report(settings, index, report)
@@ -147,7 +191,7 @@ def index(
         out.print_json(data=report.to_dict())
     else:
         for failure in report.failures:
-            err.print(f"[yellow]skipped[/] {failure.source}: {failure.reason}")
+            err.print(f"[yellow]skipped[/] {escape(failure.source)}: {escape(failure.reason)}")
         verb = "rebuilt" if report.reembedded else "created" if report.created else "updated"
         if report.chunks_added == 0 and report.chunks_removed == 0 and not report.reembedded:
             err.print(

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
-from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from nvrag.indexer import Progress
 
@@ -17,7 +17,8 @@ LOG_EVERY_S = 10.0
 
 @contextmanager
 def index_progress(console: Console, total: int | None = None) -> Iterator[Callable[[Progress], None]]:
-    """A progress callback: documents/s, chunks/s and, when ``total`` items are known, a bar with an ETA."""
+    """A progress callback: documents/s, chunks/s and, when ``total`` items (or the chunks to embed) are known,
+    a bar with an ETA."""
     started = time.monotonic()
 
     def rates(p: Progress) -> str:
@@ -29,10 +30,24 @@ def index_progress(console: Console, total: int | None = None) -> Iterator[Calla
 
     if console.is_terminal:
         with RichProgress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
         ) as bar:
-            task = bar.add_task("indexing", total=None)
-            yield lambda p: bar.update(task, description=rates(p))
+            task = bar.add_task("indexing", total=total)
+
+            def update(p: Progress) -> None:
+                if p.chunks_total is not None:  # the chunks to embed are known (the Ray engine)
+                    bar.update(task, description=rates(p), total=p.chunks_total, completed=p.chunks_embedded)
+                else:
+                    bar.update(task, description=rates(p), completed=p.items_seen)
+
+            yield update
         return
 
     last = started
@@ -42,6 +57,9 @@ def index_progress(console: Console, total: int | None = None) -> Iterator[Calla
         now = time.monotonic()
         if now - last >= LOG_EVERY_S:
             last = now
+            if p.chunks_total is not None:
+                console.print(f"indexing: {p.chunks_embedded} of {p.chunks_total} chunks embedded; {rates(p)}")
+                return
             of = f" of {total} items" if total else ""
             console.print(f"indexing: {p.items_seen}{of} read; {rates(p)}")
 

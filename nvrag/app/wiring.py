@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from nvrag.embedder.minilm import MINILM_NAME
 from nvrag.embedder.nvembed import NVEMBED_NAME
 from nvrag.errors import ConfigError, ModelMismatchError
 from nvrag.indexer import Indexer
+from nvrag.indexer.ray_engine import ModelRecipe
 from nvrag.retriever import Retriever, open_retriever
 from nvrag.schema import ChunkerSettings
 from nvrag.store import LanceStore, Store
@@ -133,6 +134,14 @@ def load_model(
     if model_path is None and name == NVEMBED_NAME:
         model_path = settings.nvembed_path
     return load_embedder(name, load_options(settings, model_path, max_length))
+
+
+def model_recipe(settings: Settings, choice: ModelChoice) -> ModelRecipe:
+    """What a Ray worker needs to load the chosen model itself (the same weights and options)."""
+    model_path = choice.model_path
+    if model_path is None and choice.name == NVEMBED_NAME:
+        model_path = settings.nvembed_path
+    return ModelRecipe(choice.name, replace(load_options(settings, model_path), devices=()))
 
 
 def pinned_model_name(store: Store, index: str, requested: str | None, model_path: Path | None = None) -> str:

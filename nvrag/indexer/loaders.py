@@ -12,7 +12,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nvrag.errors import InputError
@@ -44,18 +44,69 @@ class LoadFailure:
     reason: str
 
 
+@dataclass(frozen=True)
+class LoadUnit:
+    """One piece of loading work: a file, or a block of lines of a JSONL file (``offset`` is the byte where
+    line ``first_line`` starts; ``lines`` None reads to the end). Units are independent, so engines can load
+    them in parallel; loading every unit of plan_units(path) in order yields what load_corpus(path) does."""
+
+    path: str
+    doc_id: str  # the document id of a one-document file (its path relative to the indexed directory)
+    offset: int = 0
+    first_line: int = 1
+    lines: int | None = None
+
+
 def load_corpus(path: Path, columns: TableColumns | None = None) -> Iterator[Document | LoadFailure]:
     """Documents from a file or a directory (recursive), in a stable order; see the module docstring."""
-    columns = columns or TableColumns()
+    for unit in plan_units(path):
+        yield from load_unit(unit, columns)
+
+
+def plan_units(path: Path, jsonl_block_lines: int | None = None) -> list[LoadUnit]:
+    """The files under ``path`` as units, in load order; JSONL files are cut into blocks of
+    ``jsonl_block_lines`` lines when it is given (this reads each JSONL file once to find the line offsets)."""
     if not path.exists() and not path.is_symlink():
         raise InputError(f"{path}: no such file or directory")
     if path.is_dir():
-        yield from _load_directory(path, columns)
+        files = [(file, file.relative_to(path).as_posix()) for file in _directory_files(path)]
     elif path.suffix.lower() in SUPPORTED_SUFFIXES:
-        yield from _load_file(path, path.name, columns)
+        files = [(path, path.name)]
     else:
         known = ", ".join(sorted(SUPPORTED_SUFFIXES))
         raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'}; nvrag reads {known}")
+    units: list[LoadUnit] = []
+    for file, doc_id in files:
+        if jsonl_block_lines is not None and file.suffix.lower() in JSONL_SUFFIXES:
+            units.extend(_jsonl_blocks(file, doc_id, jsonl_block_lines))
+        else:
+            units.append(LoadUnit(str(file), doc_id))
+    return units
+
+
+def _jsonl_blocks(path: Path, doc_id: str, block_lines: int) -> list[LoadUnit]:
+    blocks = [LoadUnit(str(path), doc_id, 0, 1, None)]
+    try:
+        with path.open("rb") as f:
+            offset = 0
+            for number, line in enumerate(f, start=1):
+                if number > 1 and (number - 1) % block_lines == 0:
+                    blocks[-1] = replace(blocks[-1], lines=block_lines)
+                    blocks.append(LoadUnit(str(path), doc_id, offset, number, None))
+                offset += len(line)
+    except OSError:
+        return [LoadUnit(str(path), doc_id)]  # one unit: reading it reports why it cannot be read
+    return blocks
+
+
+def load_unit(unit: LoadUnit, columns: TableColumns | None = None) -> Iterator[Document | LoadFailure]:
+    """The documents (and failures) of one unit of plan_units."""
+    columns = columns or TableColumns()
+    path = Path(unit.path)
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        yield from load_jsonl(path, columns, offset=unit.offset, first_line=unit.first_line, lines=unit.lines)
+    else:
+        yield from _load_file(path, unit.doc_id, columns)
 
 
 def count_items(path: Path) -> int | None:
@@ -84,16 +135,8 @@ def _directory_files(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def _load_directory(root: Path, columns: TableColumns) -> Iterator[Document | LoadFailure]:
-    for file in _directory_files(root):
-        yield from _load_file(file, file.relative_to(root).as_posix(), columns)
-
-
 def _load_file(path: Path, doc_id: str, columns: TableColumns) -> Iterator[Document | LoadFailure]:
     suffix = path.suffix.lower()
-    if suffix in JSONL_SUFFIXES:
-        yield from load_jsonl(path, columns)
-        return
     source = str(path.absolute())  # not resolve(): a symlink loop must fail on read, with its reason
     try:
         if suffix in TEXT_SUFFIXES:
@@ -205,26 +248,41 @@ def _front_matter(block: str) -> dict[str, object]:
     return {str(k): json_value(v) for k, v in data.items()}
 
 
-def load_jsonl(path: Path, columns: TableColumns | None = None) -> Iterator[Document | LoadFailure]:
+def load_jsonl(
+    path: Path,
+    columns: TableColumns | None = None,
+    *,
+    offset: int = 0,
+    first_line: int = 1,
+    lines: int | None = None,
+) -> Iterator[Document | LoadFailure]:
     """One JSON object per line: ``id`` (or BEIR's ``_id``) and ``text`` required, ``title`` optional, other
-    fields → metadata. A BEIR ``corpus.jsonl`` is read as is. Other column names: ``columns``."""
+    fields → metadata. A BEIR ``corpus.jsonl`` is read as is. Other column names: ``columns``. A line that is
+    not UTF-8 or not a valid object is reported and skipped. ``offset``, ``first_line`` and ``lines`` read a
+    block of the file (see LoadUnit)."""
     source = str(path.absolute())
     custom = columns is not None and columns != TableColumns()
     try:
-        handle = path.open(encoding="utf-8-sig", errors="strict")
+        handle = path.open("rb")
+        handle.seek(offset)
     except OSError as exc:
         yield LoadFailure(source, exc.strerror or str(exc))
         return
     with handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    if custom:
-                        yield _custom_jsonl_document(line, f"{source}:{number}", columns)  # type: ignore[arg-type]
-                    else:
-                        yield _jsonl_document(line, f"{source}:{number}")
-        except UnicodeDecodeError as exc:
-            yield LoadFailure(source, f"not valid UTF-8 after line {number}: {exc.reason}; rest of file skipped")
+        for number, raw in enumerate(handle, start=first_line):
+            if lines is not None and number >= first_line + lines:
+                return
+            where = f"{source}:{number}"
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                yield LoadFailure(where, f"not valid UTF-8 (byte {exc.start} of the line); line skipped")
+                continue
+            if line.strip():
+                if custom:
+                    yield _custom_jsonl_document(line, where, columns)  # type: ignore[arg-type]
+                else:
+                    yield _jsonl_document(line, where)
 
 
 def _custom_jsonl_document(line: str, where: str, columns: TableColumns) -> Document | LoadFailure:

@@ -9,7 +9,7 @@ the batch in flight and never leaves a document with neither version. A rebuild 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from nvrag import __version__
@@ -61,6 +61,7 @@ class Progress:
     documents: int
     chunks_embedded: int
     items_seen: int = 0  # documents and failures read so far (for a bar against count_items)
+    chunks_total: int | None = None  # the chunks this run will embed, when known in advance
 
 
 class StopFlag:
@@ -76,6 +77,41 @@ class StopFlag:
 def embedding_text(chunk: Chunk, separator: str = "\n") -> str:
     """What is embedded for a chunk: its document's title (when there is one), the separator, then its text."""
     return f"{chunk.title}{separator}{chunk.text}" if chunk.title else chunk.text
+
+
+class RunLedger:
+    """The bookkeeping of one run, the same for every engine: documents seen (in load order), duplicates and
+    empty documents reported, chunks already stored counted as unchanged, and stored chunks that a changed
+    document no longer has collected as stale."""
+
+    def __init__(self, report: IndexReport, stored: dict[str, set[str]]) -> None:
+        self.report = report
+        self.stored = stored
+        self.seen_docs: set[str] = set()
+        self.stale: set[str] = set()
+
+    def fail(self, source: str, reason: str) -> None:
+        self.report.failures.append(LoadFailure(source, reason))
+
+    def claim(self, doc_id: str, source: str) -> bool:
+        """Whether this is the first document with this id in the run (a later one is reported, skipped)."""
+        if doc_id in self.seen_docs:
+            self.fail(source, f"duplicate document id {doc_id!r}; skipped")
+            return False
+        self.seen_docs.add(doc_id)
+        return True
+
+    def admit(self, doc_id: str, source: str, chunk_ids: Sequence[str]) -> list[int]:
+        """A claimed document's chunks: the positions of those to embed (the ones not stored yet)."""
+        if not chunk_ids:
+            self.fail(source, "no text to index; skipped")
+            return []
+        self.report.documents += 1
+        have = self.stored.get(doc_id, set())
+        self.stale |= have - set(chunk_ids)
+        fresh = [i for i, c in enumerate(chunk_ids) if c not in have]
+        self.report.chunks_unchanged += len(chunk_ids) - len(fresh)
+        return fresh
 
 
 class Indexer:
@@ -180,30 +216,18 @@ class Indexer:
         settings = table.manifest.chunker
         key = model_key(self.embedder)
         report = IndexReport(index=name, created=created)
-        stored = table.chunk_ids_by_doc()
-        seen_docs: set[str] = set()
-        stale: set[str] = set()
+        ledger = RunLedger(report, table.chunk_ids_by_doc())
         pending: list[Chunk] = []
         for item in items:
             self._seen += 1
             if isinstance(item, LoadFailure):
-                report.failures.append(item)
+                ledger.fail(item.source, item.reason)
                 continue
-            if item.doc_id in seen_docs:
-                report.failures.append(LoadFailure(item.source, f"duplicate document id {item.doc_id!r}; skipped"))
+            if not ledger.claim(item.doc_id, item.source):
                 continue
-            seen_docs.add(item.doc_id)
             chunks = chunk_document(item, self.embedder.token_spans, settings, key)
-            if not chunks:
-                report.failures.append(LoadFailure(item.source, "no text to index; skipped"))
-                continue
-            report.documents += 1
-            have = stored.get(item.doc_id, set())
-            ids = {c.chunk_id for c in chunks}
-            stale |= have - ids
-            fresh = [c for c in chunks if c.chunk_id not in have]
-            report.chunks_unchanged += len(chunks) - len(fresh)
-            pending.extend(fresh)
+            fresh = ledger.admit(item.doc_id, item.source, [c.chunk_id for c in chunks])
+            pending.extend(chunks[i] for i in fresh)
             while len(pending) >= self.batch_chunks:
                 self._commit(table, pending[: self.batch_chunks], report)
                 pending = pending[self.batch_chunks :]
@@ -212,12 +236,21 @@ class Indexer:
                 break
         if pending and not report.interrupted:
             self._commit(table, pending, report)
+        self.finish(name, table, ledger, prune=prune, staged=staged)
+        return report
+
+    def finish(self, name: str, table: Table, ledger: RunLedger, *, prune: bool, staged: bool) -> None:
+        """End a run whose new chunks are all stored: drop stale chunks (and, with ``prune``, the chunks of
+        documents not seen), switch in a rebuild, refresh the text index and stamp the manifest. An
+        interrupted run only stamps the manifest: its next run finishes the job."""
+        report = ledger.report
         if not report.interrupted:
+            stale = ledger.stale
             if prune:
-                gone = set(stored) - seen_docs
+                gone = set(ledger.stored) - ledger.seen_docs
                 report.documents_removed = len(gone)
                 for doc_id in gone:
-                    stale |= stored[doc_id]
+                    stale |= ledger.stored[doc_id]
             if stale:
                 table.delete(stale)
                 report.chunks_removed = len(stale)
@@ -227,7 +260,6 @@ class Indexer:
         if report.chunks_added or report.chunks_removed or report.reembedded:
             table.refresh_text_index()
             table.set_manifest(replace(table.manifest, updated_at=utc_now(), nvrag_version=__version__))
-        return report
 
     def _commit(self, table: Table, chunks: list[Chunk], report: IndexReport) -> None:
         separator = table.manifest.chunker.title_separator

@@ -41,6 +41,29 @@ def chunk_schema(dimension: int, vector_dtype: str = "float32") -> pa.Schema:
     )
 
 
+def chunk_table(
+    chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32], dimension: int, vector_dtype: str = "float32"
+) -> pa.Table:
+    """Chunks and their vectors as rows of an index table (chunk_schema)."""
+    half = vector_dtype == "float16"
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float16 if half else np.float32).reshape(-1))
+    return pa.table(
+        {
+            "chunk_id": [c.chunk_id for c in chunks],
+            "doc_id": [c.doc_id for c in chunks],
+            "source": [c.source for c in chunks],
+            "chunk_no": pa.array([c.chunk_no for c in chunks], pa.int32()),
+            "title": pa.array([c.title for c in chunks], pa.string()),
+            "text": [c.text for c in chunks],
+            "start": pa.array([c.start for c in chunks], pa.int64()),
+            "end": pa.array([c.end for c in chunks], pa.int64()),
+            "metadata": pa.array([json.dumps(c.metadata, sort_keys=True) for c in chunks], pa.json_(pa.utf8())),
+            "vector": pa.FixedSizeListArray.from_arrays(flat, dimension),
+        },
+        schema=chunk_schema(dimension, vector_dtype),
+    )
+
+
 ANN_KINDS = ("ivf-pq", "hnsw")
 ANN_MIN_ROWS = 5000  # below this, exact search is fast enough and stays exact
 ANN_NPROBES = 20
@@ -128,6 +151,15 @@ class LanceTable(Table):
     def count(self) -> int:
         return int(self._table.count_rows())
 
+    @property
+    def dataset_uri(self) -> str:
+        """Where the table's Lance dataset lives: distributed writers add fragments to it directly."""
+        return str(self._table.uri)
+
+    def reload(self) -> None:
+        """See commits made to the dataset by other writers (distributed fragment appends)."""
+        self._table.checkout_latest()
+
     def chunk_ids_by_doc(self) -> dict[str, set[str]]:
         rows = self._table.search().select(["chunk_id", "doc_id"]).limit(None).to_arrow()
         grouped: dict[str, set[str]] = {}
@@ -140,23 +172,7 @@ class LanceTable(Table):
             return
         dim = self._manifest.dimension
         check_vectors(chunks, vectors, dim)
-        half = self._manifest.vector_dtype == "float16"
-        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float16 if half else np.float32).reshape(-1))
-        data = pa.table(
-            {
-                "chunk_id": [c.chunk_id for c in chunks],
-                "doc_id": [c.doc_id for c in chunks],
-                "source": [c.source for c in chunks],
-                "chunk_no": pa.array([c.chunk_no for c in chunks], pa.int32()),
-                "title": pa.array([c.title for c in chunks], pa.string()),
-                "text": [c.text for c in chunks],
-                "start": pa.array([c.start for c in chunks], pa.int64()),
-                "end": pa.array([c.end for c in chunks], pa.int64()),
-                "metadata": pa.array([json.dumps(c.metadata, sort_keys=True) for c in chunks], pa.json_(pa.utf8())),
-                "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
-            },
-            schema=chunk_schema(dim, self._manifest.vector_dtype),
-        )
+        data = chunk_table(chunks, vectors, dim, self._manifest.vector_dtype)
         (self._table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data))
 
     def delete(self, chunk_ids: Iterable[str]) -> None:

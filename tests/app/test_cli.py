@@ -111,6 +111,18 @@ def test_input_failures_exit_1_and_are_listed(tmp_path: Path, corpus: Path) -> N
             "error: index 't' was chunked with 64 tokens and 16 overlap, not 10 and 2",
         ),
         (
+            ["index", "{tmp}/docs.jsonl", "--index", "t", "--engine", "spark"],
+            "error: --engine 'spark': use local or ray",
+        ),
+        (
+            ["index", "{tmp}/docs.jsonl", "--index", "t", "--engine", "ray", "--devices", "cpu,cpu"],
+            "error: --devices is for the local engine; with --engine ray use --workers/--gpus-per-worker",
+        ),
+        (
+            ["index", "{tmp}/docs.jsonl", "--index", "t", "--workers", "2"],
+            "error: --ray-address, --workers and --gpus-per-worker need --engine ray",
+        ),
+        (
             ["index", "{tmp}/docs.jsonl", "--index", "new", "--model", "nvidia/NV-Embed-v2"],
             "error: nvidia/NV-Embed-v2 weights are not available locally (LocalEntryNotFoundError); download them "
             "with `huggingface-cli download nvidia/NV-Embed-v2` or point --model-path / NVRAG_NVEMBED_PATH at a "

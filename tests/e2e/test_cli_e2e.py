@@ -59,3 +59,39 @@ def test_demo_corpus_index_search_reindex_and_pinning(tmp_path: Path) -> None:
     (entry,) = json.loads(listing.stdout)["indexes"]
     assert entry["rows"] == summary["chunks_added"]
     assert entry["manifest"]["model"] == "all-MiniLM-L6-v2" and entry["manifest"]["dimension"] == 384
+
+
+def test_ray_engine_from_the_cli_builds_the_same_index(tmp_path: Path) -> None:
+    """`nvrag index --engine ray` starts a local Ray cluster of this machine's CPUs, and its index answers
+    like the local engine's."""
+    db = tmp_path / "db"
+    local = nvrag("index", str(DEMO_CORPUS), "--index", "local", "--json", db=db)
+    assert local.returncode == 0, local.stderr
+    distributed = nvrag(
+        "index", str(DEMO_CORPUS), "--index", "ray", "--engine", "ray", "--workers", "2", "--json", db=db
+    )
+    assert distributed.returncode == 0, distributed.stderr
+    assert "embedding workers (CPU)" in distributed.stderr
+    assert {**json.loads(distributed.stdout), "index": ""} == {**json.loads(local.stdout), "index": ""}
+    ranked = []
+    for name in ("local", "ray"):
+        found = nvrag("search", README_QUERY, "--index", name, "-k", "10", "--json", db=db)
+        assert found.returncode == 0, found.stderr
+        ranked.append([(h["doc_id"], h["chunk_no"]) for h in json.loads(found.stdout)])
+    assert ranked[0][0][0] == README_TOP_HIT
+    assert ranked[0] == ranked[1]
+
+
+def test_ray_engine_without_ray_says_how_to_install_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NVRAG_")}
+    env.update(HF_HUB_OFFLINE="1", NVRAG_DB=str(tmp_path / "db"))
+    # sys.modules[name] = None is how Python marks a module as not importable
+    code = "import sys; sys.modules['ray'] = None; from nvrag.app.cli import main; main()"
+    args = ["index", str(DEMO_CORPUS), "--index", "t", "--engine", "ray"]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --engine ray needs Ray Data and lance-ray: pip install 'nvrag[ray]' (or leave out --engine)"
+    )
