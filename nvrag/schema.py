@@ -126,6 +126,7 @@ class IndexManifest:
     schema_version: int = MANIFEST_SCHEMA_VERSION
     table: str = ""  # the physical table holding the rows; "" means the index's own name
     vector_dtype: str = "float32"  # how vectors are stored: float32, or float16 (half the memory)
+    quantization: str = "none"  # "binary": a sign-bit copy of each vector is searched, the full vectors rescore
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

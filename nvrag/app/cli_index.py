@@ -60,11 +60,19 @@ def index(
         bool, typer.Option("--prune", help="Remove chunks of documents that are no longer in PATH.")
     ] = False,
     vector_dtype: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--vector-dtype", help="New index (or --reembed): float32, or float16 for half the memory (LanceDB)."
         ),
-    ] = "float32",
+    ] = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            "--quantize",
+            help="New index (or --reembed): binary keeps a sign bit per dimension that searches scan (1/32 of "
+            "float32), then rescores the candidates with the full vectors (LanceDB; for 4,096-d NV-Embed indexes).",
+        ),
+    ] = None,
     devices: Annotated[
         str | None,
         typer.Option(
@@ -148,9 +156,9 @@ def index(
         store = open_store(settings)
         chunker = _chunker(chunk_tokens, overlap)
         indexer, choice = build_indexer(settings, store, index, model, chunker, model_path, reembed=reembed)
+        indexer.vector_dtype, indexer.quantization = vector_dtype, quantize
         indexer.check(index, reembed=reembed)
         indexer.batch_chunks = batch_size
-        indexer.vector_dtype = vector_dtype
         err.print(f"model: {choice.reason} (license {choice.license})")
         stop = StopFlag()
         previous = signal.getsignal(signal.SIGINT)

@@ -10,6 +10,7 @@ from nvrag.errors import ConfigError, ModelMismatchError
 from nvrag.schema import ChunkerSettings, IndexManifest
 
 VECTOR_DTYPES = ("float32", "float16")
+QUANTIZATIONS = ("none", "binary")
 
 
 def utc_now() -> str:
@@ -21,10 +22,12 @@ def model_key(embedder: Embedder) -> str:
 
 
 def new_manifest(
-    name: str, embedder: Embedder, chunker: ChunkerSettings, vector_dtype: str = "float32"
+    name: str, embedder: Embedder, chunker: ChunkerSettings, vector_dtype: str = "float32", quantization: str = "none"
 ) -> IndexManifest:
     if vector_dtype not in VECTOR_DTYPES:
         raise ConfigError(f"unknown vector dtype {vector_dtype!r}; use {' or '.join(VECTOR_DTYPES)}")
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"unknown quantization {quantization!r}; use {' or '.join(QUANTIZATIONS)}")
     info, now = embedder.info, utc_now()
     return IndexManifest(
         name=name,
@@ -40,6 +43,7 @@ def new_manifest(
         created_at=now,
         updated_at=now,
         vector_dtype=vector_dtype,
+        quantization=quantization,
     )
 
 

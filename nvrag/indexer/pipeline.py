@@ -125,14 +125,17 @@ class Indexer:
         chunker: ChunkerSettings | None = None,
         batch_chunks: int = 256,
         on_progress: Callable[[Progress], None] | None = None,
-        vector_dtype: str = "float32",
+        vector_dtype: str | None = None,
+        quantization: str | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.chunker = chunker
         self.batch_chunks = batch_chunks
         self.on_progress = on_progress
-        self.vector_dtype = vector_dtype  # for new indexes and rebuilds
+        # how vectors are stored; None: as the index stores them (float32, no quantization for a new index)
+        self.vector_dtype = vector_dtype
+        self.quantization = quantization
         self._seen = 0
 
     def _settings_for(self, live: ChunkerSettings | None) -> ChunkerSettings:
@@ -156,7 +159,21 @@ class Indexer:
                 f"overlap, not {self.chunker.chunk_tokens} and {self.chunker.overlap_tokens}: "
                 "leave the chunk options out to use the index's settings, or add --reembed to rebuild it"
             )
+        storage = self._storage(manifest)
+        if storage != (manifest.vector_dtype, manifest.quantization):
+            return ConfigError(
+                f"index {manifest.name!r} stores {manifest.vector_dtype} vectors with quantization "
+                f"{manifest.quantization!r}, not {storage[0]} with {storage[1]!r}: leave --vector-dtype and "
+                "--quantize out to keep them, or add --reembed to rebuild it"
+            )
         return None
+
+    def _storage(self, live: IndexManifest | None) -> tuple[str, str]:
+        """(vector dtype, quantization) for writing: as asked, else as the index has them, else the defaults."""
+        return (
+            self.vector_dtype or (live.vector_dtype if live else "float32"),
+            self.quantization or (live.quantization if live else "none"),
+        )
 
     def check(self, name: str, *, reembed: bool = False) -> None:
         """Raise if indexing into ``name`` cannot work (bad name, other model or chunker without reembed)."""
@@ -178,7 +195,8 @@ class Indexer:
         """
         self.check(name, reembed=reembed)
         if not self.store.exists(name):
-            manifest = new_manifest(name, self.embedder, self._settings_for(None), self.vector_dtype)
+            settings = self._settings_for(None)
+            manifest = new_manifest(name, self.embedder, settings, *self._storage(None))
             return self.store.create(manifest), True, False
         live = self.store.open(name)
         if self._mismatch(live.manifest) is None:
@@ -192,9 +210,14 @@ class Indexer:
                 self.embedder.info.revision,
                 self.embedder.dimension,
             )
-            if same_model and m.chunker == settings:
+            if (
+                same_model
+                and m.chunker == settings
+                and (m.vector_dtype, m.quantization) == self._storage(live.manifest)
+            ):
                 return staging, False, True  # resume an interrupted rebuild
-        return self.store.create_staging(new_manifest(name, self.embedder, settings, self.vector_dtype)), False, True
+        staged = new_manifest(name, self.embedder, settings, *self._storage(live.manifest))
+        return self.store.create_staging(staged), False, True
 
     def index(
         self,

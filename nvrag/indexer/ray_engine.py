@@ -172,6 +172,7 @@ class _EmbedWriter:
         uri: str,
         dimension: int,
         vector_dtype: str,
+        quantization: str,
         separator: str,
         storage: str,
     ) -> None:
@@ -181,7 +182,8 @@ class _EmbedWriter:
 
         self.embedder = recipe.load(gpu=gpu)
         self.dimension, self.vector_dtype, self.separator = dimension, vector_dtype, separator
-        schema = chunk_schema(dimension, vector_dtype)
+        self.quantization = quantization
+        schema = chunk_schema(dimension, vector_dtype, quantization)
         self.writer = LanceFragmentWriter(uri, schema=schema, data_storage_version=storage)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -206,7 +208,7 @@ class _EmbedWriter:
         if not chunks:
             return pa.table({"fragment": pa.array([], pa.binary()), "rows": pa.array([], pa.int64())})
         vectors = self.embedder.embed_documents([embedding_text(c, self.separator) for c in chunks])
-        written = self.writer(chunk_table(chunks, vectors, self.dimension, self.vector_dtype))
+        written = self.writer(chunk_table(chunks, vectors, self.dimension, self.vector_dtype, self.quantization))
         fragments = written.column("fragment").to_pylist()
         return pa.table({"fragment": fragments, "rows": [len(chunks)] + [0] * (len(fragments) - 1)})
 
@@ -362,6 +364,7 @@ class RayIndexer:
                     "uri": uri,
                     "dimension": manifest.dimension,
                     "vector_dtype": manifest.vector_dtype,
+                    "quantization": manifest.quantization,
                     "separator": manifest.chunker.title_separator,
                     "storage": storage,
                 },

@@ -24,7 +24,8 @@ MANIFEST_TABLE = "_nvrag_manifests"
 _MANIFEST_SCHEMA = pa.schema([pa.field("name", pa.string()), pa.field("manifest", pa.string())])
 
 
-def chunk_schema(dimension: int, vector_dtype: str = "float32") -> pa.Schema:
+def chunk_schema(dimension: int, vector_dtype: str = "float32", quantization: str = "none") -> pa.Schema:
+    bits = [pa.field("bits", pa.list_(pa.uint8(), (dimension + 7) // 8))] if quantization == "binary" else []
     return pa.schema(
         [
             pa.field("chunk_id", pa.string(), nullable=False),
@@ -37,16 +38,30 @@ def chunk_schema(dimension: int, vector_dtype: str = "float32") -> pa.Schema:
             pa.field("end", pa.int64()),
             pa.field("metadata", pa.json_(pa.utf8())),  # JSON object, stored as Lance JSONB: filterable
             pa.field("vector", pa.list_(pa.float16() if vector_dtype == "float16" else pa.float32(), dimension)),
+            *bits,  # binary quantisation: the sign of each dimension, 8 per byte (searched by Hamming distance)
         ]
     )
 
 
+def sign_bits(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    """Binary quantisation: one bit per dimension, set where the component is positive, packed 8 per byte."""
+    return np.packbits(np.asarray(vectors) > 0, axis=-1)
+
+
 def chunk_table(
-    chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32], dimension: int, vector_dtype: str = "float32"
+    chunks: Sequence[Chunk],
+    vectors: npt.NDArray[np.float32],
+    dimension: int,
+    vector_dtype: str = "float32",
+    quantization: str = "none",
 ) -> pa.Table:
     """Chunks and their vectors as rows of an index table (chunk_schema)."""
     half = vector_dtype == "float16"
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float16 if half else np.float32).reshape(-1))
+    bits: dict[str, pa.Array] = {}
+    if quantization == "binary":
+        packed = sign_bits(vectors)
+        bits["bits"] = pa.FixedSizeListArray.from_arrays(pa.array(packed.reshape(-1)), packed.shape[1])
     return pa.table(
         {
             "chunk_id": [c.chunk_id for c in chunks],
@@ -59,8 +74,9 @@ def chunk_table(
             "end": pa.array([c.end for c in chunks], pa.int64()),
             "metadata": pa.array([json.dumps(c.metadata, sort_keys=True) for c in chunks], pa.json_(pa.utf8())),
             "vector": pa.FixedSizeListArray.from_arrays(flat, dimension),
+            **bits,
         },
-        schema=chunk_schema(dimension, vector_dtype),
+        schema=chunk_schema(dimension, vector_dtype, quantization),
     )
 
 
@@ -69,6 +85,8 @@ ANN_MIN_ROWS = 5000  # below this, exact search is fast enough and stays exact
 ANN_NPROBES = 20
 ANN_REFINE = 20
 ANN_EF = 100
+BINARY_CANDIDATES = 20  # binary search: Hamming candidates per requested hit, rescored with the full vectors
+BINARY_MIN_CANDIDATES = 200
 _RESULT_COLUMNS = ["chunk_id", "doc_id", "source", "chunk_no", "title", "text", "start", "end", "metadata"]
 _TEXT_COLUMNS = ["title", "text"]
 
@@ -172,7 +190,7 @@ class LanceTable(Table):
             return
         dim = self._manifest.dimension
         check_vectors(chunks, vectors, dim)
-        data = chunk_table(chunks, vectors, dim, self._manifest.vector_dtype)
+        data = chunk_table(chunks, vectors, dim, self._manifest.vector_dtype, self._manifest.quantization)
         (self._table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data))
 
     def delete(self, chunk_ids: Iterable[str]) -> None:
@@ -191,6 +209,8 @@ class LanceTable(Table):
     ) -> list[ScoredChunk]:
         if k <= 0 or self.count() == 0:
             return []
+        if self._manifest.quantization == "binary":
+            return self._binary_search(vector, k, where, with_vectors)
         query = (
             self._table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
             .distance_type("cosine")
@@ -206,6 +226,33 @@ class LanceTable(Table):
         rows = self._run(query, where)
         # LanceDB's cosine distance is 1 - cosine similarity
         return _scored(rows, lambda r: 1.0 - float(r["_distance"]), with_vectors)
+
+    def _binary_search(
+        self, vector: npt.NDArray[np.float32], k: int, where: Sequence[FilterCondition], with_vectors: bool
+    ) -> list[ScoredChunk]:
+        """Hamming distance over the sign bits finds candidates; their full vectors rescore them exactly."""
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        wanted = max(BINARY_MIN_CANDIDATES, k * BINARY_CANDIDATES)
+        query = (
+            self._table.search(sign_bits(q), vector_column_name="bits")
+            .distance_type("hamming")
+            .limit(wanted)
+            .select([*_RESULT_COLUMNS, "vector", "_distance"])
+        )
+        if self._bits_indexed():
+            query = query.nprobes(ANN_NPROBES)
+        rows = self._run(query, where)
+        if not rows:
+            return []
+        full = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+        scores = full @ q
+        order = np.argsort(-scores, kind="stable")[:k]
+        best = [rows[i] for i in order]
+        by_id = {r["chunk_id"]: float(s) for r, s in zip(rows, scores, strict=True)}
+        return _scored(best, lambda r: by_id[r["chunk_id"]], with_vectors)
+
+    def _bits_indexed(self) -> bool:
+        return any("bits" in index.columns for index in self._table.list_indices())
 
     def text_search(self, query: str, k: int, where: Sequence[FilterCondition] = ()) -> list[ScoredChunk]:
         if k <= 0 or not query.strip() or self.count() == 0:
@@ -261,17 +308,23 @@ class LanceTable(Table):
         rows = self.count()
         if kind == "none":
             for index in self._table.list_indices():
-                if "vector" in index.columns:
+                if "vector" in index.columns or "bits" in index.columns:
                     self._table.drop_index(index.name)
-            return "vector index dropped: searches are exact"
+            return "vector index dropped: searches are exact" + (
+                " (over the sign bits, rescored)" if self._manifest.quantization == "binary" else ""
+            )
         if kind not in ANN_KINDS:
             raise ConfigError(f"unknown ANN kind {kind!r}; use ivf-pq, hnsw or none")
         if rows < ANN_MIN_ROWS:
             return f"{rows} rows: below {ANN_MIN_ROWS}, exact search is fast and exact; no vector index built"
-        from lancedb.index import HnswSq, IvfPq
+        from lancedb.index import HnswSq, IvfFlat, IvfPq
 
         # about sqrt(n) lists, but at least 256 vectors per list so that k-means trains every one
         partitions = max(1, min(round(rows**0.5), rows // 256))
+        if self._manifest.quantization == "binary":
+            # the bits are already compact: an inverted file over them (Hamming), candidates still rescored
+            self._table.create_index("bits", config=IvfFlat(distance_type="hamming", num_partitions=partitions))
+            return f"binary index: IVF over the sign bits ({partitions} partitions), full vectors rescore"
         dim = self._manifest.dimension
         if kind == "ivf-pq":
             # 4 dims per PQ sub-vector (a divisor of dim); full vectors re-rank the candidates (refine_factor)
@@ -343,7 +396,8 @@ class LanceStore(ManifestStore):
         if physical in self._tables():
             table = self._db.open_table(physical)
         else:
-            table = self._db.create_table(physical, schema=chunk_schema(manifest.dimension, manifest.vector_dtype))
+            schema = chunk_schema(manifest.dimension, manifest.vector_dtype, manifest.quantization)
+            table = self._db.create_table(physical, schema=schema)
         return LanceTable(self, manifest, table, key)
 
     def _drop_physical(self, manifest: IndexManifest) -> None:

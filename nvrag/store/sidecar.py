@@ -300,6 +300,10 @@ class SidecarStore(ManifestStore):
     def _check_new(self, manifest: IndexManifest) -> None:
         if manifest.vector_dtype != "float32":
             raise ConfigError(f"{type(self).__name__} stores float32 vectors only; float16 needs the LanceDB store")
+        if manifest.quantization != "none":
+            raise ConfigError(
+                f"{type(self).__name__} has no {manifest.quantization} quantization; it needs the LanceDB store"
+            )
 
     def _switch(self, name: str, staged: IndexManifest) -> None:
         with self._db:  # the switch: one transaction

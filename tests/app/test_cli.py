@@ -268,6 +268,33 @@ def test_float16_vectors_from_the_cli(tmp_path: Path, corpus: Path, monkeypatch:
 
 
 @pytest.mark.usefixtures("clean_env")
+def test_binary_quantisation_from_the_cli_is_pinned_and_changed_only_by_reembed(tmp_path: Path, corpus: Path) -> None:
+    db = str(tmp_path / "db")
+    code, _, err = run("index", str(corpus), "--index", "b", "--model", FAKE, "--db", db, "--quantize", "binary")
+    assert code == 0, err
+    (entry,) = json.loads(run("info", "--db", db, "--json")[1])["indexes"]
+    assert (entry["manifest"]["quantization"], entry["manifest"]["vector_dtype"]) == ("binary", "float32")
+    code, found, err = run("search", "alpha", "--index", "b", "--db", db, "--json")
+    assert code == 0, err
+    assert json.loads(found)[0]["score"] > 0
+    code, _, err = run("index", str(corpus), "--index", "b", "--db", db)  # no storage options: the index's own
+    assert code == 0, err
+    code, _, err = run("index", str(corpus), "--index", "b", "--db", db, "--quantize", "none")
+    assert code == 2
+    assert err.strip() == (
+        "error: index 'b' stores float32 vectors with quantization 'binary', not float32 with 'none': leave "
+        "--vector-dtype and --quantize out to keep them, or add --reembed to rebuild it"
+    )
+    code, out, err = run("index", str(corpus), "--index", "b", "--db", db, "--quantize", "none", "--reembed", "--json")
+    assert code == 0, err
+    assert json.loads(out)["reembedded"] is True
+    (entry,) = json.loads(run("info", "--db", db, "--json")[1])["indexes"]
+    assert entry["manifest"]["quantization"] == "none"
+    code, _, err = run("index", str(corpus), "--index", "x", "--model", FAKE, "--db", db, "--quantize", "int4")
+    assert code == 2 and err.strip() == "error: unknown quantization 'int4'; use none or binary"
+
+
+@pytest.mark.usefixtures("clean_env")
 def test_devices_option_runs_replicas_and_checks_names(tmp_path: Path, corpus: Path) -> None:
     single = run("embed", "a bb", "ccc dddd", "--model", FAKE)[1]
     code, pooled, err = run("embed", "a bb", "ccc dddd", "--model", FAKE, "--devices", "cpu,cpu")

@@ -8,6 +8,7 @@ and rows, vectors within float tolerance.
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from nvrag.embedder import LoadOptions, load_embedder
 from nvrag.embedder.minilm import MINILM_NAME
 from nvrag.embedder.nvembed import NVEMBED_NAME
+from nvrag.errors import CheckpointError
 from nvrag.indexer import Indexer, IndexReport, Progress, StopFlag, load_corpus
 from nvrag.indexer.ray_engine import ModelRecipe, RayIndexer, RayOptions
 from nvrag.schema import ChunkerSettings
@@ -178,3 +180,16 @@ def test_the_nvembed_fixture_on_ray_matches_the_single_process_indexer(tmp_path:
     same_result(got, expected)
     assert store.open("ray").manifest.model == NVEMBED_NAME
     same_index(store.open("ray"), store.open("one"))
+
+
+def test_an_error_in_a_worker_reaches_the_caller_as_the_domain_error(tmp_path: Path) -> None:
+    """The driver never loads the weights; the actors do, and a broken checkpoint fails there."""
+    broken = tmp_path / "broken"
+    shutil.copytree(NVEMBED_TINY, broken)
+    (broken / "model-00002-of-00002.safetensors").unlink()
+    corpus = make_corpus(tmp_path)
+    recipe = ModelRecipe(NVEMBED_NAME, LoadOptions(model_path=broken))
+    store = LanceStore(str(tmp_path / "db"))
+    with pytest.raises(CheckpointError, match=r"shard files listed in model.safetensors.index.json are missing"):
+        on_ray(store, "ray", corpus, recipe)
+    assert store.open("ray").count() == 0
