@@ -33,6 +33,7 @@ from nvrag.app.progress import index_progress
 from nvrag.app.settings import Settings
 from nvrag.app.wiring import build_indexer, choose, load_model, model_recipe, open_store, parse_devices
 from nvrag.embedder import resolve_instruction
+from nvrag.embedder.pinning import QUANTIZATIONS, VECTOR_DTYPES
 from nvrag.errors import ConfigError, InputError
 from nvrag.indexer import IndexReport, StopFlag, load_corpus
 from nvrag.indexer.formats import TableColumns
@@ -145,6 +146,10 @@ def index(
             settings = replace(settings, devices=parse_devices(devices))
         if not path.exists():
             raise InputError(f"{path}: no such file or directory")
+        if quantize is not None and quantize not in QUANTIZATIONS:
+            raise ConfigError(f"unknown quantization {quantize!r}; use {' or '.join(QUANTIZATIONS)}")
+        if vector_dtype is not None and vector_dtype not in VECTOR_DTYPES:
+            raise ConfigError(f"unknown vector dtype {vector_dtype!r}; use {' or '.join(VECTOR_DTYPES)}")
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine {engine!r}: use local or ray")
         if engine == "ray" and devices:
