@@ -20,6 +20,7 @@ EXIT_OK = 0
 EXIT_INPUT_FAILURES = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
+BATCH_CHUNKS = 256  # chunks per embedding batch and commit, per device
 
 app = typer.Typer(
     name="nvrag",

@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 
 from nvrag.app.cli_common import (
+    BATCH_CHUNKS,
     EXIT_INPUT_FAILURES,
     EXIT_INTERRUPTED,
     DbOption,
@@ -82,11 +83,14 @@ def index(
         ),
     ] = None,
     batch_size: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--batch-size", min=1, help="Chunks embedded and committed together; a crash loses at most one batch."
+            "--batch-size",
+            min=1,
+            help="Chunks embedded and committed together; a crash loses at most one batch "
+            "(default 256, times the number of --devices so that every device gets work).",
         ),
-    ] = 256,
+    ] = None,
     reembed: Annotated[
         bool,
         typer.Option(
@@ -163,7 +167,7 @@ def index(
         indexer, choice = build_indexer(settings, store, index, model, chunker, model_path, reembed=reembed)
         indexer.vector_dtype, indexer.quantization = vector_dtype, quantize
         indexer.check(index, reembed=reembed)
-        indexer.batch_chunks = batch_size
+        indexer.batch_chunks = batch_size or BATCH_CHUNKS * max(1, len(settings.devices))
         err.print(f"model: {choice.reason} (license {choice.license})")
         stop = StopFlag()
         previous = signal.getsignal(signal.SIGINT)

@@ -20,6 +20,8 @@ from nvrag.errors import ConfigError
 from nvrag.store.sidecar import SidecarStore, VectorIndex, Vectors
 
 ANN_MIN_ROWS = 5000
+ANN_NPROBE = 32
+ANN_EF = 128
 
 
 def _faiss() -> Any:
@@ -39,7 +41,9 @@ class FaissVectors(VectorIndex):
         else:
             self.index = self.faiss.IndexIDMap2(self.faiss.IndexFlatIP(dimension))
         self.ann = self.faiss.read_index(str(self.ann_path)) if self.ann_path.exists() else None
-        self.nprobe, self.ef = 32, 128
+        # search settings; None: scaled with the index (nprobe: a tenth of the lists, at least 32; efSearch 128)
+        self.nprobe: int | None = None
+        self.ef: int | None = None
         self._gpu: Any = None  # a GPU copy of the exact index, made on first unfiltered search when a GPU exists
 
     def add(self, ids: npt.NDArray[np.int64], vectors: Vectors) -> None:
@@ -88,9 +92,9 @@ class FaissVectors(VectorIndex):
             self.faiss.downcast_index(inner.base_index) if inner is not None and hasattr(inner, "base_index") else inner
         )
         if base is not None and hasattr(base, "nprobe"):
-            base.nprobe = self.nprobe
+            base.nprobe = self.nprobe or max(ANN_NPROBE, base.nlist // 10)
         if base is not None and hasattr(base, "hnsw"):
-            base.hnsw.efSearch = self.ef
+            base.hnsw.efSearch = self.ef or ANN_EF
 
     def build_ann(self, kind: str) -> str:
         if kind == "none":

@@ -7,6 +7,7 @@ chunk_id, so each batch is one atomic commit and re-adding a chunk never duplica
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -89,6 +90,18 @@ BINARY_CANDIDATES = 20  # binary search: Hamming candidates per requested hit, r
 BINARY_MIN_CANDIDATES = 200
 _RESULT_COLUMNS = ["chunk_id", "doc_id", "source", "chunk_no", "title", "text", "start", "end", "metadata"]
 _TEXT_COLUMNS = ["title", "text"]
+
+
+def ann_partitions(rows: int, hnsw: bool = False) -> int:
+    """IVF partitions for a table: about sqrt(n), at least 256 vectors each so that k-means trains every one;
+    HNSW builds a graph per partition, so it takes 16x fewer, larger partitions."""
+    partitions = max(1, min(round(math.sqrt(rows)), rows // 256))
+    return max(1, partitions // 16) if hnsw else partitions
+
+
+def ann_nprobes(rows: int, hnsw: bool = False) -> int:
+    """Partitions a search probes: ANN_NPROBES, or a tenth of the partitions when that is more (large tables)."""
+    return max(ANN_NPROBES, ann_partitions(rows, hnsw) // 10)
 
 
 def _fts_config() -> Any:
@@ -220,7 +233,7 @@ class LanceTable(Table):
         ann = self._ann_kind()
         if ann is not None:
             # probe widely and re-rank candidates with the full vectors: recall close to exact search
-            query = query.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE)
+            query = query.nprobes(ann_nprobes(self.count(), "HNSW" in ann.upper())).refine_factor(ANN_REFINE)
             if "HNSW" in ann.upper():
                 query = query.ef(max(ANN_EF, k * ANN_REFINE))
         rows = self._run(query, where)
@@ -240,7 +253,7 @@ class LanceTable(Table):
             .select([*_RESULT_COLUMNS, "vector", "_distance"])
         )
         if self._bits_indexed():
-            query = query.nprobes(ANN_NPROBES)
+            query = query.nprobes(ann_nprobes(self.count()))
         rows = self._run(query, where)
         if not rows:
             return []
@@ -319,23 +332,23 @@ class LanceTable(Table):
             return f"{rows} rows: below {ANN_MIN_ROWS}, exact search is fast and exact; no vector index built"
         from lancedb.index import HnswSq, IvfFlat, IvfPq
 
-        # about sqrt(n) lists, but at least 256 vectors per list so that k-means trains every one
-        partitions = max(1, min(round(rows**0.5), rows // 256))
+        partitions = ann_partitions(rows)
         if self._manifest.quantization == "binary":
             # the bits are already compact: an inverted file over them (Hamming), candidates still rescored
             self._table.create_index("bits", config=IvfFlat(distance_type="hamming", num_partitions=partitions))
             return f"binary index: IVF over the sign bits ({partitions} partitions), full vectors rescore"
         dim = self._manifest.dimension
         if kind == "ivf-pq":
-            # 4 dims per PQ sub-vector (a divisor of dim); full vectors re-rank the candidates (refine_factor)
-            sub = next(d for d in (dim // 4, dim // 2, dim) if d >= 1 and dim % d == 0)
+            # 4 dims per PQ sub-vector (16 above 1,024 dims, where 4 makes training slow); a divisor of dim;
+            # the full vectors re-rank the candidates (refine_factor)
+            per = 4 if dim <= 1024 else 16
+            sub = next(d for d in (dim // per, dim // 2, dim) if d >= 1 and dim % d == 0)
             config: Any = IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub)
         else:
-            config = HnswSq(distance_type="cosine", num_partitions=max(1, partitions // 16), m=20, ef_construction=300)
+            partitions = ann_partitions(rows, hnsw=True)
+            config = HnswSq(distance_type="cosine", num_partitions=partitions, m=20, ef_construction=300)
         self._table.create_index("vector", config=config, replace=True)
-        return (
-            f"{kind} index over {rows} rows ({partitions if kind == 'ivf-pq' else max(1, partitions // 16)} partitions)"
-        )
+        return f"{kind} index over {rows} rows ({partitions} partitions)"
 
     def _text_indexed(self) -> bool:
         return any(index.index_type == "FTS" for index in self._table.list_indices())
