@@ -55,6 +55,7 @@ class LoadUnit:
     offset: int = 0
     first_line: int = 1
     lines: int | None = None
+    failure: str | None = None  # a directory that could not be listed: loading it reports this reason
 
 
 def load_corpus(path: Path, columns: TableColumns | None = None) -> Iterator[Document | LoadFailure]:
@@ -68,8 +69,9 @@ def plan_units(path: Path, jsonl_block_lines: int | None = None) -> list[LoadUni
     ``jsonl_block_lines`` lines when it is given (this reads each JSONL file once to find the line offsets)."""
     if not path.exists() and not path.is_symlink():
         raise InputError(f"{path}: no such file or directory")
+    unreadable: list[tuple[Path, str]] = []
     if path.is_dir():
-        files = [(file, file.relative_to(path).as_posix()) for file in _directory_files(path)]
+        files = [(file, file.relative_to(path).as_posix()) for file in _directory_files(path, unreadable)]
     elif path.suffix.lower() in SUPPORTED_SUFFIXES:
         files = [(path, path.name)]
     else:
@@ -81,6 +83,8 @@ def plan_units(path: Path, jsonl_block_lines: int | None = None) -> list[LoadUni
             units.extend(_jsonl_blocks(file, doc_id, jsonl_block_lines))
         else:
             units.append(LoadUnit(str(file), doc_id))
+    for folder, reason in unreadable:
+        units.append(LoadUnit(str(folder.absolute()), "", failure=f"{reason}; directory not read"))
     return units
 
 
@@ -103,7 +107,9 @@ def load_unit(unit: LoadUnit, columns: TableColumns | None = None) -> Iterator[D
     """The documents (and failures) of one unit of plan_units."""
     columns = columns or TableColumns()
     path = Path(unit.path)
-    if path.suffix.lower() in JSONL_SUFFIXES:
+    if unit.failure is not None:
+        yield LoadFailure(unit.path, unit.failure)
+    elif path.suffix.lower() in JSONL_SUFFIXES:
         yield from load_jsonl(path, columns, offset=unit.offset, first_line=unit.first_line, lines=unit.lines)
     else:
         yield from _load_file(path, unit.doc_id, columns)
@@ -125,11 +131,17 @@ def count_items(path: Path) -> int | None:
     return 1
 
 
-def _directory_files(root: Path) -> list[Path]:
+def _directory_files(root: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Candidate files below root, sorted. Symlinked directories are not followed (no loops); symlinked files
-    are, and a broken or looping one fails when it is read, with its reason."""
+    are, and a broken or looping one fails when it is read, with its reason. Directories that cannot be listed
+    are added to ``unreadable`` with the reason (their files are not indexed)."""
     found: list[Path] = []
-    for folder, dirs, files in os.walk(root, followlinks=False):
+
+    def failed(exc: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((Path(exc.filename or root), exc.strerror or str(exc)))
+
+    for folder, dirs, files in os.walk(root, onerror=failed, followlinks=False):
         dirs.sort()
         found.extend(Path(folder) / f for f in files if Path(f).suffix.lower() in SUPPORTED_SUFFIXES)
     return sorted(found)
