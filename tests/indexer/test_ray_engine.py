@@ -19,7 +19,7 @@ import pytest
 from nvrag.embedder import LoadOptions, load_embedder
 from nvrag.embedder.minilm import MINILM_NAME
 from nvrag.embedder.nvembed import NVEMBED_NAME
-from nvrag.errors import CheckpointError
+from nvrag.errors import CheckpointError, ConfigError
 from nvrag.indexer import Indexer, IndexReport, Progress, StopFlag, load_corpus
 from nvrag.indexer.ray_engine import ModelRecipe, RayIndexer, RayOptions
 from nvrag.schema import ChunkerSettings
@@ -76,8 +76,15 @@ def minilm_recipe() -> ModelRecipe:
     return ModelRecipe(MINILM_NAME, LoadOptions())
 
 
-def single(store: LanceStore, name: str, corpus: Path, recipe: ModelRecipe, **kwargs: bool) -> IndexReport:
-    indexer = Indexer(store, load_embedder(recipe.name, recipe.options), chunker=CHUNKER, batch_chunks=16)
+def single(
+    store: LanceStore,
+    name: str,
+    corpus: Path,
+    recipe: ModelRecipe,
+    chunker: ChunkerSettings = CHUNKER,
+    **kwargs: bool,
+) -> IndexReport:
+    indexer = Indexer(store, load_embedder(recipe.name, recipe.options), chunker=chunker, batch_chunks=16)
     return indexer.index(name, load_corpus(corpus), **kwargs)
 
 
@@ -89,9 +96,10 @@ def on_ray(
     *,
     stop: StopFlag | None = None,
     batch: int = 16,
+    chunker: ChunkerSettings = CHUNKER,
     **kwargs: bool,
 ) -> IndexReport:
-    indexer = Indexer(store, load_embedder(recipe.name, recipe.options), chunker=CHUNKER, batch_chunks=batch)
+    indexer = Indexer(store, load_embedder(recipe.name, recipe.options), chunker=chunker, batch_chunks=batch)
     if stop is not None:
 
         def stop_after_first_commit(p: Progress) -> None:
@@ -167,6 +175,26 @@ def test_changes_prune_and_reembed_follow_the_single_process_semantics(tmp_path:
     same_result(got, expected)
     assert (got.chunks_added, got.chunks_removed, got.documents_removed) == (1, 2, 1)
     same_index(store.open("ray"), store.open("one"))
+
+    wider = ChunkerSettings(chunk_tokens=60, overlap_tokens=12)  # a new chunker: a rebuild beside the index
+    expected = single(store, "one", corpus, minilm_recipe(), chunker=wider, reembed=True)
+    got = on_ray(store, "ray", corpus, minilm_recipe(), chunker=wider, reembed=True)
+    same_result(got, expected)
+    assert got.reembedded and store.open("ray").manifest.chunker == wider
+    assert store.open_staging("ray") is None
+    same_index(store.open("ray"), store.open("one"))
+
+
+def test_ray_options_fill_in_defaults_from_the_cluster_and_refuse_what_it_cannot_give() -> None:
+    assert RayOptions().resolved(16, 0) == RayOptions(workers=1, gpus_per_worker=0.0)
+    assert RayOptions().resolved(64, 8) == RayOptions(workers=8, gpus_per_worker=1.0)
+    assert RayOptions(gpus_per_worker=0.5).resolved(64, 8).workers == 16
+    with pytest.raises(ConfigError, match=r"--gpus-per-worker 1: the Ray cluster has 0 GPUs"):
+        RayOptions(gpus_per_worker=1).resolved(16, 0)
+    with pytest.raises(ConfigError, match=r"4 workers x 1 CPUs need 4 CPUs; the Ray cluster has 2"):
+        RayOptions(workers=4).resolved(2, 0)
+    with pytest.raises(ConfigError, match=r"3 workers x 1 GPUs need 3 GPUs; the Ray cluster has 2"):
+        RayOptions(workers=3, gpus_per_worker=1).resolved(8, 2)
 
 
 def test_the_nvembed_fixture_on_ray_matches_the_single_process_indexer(tmp_path: Path) -> None:
