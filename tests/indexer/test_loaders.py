@@ -114,3 +114,31 @@ def test_missing_path_and_unsupported_type(tmp_path: Path) -> None:
     exe.write_bytes(b"MZ")
     with pytest.raises(InputError, match=r"unsupported file type \.exe; nvrag reads \.csv, \.docx"):
         list(load_corpus(exe))
+
+
+def test_a_jsonl_line_that_is_not_utf8_is_skipped_and_the_rest_read(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "one"}\n{"id": "b", "text": "caf\xe9"}\n{"id": "c", "text": "three"}\n')
+    docs, failures = split(list(load_corpus(path)))
+    assert [d.doc_id for d in docs] == ["a", "c"]
+    assert failures == [LoadFailure(f"{path}:2", "not valid UTF-8 (byte 24 of the line); line skipped")]
+
+
+def test_load_units_cut_jsonl_into_blocks_that_read_like_the_whole_file(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("alpha", encoding="utf-8")
+    lines = [f'{{"id": "d{i}", "text": "text {i}"}}' for i in range(10)]
+    lines[4] = "{broken"
+    (tmp_path / "b.jsonl").write_bytes(("\ufeff" + "\n".join(lines) + "\n").encode("utf-8"))  # with a BOM
+    units = loaders.plan_units(tmp_path, jsonl_block_lines=3)
+    assert [(Path(u.path).name, u.first_line, u.lines) for u in units] == [
+        ("a.txt", 1, None),
+        ("b.jsonl", 1, 3),
+        ("b.jsonl", 4, 3),
+        ("b.jsonl", 7, 3),
+        ("b.jsonl", 10, None),
+    ]
+    blocks = [item for u in units for item in loaders.load_unit(u)]
+    assert blocks == list(load_corpus(tmp_path))
+    docs, failures = split(blocks)
+    assert [d.doc_id for d in docs] == ["a.txt"] + [f"d{i}" for i in range(10) if i != 4]
+    assert [f.source.rsplit(":", 1)[1] for f in failures] == ["5"]
