@@ -243,14 +243,13 @@ class RayIndexer:
                 "--engine ray needs Ray Data and lance-ray: pip install 'nvrag[ray]' (or leave out --engine)"
             )
         say = on_status or (lambda message: None)
-        from nvrag.store.lancedb_store import LanceTable
+        from nvrag.store.lancedb_store import LanceStore
 
-        units = plan_units(
-            path, self.options.jsonl_block_lines
-        )  # raises InputError for a missing path, before Ray starts
-        table, created, staged = self.indexer.open_or_create(name, reembed=reembed)
-        if not isinstance(table, LanceTable):
+        if not isinstance(self.indexer.store, LanceStore):
             raise ConfigError("--engine ray writes LanceDB indexes; use the default engine for a FAISS store")
+        # everything that can be refused is checked before Ray starts and before anything is written
+        units = plan_units(path, self.options.jsonl_block_lines)
+        self.indexer.check(name, reembed=reembed)
         import ray
 
         started_here = not ray.is_initialized()
@@ -270,6 +269,7 @@ class RayIndexer:
             options = self.options.resolved(cpus, gpus)
             kind = f"{options.gpus_per_worker:g} GPU each" if options.gpus_per_worker else "CPU"
             say(f"ray: a cluster of {cpus:g} CPUs and {gpus:g} GPUs; {options.workers} embedding workers ({kind})")
+            table, created, staged = self.indexer.open_or_create(name, reembed=reembed)
             with warnings.catch_warnings():
                 # a small run has fewer blocks than actors: Ray Data's hint about idle actors is noise here
                 warnings.filterwarnings(

@@ -95,3 +95,13 @@ def test_ray_engine_without_ray_says_how_to_install_it(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1] == (
         "error: --engine ray needs Ray Data and lance-ray: pip install 'nvrag[ray]' (or leave out --engine)"
     )
+
+
+def test_ray_engine_refuses_gpus_the_cluster_lacks_and_writes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    refused = nvrag("index", str(DEMO_CORPUS), "--index", "t", "--engine", "ray", "--gpus-per-worker", "1", db=db)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "error: --gpus-per-worker 1: the Ray cluster has 0 GPUs; use --gpus-per-worker 0 for CPU workers"
+    )
+    assert json.loads(nvrag("info", "--json", db=db).stdout)["indexes"] == []
