@@ -206,11 +206,30 @@ class _EmbedWriter:
             for r in batch.to_pylist()
         ]
         if not chunks:
-            return pa.table({"fragment": pa.array([], pa.binary()), "rows": pa.array([], pa.int64())})
-        vectors = self.embedder.embed_documents([embedding_text(c, self.separator) for c in chunks])
+            return _written([], 0)
+        try:
+            vectors = self.embedder.embed_documents([embedding_text(c, self.separator) for c in chunks])
+        except NvRagError as exc:
+            # Ray wraps a task's exception in its own and pickling drops the chain, so the domain error
+            # travels as data: the driver raises it as the local engine would
+            return _written([], 0, exc)
         written = self.writer(chunk_table(chunks, vectors, self.dimension, self.vector_dtype, self.quantization))
-        fragments = written.column("fragment").to_pylist()
-        return pa.table({"fragment": fragments, "rows": [len(chunks)] + [0] * (len(fragments) - 1)})
+        return _written(written.column("fragment").to_pylist(), len(chunks))
+
+
+def _written(fragments: list[bytes], rows: int, error: NvRagError | None = None) -> pa.Table:
+    """A write's result: its pickled fragments, with the batch's row count on the first; or a domain error."""
+    if error is not None:
+        return pa.table(
+            {"fragment": pa.array([None], pa.binary()), "rows": [0], "error": pa.array([pickle.dumps(error)])}
+        )
+    return pa.table(
+        {
+            "fragment": pa.array(fragments, pa.binary()),
+            "rows": pa.array([rows] + [0] * (len(fragments) - 1) if fragments else [], pa.int64()),
+            "error": pa.array([None] * len(fragments), pa.binary()),
+        }
+    )
 
 
 def ray_available() -> bool:
@@ -370,6 +389,9 @@ class RayIndexer:
                 },
             )
             for batch in written.iter_batches(batch_format="pyarrow", batch_size=None):
+                for error in batch.column("error").to_pylist():
+                    if error is not None:
+                        raise pickle.loads(error)
                 fragments = [pickle.loads(f) for f in batch.column("fragment").to_pylist()]
                 if not fragments:
                     continue

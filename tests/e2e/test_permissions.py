@@ -1,59 +1,50 @@
 """Files and directories the user may not read: reported with the system's reason, the rest indexed.
 
-Root reads everything, so when the tests run as root the real `nvrag index` runs as the unprivileged user
-`nobody` (subprocess's user/group), in a directory under the system temp dir that user can reach.
+Root reads everything: when the tests run as root, the real `nvrag index` runs under util-linux's setpriv
+without the two capabilities that let root ignore file permissions (CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH,
+dropped from its bounding set), so permissions apply to it as to any user.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
-NOBODY = 65534
+AS_A_USER = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
 
 
 @pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="nvrag-perm-"))
-    root.chmod(0o777)
-    yield root
-    for folder, _, _ in os.walk(root):  # give access back so the directory can be removed
-        os.chmod(folder, 0o777)
-    shutil.rmtree(root)
-
-
-def test_unreadable_files_and_directories_are_reported_and_the_rest_is_indexed(shared_dir: Path) -> None:
-    corpus = shared_dir / "corpus"
+def corpus(tmp_path: Path) -> Iterator[Path]:
+    corpus = tmp_path / "corpus"
     (corpus / "locked").mkdir(parents=True)
     (corpus / "good.txt").write_text("a readable document about search", encoding="utf-8")
     (corpus / "secret.txt").write_text("nobody may read this", encoding="utf-8")
     (corpus / "locked" / "inner.md").write_text("# Inside\n\nbehind a closed door", encoding="utf-8")
     (corpus / "secret.txt").chmod(0)
     (corpus / "locked").chmod(0)
-    corpus.chmod(0o755)
-    (corpus / "good.txt").chmod(0o644)
-    db = shared_dir / "db"
+    yield corpus
+    (corpus / "locked").chmod(0o755)  # so that pytest can remove it
+
+
+def test_unreadable_files_and_directories_are_reported_and_the_rest_is_indexed(corpus: Path, tmp_path: Path) -> None:
+    db = tmp_path / "db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NVRAG_")}
-    env.update(HF_HUB_OFFLINE="1", NVRAG_DB=str(db), HOME=str(shared_dir), HF_HOME=str(shared_dir / "hf"))
-    drop = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
+    env.update(HF_HUB_OFFLINE="1", NVRAG_DB=str(db))
     args = ["index", str(corpus), "--index", "t", "--model", "nvrag/fake-wordlen", "--json"]
     result = subprocess.run(
-        [sys.executable, "-m", "nvrag", *args],
+        [*AS_A_USER, sys.executable, "-m", "nvrag", *args],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
         check=False,
-        **drop,  # type: ignore[arg-type]
     )
     assert result.returncode == 1, result.stderr  # 1: indexed, but some inputs failed
     report = json.loads(result.stdout)
@@ -62,6 +53,12 @@ def test_unreadable_files_and_directories_are_reported_and_the_rest_is_indexed(s
         ("locked", "Permission denied; directory not read"),
         ("secret.txt", "Permission denied"),
     ]
-    assert f"skipped {corpus / 'secret.txt'}: Permission denied" in result.stderr
     saved = json.loads((db / "t.report.json").read_text(encoding="utf-8"))
     assert saved["failures"] == report["failures"]
+
+    again = subprocess.run(
+        [*AS_A_USER, sys.executable, "-m", "nvrag", *args[:-1]], capture_output=True, text=True, env=env, check=False
+    )
+    assert again.returncode == 1
+    assert f"skipped {corpus / 'secret.txt'}: Permission denied" in again.stderr.splitlines()
+    assert f"skipped {corpus / 'locked'}: Permission denied; directory not read" in again.stderr.splitlines()
