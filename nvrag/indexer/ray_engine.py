@@ -365,7 +365,7 @@ class RayIndexer:
             # the chunks to embed, one batch per block, materialised before the actors take every CPU
             todo = (
                 chunked.map_batches(
-                    _keep_fresh, batch_format="pyarrow", fn_kwargs={"fresh": pa.array(sorted(fresh), pa.string())}
+                    _keep_fresh, batch_format="pyarrow", fn_kwargs={"fresh": pa.array(list(fresh), pa.string())}
                 )
                 .repartition(target_num_rows_per_block=self.indexer.batch_chunks)
                 .materialize()

@@ -220,10 +220,11 @@ class LanceTable(Table):
         *,
         with_vectors: bool = False,
     ) -> list[ScoredChunk]:
-        if k <= 0 or self.count() == 0:
+        rows = self.count() if k > 0 else 0
+        if rows == 0:
             return []
         if self._manifest.quantization == "binary":
-            return self._binary_search(vector, k, where, with_vectors)
+            return self._binary_search(vector, k, where, with_vectors, rows)
         query = (
             self._table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
             .distance_type("cosine")
@@ -233,15 +234,15 @@ class LanceTable(Table):
         ann = self._ann_kind()
         if ann is not None:
             # probe widely and re-rank candidates with the full vectors: recall close to exact search
-            query = query.nprobes(ann_nprobes(self.count(), "HNSW" in ann.upper())).refine_factor(ANN_REFINE)
-            if "HNSW" in ann.upper():
+            hnsw = "HNSW" in ann.upper()
+            query = query.nprobes(ann_nprobes(rows, hnsw)).refine_factor(ANN_REFINE)
+            if hnsw:
                 query = query.ef(max(ANN_EF, k * ANN_REFINE))
-        rows = self._run(query, where)
         # LanceDB's cosine distance is 1 - cosine similarity
-        return _scored(rows, lambda r: 1.0 - float(r["_distance"]), with_vectors)
+        return _scored(self._run(query, where), lambda r: 1.0 - float(r["_distance"]), with_vectors)
 
     def _binary_search(
-        self, vector: npt.NDArray[np.float32], k: int, where: Sequence[FilterCondition], with_vectors: bool
+        self, vector: npt.NDArray[np.float32], k: int, where: Sequence[FilterCondition], with_vectors: bool, rows: int
     ) -> list[ScoredChunk]:
         """Hamming distance over the sign bits finds candidates; their full vectors rescore them exactly."""
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -253,15 +254,15 @@ class LanceTable(Table):
             .select([*_RESULT_COLUMNS, "vector", "_distance"])
         )
         if self._bits_indexed():
-            query = query.nprobes(ann_nprobes(self.count()))
-        rows = self._run(query, where)
-        if not rows:
+            query = query.nprobes(ann_nprobes(rows))
+        candidates = self._run(query, where)
+        if not candidates:
             return []
-        full = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+        full = np.asarray([r["vector"] for r in candidates], dtype=np.float32)
         scores = full @ q
         order = np.argsort(-scores, kind="stable")[:k]
-        best = [rows[i] for i in order]
-        by_id = {r["chunk_id"]: float(s) for r, s in zip(rows, scores, strict=True)}
+        best = [candidates[i] for i in order]
+        by_id = {r["chunk_id"]: float(s) for r, s in zip(candidates, scores, strict=True)}
         return _scored(best, lambda r: by_id[r["chunk_id"]], with_vectors)
 
     def _bits_indexed(self) -> bool:
