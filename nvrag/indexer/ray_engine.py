@@ -336,8 +336,8 @@ class RayIndexer:
         load_and_chunk = functools.partial(
             _rows_for_units, recipe=self.recipe, settings=manifest.chunker, key=key, columns=columns
         )
+        say(f"loading and chunking {len(units)} files or JSONL blocks in parallel tasks")
         chunked = plan.map_batches(load_and_chunk, batch_size=UNITS_PER_TASK, batch_format="numpy").materialize()
-        say(f"loaded and chunked {len(units)} load units in parallel")
 
         # the ledger, in load order, on ids only
         ids = pa.concat_tables(
@@ -348,14 +348,15 @@ class RayIndexer:
             or [_CHUNK_ROWS.empty_table().select(_LEDGER_COLUMNS)]
         ).sort_by([("unit_no", "ascending"), ("item_no", "ascending"), ("chunk_no", "ascending")])
         fresh: set[str] = set()
-        for item in _items(ids):
-            source, failure, doc_id, chunk_ids = item
+        items = _items(ids)
+        for source, failure, doc_id, chunk_ids in items:
             if failure is not None:
                 ledger.fail(source, failure)
             elif ledger.claim(doc_id, source):
                 fresh.update(chunk_ids[i] for i in ledger.admit(doc_id, source, chunk_ids))
         progress = self.indexer.on_progress
-        seen = len(ids)
+        seen = len(items)
+        say(f"{report.documents} documents: {len(fresh)} chunks to embed, {report.chunks_unchanged} unchanged")
 
         # 2. embed + write fragments in the actor pool; 3. commit each batch's fragments here
         if fresh:
