@@ -70,6 +70,13 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
             choices = callbacks.index_choices(ctx)
             return text, callbacks.index_info(ctx, index_name), gr.update(choices=choices, value=index_name)
 
+        def refresh_indexes(current: str | None) -> tuple[Any, str]:
+            # on every page load: indexes created since the server started (by the CLI, say) appear
+            choices = callbacks.index_choices(ctx)
+            value = current if current in choices else (index if index in choices else next(iter(choices), None))
+            return gr.update(choices=choices, value=value), callbacks.index_info(ctx, value)
+
+        blocks.load(refresh_indexes, index_box, [index_box, info])
         query.submit(run_search, inputs, results)
         search_button.click(run_search, inputs, results)
         index_box.change(lambda name: callbacks.index_info(ctx, name), index_box, info)

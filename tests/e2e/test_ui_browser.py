@@ -35,11 +35,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ui_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("ui") / "db"
     built = nvrag("index", str(DEMO_CORPUS), "--index", "demo", "--model", "all-MiniLM-L6-v2", db=db)
     assert built.returncode == 0, built.stderr
-    with running_ui(db, "demo") as url:
+    return db
+
+
+@pytest.fixture(scope="module")
+def server(ui_db: Path) -> Iterator[str]:
+    with running_ui(ui_db, "demo") as url:
         yield url
 
 
@@ -104,3 +109,17 @@ def test_upload_then_find_it(page: object, tmp_path: Path) -> None:
     first = page.locator("[data-testid=hit]").first  # type: ignore[attr-defined]
     first.wait_for(timeout=30_000)
     assert first.get_attribute("data-doc-id") == "zebra-notes.md"
+
+
+def test_an_index_built_by_the_cli_appears_after_a_reload(page: object, ui_db: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Field notes\nOwls hunt at night over the meadow.\n", encoding="utf-8")
+    built = nvrag("index", str(notes), "--index", "field-notes", "--model", "all-MiniLM-L6-v2", db=ui_db)
+    assert built.returncode == 0, built.stderr
+    page.reload(wait_until="networkidle")  # type: ignore[attr-defined]
+    page.locator("#index input").first.click()  # type: ignore[attr-defined]
+    page.get_by_role("option", name="field-notes").click()  # type: ignore[attr-defined]
+    ask(page, "which bird hunts at night")
+    first = page.locator("[data-testid=hit]").first  # type: ignore[attr-defined]
+    first.wait_for(timeout=30_000)
+    assert first.get_attribute("data-doc-id") == "notes.md"
