@@ -82,10 +82,12 @@ def single(
     corpus: Path,
     recipe: ModelRecipe,
     chunker: ChunkerSettings = CHUNKER,
-    **kwargs: bool,
+    *,
+    prune: bool = False,
+    reembed: bool = False,
 ) -> IndexReport:
     indexer = Indexer(store, load_embedder(recipe.name, recipe.options), chunker=chunker, batch_chunks=16)
-    return indexer.index(name, load_corpus(corpus), **kwargs)
+    return indexer.index(name, load_corpus(corpus), prune=prune, reembed=reembed)
 
 
 def on_ray(
@@ -97,7 +99,8 @@ def on_ray(
     stop: StopFlag | None = None,
     batch: int = 16,
     chunker: ChunkerSettings = CHUNKER,
-    **kwargs: bool,
+    prune: bool = False,
+    reembed: bool = False,
 ) -> IndexReport:
     indexer = Indexer(store, load_embedder(recipe.name, recipe.options), chunker=chunker, batch_chunks=batch)
     if stop is not None:
@@ -106,7 +109,7 @@ def on_ray(
             stop.set()
 
         indexer.on_progress = stop_after_first_commit
-    return RayIndexer(indexer, recipe, OPTIONS).index(name, corpus, stop=stop, **kwargs)
+    return RayIndexer(indexer, recipe, OPTIONS).index(name, corpus, stop=stop, prune=prune, reembed=reembed)
 
 
 def same_result(a: IndexReport, b: IndexReport) -> None:

@@ -11,6 +11,7 @@ import pytest
 from nvrag.errors import ConfigError, IndexNotFoundError
 from nvrag.schema import Chunk, ChunkerSettings, FilterCondition, IndexManifest
 from nvrag.store import LanceStore
+from nvrag.store.lancedb_store import LanceTable
 
 DIM = 4
 
@@ -197,11 +198,12 @@ def test_a_manifest_table_still_being_created_reads_as_no_index(tmp_path: Path) 
 
 def test_binary_quantisation_stores_sign_bits_and_rescores_with_the_full_vectors(store: LanceStore) -> None:
     table = store.create(replace(manifest("bin", dim=8), quantization="binary"))
+    assert isinstance(table, LanceTable)
     # y matches the query's signs exactly (Hamming 0) but points elsewhere; x differs in one sign (Hamming 1)
     # and is far closer: the bits alone would rank y first, the rescoring ranks x first
     x = [1, 1, 1, 1, 1, 1, 1, -1e-3]
     y = [1, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3]
-    z = [-1, -1, 1, -1, 1, -1, 1, -1]
+    z = [-1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0]
     vectors = unit([x, y, z])
     table.upsert([chunk(0, "x"), chunk(1, "y"), chunk(2, "z")], vectors)
     bits = table._table.to_arrow().column("bits").to_pylist()
@@ -241,6 +243,7 @@ def test_binary_quantisation_recall_against_exact_search(store: LanceStore) -> N
     flat = recall()
     assert flat >= 0.95, flat
     assert binary.build_ann("ivf-pq").startswith("binary index: IVF over the sign bits")
+    assert isinstance(binary, LanceTable)
     assert any("bits" in index.columns for index in binary._table.list_indices())
     indexed = recall()
     assert indexed >= 0.95, indexed
