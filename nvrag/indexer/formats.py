@@ -1,17 +1,19 @@
 """Readers for rich formats: HTML, PDF, DOCX, JSON arrays and tables (CSV, TSV, Parquet).
 
-Each takes a path and returns Documents, or raises ValueError / OSError with a one-line reason that the
-loader turns into a LoadFailure. Heavy libraries are imported inside the reader that needs them.
+Each takes bytes or text already read within the limits of nvrag.indexer.reading (never a path: nothing here
+opens a file) and returns Documents, or raises ValueError with a one-line reason that the loader turns into a
+LoadFailure. Heavy libraries are imported inside the reader that needs them.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
+import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from nvrag.indexer import reading
 from nvrag.schema import Document
 
 _DROP_TAGS = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "svg")
@@ -31,9 +33,14 @@ class TableColumns:
     metadata: tuple[str, ...] | None = None
 
 
-def read_html(path: Path, text: str, doc_id: str) -> Document:
+def read_html(text: str, doc_id: str, source: str) -> Document:
     """Main text and title of an HTML page; scripts, styles, navigation, headers and footers dropped."""
     from bs4 import BeautifulSoup
+
+    if len(text) > reading.MAX_HTML_CHARS:
+        raise reading.RejectedInputError(
+            f"{len(text):,} characters of HTML is over the {reading.MAX_HTML_CHARS:,} limit for one page; skipped"
+        )
 
     soup = BeautifulSoup(text, "html.parser")
     title = soup.title.get_text(" ", strip=True) if soup.title else None
@@ -57,53 +64,94 @@ def read_html(path: Path, text: str, doc_id: str) -> Document:
     return Document(
         doc_id=doc_id,
         text=content,
-        source=str(path.absolute()),
+        source=source,
         title=title or None,
         metadata={"path": doc_id, "format": "html"},
     )
 
 
-def read_pdf(path: Path, doc_id: str) -> Document:
-    """Text of every page, pages separated by a blank line; page_starts lets chunks know their page."""
+def read_pdf(data: bytes, doc_id: str, source: str) -> Document:
+    """Text of every page, pages separated by a blank line; page_starts lets chunks know their page.
+
+    Bounded: at most MAX_PDF_PAGES pages, PDF_STREAM_BYTES per decompressed stream (pypdf's own limits),
+    PDF_SECONDS of extraction and MAX_DOCUMENT_CHARS of text."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
+    limits = _pdf_limits()
+    deadline = time.monotonic() + reading.PDF_SECONDS
     try:
-        reader = PdfReader(str(path))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise ValueError("encrypted PDF (needs a password); skipped")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        with limits:
+            reader = PdfReader(io.BytesIO(data))
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise reading.RejectedInputError("encrypted PDF (needs a password); skipped")
+            count = len(reader.pages)
+            if count > reading.MAX_PDF_PAGES:
+                raise reading.RejectedInputError(f"{count} pages, over the limit of {reading.MAX_PDF_PAGES}; split it")
+            pages: list[str] = []
+            size = 0
+            for page in reader.pages:
+                pages.append(page.extract_text() or "")
+                size += len(pages[-1])
+                if size > reading.MAX_DOCUMENT_CHARS:
+                    reading.check_text_size("x" * size)  # raises with the limit in the message
+                if time.monotonic() > deadline:
+                    raise reading.RejectedInputError(
+                        f"text extraction took over {reading.PDF_SECONDS:.0f} s (at page {len(pages)}); skipped"
+                    )
+            title = reader.metadata.title if reader.metadata and reader.metadata.title else None
+    except reading.RejectedInputError:
+        raise
     except (PdfReadError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a readable PDF ({type(exc).__name__}: {str(exc)[:80]}); skipped") from exc
-    except Exception as exc:  # pypdf raises assorted errors on damaged files
-        if isinstance(exc, ValueError) and "encrypted" in str(exc):
-            raise
+    except Exception as exc:  # pypdf raises assorted errors on damaged files (LimitReachedError among them)
         raise ValueError(f"not a readable PDF ({type(exc).__name__}); skipped") from exc
     text, starts = "", []
-    for page in pages:
+    for page_text in pages:
         starts.append(len(text))
-        text += page.strip() + "\n\n"
+        text += page_text.strip() + "\n\n"
     if not text.strip():
         raise ValueError("the PDF has no extractable text (scanned images need OCR); skipped")
-    title = reader.metadata.title if reader.metadata and reader.metadata.title else None
     return Document(
         doc_id=doc_id,
         text=text.rstrip(),
-        source=str(path.absolute()),
-        title=title,
+        source=source,
+        title=str(title) if title else None,
         metadata={"path": doc_id, "format": "pdf", "pages": len(pages)},
         page_starts=tuple(starts),
     )
 
 
-def read_docx(path: Path, doc_id: str) -> Document:
-    """Paragraph text of a Word document (the `docx` extra: python-docx)."""
+def _pdf_limits() -> Any:
+    """pypdf's decompression limits lowered to PDF_STREAM_BYTES for this read (pypdf 7's Configuration)."""
+    import contextlib
+
+    try:
+        from pypdf._configuration import apply_configuration
+    except ImportError:  # an older pypdf: its module-level defaults apply
+        return contextlib.nullcontext()
+    cap = reading.PDF_STREAM_BYTES
+    return apply_configuration(
+        zlib_maximum_output_length=cap,
+        lzw_maximum_output_length=cap,
+        run_length_maximum_output_length=cap,
+        jbig2_maximum_output_length=cap,
+        brotli_maximum_output_length=cap,
+        array_based_stream_maximum_output_length=cap,
+        maximum_declared_stream_length=cap,
+        image_maximum_buffer_size=cap,
+    )
+
+
+def read_docx(data: bytes, doc_id: str, source: str) -> Document:
+    """Paragraph text of a Word document (the `docx` extra: python-docx). The caller has checked the zip's
+    inflated size (reading.check_zip); python-docx parses its XML without resolving entities."""
     try:
         import docx
     except ImportError:
         raise ValueError("reading .docx needs the docx extra: pip install 'nvrag[docx]'; skipped") from None
     try:
-        document = docx.Document(str(path))
+        document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises zip, XML and key errors on damaged files
         raise ValueError(f"not a readable .docx ({type(exc).__name__}); skipped") from exc
     paragraphs = []
@@ -119,7 +167,7 @@ def read_docx(path: Path, doc_id: str) -> Document:
     return Document(
         doc_id=doc_id,
         text="\n\n".join(paragraphs),
-        source=str(path.absolute()),
+        source=source,
         title=title,
         metadata={"path": doc_id, "format": "docx"},
     )
@@ -158,27 +206,55 @@ def json_value(value: Any) -> Any:
     return str(value)  # dates, decimals, ...: their text
 
 
-def read_delimited(path: Path, text: str, delimiter: str) -> list[dict[str, Any]]:
-    rows = list(csv.DictReader(text.splitlines(), delimiter=delimiter))
+def read_delimited(text: str, delimiter: str) -> list[dict[str, Any]]:
+    try:
+        rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as exc:  # a field over csv's size limit, a NUL byte, ...
+        raise ValueError(f"not a readable table ({exc}); skipped") from None
     if rows and None in rows[0]:
         raise ValueError("rows have more fields than the header; check the delimiter")
     return rows
 
 
-def read_parquet(path: Path) -> list[dict[str, Any]]:
+def read_parquet(data: bytes) -> list[dict[str, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        rows: list[dict[str, Any]] = pq.read_table(str(path)).to_pylist()
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        rows_in = parquet.metadata.num_rows
+        if rows_in > reading.MAX_TABLE_ROWS:
+            raise reading.RejectedInputError(
+                f"{rows_in:,} rows, over the limit of {reading.MAX_TABLE_ROWS:,}; split it"
+            )
+        if parquet.metadata.serialized_size > reading.MAX_FILE_BYTES or _parquet_inflated(parquet) > (
+            reading.MAX_UNZIPPED_BYTES
+        ):
+            raise reading.RejectedInputError("the Parquet file inflates past the size limit; split it")
+        rows: list[dict[str, Any]] = parquet.read().to_pylist()
+    except reading.RejectedInputError:
+        raise
     except Exception as exc:  # pyarrow raises ArrowInvalid and OSError subclasses on damaged files
         raise ValueError(f"not a readable Parquet file ({type(exc).__name__}); skipped") from exc
     return rows
 
 
+def _parquet_inflated(parquet: Any) -> int:
+    """The bytes a Parquet file's column chunks take uncompressed, as its metadata declares them."""
+    meta = parquet.metadata
+    return sum(
+        meta.row_group(g).column(c).total_uncompressed_size
+        for g in range(meta.num_row_groups)
+        for c in range(meta.num_columns)
+    )
+
+
 def read_json_records(text: str) -> list[dict[str, Any]]:
-    """A .json file: an array of objects, or one object."""
+    """A .json file: an array of objects, or one object (nested at most reading.MAX_JSON_DEPTH deep)."""
+    import json
+
     try:
-        data = json.loads(text)
+        data = reading.loads_json(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"malformed JSON ({exc.msg}, line {exc.lineno}); skipped") from exc
     records = data if isinstance(data, list) else [data]

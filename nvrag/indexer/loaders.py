@@ -8,7 +8,6 @@ with a one-line reason; loading goes on.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nvrag.errors import InputError
+from nvrag.indexer import reading
 from nvrag.indexer.formats import (
     TableColumns,
     json_value,
@@ -27,6 +27,7 @@ from nvrag.indexer.formats import (
     read_pdf,
     record_document,
 )
+from nvrag.indexer.reading import RejectedInputError, decode_text
 from nvrag.schema import Document
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
@@ -38,10 +39,14 @@ _MD_TITLE = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?\r?\n)---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
 
+UPLOAD_PREFIX = "upload:"  # document ids of UI uploads; reserved, so an upload never replaces another document
+
+
 @dataclass(frozen=True)
 class LoadFailure:
     source: str
     reason: str
+    doc_id: str | None = None  # the document that failed, when known (--prune keeps it)
 
 
 @dataclass(frozen=True)
@@ -91,14 +96,14 @@ def plan_units(path: Path, jsonl_block_lines: int | None = None) -> list[LoadUni
 def _jsonl_blocks(path: Path, doc_id: str, block_lines: int) -> list[LoadUnit]:
     blocks = [LoadUnit(str(path), doc_id, 0, 1, None)]
     try:
-        with path.open("rb") as f:
-            offset = 0
-            for number, line in enumerate(f, start=1):
+        with reading.open_regular(path) as f:
+            offset, number = 0, 0
+            for number, _ in enumerate(reading.bounded_lines(f), start=1):
                 if number > 1 and (number - 1) % block_lines == 0:
                     blocks[-1] = replace(blocks[-1], lines=block_lines)
                     blocks.append(LoadUnit(str(path), doc_id, offset, number, None))
-                offset += len(line)
-    except OSError:
+                offset = f.tell()
+    except (OSError, ValueError):
         return [LoadUnit(str(path), doc_id)]  # one unit: reading it reports why it cannot be read
     return blocks
 
@@ -124,9 +129,9 @@ def count_items(path: Path) -> int | None:
         return len(files)
     if path.suffix.lower() in JSONL_SUFFIXES:
         try:
-            with path.open("rb") as f:
-                return sum(1 for line in f if line.strip())
-        except OSError:
+            with reading.open_regular(path) as f:
+                return sum(1 for line in reading.bounded_lines(f) if line is None or line.strip())
+        except (OSError, ValueError):
             return None
     return 1
 
@@ -149,86 +154,71 @@ def _directory_files(root: Path, unreadable: list[tuple[Path, str]] | None = Non
 
 def _load_file(path: Path, doc_id: str, columns: TableColumns) -> Iterator[Document | LoadFailure]:
     suffix = path.suffix.lower()
-    source = str(path.absolute())  # not resolve(): a symlink loop must fail on read, with its reason
+    given = str(path.absolute())
     try:
+        data = reading.read_bytes(path)
+        # what was read, symlinks resolved: the source route serves this path only while it still resolves here
+        source = os.path.realpath(path)
         if suffix in TEXT_SUFFIXES:
-            yield _text_document(path, doc_id)
+            yield _text_document(path, doc_id, data, source)
         elif suffix in HTML_SUFFIXES:
-            yield read_html(path, _read_text(path)[0], doc_id)
+            yield _checked(read_html(decode_text(data)[0], doc_id, source))
         elif suffix == ".pdf":
-            _check_size(path)
-            yield read_pdf(path, doc_id)
+            yield _checked(read_pdf(data, doc_id, source))
         elif suffix == ".docx":
-            _check_size(path)
-            yield read_docx(path, doc_id)
+            reading.check_zip(data)
+            yield _checked(read_docx(data, doc_id, source))
         else:
-            yield from _records(path, columns)
+            yield from _records(path, data, columns)
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        yield LoadFailure(source, reason)
+        yield LoadFailure(given, reason, doc_id if suffix not in TABLE_SUFFIXES else None)
+    except Exception as exc:  # a parser's own failure on hostile bytes: this file fails, the run goes on
+        yield LoadFailure(given, _unexpected(exc), doc_id if suffix not in TABLE_SUFFIXES else None)
 
 
-def _records(path: Path, columns: TableColumns) -> Iterator[Document | LoadFailure]:
+def _unexpected(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read; skipped"
+    if isinstance(exc, MemoryError):
+        return "too large to read in memory; skipped"
+    return f"could not be read ({type(exc).__name__}); skipped"
+
+
+def _checked(doc: Document) -> Document:
+    reading.check_text_size(doc.text)
+    return doc
+
+
+def _records(path: Path, data: bytes, columns: TableColumns) -> Iterator[Document | LoadFailure]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        _check_size(path)
-        rows = read_parquet(path)
+        rows = read_parquet(data)
     elif suffix == ".json":
-        rows = read_json_records(_read_text(path)[0])
+        rows = read_json_records(decode_text(data)[0])
     else:
-        rows = read_delimited(path, _read_text(path)[0], "\t" if suffix == ".tsv" else ",")
-    source = str(path.absolute())
+        rows = read_delimited(decode_text(data)[0], "\t" if suffix == ".tsv" else ",")
+    source = os.path.realpath(path)
     header = 0 if suffix in {".parquet", ".json"} else 1  # CSV/TSV: row numbers count the header line
     for number, row in enumerate(rows, start=1 + header):
         try:
-            yield record_document(row, columns, f"{source}:{number}")
+            yield _checked(record_document(row, columns, f"{source}:{number}"))
         except ValueError as exc:
-            yield LoadFailure(f"{source}:{number}", str(exc))
+            yield LoadFailure(f"{source}:{number}", str(exc), _row_id(row, columns))
 
 
-MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
+def _row_id(row: object, columns: TableColumns) -> str | None:
+    if not isinstance(row, dict):
+        return None
+    value = row.get(columns.id, row.get("_id") if columns.id == "id" else None)
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
 
 
-def decode_text(data: bytes) -> tuple[str, str]:
-    """(text, encoding): UTF-8 (with or without BOM), UTF-16 with a BOM, else charset-normalizer's best guess.
-
-    Raises ValueError for binary data (NUL bytes in the first 8 KiB without a UTF-16 BOM) or undecodable bytes.
-    """
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16"), "utf-16"
-    if b"\x00" in data[:8192]:
-        raise ValueError("looks binary (NUL bytes); skipped")
-    try:
-        return data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError as exc:
-        first_bad = exc.start
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(data[: 1 << 20]).best()
-    if best is None or best.encoding is None:
-        raise ValueError(f"not valid UTF-8 (byte {first_bad}) and no other text encoding fits; convert it to UTF-8")
-    try:
-        return data.decode(best.encoding), best.encoding
-    except (UnicodeDecodeError, LookupError) as exc:
-        raise ValueError(f"not valid UTF-8, and not {best.encoding} either; convert it to UTF-8") from exc
+MAX_DOCUMENT_BYTES = reading.MAX_FILE_BYTES  # kept for callers of the old name
 
 
-def _check_size(path: Path) -> None:
-    size = path.stat().st_size
-    if size > MAX_DOCUMENT_BYTES:
-        raise ValueError(
-            f"{size / 2**20:.0f} MB is over the {MAX_DOCUMENT_BYTES // 2**20} MB limit for one document; "
-            "split it into smaller files"
-        )
-
-
-def _read_text(path: Path) -> tuple[str, str]:
-    _check_size(path)
-    return decode_text(path.read_bytes())
-
-
-def _text_document(path: Path, doc_id: str) -> Document:
-    text, encoding = _read_text(path)
+def _text_document(path: Path, doc_id: str, data: bytes, source: str) -> Document:
+    text, encoding = decode_text(data)
     if not text.strip():
         raise ValueError("empty file; skipped")
     metadata: dict[str, object] = {"path": doc_id, "format": path.suffix.lower().lstrip(".")}
@@ -245,14 +235,15 @@ def _text_document(path: Path, doc_id: str) -> Document:
         title_value = metadata.pop("title", None)
         match = _MD_TITLE.search(text)
         title = str(title_value) if title_value else (match.group(1) if match else None)
-    return Document(doc_id=doc_id, text=text, source=str(path.absolute()), title=title, metadata=metadata)
+    reading.check_text_size(text)
+    return Document(doc_id=doc_id, text=text, source=source, title=title, metadata=metadata)
 
 
 def _front_matter(block: str) -> dict[str, object]:
     import yaml
 
     try:
-        data = yaml.safe_load(block)
+        data = reading.load_yaml(block)
     except yaml.YAMLError as exc:
         raise ValueError(f"front matter is not valid YAML ({str(exc).splitlines()[0]}); fix or remove it") from exc
     if not isinstance(data, dict):
@@ -275,45 +266,52 @@ def load_jsonl(
     source = str(path.absolute())
     custom = columns is not None and columns != TableColumns()
     try:
-        handle = path.open("rb")
+        handle = reading.open_regular(path)
+        source = os.path.realpath(path)
         handle.seek(offset)
-    except OSError as exc:
-        yield LoadFailure(source, exc.strerror or str(exc))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        yield LoadFailure(source, reason)
         return
     with handle:
-        for number, raw in enumerate(handle, start=first_line):
+        for number, raw in enumerate(reading.bounded_lines(handle), start=first_line):
             if lines is not None and number >= first_line + lines:
                 return
             where = f"{source}:{number}"
+            if raw is None:
+                limit = reading.MAX_LINE_BYTES // 2**20
+                yield LoadFailure(where, f"line longer than {limit} MB; line skipped (split the document)")
+                continue
             try:
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 yield LoadFailure(where, f"not valid UTF-8 (byte {exc.start} of the line); line skipped")
                 continue
             if line.strip():
-                if custom:
-                    yield _custom_jsonl_document(line, where, columns)  # type: ignore[arg-type]
-                else:
-                    yield _jsonl_document(line, where)
+                try:
+                    yield _jsonl_line(line, where, columns if custom else None)
+                except Exception as exc:  # never one line's problem for the whole file
+                    yield LoadFailure(where, _unexpected(exc))
 
 
-def _custom_jsonl_document(line: str, where: str, columns: TableColumns) -> Document | LoadFailure:
+def _jsonl_line(line: str, where: str, columns: TableColumns | None) -> Document | LoadFailure:
     try:
-        obj = json.loads(line)
+        obj = reading.loads_json(line)
+    except RejectedInputError as exc:
+        return LoadFailure(where, f"{exc}".replace("skipped", "line skipped"))
+    except ValueError as exc:  # json.JSONDecodeError
+        return LoadFailure(where, f"malformed JSON ({getattr(exc, 'msg', exc)}); line skipped")
+    if columns is not None:
         if not isinstance(obj, dict):
-            raise ValueError("a line must be a JSON object; line skipped")
-        return record_document(obj, columns, where)
-    except json.JSONDecodeError as exc:
-        return LoadFailure(where, f"malformed JSON ({exc.msg}); line skipped")
-    except ValueError as exc:
-        return LoadFailure(where, str(exc))
+            return LoadFailure(where, "a line must be a JSON object; line skipped")
+        try:
+            return _checked(record_document(obj, columns, where))
+        except ValueError as exc:
+            return LoadFailure(where, str(exc), _row_id(obj, columns))
+    return _jsonl_document(obj, where)
 
 
-def _jsonl_document(line: str, where: str) -> Document | LoadFailure:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return LoadFailure(where, f"malformed JSON ({exc.msg}); line skipped")
+def _jsonl_document(obj: object, where: str) -> Document | LoadFailure:
     if not isinstance(obj, dict):
         return LoadFailure(where, "a line must be a JSON object with 'id' and 'text'; line skipped")
     doc_id = obj.pop("id") if "id" in obj else obj.pop("_id", None)
@@ -321,7 +319,14 @@ def _jsonl_document(line: str, where: str) -> Document | LoadFailure:
     if not isinstance(doc_id, str | int) or isinstance(doc_id, bool) or str(doc_id) == "":
         return LoadFailure(where, "missing or empty 'id' (a string or integer); line skipped")
     if not isinstance(text, str) or not text.strip():
-        return LoadFailure(where, f"document {doc_id}: missing or empty 'text'; line skipped")
+        return LoadFailure(where, f"document {doc_id}: missing or empty 'text'; line skipped", str(doc_id))
+    if len(text) > reading.MAX_DOCUMENT_CHARS:
+        return LoadFailure(
+            where,
+            f"document {doc_id}: {len(text):,} characters of text is over the {reading.MAX_DOCUMENT_CHARS:,} "
+            "limit; line skipped",
+            str(doc_id),
+        )
     if title is not None and not isinstance(title, str):
         title = str(title)
     return Document(doc_id=str(doc_id), text=text, source=where, title=title or None, metadata=obj)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nvrag.errors import InputError
-from nvrag.indexer import LoadFailure, load_corpus, loaders
+from nvrag.indexer import LoadFailure, load_corpus, loaders, reading
 from nvrag.schema import Document
 
 
@@ -41,7 +41,7 @@ def test_bad_files_are_reported_and_skipped(tmp_path: Path, monkeypatch: pytest.
     (tmp_path / "dangling.md").symlink_to(tmp_path / "gone.md")
     (tmp_path / "dirloop").mkdir()
     (tmp_path / "dirloop" / "back").symlink_to(tmp_path, target_is_directory=True)  # not followed
-    monkeypatch.setattr(loaders, "MAX_DOCUMENT_BYTES", 1024)
+    monkeypatch.setattr(reading, "MAX_FILE_BYTES", 1024)
     docs, failures = split(list(load_corpus(tmp_path)))
     assert [d.doc_id for d in docs] == ["good.txt"]
     reasons = {Path(f.source).name: f.reason for f in failures}
@@ -49,7 +49,7 @@ def test_bad_files_are_reported_and_skipped(tmp_path: Path, monkeypatch: pytest.
         "binary.txt": "looks binary (NUL bytes); skipped",
         "dangling.md": "No such file or directory",
         "empty.md": "empty file; skipped",
-        "huge.txt": "0 MB is over the 0 MB limit for one document; split it into smaller files",
+        "huge.txt": "1 KB is over the 1 KB limit for one document; split it into smaller files",
         "loop-a.txt": "Too many levels of symbolic links",
         "loop-b.txt": "Too many levels of symbolic links",
     }
@@ -66,7 +66,7 @@ def test_encodings_are_detected(tmp_path: Path) -> None:
     assert {d.doc_id: d.metadata.get("encoding") for d in docs} == {
         "bom.txt": None,
         "latin1.txt": "cp1252",
-        "utf16.txt": "utf-16",
+        "utf16.txt": "utf-16-le",
     }
 
 
