@@ -10,7 +10,8 @@
     │   └── CheckpointError      a checkpoint folder that is not what it claims (config, shards, keys, shapes)
     ├── IndexAccessError
     │   ├── IndexNotFoundError   a named index that does not exist in the data directory
-    │   └── ModelMismatchError   a request to use an index with a model other than the one it was built with
+    │   ├── ModelMismatchError   a request to use an index with a model other than the one it was built with
+    │   └── IndexBusyError       another process (or writer) is writing the index right now
     ├── InputError               a corpus or query input that cannot be read (missing path, malformed file)
     │   └── DatasetError         an evaluation dataset that is missing files or holds malformed lines
     ├── FilterError              a metadata filter that does not parse, or that the data cannot satisfy
@@ -56,6 +57,10 @@ class ModelMismatchError(IndexAccessError):
     """The index was built with one model and the request names another."""
 
 
+class IndexBusyError(IndexAccessError):
+    """Another writer holds the index's write lock; try again when it finishes."""
+
+
 class InputError(NvRagError):
     """A corpus or query input that cannot be read."""
 
@@ -78,6 +83,7 @@ __all__ = [
     "DatasetError",
     "FilterError",
     "IndexAccessError",
+    "IndexBusyError",
     "IndexNotFoundError",
     "InputError",
     "InstructionError",

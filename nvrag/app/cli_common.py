@@ -3,6 +3,7 @@ domain errors become a red line and exit code 2."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,11 +15,13 @@ from rich.markup import escape
 
 from nvrag import __version__
 from nvrag.app.settings import ENV_DB, ENV_MODEL
-from nvrag.errors import NvRagError
+from nvrag.errors import IndexBusyError, NvRagError
 
 EXIT_OK = 0
 EXIT_INPUT_FAILURES = 1
 EXIT_USER_ERROR = 2
+EXIT_REPORT_FAILED = 3  # the index was written, but its run report could not be
+EXIT_BUSY = 75  # another process is writing the index (sysexits' EX_TEMPFAIL: try again later)
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 BATCH_CHUNKS = 256  # chunks per embedding batch and commit, per device
 
@@ -28,6 +31,8 @@ app = typer.Typer(
         "Index documents with NV-Embed-v2 (or the bundled all-MiniLM-L6-v2) into LanceDB and search them.\n\n"
         "Exit codes: 0 success; 1 indexing finished but some inputs failed (listed in the report); "
         "2 a usage error or a user mistake (missing path, unknown index or model, model mismatch); "
+        "3 the index was written but its run report could not be; "
+        "75 another process is writing the index (try again when it finishes); "
         "130 indexing stopped by Ctrl-C (run it again to continue)."
     ),
     no_args_is_help=True,
@@ -72,14 +77,36 @@ InstructionOption = Annotated[
 ]
 
 
+# C0 and C1 controls but tab and newline (ESC starts terminal sequences), and the invisible bidi overrides
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(value: object) -> str:
+    """Text from data or the user, ready for a Rich console: markup escaped, control characters shown as
+    escapes (a document cannot restyle the terminal, write escape sequences or crash the markup parser)."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256 else f"\\u{ord(m[0]):04x}", str(value))
+    return escape(text)
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
+    """Print one red error line (``message`` is data: escaped) and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {safe(message)}")
+    return typer.Exit(code)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn nvrag's domain errors into one clear line and exit code 2."""
+    """Turn nvrag's domain errors into one clear line and exit code 2 (75 when the index is busy); a file
+    system error nobody anticipated becomes one line naming the path, never a traceback."""
     try:
         yield
+    except IndexBusyError as exc:
+        raise fail(str(exc), EXIT_BUSY) from None
     except NvRagError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(EXIT_USER_ERROR) from None
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise fail(f"{where}{exc.strerror or exc}") from None
 
 
 def version_callback(value: bool) -> None:

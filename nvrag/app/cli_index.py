@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -12,12 +14,12 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.markup import escape
 
 from nvrag.app.cli_common import (
     BATCH_CHUNKS,
     EXIT_INPUT_FAILURES,
     EXIT_INTERRUPTED,
+    EXIT_REPORT_FAILED,
     DbOption,
     IndexOption,
     InstructionOption,
@@ -27,7 +29,9 @@ from nvrag.app.cli_common import (
     TaskOption,
     app,
     err,
+    fail,
     out,
+    safe,
     user_errors,
 )
 from nvrag.app.progress import index_progress
@@ -168,7 +172,7 @@ def index(
         indexer.vector_dtype, indexer.quantization = vector_dtype, quantize
         indexer.check(index, reembed=reembed)
         indexer.batch_chunks = batch_size or BATCH_CHUNKS * max(1, len(settings.devices))
-        err.print(f"model: {choice.reason} (license {choice.license})")
+        err.print(f"model: {safe(choice.reason)} (license {safe(choice.license)})")
         stop = StopFlag()
         previous = signal.getsignal(signal.SIGINT)
 
@@ -203,38 +207,51 @@ def index(
                     report = indexer.index(index, items, prune=prune, reembed=reembed, stop=stop)
         finally:
             signal.signal(signal.SIGINT, previous)
-        _write_report(settings, index, report)
+    report_error = _write_report(settings, index, report)
     if as_json:
         out.print_json(data=report.to_dict())
     else:
         for failure in report.failures:
-            err.print(f"[yellow]skipped[/] {escape(failure.source)}: {escape(failure.reason)}")
+            err.print(f"[yellow]skipped[/] {safe(failure.source)}: {safe(failure.reason)}")
         verb = "rebuilt" if report.reembedded else "created" if report.created else "updated"
         if report.chunks_added == 0 and report.chunks_removed == 0 and not report.reembedded:
             err.print(
-                f"index {index!r} is up to date: {report.documents} documents, {report.chunks_unchanged} chunks "
-                "unchanged, nothing to embed"
+                f"index {safe(repr(index))} is up to date: {report.documents} documents, "
+                f"{report.chunks_unchanged} chunks unchanged, nothing to embed"
             )
         else:
             err.print(
-                f"index {index!r} {verb}: {report.documents} documents, {report.chunks_added} chunks added, "
+                f"index {safe(repr(index))} {verb}: {report.documents} documents, {report.chunks_added} chunks added, "
                 f"{report.chunks_unchanged} unchanged, {report.chunks_removed} removed, {report.failed} failed"
             )
     if report.interrupted:
         err.print(f"stopped early: {report.chunks_added} chunks were stored; run the same command again to continue")
         raise typer.Exit(EXIT_INTERRUPTED)
+    if report_error is not None:
+        raise fail(report_error, EXIT_REPORT_FAILED)
     if report.failed:
         raise typer.Exit(EXIT_INPUT_FAILURES)
 
 
-def _write_report(settings: Settings, index: str, report: IndexReport) -> None:
-    """The run's report as JSON next to the index (local data directories only)."""
+def _write_report(settings: Settings, index: str, report: IndexReport) -> str | None:
+    """Write the run's report as JSON next to the index (local data directories only); why it could not be
+    written, or None. The index itself is already committed either way."""
     if "://" in settings.db:
-        return
+        return None
     payload = {**report.to_dict(), "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    (Path(settings.db).expanduser() / f"{index}.report.json").write_text(
-        json.dumps(payload, indent=2) + "\n", encoding="utf-8"
-    )
+    path = Path(settings.db).expanduser() / f"{index}.report.json"
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)  # never a half-written report
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        return (
+            f"index {index!r} was written, but its run report could not be written to {path} "
+            f"({exc.strerror or exc}); make the data directory writable, or use --json to get the report on stdout"
+        )
+    return None
 
 
 def _chunker(chunk_tokens: int | None, overlap: int | None) -> ChunkerSettings | None:
@@ -301,7 +318,9 @@ def embed(
         if devices:
             settings = replace(settings, devices=parse_devices(devices))
         choice = choose(settings, model, model_path)
-        err.print(f"model: {choice.reason} (license {choice.license})")
+        if output is not None and not output.parent.is_dir():
+            raise ConfigError(f"--output {output}: the directory {output.parent} does not exist; create it first")
+        err.print(f"model: {safe(choice.reason)} (license {safe(choice.license)})")
         embedder = load_model(settings, choice.name, model_path=choice.model_path, max_length=max_length)
         if prefix is not None:
             vectors = embedder.embed_with_prefix(items, prefix)
@@ -309,16 +328,19 @@ def embed(
             vectors = embedder.embed_queries(items, instruction=resolve_instruction(task, instruction))
         else:
             vectors = embedder.embed_documents(items)
-        if output is not None and output.suffix == ".npy":
-            np.save(output, vectors.astype(np.float32))
-            err.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 to {output}")
-            return
-        lines = "".join(json.dumps({"embedding": [float(x) for x in v]}) + "\n" for v in vectors)
-        if output is None:
-            sys.stdout.write(lines)
-        else:
-            output.write_text(lines, encoding="utf-8")
-            err.print(f"wrote {len(vectors)} embeddings to {output}")
+        try:
+            if output is not None and output.suffix == ".npy":
+                np.save(output, vectors.astype(np.float32))
+                err.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 to {safe(output)}")
+                return
+            lines = "".join(json.dumps({"embedding": [float(x) for x in v]}) + "\n" for v in vectors)
+            if output is None:
+                sys.stdout.write(lines)
+            else:
+                output.write_text(lines, encoding="utf-8")
+                err.print(f"wrote {len(vectors)} embeddings to {safe(output)}")
+        except OSError as exc:
+            raise ConfigError(f"--output {output}: cannot write it ({exc.strerror or exc})") from None
 
 
 def _read_texts(path: Path) -> list[str]:
@@ -365,4 +387,6 @@ def optimize(
     """
     with user_errors():
         store = open_store(Settings.from_env(db=db))
-        err.print(store.open(index).build_ann(ann))
+        table = store.open(index)
+        with store.writing(index):
+            err.print(safe(table.build_ann(ann)))

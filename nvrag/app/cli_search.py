@@ -20,6 +20,7 @@ from nvrag.app.cli_common import (
     app,
     err,
     out,
+    safe,
     user_errors,
 )
 from nvrag.app.progress import index_progress
@@ -59,7 +60,9 @@ def search(
         float | None,
         typer.Option("--mmr", help="Diversify with maximal marginal relevance: 1 = relevance only, 0 = most diverse."),
     ] = None,
-    rrf_k: Annotated[int, typer.Option("--rrf-k", help="Reciprocal rank fusion constant (hybrid mode).")] = 60,
+    rrf_k: Annotated[
+        int, typer.Option("--rrf-k", min=1, help="Reciprocal rank fusion constant (hybrid mode; 1 or more).")
+    ] = 60,
     model: ModelOption = None,
     model_path: ModelPathOption = None,
     db: DbOption = None,
@@ -76,7 +79,7 @@ def search(
         retriever = build_retriever(settings, store, index, model, model_path)
         text = resolve_instruction(task, instruction)
         if text is not None and not retriever.embedder.info.takes_instructions:
-            err.print(f"note: {retriever.embedder.name} takes no query instruction; searching without it")
+            err.print(f"note: {safe(retriever.embedder.name)} takes no query instruction; searching without it")
         if mode not in MODES:
             raise ConfigError(f"unknown --mode {mode!r}; use dense, bm25 or hybrid")
         conditions = parse_filters(filters or [])
@@ -95,7 +98,7 @@ def search(
         return
     if not hits:
         if retriever.table.count() == 0:
-            err.print(f"no results: index {index!r} is empty")
+            err.print(f"no results: index {safe(repr(index))} is empty")
         else:
             err.print(
                 "no results: nothing matched"
@@ -103,7 +106,7 @@ def search(
                 + (" above --min-score" if min_score is not None else "")
             )
         return
-    table = RichTable(show_lines=False, title=f"{len(hits)} hits for {query!r} in {index!r}")
+    table = RichTable(show_lines=False, title=f"{len(hits)} hits for {safe(repr(query))} in {safe(repr(index))}")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("doc_id")
@@ -111,7 +114,7 @@ def search(
     for hit in hits:
         snippet = " ".join(hit.text.split())
         snippet = snippet if len(snippet) <= 160 else snippet[:157] + "..."
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.doc_id, snippet)
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", safe(hit.doc_id), safe(snippet))
     out.print(table)
 
 
@@ -177,10 +180,10 @@ def eval_command(
         store = open_store(settings)
         choice = choose(settings, model, model_path)
         embedder = load_model(settings, choice.name, model_path=choice.model_path)
-        err.print(f"model: {choice.reason} (license {choice.license})")
+        err.print(f"model: {safe(choice.reason)} (license {safe(choice.license)})")
         if text is not None:
             note = "" if embedder.info.takes_instructions else f" (ignored: {embedder.name} takes no instruction)"
-            err.print(f"query instruction: {text!r}{note}")
+            err.print(f"query instruction: {safe(repr(text))}{safe(note)}")
         with index_progress(err) as on_progress:
             result = evaluate(
                 dataset,
@@ -198,22 +201,22 @@ def eval_command(
             (output / "metrics.json").write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
             save_plot(result, output / "metrics.png")
     for line in result.skipped:
-        err.print(f"note: {line}")
+        err.print(f"note: {safe(line)}")
     reused = result.indexing.chunks_added == 0
     err.print(
-        f"index {result.index!r}: {'reused' if reused else 'built'} in {result.seconds_indexing:.1f} s; "
+        f"index {safe(repr(result.index))}: {'reused' if reused else 'built'} in {result.seconds_indexing:.1f} s; "
         f"{result.queries} queries in {result.seconds_queries:.1f} s"
     )
     if as_json:
         out.print_json(data=result.to_json())
         return
-    table = RichTable(title=f"{result.dataset} ({result.split}) - {result.model} - {result.mode}")
+    table = RichTable(title=safe(f"{result.dataset} ({result.split}) - {result.model} - {result.mode}"))
     for name in METRICS:
         table.add_column(name, justify="right")
     table.add_row(*(f"{100 * result.metrics[name]:.2f}" for name in METRICS))
     out.print(table)
     if output is not None:
-        out.print(f"wrote {output / 'metrics.json'} and {output / 'metrics.png'}")
+        out.print(f"wrote {safe(output / 'metrics.json')} and {safe(output / 'metrics.png')}")
 
 
 @app.command()
@@ -237,9 +240,9 @@ def ui(
             store.open(index)  # raises IndexNotFoundError naming the known indexes
         server = build_web_app(settings, store, index)
     where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
-    err.print(f"nvrag UI on {where} (Ctrl-C stops it)")
+    err.print(f"nvrag UI on {safe(where)} (Ctrl-C stops it)")
     if host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]warning:[/] listening on {host}: other machines can reach this UI")
+        err.print(f"[yellow]warning:[/] listening on {safe(host)}: other machines can reach this UI")
     import uvicorn
 
     uvicorn.run(server, host=host, port=port, log_level="warning")
@@ -264,7 +267,7 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
             }
         )
         return
-    out.print(f"data directory: {settings.db}")
+    out.print(f"data directory: {safe(settings.db)}")
     if tables:
         table = RichTable(title="indexes")
         for column in ("index", "model", "dim", "rows", "chunker", "updated"):
@@ -272,7 +275,7 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
         for t in tables:
             m = t.manifest
             chunker = f"{m.chunker.chunk_tokens}/{m.chunker.overlap_tokens}"
-            table.add_row(m.name, m.model, str(m.dimension), str(t.count()), chunker, m.updated_at)
+            table.add_row(*(safe(v) for v in (m.name, m.model, m.dimension, t.count(), chunker, m.updated_at)))
         out.print(table)
     else:
         out.print("no indexes yet: create one with `nvrag index PATH --index NAME`")

@@ -41,8 +41,15 @@ def open_store(settings: Settings) -> Store:
         return LanceStore(settings.db)
     path = Path(settings.db).expanduser()
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"--db {settings.db}: exists and is not a directory")
-    path.mkdir(parents=True, exist_ok=True)
+        raise ConfigError(f"--db {settings.db}: exists and is not a directory; give a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--db {settings.db}: cannot create the data directory ({exc.strerror or exc}); choose another path"
+        ) from None
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise ConfigError(f"--db {settings.db}: the data directory cannot be read; check its permissions")
     if settings.store == "faiss":
         from nvrag.store.faiss_store import FaissStore
 

@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Callable
 
 from nvrag.errors import ConfigError
+from nvrag.indexer.reading import MAX_CHUNK_CHARS
 from nvrag.schema import Chunk, ChunkerSettings, Document
 
 TokenSpans = Callable[[str], list[tuple[int, int]]]
@@ -139,6 +140,19 @@ def chunk_document(
     spans = spans_of(doc.text)
     if not spans:
         return []
+    chunks = _token_windows(doc, spans, settings, model_key)
+    longest = max(chunks, key=lambda c: len(c.text))
+    if len(longest.text) > MAX_CHUNK_CHARS:
+        raise ValueError(
+            f"chunk {longest.chunk_no} is {len(longest.text):,} characters long, over the {MAX_CHUNK_CHARS:,} limit "
+            "for one chunk (text with few token boundaries, such as one very long word); skipped"
+        )
+    return chunks
+
+
+def _token_windows(
+    doc: Document, spans: list[tuple[int, int]], settings: ChunkerSettings, model_key: str
+) -> list[Chunk]:
     cont = _continues_word(doc.text, spans)
     size, overlap, n = settings.chunk_tokens, settings.overlap_tokens, len(spans)
     chunks: list[Chunk] = []

@@ -9,6 +9,8 @@ the batch in flight and never leaves a document with neither version. A rebuild 
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -17,7 +19,7 @@ from nvrag.embedder import Embedder
 from nvrag.embedder.pinning import check_manifest_model, model_key, new_manifest, utc_now
 from nvrag.errors import ConfigError, ModelMismatchError, NvRagError
 from nvrag.indexer.chunking import check_settings, chunk_document, default_settings
-from nvrag.indexer.loaders import LoadFailure
+from nvrag.indexer.loaders import UPLOAD_PREFIX, LoadFailure
 from nvrag.schema import Chunk, ChunkerSettings, Document, IndexManifest
 from nvrag.store import Store, Table, check_index_name
 
@@ -90,11 +92,22 @@ class RunLedger:
         self.seen_docs: set[str] = set()
         self.stale: set[str] = set()
 
-    def fail(self, source: str, reason: str) -> None:
-        self.report.failures.append(LoadFailure(source, reason))
+    def fail(self, source: str, reason: str, doc_id: str | None = None) -> None:
+        self.report.failures.append(LoadFailure(source, reason, doc_id))
 
-    def claim(self, doc_id: str, source: str) -> bool:
-        """Whether this is the first document with this id in the run (a later one is reported, skipped)."""
+    def claim(self, doc_id: str, source: str, *, uploads: bool = False) -> bool:
+        """Whether this is the first document with this id in the run (a later one is reported, skipped).
+
+        Ids starting with UPLOAD_PREFIX belong to UI uploads (``uploads``) and to nothing else, so an upload
+        never replaces a document indexed from elsewhere, nor the other way round."""
+        if doc_id.startswith(UPLOAD_PREFIX) != uploads:
+            why = (
+                f"document ids starting with {UPLOAD_PREFIX!r} are reserved for files uploaded in the web UI; rename it"
+                if not uploads
+                else f"an upload's document id must start with {UPLOAD_PREFIX!r}"
+            )
+            self.fail(source, f"{why}; skipped", doc_id)
+            return False
         if doc_id in self.seen_docs:
             self.fail(source, f"duplicate document id {doc_id!r}; skipped")
             return False
@@ -227,13 +240,29 @@ class Indexer:
         prune: bool = False,
         reembed: bool = False,
         stop: StopFlag | None = None,
+        uploads: bool = False,
     ) -> IndexReport:
         """Index ``items`` into ``name``; see the module docstring.
 
         ``prune`` deletes the chunks of documents that are no longer among ``items``; ``reembed`` allows a new
         model or chunker by rebuilding the index beside the old one and switching at the end; ``stop`` ends
-        the run cleanly after the batch in flight.
+        the run cleanly after the batch in flight; ``uploads`` marks items from the UI's uploads (their ids
+        carry UPLOAD_PREFIX). The run holds the index's write lock: IndexBusyError if another writer has it.
         """
+        check_index_name(name)
+        with self.store.writing(name):
+            return self._index(name, items, prune=prune, reembed=reembed, stop=stop, uploads=uploads)
+
+    def _index(
+        self,
+        name: str,
+        items: Iterable[Document | LoadFailure],
+        *,
+        prune: bool,
+        reembed: bool,
+        stop: StopFlag | None,
+        uploads: bool,
+    ) -> IndexReport:
         table, created, staged = self.open_or_create(name, reembed=reembed)
         self._seen = 0
         settings = table.manifest.chunker
@@ -244,11 +273,15 @@ class Indexer:
         for item in items:
             self._seen += 1
             if isinstance(item, LoadFailure):
-                ledger.fail(item.source, item.reason)
+                ledger.fail(item.source, item.reason, item.doc_id)
                 continue
-            if not ledger.claim(item.doc_id, item.source):
+            if not ledger.claim(item.doc_id, item.source, uploads=uploads):
                 continue
-            chunks = chunk_document(item, self.embedder.token_spans, settings, key)
+            try:
+                chunks = chunk_document(item, self.embedder.token_spans, settings, key)
+            except ValueError as exc:  # a chunk over the size limit
+                ledger.fail(item.source, str(exc), item.doc_id)
+                continue
             fresh = ledger.admit(item.doc_id, item.source, [c.chunk_id for c in chunks])
             pending.extend(chunks[i] for i in fresh)
             while len(pending) >= self.batch_chunks:
@@ -270,7 +303,7 @@ class Indexer:
         if not report.interrupted:
             stale = ledger.stale
             if prune:
-                gone = set(ledger.stored) - ledger.seen_docs
+                gone = set(ledger.stored) - ledger.seen_docs - _failed_documents(table, ledger)
                 report.documents_removed = len(gone)
                 for doc_id in gone:
                     stale |= ledger.stored[doc_id]
@@ -291,3 +324,26 @@ class Indexer:
         report.chunks_added += len(chunks)
         if self.on_progress is not None:
             self.on_progress(Progress(report.documents, report.chunks_added, self._seen))
+
+
+_LINE_SUFFIX = re.compile(r":\d+$")
+
+
+def _failed_documents(table: Table, ledger: RunLedger) -> set[str]:
+    """Stored documents that this run failed to read (so --prune keeps them): those a failure names, and those
+    whose source file (or a directory above it) failed as a whole, when the failure could not name them."""
+    failed = {f.doc_id for f in ledger.report.failures if f.doc_id is not None}
+    paths: set[str] = set()
+    for f in ledger.report.failures:
+        if f.doc_id is None:
+            where = _LINE_SUFFIX.sub("", f.source) if not os.path.exists(f.source) else f.source
+            paths |= {os.path.abspath(where), os.path.realpath(where)}
+    if not paths:
+        return failed
+    unseen = {doc: min(ids) for doc, ids in ledger.stored.items() if doc not in ledger.seen_docs}
+    for chunk in table.get(sorted(unseen.values())):
+        source = chunk.source
+        candidates = {source, _LINE_SUFFIX.sub("", source)}
+        if any(c == p or c.startswith(p.rstrip(os.sep) + os.sep) for c in candidates for p in paths):
+            failed.add(chunk.doc_id)
+    return failed

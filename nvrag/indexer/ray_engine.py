@@ -136,9 +136,13 @@ def _rows_for_units(
         for item_no, item in enumerate(load_unit(unit, columns)):
             where = {"unit_no": int(unit_no), "item_no": item_no, "source": item.source}
             if isinstance(item, LoadFailure):
-                add(**where, failure=item.reason)
+                add(**where, failure=item.reason, doc_id=item.doc_id)
                 continue
-            chunks = chunk_document(item, embedder.token_spans, settings, key)
+            try:
+                chunks = chunk_document(item, embedder.token_spans, settings, key)
+            except ValueError as exc:  # a chunk over the size limit
+                add(**where, failure=str(exc), doc_id=item.doc_id)
+                continue
             if not chunks:
                 add(**where, doc_id=item.doc_id)
             for c in chunks:
@@ -269,6 +273,19 @@ class RayIndexer:
         # everything that can be refused is checked before Ray starts and before anything is written
         units = plan_units(path, self.options.jsonl_block_lines)
         self.indexer.check(name, reembed=reembed)
+        with self.indexer.store.writing(name):  # the driver is the index's one writer for the whole run
+            return self._start(name, units, columns, prune, reembed, stop, say)
+
+    def _start(
+        self,
+        name: str,
+        units: list[LoadUnit],
+        columns: TableColumns | None,
+        prune: bool,
+        reembed: bool,
+        stop: StopFlag | None,
+        say: Callable[[str], None],
+    ) -> IndexReport:
         import ray
 
         started_here = not ray.is_initialized()
@@ -351,7 +368,7 @@ class RayIndexer:
         items = _items(ids)
         for source, failure, doc_id, chunk_ids in items:
             if failure is not None:
-                ledger.fail(source, failure)
+                ledger.fail(source, failure, doc_id)
             elif ledger.claim(doc_id, source):
                 fresh.update(chunk_ids[i] for i in ledger.admit(doc_id, source, chunk_ids))
         progress = self.indexer.on_progress

@@ -91,6 +91,8 @@ class Retriever:
             raise ConfigError(f"unknown search mode {mode!r}; use dense, bm25 or hybrid")
         if mmr_lambda is not None and not 0.0 <= mmr_lambda <= 1.0:
             raise ConfigError(f"MMR lambda must be between 0 and 1 (got {mmr_lambda})")
+        if rrf_k < 1:
+            raise ConfigError(f"the RRF constant (--rrf-k) must be 1 or more (got {rrf_k})")
         for q in queries:
             if len(q) > MAX_QUERY_CHARS:
                 raise ConfigError(f"a query is {len(q)} characters long; the limit is {MAX_QUERY_CHARS}")

@@ -6,11 +6,14 @@ L2-normalised, so a table's score is the cosine similarity.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -107,6 +110,33 @@ class Table(ABC):
 
 class Store(ABC):
     """A data directory (or URI) of named indexes."""
+
+    def lock_dir(self) -> Path | None:
+        """Where write locks live (a local data directory), or None where there is no file to lock."""
+        return None
+
+    @contextlib.contextmanager
+    def writing(self, name: str) -> Iterator[None]:
+        """Hold index ``name``'s write lock for the block: one writer per index (IndexBusyError when another
+        holds it; a lock of a killed process is taken over). Readers never wait for it."""
+        folder = self.lock_dir()
+        if folder is None:
+            yield
+            return
+        from nvrag.store.locking import exclusive
+
+        with exclusive(folder / f"{name}.lock", name):
+            writers: dict[str, int] = self.__dict__.setdefault("_writers", {})
+            writers[name] = threading.get_ident()
+            try:
+                yield
+            finally:
+                writers.pop(name, None)
+
+    def held_locks(self) -> set[str]:
+        """The indexes this thread is writing through this store now (inside ``writing``)."""
+        me = threading.get_ident()
+        return {name for name, thread in self.__dict__.get("_writers", {}).items() if thread == me}
 
     @abstractmethod
     def list_indexes(self) -> list[str]: ...

@@ -6,9 +6,11 @@ chunk_id, so each batch is one atomic commit and re-adding a chunk never duplica
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import lancedb
@@ -371,6 +373,18 @@ class LanceStore(ManifestStore):
         self.uri = self.location = uri
         self._db = lancedb.connect(uri)
 
+    def lock_dir(self) -> Path | None:
+        return None if "://" in self.uri else Path(self.uri).expanduser()
+
+    def _manifest_section(self) -> Any:
+        """Writers of different indexes share the manifest table: their updates take turns (no commit conflict)."""
+        folder = self.lock_dir()
+        if folder is None:
+            return contextlib.nullcontext()
+        from nvrag.store.locking import shared_section
+
+        return shared_section(folder / f"{MANIFEST_TABLE}.lock")
+
     def _tables(self) -> set[str]:
         names: list[str] = []
         page_token = None
@@ -394,14 +408,16 @@ class LanceStore(ManifestStore):
 
     def _write_manifest(self, manifest: IndexManifest, key: str | None = None) -> None:
         row = pa.table({"name": [key or manifest.name], "manifest": [manifest.to_json()]}, schema=_MANIFEST_SCHEMA)
-        if MANIFEST_TABLE not in self._tables():
-            self._db.create_table(MANIFEST_TABLE, schema=_MANIFEST_SCHEMA, exist_ok=True)
-        table = self._db.open_table(MANIFEST_TABLE)
-        table.merge_insert("name").when_matched_update_all().when_not_matched_insert_all().execute(row)
+        with self._manifest_section():
+            if MANIFEST_TABLE not in self._tables():
+                self._db.create_table(MANIFEST_TABLE, schema=_MANIFEST_SCHEMA, exist_ok=True)
+            table = self._db.open_table(MANIFEST_TABLE)
+            table.merge_insert("name").when_matched_update_all().when_not_matched_insert_all().execute(row)
 
     def _delete_manifests(self, keys: Sequence[str]) -> None:
-        if MANIFEST_TABLE in self._tables():
-            self._db.open_table(MANIFEST_TABLE).delete(f"name IN ({', '.join(_quote(k) for k in keys)})")
+        with self._manifest_section():
+            if MANIFEST_TABLE in self._tables():
+                self._db.open_table(MANIFEST_TABLE).delete(f"name IN ({', '.join(_quote(k) for k in keys)})")
 
     def _open_table(self, manifest: IndexManifest, key: str) -> LanceTable:
         physical = manifest.table or manifest.name

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from nvrag.errors import ConfigError
+from nvrag.errors import ConfigError, IndexBusyError
 from nvrag.schema import Chunk, FilterCondition, IndexManifest
 from nvrag.store.base import STAGING, ManifestStore, ScoredChunk, Table, check_vectors
 from nvrag.store.filtering import check_types, matches
@@ -86,6 +86,19 @@ class SidecarTable(Table):
         self._manifest = manifest
 
     def _drop_rows_without_vectors(self) -> None:
+        """Forget rows whose vectors a crash lost, only as the index's writer: a reader that loaded the vector
+        file just before a writer's commit would otherwise delete the rows that commit adds."""
+        name = self._manifest.name
+        if name in self._store.held_locks():
+            self._drop_orphans()
+            return
+        try:
+            with self._store.writing(name):
+                self._drop_orphans()
+        except IndexBusyError:
+            pass  # another process is writing: it cleans up when it opens the index
+
+    def _drop_orphans(self) -> None:
         stored = {int(r[0]) for r in self._db.execute(f"SELECT vid FROM {self._chunks}")}
         orphans = stored - self._vectors.ids()
         if orphans:
@@ -238,11 +251,15 @@ class SidecarStore(ManifestStore):
         self.root = Path(root)
         self.location = str(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.root / "nvrag.sqlite"), check_same_thread=False)
+        # writers of different indexes share this file: wait for SQLite's lock rather than fail after 5 s
+        self._db = sqlite3.connect(str(self.root / "nvrag.sqlite"), check_same_thread=False, timeout=120)
         # INSERT OR REPLACE deletes the old row; its delete trigger (which updates FTS5) fires only with this on
         self._db.execute("PRAGMA recursive_triggers = ON")
         with self._db:
             self._db.execute("CREATE TABLE IF NOT EXISTS manifests (key TEXT PRIMARY KEY, json TEXT NOT NULL)")
+
+    def lock_dir(self) -> Path | None:
+        return self.root
 
     @abstractmethod
     def _open_vectors(self, physical: str, dimension: int) -> VectorIndex: ...
