@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,10 @@ def build_retriever(
 def build_web_app(settings: Settings, store: Store, index: str | None) -> Any:
     """The UI's FastAPI app: retrievers cached per index, uploads indexed with the index's (or auto) model."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
+    # Gradio writes what it receives to GRADIO_TEMP_DIR (default: /tmp/gradio, shared by every user of the
+    # machine); this server's uploads go to a folder of its own, readable by this user only
+    received = Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.mkdtemp(prefix="nvrag-received-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(received)
     from nvrag.ui import UIContext, build_server
 
     retrievers: dict[str, Retriever] = {}
@@ -221,13 +226,28 @@ def build_web_app(settings: Settings, store: Store, index: str | None) -> Any:
             retrievers[name] = build_retriever(settings, store, name, None)
         return retrievers[name]
 
+    indexers: dict[str, Indexer] = {}
+
     def indexer_for(name: str) -> Indexer:
-        indexer, _ = build_indexer(settings, store, name, None, None)
-        return indexer
+        # uploads reuse the model they loaded last time while the index's model stays the same
+        cached = indexers.get(name)
+        if cached is not None and store.exists(name):
+            info = cached.embedder.info
+            current = store.manifest(name)
+            if (info.name, info.revision) == (current.model, current.model_revision):
+                return cached
+        indexers[name], _ = build_indexer(settings, store, name, None, None)
+        return indexers[name]
 
     local = "://" not in settings.db
     uploads = Path(settings.db).expanduser() / "uploads" if local else Path(default_db()) / "uploads"
-    ctx = UIContext(store=store, retriever_for=retriever_for, indexer_for=indexer_for, upload_root=uploads)
+    ctx = UIContext(
+        store=store,
+        retriever_for=retriever_for,
+        indexer_for=indexer_for,
+        upload_root=uploads,
+        received_root=received,
+    )
     user, password = os.environ.get(ENV_UI_USER), os.environ.get(ENV_UI_PASSWORD)
     if bool(user) != bool(password):
         raise ConfigError(f"set both {ENV_UI_USER} and {ENV_UI_PASSWORD} to require a login, or neither")

@@ -48,8 +48,17 @@ def read_html(text: str, doc_id: str, source: str) -> Document:
         tag.decompose()
     body = soup.find("main") or soup.find("article") or soup.body or soup
     lines: list[str] = []
-    for element in body.find_all(["h1", "h2", "h3", "h4", "h5", "h6", *_BLOCK_TAGS]):
-        if element.find(["h1", "h2", "h3", "h4", "h5", "h6", *_BLOCK_TAGS]):
+    blocks = body.find_all(["h1", "h2", "h3", "h4", "h5", "h6", *_BLOCK_TAGS])
+    # Blocks that hold another block: each block marks its ancestors, stopping at one already marked, so the
+    # marking is linear even for a page nested 100,000 deep (a find() per element would be quadratic).
+    holders: set[int] = set()
+    for element in blocks:
+        parent = element.parent
+        while parent is not None and id(parent) not in holders:
+            holders.add(id(parent))
+            parent = parent.parent
+    for element in blocks:
+        if id(element) in holders:
             continue  # only leaf blocks: their text is not repeated by a parent
         line = " ".join(element.get_text(" ", strip=True).split())
         if line:
@@ -76,7 +85,7 @@ def read_pdf(data: bytes, doc_id: str, source: str) -> Document:
     Bounded: at most MAX_PDF_PAGES pages, PDF_STREAM_BYTES per decompressed stream (pypdf's own limits),
     PDF_SECONDS of extraction and MAX_DOCUMENT_CHARS of text."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import LimitReachedError, PdfReadError
 
     limits = _pdf_limits()
     deadline = time.monotonic() + reading.PDF_SECONDS
@@ -91,6 +100,9 @@ def read_pdf(data: bytes, doc_id: str, source: str) -> Document:
             pages: list[str] = []
             size = 0
             for page in reader.pages:
+                contents = page.get_contents()
+                if contents is not None:
+                    contents.get_data()  # decoded once, within the limits (extract_text would hide a limit hit)
                 pages.append(page.extract_text() or "")
                 size += len(pages[-1])
                 if size > reading.MAX_DOCUMENT_CHARS:
@@ -102,6 +114,10 @@ def read_pdf(data: bytes, doc_id: str, source: str) -> Document:
             title = reader.metadata.title if reader.metadata and reader.metadata.title else None
     except reading.RejectedInputError:
         raise
+    except LimitReachedError:
+        raise reading.RejectedInputError(
+            f"a PDF stream inflates past {reading.human_bytes(reading.PDF_STREAM_BYTES)}, the limit; skipped"
+        ) from None
     except (PdfReadError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a readable PDF ({type(exc).__name__}: {str(exc)[:80]}); skipped") from exc
     except Exception as exc:  # pypdf raises assorted errors on damaged files (LimitReachedError among them)

@@ -5,11 +5,13 @@ Gradio is imported here only, and only when the UI is built (the `ui` extra).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from nvrag.errors import NvRagError
+from nvrag.indexer import reading
 from nvrag.retriever import MODES
 from nvrag.ui import callbacks
 from nvrag.ui.callbacks import TASK_CHOICES, UIContext
@@ -84,36 +86,57 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
     return blocks
 
 
+SOURCE_HEADERS = {
+    # an indexed file is shown as inert text: never sniffed into HTML, never run, never framed or fetched from
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox; default-src 'none'",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def source_text(ctx: UIContext, index_name: str, chunk_id: str) -> str | None:
+    """The text of the local file an indexed chunk came from, or None (no such chunk, not a local file, or a
+    path that no longer resolves to the file that was indexed). Only paths recorded at index time are read;
+    the loaders record the resolved path, so a path that now resolves elsewhere (a file swapped for a symlink,
+    a directory moved) is refused, as is anything but a regular file."""
+    try:
+        found = ctx.store.open(index_name).get([chunk_id])
+    except NvRagError:
+        return None
+    if not found:
+        return None
+    raw = found[0].source
+    match = _LINE_SUFFIX.match(raw)
+    recorded = match["path"] if match and not os.path.lexists(raw) else raw
+    if not os.path.isabs(recorded) or os.path.realpath(recorded) != recorded:
+        return None
+    try:
+        data = reading.read_bytes(Path(recorded))
+        return reading.decode_text(data)[0]
+    except (OSError, ValueError):
+        return None
+
+
 def build_server(ctx: UIContext, index: str | None = None, auth: tuple[str, str] | None = None) -> Any:
     """A FastAPI app serving the UI at / and, without a login, indexed local source files at /source."""
     import gradio as gr
     from fastapi import FastAPI, HTTPException
-    from fastapi.responses import FileResponse
+    from fastapi.responses import PlainTextResponse
 
     server = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     if auth is not None:
         ctx.source_url = None  # the source route is outside Gradio's login: do not offer it
 
     @server.get("/source/{index_name}/{chunk_id}")
-    def source(index_name: str, chunk_id: str) -> FileResponse:
-        # Only files that are already the source of an indexed chunk: never an arbitrary path.
-        if ctx.source_url is None:
-            raise HTTPException(404)
-        try:
-            found = ctx.store.open(index_name).get([chunk_id])
-        except NvRagError:
-            raise HTTPException(404) from None
-        if not found:
-            raise HTTPException(404)
-        raw = found[0].source
-        match = _LINE_SUFFIX.match(raw)
-        path = Path(match["path"] if match and not Path(raw).exists() else raw)
-        if not path.is_file():
-            raise HTTPException(404, "the source is not a local file")
-        return FileResponse(path)
+    def source(index_name: str, chunk_id: str) -> PlainTextResponse:
+        text = source_text(ctx, index_name, chunk_id) if ctx.source_url is not None else None
+        if text is None:
+            raise HTTPException(404, "no indexed local file for this chunk", headers=SOURCE_HEADERS)
+        return PlainTextResponse(text, media_type="text/plain; charset=utf-8", headers=SOURCE_HEADERS)
 
     blocks = build_ui(ctx, index)
-    return gr.mount_gradio_app(
+    app = gr.mount_gradio_app(
         server,
         blocks,
         path="",
@@ -123,3 +146,8 @@ def build_server(ctx: UIContext, index: str | None = None, auth: tuple[str, str]
         footer_links=[],
         ssr_mode=False,
     )
+    # Gradio checks a client-named file path against its upload folder only once the Blocks "have launched",
+    # which mount_gradio_app never marks: without this, an event payload naming /etc/passwd (or /dev/zero) as
+    # a FileData path is copied and indexed. Launched, only files that Gradio itself received are accepted.
+    blocks.has_launched = True
+    return app

@@ -6,19 +6,22 @@ page, never as an exception or a traceback.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
-import shutil
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nvrag.embedder import TASK_INSTRUCTIONS, resolve_instruction
 from nvrag.errors import NvRagError
-from nvrag.indexer import Indexer, IndexReport, load_corpus
+from nvrag.indexer import Indexer, IndexReport, LoadFailure, load_corpus, reading
+from nvrag.indexer.loaders import UPLOAD_PREFIX
 from nvrag.retriever import MODES, Retriever, parse_filters
+from nvrag.schema import Document
 from nvrag.store import Store
-from nvrag.ui.render import message, result_cards
+from nvrag.ui.render import md, message, result_cards
 
 DEFAULT_TASK = "(model default)"
 CUSTOM_TASK = "Custom instruction"
@@ -40,6 +43,7 @@ class UIContext:
     upload_root: Path
     source_url: str | None = "/source"  # None: no links to source files (e.g. when a login is required)
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    received_root: Path | None = None  # where the web server puts the bytes it receives; uploads come from here
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -64,7 +68,7 @@ def search(
     if len(query) > MAX_QUERY_CHARS:
         return message(f"The query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}.", error=True)
     if not index or not ctx.store.exists(index):
-        known = ", ".join(ctx.store.list_indexes()) or "none yet"
+        known = ", ".join(ctx.store.list_indexes()) or "none yet"  # message() escapes it
         return message(f"Choose an index (available: {known}).", error=True)
     if mode not in MODES:
         return message(f"Unknown mode {mode!r}.", error=True)
@@ -109,7 +113,8 @@ def index_info(ctx: UIContext, index: str | None) -> str:
         ("created", m.created_at),
         ("updated", m.updated_at),
     ]
-    return f"### Index `{index}`\n\n| | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    body = "\n".join(f"| {k} | {md(v)} |" for k, v in rows)
+    return f"### Index {md(index)}\n\n| | |\n| --- | --- |\n{body}"
 
 
 def safe_name(name: str) -> str:
@@ -118,46 +123,89 @@ def safe_name(name: str) -> str:
     return base[:120]
 
 
+def stored_name(name: str, data: bytes) -> str:
+    """Where an upload is kept: its sanitised name with a hash of its bytes before the suffix. Two files whose
+    names sanitise alike never overwrite each other; the same bytes uploaded twice are one document."""
+    base = Path(safe_name(name))
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    return f"{base.stem[:100]}.{digest}{base.suffix.lower()}"
+
+
+def _received(ctx: UIContext, path: Path) -> bytes:
+    """The bytes of a file the server received as an upload: a regular file inside the upload folder
+    (anything else was named by the client, not sent by it), at most max_upload_bytes, read with limits."""
+    if ctx.received_root is not None:
+        root = os.path.realpath(ctx.received_root)
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise reading.RejectedInputError("not a file uploaded to this server; refused")
+    return reading.read_bytes(path, ctx.max_upload_bytes)
+
+
+def _namespaced(item: Document | LoadFailure, stored: str) -> Document | LoadFailure:
+    """An uploaded item with its id in the upload namespace: upload:FILE, or upload:FILE#ID for JSONL lines."""
+    single = not stored.endswith(".jsonl")
+    if isinstance(item, LoadFailure):
+        if item.doc_id is None:
+            return item
+        return replace(item, doc_id=UPLOAD_PREFIX + stored + ("" if single else f"#{item.doc_id}"))
+    doc_id = UPLOAD_PREFIX + stored + ("" if single else f"#{item.doc_id}")
+    metadata = {**item.metadata, "upload": stored}
+    if single:
+        metadata["path"] = stored
+    return replace(item, doc_id=doc_id, metadata=metadata)
+
+
 def upload(ctx: UIContext, index: str | None, files: Sequence[str] | None) -> str:
-    """Store uploaded files under the index's upload folder and index them; a Markdown report."""
+    """Store uploaded files under the index's upload folder and index them in one run; a Markdown report.
+
+    Uploaded documents live in their own id namespace (``upload:NAME.HASH.SUFFIX``): an upload never replaces
+    a document indexed from elsewhere, and two uploads never replace each other."""
     if not index:
         return "Choose or type an index name first."
     if not files:
         return "Choose files to upload (.txt, .md, .jsonl)."
     target = ctx.upload_root / safe_name(index)
     skipped: list[str] = []
-    accepted: list[Path] = []
+    accepted: list[tuple[Path, str]] = []
     for file in files:
         path = Path(file)
-        name = safe_name(path.name)
+        shown = md(path.name)
         if path.suffix.lower() not in UPLOAD_SUFFIXES:
-            skipped.append(f"{path.name}: type not accepted (use {', '.join(UPLOAD_SUFFIXES)})")
+            skipped.append(f"{shown}: type not accepted (use {', '.join(UPLOAD_SUFFIXES)})")
             continue
-        if path.stat().st_size > ctx.max_upload_bytes:
-            skipped.append(f"{path.name}: larger than {ctx.max_upload_bytes // (1024 * 1024)} MB")
+        try:
+            data = _received(ctx, path)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            skipped.append(f"{shown}: {md(reason)}")
             continue
-        target.mkdir(parents=True, exist_ok=True)
+        name = stored_name(path.name, data)
         destination = target / name
-        shutil.copyfile(path, destination)
-        accepted.append(destination)
+        target.mkdir(parents=True, exist_ok=True)
+        if not destination.exists():
+            temporary = target / f".{name}.part"
+            temporary.write_bytes(data)
+            os.replace(temporary, destination)
+        accepted.append((destination, name))
     report = IndexReport(index=index)
     if accepted:
+        items = (_namespaced(item, name) for destination, name in accepted for item in load_corpus(destination))
         try:
-            with ctx._lock:  # one indexing run at a time
-                indexer = ctx.indexer_for(index)
-                for destination in accepted:
-                    part = indexer.index(index, load_corpus(destination))
-                    report.documents += part.documents
-                    report.chunks_added += part.chunks_added
-                    report.chunks_unchanged += part.chunks_unchanged
-                    report.failures.extend(part.failures)
+            with ctx._lock:  # one upload run at a time in this server; the index's write lock covers the rest
+                report = ctx.indexer_for(index).index(index, items, uploads=True)
         except NvRagError as exc:
-            return f"**Could not index the files:** {exc}"
+            return f"**Could not index the files:** {md(str(exc))}"
     lines = [
-        f"**Indexed into `{index}`:** {report.documents} documents, {report.chunks_added} chunks added, "
+        f"**Indexed into `{md(index)}`:** {report.documents} documents, {report.chunks_added} chunks added, "
         f"{report.chunks_unchanged} unchanged."
     ]
-    problems = skipped + [f"{Path(f.source).name}: {f.reason}" for f in report.failures]
+    problems = skipped + [f"{md(Path(_file_of(f.source)).name)}: {md(f.reason)}" for f in report.failures]
     if problems:
         lines.append("\n**Skipped:**\n" + "\n".join(f"- {p}" for p in problems))
     return "\n".join(lines)
+
+
+def _file_of(source: str) -> str:
+    """A failure's file: its source without a :LINE suffix."""
+    head, _, tail = source.rpartition(":")
+    return head if head and tail.isdigit() else source

@@ -81,12 +81,30 @@ def query_terms(query: str) -> list[str]:
 
 
 def highlight(text: str, terms: Sequence[str]) -> str:
-    """Escape ``text`` and wrap whole-word, case-insensitive matches of ``terms`` in <mark>."""
-    escaped = html.escape(text)
+    """``text`` HTML-escaped, with whole-word, case-insensitive matches of ``terms`` wrapped in <mark>.
+
+    Matches are found in the raw text and each piece is escaped on its own, so a term can never match inside
+    an entity that escaping made (``&amp;``, ``&quot;``...) and split it."""
     if not terms:
-        return escaped
-    pattern = re.compile(r"\b(" + "|".join(re.escape(html.escape(t)) for t in terms) + r")\b", re.IGNORECASE)
-    return pattern.sub(r"<mark>\1</mark>", escaped)
+        return html.escape(text)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(t) for t in terms) + r")\b", re.IGNORECASE)
+    pieces, at = [], 0
+    for match in pattern.finditer(text):
+        pieces.append(html.escape(text[at : match.start()]))
+        pieces.append(f"<mark>{html.escape(match.group())}</mark>")
+        at = match.end()
+    pieces.append(html.escape(text[at:]))
+    return "".join(pieces)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def md(text: object) -> str:
+    """Text from data or the user, safe inside Markdown: HTML escaped, Markdown's punctuation backslashed,
+    line breaks flattened (a value stays in its table cell or list item)."""
+    flat = " ".join(str(text).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
 
 
 def message(text: str, *, error: bool = False) -> str:

@@ -1,0 +1,69 @@
+"""Helpers for the hostile-input tests: the real CLI in a subprocess, with its peak memory measured."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# A loaded CI machine is 2-3x slower than a developer's: these are guards against a hang, never speed checks.
+GUARD_S = 600
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_rss_bytes: int  # the child's own peak resident memory, from the kernel (wait4's ru_maxrss)
+
+
+def cli_env(db: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NVRAG_")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NVRAG_DB=str(db), COLUMNS="200", **extra)
+    return env
+
+
+def start(*args: str, db: Path, prefix: tuple[str, ...] = (), **env: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start `python -m nvrag ARGS` with its output going to files (read by finish)."""
+    folder = Path(tempfile.mkdtemp(prefix="nvrag-run-"))
+    with (folder / "out").open("wb") as out, (folder / "err").open("wb") as err:
+        process = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "nvrag", *args], stdout=out, stderr=err, env=cli_env(db, **env)
+        )
+    return process, folder
+
+
+def finish(process: subprocess.Popen[bytes], folder: Path, timeout: float = GUARD_S) -> Run:
+    """Wait for a started run (killing it after ``timeout``: a hang fails the test) and collect it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            process.send_signal(signal.SIGKILL)
+            os.wait4(process.pid, 0)
+            raise AssertionError(f"still running after {timeout} s: {(folder / 'err').read_text()[-2000:]}")
+        time.sleep(0.05)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return Run(
+        process.returncode,
+        (folder / "out").read_text(encoding="utf-8", errors="replace"),
+        (folder / "err").read_text(encoding="utf-8", errors="replace"),
+        usage.ru_maxrss * 1024,
+    )
+
+
+def nvrag(*args: str, db: Path, prefix: tuple[str, ...] = (), timeout: float = GUARD_S, **env: str) -> Run:
+    return finish(*start(*args, db=db, prefix=prefix, **env), timeout=timeout)
+
+
+def no_traceback(run: Run) -> None:
+    assert "Traceback" not in run.stderr and "Traceback" not in run.stdout, run.stderr[-3000:]

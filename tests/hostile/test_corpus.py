@@ -1,0 +1,62 @@
+"""A hostile corpus through the real `nvrag index`: every bad file is one reported failure, the good files
+before and after it are indexed and committed, and the process stays under 1 GiB with no hang."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nvrag.indexer import LoadFailure, load_corpus
+from nvrag.schema import Document
+from tests.hostile import corpus
+from tests.hostile.conftest import GIB, no_traceback, nvrag
+
+pytestmark = pytest.mark.slow
+FAKE = "nvrag/fake-wordlen"
+
+
+def _name(source: str) -> str:
+    path = Path(source)
+    head, _, line = path.name.rpartition(":")
+    return f"{head}:{line}" if head and line.isdigit() else path.name
+
+
+def test_hostile_corpus_is_reported_item_by_item_and_the_rest_indexed(tmp_path: Path) -> None:
+    expected = corpus.build(tmp_path / "corpus")
+    run = nvrag("index", str(tmp_path / "corpus"), "--index", "h", "--model", FAKE, "--json", db=tmp_path / "db")
+    no_traceback(run)
+    assert run.returncode == 1, run.stderr  # finished; some inputs failed
+    report = json.loads(run.stdout)
+    reasons = {_name(f["source"]): f["reason"] for f in report["failures"]}
+    assert set(reasons) == set(expected)
+    for name, start in expected.items():
+        assert reasons[name].startswith(start), (name, reasons[name])
+        assert "\n" not in reasons[name]
+    assert report["documents"] == 5  # a-good.txt, deep.html, z-good.md, lines.jsonl's lines 1 and 4
+    assert run.peak_rss_bytes < GIB, run.peak_rss_bytes
+
+    found = nvrag("search", "good document", "--index", "h", "-k", "10", "--json", db=tmp_path / "db")
+    assert found.returncode == 0, found.stderr
+    assert sorted(h["doc_id"] for h in json.loads(found.stdout)) == [
+        "a-good.txt",
+        "deep.html",
+        "line-1",
+        "line-4",
+        "z-good.md",
+    ]
+
+
+def test_in_process_loading_never_raises_and_stays_in_order(tmp_path: Path) -> None:
+    expected = corpus.build(tmp_path / "corpus")
+    items = list(load_corpus(tmp_path / "corpus"))
+    names = [
+        _name(i.source) if isinstance(i, LoadFailure) else i.doc_id
+        for i in items
+        if isinstance(i, LoadFailure | Document)
+    ]
+    assert names[0] == "a-good.txt" and names[-1] == "z-good.md"
+    failed = {_name(i.source) for i in items if isinstance(i, LoadFailure)}
+    # the huge chunk is a chunking failure (the pipeline's), everything else fails while loading
+    assert failed == set(expected) - {"one-word.txt"}
