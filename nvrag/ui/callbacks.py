@@ -196,7 +196,7 @@ def upload(ctx: UIContext, index: str | None, files: Sequence[str] | None) -> st
         except NvRagError as exc:
             return f"**Could not index the files:** {md(str(exc))}"
     lines = [
-        f"**Indexed into `{md(index)}`:** {report.documents} documents, {report.chunks_added} chunks added, "
+        f"**Indexed into {md(index)}:** {report.documents} documents, {report.chunks_added} chunks added, "
         f"{report.chunks_unchanged} unchanged."
     ]
     problems = skipped + [f"{md(Path(_file_of(f.source)).name)}: {md(f.reason)}" for f in report.failures]

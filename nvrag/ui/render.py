@@ -97,14 +97,16 @@ def highlight(text: str, terms: Sequence[str]) -> str:
     return "".join(pieces)
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+_LINE_START = re.compile(r"^(\d*)((?<=\d)[.)]|(?<!\d)[-=])")  # a numbered item, a list or a rule at a line's start
 
 
 def md(text: object) -> str:
     """Text from data or the user, safe inside Markdown: HTML escaped, Markdown's punctuation backslashed,
     line breaks flattened (a value stays in its table cell or list item)."""
     flat = " ".join(str(text).split())
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
+    return _LINE_START.sub(lambda m: (m[1] or "") + "\\" + m[2], escaped)
 
 
 def message(text: str, *, error: bool = False) -> str:

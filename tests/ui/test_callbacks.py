@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -96,11 +97,13 @@ def test_upload_sanitises_names_checks_types_and_sizes_then_indexes(ctx: UIConte
     empty = incoming / "empty.txt"
     empty.write_text("", encoding="utf-8")
     report = callbacks.upload(ctx, "t", [str(good), str(big), str(exe), str(empty)])
-    assert report.startswith("**Indexed into `t`:** 1 documents, 1 chunks added")
-    assert "- big.md: larger than 0 MB" in report and "- run.exe: type not accepted" in report
-    assert "- empty.txt: empty file; skipped" in report
-    assert sorted(p.name for p in (tmp_path / "uploads" / "t").iterdir()) == ["empty.txt", "notes_file.txt"]
-    assert 'data-doc-id="notes_file.txt"' in search(ctx, "zebra", mode="bm25")
+    assert report.startswith("**Indexed into t:** 1 documents, 1 chunks added")
+    assert "- big.md: 1 KB is over the 1000 bytes limit" in report and "- run.exe: type not accepted" in report
+    assert "- empty.e3b0c44298fc.txt: empty file; skipped" in report
+    digest = hashlib.sha256(b"zebra crossing").hexdigest()[:12]
+    stored = f"notes_file.{digest}.txt"
+    assert sorted(p.name for p in (tmp_path / "uploads" / "t").iterdir()) == ["empty.e3b0c44298fc.txt", stored]
+    assert f'data-doc-id="upload:{stored}"' in search(ctx, "zebra", mode="bm25")
 
 
 @pytest.mark.parametrize(
