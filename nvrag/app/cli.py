@@ -7,11 +7,33 @@ stopped with Ctrl-C (running it again continues).
 
 from __future__ import annotations
 
+import sys
+
+import typer
+
+try:  # Typer 0.2x vendors Click and raises its own copies of Click's exceptions
+    from typer._click import exceptions as click_errors
+except ImportError:  # older Typer: Click itself
+    from click import exceptions as click_errors  # type: ignore[no-redef]
+
 from nvrag.app import cli_index, cli_search  # noqa: F401  (importing registers their commands)
-from nvrag.app.cli_common import EXIT_INPUT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, app
+from nvrag.app.cli_common import EXIT_INPUT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, app, fail
 
 __all__ = ["EXIT_INPUT_FAILURES", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USER_ERROR", "app", "main"]
 
 
 def main() -> None:
-    app()
+    """Run the CLI; a usage mistake (unknown option, a value out of range) is one line and exit code 2."""
+    try:
+        code = app(standalone_mode=False, prog_name="nvrag")
+    except click_errors.NoArgsIsHelpError as exc:
+        exc.show()  # the help text, as Typer shows it
+        code = exc.exit_code
+    except click_errors.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "nvrag"
+        code = fail(f"{exc.format_message()} (see: {command} --help)").exit_code
+    except click_errors.ClickException as exc:
+        code = fail(exc.format_message()).exit_code
+    except typer.Abort:
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
