@@ -40,7 +40,7 @@ from nvrag.app.wiring import build_indexer, choose, load_model, model_recipe, op
 from nvrag.embedder import resolve_instruction
 from nvrag.embedder.pinning import QUANTIZATIONS, VECTOR_DTYPES
 from nvrag.errors import ConfigError, InputError
-from nvrag.indexer import IndexReport, StopFlag, load_corpus
+from nvrag.indexer import IndexReport, StopFlag, load_corpus, reading
 from nvrag.indexer.formats import TableColumns
 from nvrag.indexer.loaders import count_items
 from nvrag.indexer.ray_engine import RayIndexer, RayOptions
@@ -349,9 +349,10 @@ def _read_texts(path: Path) -> list[str]:
         where = "stdin"
     else:
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"--input {path}: cannot read it ({exc})") from exc
+            lines = reading.read_bytes(path).decode("utf-8").splitlines()
+        except (OSError, ValueError) as exc:  # missing, not a regular file, too large, not UTF-8
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InputError(f"--input {path}: cannot read it ({reason})") from None
         where = str(path)
     texts: list[str] = []
     for number, line in enumerate(lines, start=1):

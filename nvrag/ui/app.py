@@ -45,12 +45,18 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
                     choices=TASK_CHOICES, value=TASK_CHOICES[0], label="Task / instruction", elem_id="task"
                 )
                 instruction = gr.Textbox(
-                    label="Custom instruction", placeholder="used with 'Custom instruction'", elem_id="instruction"
+                    label="Custom instruction",
+                    placeholder="used with 'Custom instruction'",
+                    elem_id="instruction",
+                    max_length=callbacks.MAX_QUERY_CHARS,
                 )
                 k = gr.Slider(1, callbacks.MAX_K, value=10, step=1, label="k", elem_id="k")
                 mode = gr.Radio(choices=list(MODES), value="dense", label="Mode", elem_id="mode")
             filters = gr.Textbox(
-                label="Metadata filter", placeholder="e.g. lang = en and year >= 2020", elem_id="filters"
+                label="Metadata filter",
+                placeholder="e.g. lang = en and year >= 2020",
+                elem_id="filters",
+                max_length=callbacks.MAX_QUERY_CHARS,
             )
             search_button = gr.Button("Search", variant="primary", elem_id="search")
             results = gr.HTML(elem_id="results")

@@ -65,8 +65,9 @@ def search(
     query = (query or "").strip()
     if not query:
         return message("Type a query and press Enter.")
-    if len(query) > MAX_QUERY_CHARS:
-        return message(f"The query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}.", error=True)
+    for what, value in (("query", query), ("instruction", instruction or ""), ("filter", filters or "")):
+        if len(value) > MAX_QUERY_CHARS:
+            return message(f"The {what} is {len(value)} characters long; the limit is {MAX_QUERY_CHARS}.", error=True)
     if not index or not ctx.store.exists(index):
         known = ", ".join(ctx.store.list_indexes()) or "none yet"  # message() escapes it
         return message(f"Choose an index (available: {known}).", error=True)

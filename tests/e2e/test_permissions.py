@@ -43,7 +43,7 @@ def test_unreadable_files_and_directories_are_reported_and_the_rest_is_indexed(c
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=900,
         check=False,
     )
     assert result.returncode == 1, result.stderr  # 1: indexed, but some inputs failed

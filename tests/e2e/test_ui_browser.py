@@ -70,7 +70,7 @@ def ask(page: object, query: str) -> None:
 def test_query_shows_the_expected_top_hit(page: object) -> None:
     ask(page, "compute a SHA-256 digest of a file")
     first = page.locator("[data-testid=hit]").first  # type: ignore[attr-defined]
-    first.wait_for(timeout=30_000)
+    first.wait_for(timeout=120_000)
     assert first.get_attribute("data-doc-id") == "hashlib.file_digest"
     assert "<mark>digest</mark>" in first.inner_html()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -83,7 +83,7 @@ def test_changing_the_task_and_mode_still_searches(page: object) -> None:
     page.get_by_label("hybrid").check()  # type: ignore[attr-defined]
     ask(page, "create a temporary directory")
     first = page.locator("[data-testid=hit]").first  # type: ignore[attr-defined]
-    first.wait_for(timeout=30_000)
+    first.wait_for(timeout=120_000)
     assert first.get_attribute("data-doc-id") == "tempfile.TemporaryDirectory"
     assert "(dense #" in first.inner_text()
 
@@ -92,7 +92,7 @@ def test_bad_filter_shows_a_message(page: object) -> None:
     page.locator("#filters textarea, #filters input").first.fill("lang ==")  # type: ignore[attr-defined]
     ask(page, "hash")
     error = page.locator("[data-testid=error]")  # type: ignore[attr-defined]
-    error.wait_for(timeout=30_000)
+    error.wait_for(timeout=120_000)
     assert error.inner_text().startswith("Bad filter: cannot read the filter condition 'lang =='")
 
 
@@ -103,12 +103,12 @@ def test_upload_then_find_it(page: object, tmp_path: Path) -> None:
     page.locator("#upload input[type=file]").set_input_files(str(note))  # type: ignore[attr-defined]
     page.locator("#upload-button").click()  # type: ignore[attr-defined]
     report = page.locator("#report")  # type: ignore[attr-defined]
-    report.get_by_text("Indexed into").wait_for(timeout=60_000)
+    report.get_by_text("Indexed into").wait_for(timeout=180_000)
     assert "1 documents, 1 chunks added" in report.inner_text()
     page.get_by_role("tab", name="Search").click()  # type: ignore[attr-defined]
     ask(page, "where do pedestrians cross the road")
     first = page.locator("[data-testid=hit]").first  # type: ignore[attr-defined]
-    first.wait_for(timeout=30_000)
+    first.wait_for(timeout=120_000)
     digest = hashlib.sha256(note.read_bytes()).hexdigest()[:12]
     assert first.get_attribute("data-doc-id") == f"upload:zebra-notes.{digest}.md"  # the uploads' own namespace
 
@@ -123,5 +123,5 @@ def test_an_index_built_by_the_cli_appears_after_a_reload(page: object, ui_db: P
     page.get_by_role("option", name="field-notes").click()  # type: ignore[attr-defined]
     ask(page, "which bird hunts at night")
     first = page.locator("[data-testid=hit]").first  # type: ignore[attr-defined]
-    first.wait_for(timeout=30_000)
+    first.wait_for(timeout=120_000)
     assert first.get_attribute("data-doc-id") == "notes.md"

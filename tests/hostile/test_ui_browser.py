@@ -45,7 +45,7 @@ def test_an_indexed_pages_script_never_runs(server: str) -> None:
         page.goto(server, wait_until="networkidle")
         ask(page, "when do owls hunt")
         hits = page.locator("[data-testid=hit]")
-        hits.first.wait_for(timeout=60_000)
+        hits.first.wait_for(timeout=180_000)
         card = page.locator("[data-testid=hit][data-doc-id='owls.html']")
         card.locator("summary").click()
         with context.expect_page() as opened:
