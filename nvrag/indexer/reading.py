@@ -20,13 +20,13 @@ from typing import Any, BinaryIO
 
 MAX_FILE_BYTES = 20 * 1024 * 1024  # one file as stored (a text file, a PDF, a .docx, a table)
 MAX_LINE_BYTES = 4 * 1024 * 1024  # one JSONL line
-MAX_DOCUMENT_CHARS = 2_000_000  # one document's text after extraction (tokenising it stays well under 1 GiB)
+MAX_DOCUMENT_CHARS = 1_000_000  # one document's text (tokenising 1 M characters of short words peaks near 620 MiB)
 MAX_CHUNK_CHARS = 100_000  # one chunk's text (a "token" can span many characters: one unknown word)
 MAX_JSON_DEPTH = 64  # nesting of JSON arrays and objects
 MAX_FRONT_MATTER_BYTES = 64 * 1024  # Markdown front matter (YAML, no aliases)
 MAX_UNZIPPED_BYTES = 100 * 1024 * 1024  # every member of a .docx together, decompressed
 MAX_ZIP_MEMBERS = 2000
-MAX_HTML_CHARS = 5_000_000  # one HTML page before parsing (the parse tree takes many times the text)
+MAX_HTML_CHARS = 2_000_000  # one HTML page before parsing (its parse tree takes about 150 bytes per character)
 MAX_TABLE_ROWS = 1_000_000  # rows of one Parquet file
 MAX_PDF_PAGES = 5000
 PDF_STREAM_BYTES = 32 * 1024 * 1024  # one decompressed PDF stream

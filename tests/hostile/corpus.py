@@ -64,7 +64,8 @@ def pdf_bomb(inflated: int = 200 * 2**20) -> bytes:
 def build(root: Path) -> dict[str, str]:
     """A corpus of good files around every hostile class; returns {file name: expected reason prefix}.
 
-    deep.html (100,000 nested elements) is a document, not a failure: its reader must only stay linear."""
+    deep.html (100,000 nested elements) and wide.html (249,000 elements) are documents, not failures: their
+    reader must only stay linear and within memory."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "a-good.txt").write_text("the first good document, read before every hostile one", encoding="utf-8")
     (root / "z-good.md").write_text("# Last\n\nthe last good document, read after them", encoding="utf-8")
@@ -78,6 +79,9 @@ def build(root: Path) -> dict[str, str]:
     (root / "bomb.pdf").write_bytes(pdf_bomb())
     (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
     (root / "deep.html").write_text("<div>" * 100_000 + "deep" + "</div>" * 100_000, encoding="utf-8")
+    # the largest page allowed, all elements: the parse tree's worst case
+    (root / "wide.html").write_text("<body>" + "<p>w</p>" * 249_000 + "</body>", encoding="utf-8")
+    (root / "huge.html").write_text("<p>" + "v " * 1_100_000 + "</p>", encoding="utf-8")  # over the page limit
     (root / "one-word.txt").write_text("x" * 150_000, encoding="utf-8")  # one token, one huge chunk
     (root / "wide.csv").write_text("id,text\n1," + "y" * 300_000 + "\n", encoding="utf-8")
     lines = [
@@ -95,6 +99,7 @@ def build(root: Path) -> dict[str, str]:
         "bomb.docx": "the archive inflates to 300 MB, over the 100 MB limit",
         "bomb.pdf": "a PDF stream inflates past 32 MB, the limit",
         "deep.json": "JSON nested deeper than 64 levels",
+        "huge.html": "2,200,007 characters of HTML is over the 2,000,000 limit for one page",
         "one-word.txt": "chunk 0 is 150,000 characters long, over the 100,000 limit",
         "wide.csv": "not a readable table",
         "lines.jsonl:2": "JSON nested deeper than 64 levels",

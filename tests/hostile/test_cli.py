@@ -83,6 +83,18 @@ def test_unwritable_data_directory(tmp_path: Path) -> None:
     corpus.write_text("text", encoding="utf-8")
     db = tmp_path / "db"
     assert nvrag("index", str(corpus), "--index", "t", "--model", FAKE, db=db).returncode == 0
+    db.chmod(0o555)  # the data directory read-only, the index's own folder not: the run writes, its report cannot
+    try:
+        more = tmp_path / "e.txt"
+        more.write_text("even more text", encoding="utf-8")
+        partly = nvrag("index", str(more), "--index", "t", db=db, prefix=AS_A_USER)
+        assert partly.returncode == 3, partly.stderr
+        assert partly.stderr.strip().splitlines()[-1].startswith(
+            f"error: index 't' was written, but its run report could not be written to {db}/t.report.json "
+            "(Permission denied)"
+        )
+    finally:
+        db.chmod(0o755)
     everything = [db, *db.rglob("*")]
     for path in everything:
         path.chmod(0o555 if path.is_dir() else 0o444)
@@ -96,7 +108,7 @@ def test_unwritable_data_directory(tmp_path: Path) -> None:
             "another --db"
         )
         found = nvrag("search", "text", "--index", "t", "--json", db=db, prefix=AS_A_USER)  # reading still works
-        assert found.returncode == 0 and json.loads(found.stdout)[0]["doc_id"] == "c.txt"
+        assert found.returncode == 0 and {h["doc_id"] for h in json.loads(found.stdout)} == {"c.txt", "e.txt"}
     finally:
         for path in everything:
             path.chmod(0o755 if path.is_dir() else 0o644)

@@ -87,6 +87,8 @@ def test_no_event_accepts_a_server_path(db: Path, tmp_path: Path) -> None:
                 ]
                 done = _run_event(client, url, dependency, data)
                 assert done["success"] is False, done  # Gradio refuses: "it was not uploaded by a user"
+        for path in (str(secret), "/etc/passwd", str(db / "t.report.json"), str(Path.cwd() / "pyproject.toml")):
+            assert client.get(f"{url}gradio_api/file={path}").status_code in (403, 404), path
         found = client.post(f"{url}gradio_api/queue/join", json={})  # the server still answers
         assert found.status_code in (200, 422)
     assert token not in " ".join(c.text for c in LanceStore(str(db)).open("t").get(_all_ids(db)))

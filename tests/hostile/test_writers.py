@@ -149,3 +149,49 @@ def test_an_upload_meets_a_cli_writer(tmp_path: Path, fake: object) -> None:
     ids = stored_ids("lancedb", db)
     assert len(ids) == len(set(ids)) == 20_000
     assert upload(ctx, "x", [str(received / "note.txt")]).startswith("**Indexed into x:** 1 documents, 1 chunks")
+
+
+def test_two_uploads_at_once_from_two_servers(tmp_path: Path, fake: object) -> None:
+    """Two servers on one data directory upload into one index at the same moment: each upload is indexed or
+    refused in one line, and no chunk is stored twice."""
+    import threading
+
+    from nvrag.ui.callbacks import UIContext, upload
+
+    db = tmp_path / "db"
+    received = tmp_path / "received"
+    received.mkdir()
+    contexts, files = [], []
+    for n in range(2):
+        store = LanceStore(str(db))
+        contexts.append(
+            UIContext(
+                store=store,
+                retriever_for=lambda name: None,  # type: ignore[arg-type,return-value]
+                indexer_for=lambda name, store=store: Indexer(store, fake, batch_chunks=4),  # type: ignore[misc]
+                upload_root=tmp_path / "uploads",
+                received_root=received,
+            )
+        )
+        path = received / f"batch{n}.jsonl"
+        path.write_text(
+            "".join(json.dumps({"id": f"{n}-{i}", "text": f"upload {n} line {i}"}) + "\n" for i in range(400))
+        )
+        files.append(path)
+    reports: list[str] = [""] * 2
+    barrier = threading.Barrier(2)
+
+    def run(n: int) -> None:
+        barrier.wait()
+        reports[n] = upload(contexts[n], "x", [str(files[n])])
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    indexed = [r for r in reports if r.startswith("**Indexed into x:** 400 documents")]
+    refused = [r for r in reports if "is being written by another process" in r]
+    assert len(indexed) >= 1 and len(indexed) + len(refused) == 2, reports
+    ids = stored_ids("lancedb", db)
+    assert len(ids) == len(set(ids)) == 400 * len(indexed)
