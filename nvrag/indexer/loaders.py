@@ -35,7 +35,7 @@ JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 HTML_SUFFIXES = frozenset({".html", ".htm"})
 TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".parquet", ".json"})
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | JSONL_SUFFIXES | HTML_SUFFIXES | TABLE_SUFFIXES | {".pdf", ".docx"}
-_MD_TITLE = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_MD_HEADING = re.compile(r"^#[ \t]", re.MULTILINE)  # where a level-1 ATX heading starts (no backtracking)
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?\r?\n)---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
 
@@ -233,10 +233,20 @@ def _text_document(path: Path, doc_id: str, data: bytes, source: str) -> Documen
             if not text.strip():
                 raise ValueError("only front matter, no text; skipped")
         title_value = metadata.pop("title", None)
-        match = _MD_TITLE.search(text)
-        title = str(title_value) if title_value else (match.group(1) if match else None)
+        title = str(title_value) if title_value else _markdown_title(text)
     reading.check_text_size(text)
     return Document(doc_id=doc_id, text=text, source=source, title=title, metadata=metadata)
+
+
+def _markdown_title(text: str) -> str | None:
+    """The text of the first level-1 heading (``# Title``, closing hashes dropped), found in linear time: a
+    regular expression with nested optional whitespace took seconds per line on hostile headings."""
+    for match in _MD_HEADING.finditer(text):
+        end = text.find("\n", match.end())
+        title = text[match.end() : end if end >= 0 else len(text)].strip().rstrip("#").strip()
+        if title:
+            return title
+    return None
 
 
 def _front_matter(block: str) -> dict[str, object]:

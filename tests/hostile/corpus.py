@@ -64,8 +64,8 @@ def pdf_bomb(inflated: int = 200 * 2**20) -> bytes:
 def build(root: Path) -> dict[str, str]:
     """A corpus of good files around every hostile class; returns {file name: expected reason prefix}.
 
-    deep.html (100,000 nested elements) and wide.html (249,000 elements) are documents, not failures: their
-    reader must only stay linear and within memory."""
+    deep.html (100,000 nested elements), wide.html (249,000 elements) and heading.md (a pathological heading)
+    are documents, not failures: their readers must only stay linear and within memory."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "a-good.txt").write_text("the first good document, read before every hostile one", encoding="utf-8")
     (root / "z-good.md").write_text("# Last\n\nthe last good document, read after them", encoding="utf-8")
@@ -79,6 +79,8 @@ def build(root: Path) -> dict[str, str]:
     (root / "bomb.pdf").write_bytes(pdf_bomb())
     (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
     (root / "deep.html").write_text("<div>" * 100_000 + "deep" + "</div>" * 100_000, encoding="utf-8")
+    # a heading that sent a backtracking title regex into minutes of work
+    (root / "heading.md").write_text("# a" + " " * 100_000 + "#" * 100_000 + " " * 100_000 + "b\n\nbody", "utf-8")
     # the largest page allowed, all elements: the parse tree's worst case
     (root / "wide.html").write_text("<body>" + "<p>w</p>" * 249_000 + "</body>", encoding="utf-8")
     (root / "huge.html").write_text("<p>" + "v " * 1_100_000 + "</p>", encoding="utf-8")  # over the page limit

@@ -89,9 +89,13 @@ def test_unwritable_data_directory(tmp_path: Path) -> None:
         more.write_text("even more text", encoding="utf-8")
         partly = nvrag("index", str(more), "--index", "t", db=db, prefix=AS_A_USER)
         assert partly.returncode == 3, partly.stderr
-        assert partly.stderr.strip().splitlines()[-1].startswith(
-            f"error: index 't' was written, but its run report could not be written to {db}/t.report.json "
-            "(Permission denied)"
+        assert (
+            partly.stderr.strip()
+            .splitlines()[-1]
+            .startswith(
+                f"error: index 't' was written, but its run report could not be written to {db}/t.report.json "
+                "(Permission denied)"
+            )
         )
     finally:
         db.chmod(0o755)
