@@ -42,7 +42,9 @@ def read_html(text: str, doc_id: str, source: str) -> Document:
             f"{len(text):,} characters of HTML is over the {reading.MAX_HTML_CHARS:,} limit for one page; skipped"
         )
 
-    soup = BeautifulSoup(text, "html.parser")
+    # lxml, not html.parser: Python's parser is quadratic on malformed runs such as "<a<a<a..." (2 M characters
+    # of it would take minutes); libxml2's is linear
+    soup = BeautifulSoup(text, "lxml")
     title = soup.title.get_text(" ", strip=True) if soup.title else None
     for tag in soup(_DROP_TAGS):
         tag.decompose()

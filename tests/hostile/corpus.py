@@ -64,7 +64,7 @@ def pdf_bomb(inflated: int = 200 * 2**20) -> bytes:
 def build(root: Path) -> dict[str, str]:
     """A corpus of good files around every hostile class; returns {file name: expected reason prefix}.
 
-    deep.html (100,000 nested elements), wide.html (249,000 elements) and heading.md (a pathological heading)
+    angles.html (malformed tags), deep.html (100,000 nested elements), wide.html (249,000 elements) and heading.md (a pathological heading)
     are documents, not failures: their readers must only stay linear and within memory."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "a-good.txt").write_text("the first good document, read before every hostile one", encoding="utf-8")
@@ -79,6 +79,8 @@ def build(root: Path) -> dict[str, str]:
     (root / "bomb.pdf").write_bytes(pdf_bomb())
     (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
     (root / "deep.html").write_text("<div>" * 100_000 + "deep" + "</div>" * 100_000, encoding="utf-8")
+    # malformed runs that Python's html.parser handles in quadratic time (minutes at this size)
+    (root / "angles.html").write_text("<p>angles</p>" + "<a" * 900_000, encoding="utf-8")
     # a heading that sent a backtracking title regex into minutes of work
     (root / "heading.md").write_text("# a" + " " * 100_000 + "#" * 100_000 + " " * 100_000 + "b\n\nbody", "utf-8")
     # the largest page allowed, all elements: the parse tree's worst case

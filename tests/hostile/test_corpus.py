@@ -35,13 +35,22 @@ def test_hostile_corpus_is_reported_item_by_item_and_the_rest_indexed(tmp_path: 
     for name, start in expected.items():
         assert reasons[name].startswith(start), (name, reasons[name])
         assert "\n" not in reasons[name]
-    assert report["documents"] == 7  # a-good, deep.html, heading.md, wide.html, z-good, lines.jsonl's 1 and 4
+    assert report["documents"] == 8  # a-good, 3 HTML pages, heading.md, z-good, lines.jsonl's lines 1 and 4
     assert run.peak_rss_bytes < GIB, run.peak_rss_bytes
 
     found = nvrag("search", "good document", "--index", "h", "-k", "3", "--json", db=tmp_path / "db")
     assert found.returncode == 0 and len(json.loads(found.stdout)) == 3, found.stderr
     stored = LanceStore(str(tmp_path / "db")).open("h").chunk_ids_by_doc()
-    assert sorted(stored) == ["a-good.txt", "deep.html", "heading.md", "line-1", "line-4", "wide.html", "z-good.md"]
+    assert sorted(stored) == [
+        "a-good.txt",
+        "angles.html",
+        "deep.html",
+        "heading.md",
+        "line-1",
+        "line-4",
+        "wide.html",
+        "z-good.md",
+    ]
 
 
 def test_in_process_loading_never_raises_and_stays_in_order(tmp_path: Path) -> None:
