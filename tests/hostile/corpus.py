@@ -64,8 +64,9 @@ def pdf_bomb(inflated: int = 200 * 2**20) -> bytes:
 def build(root: Path) -> dict[str, str]:
     """A corpus of good files around every hostile class; returns {file name: expected reason prefix}.
 
-    angles.html (malformed tags), deep.html (100,000 nested elements), wide.html (249,000 elements) and heading.md (a pathological heading)
-    are documents, not failures: their readers must only stay linear and within memory."""
+    angles.html (malformed tags), deep.html (100,000 nested elements), wide.html (249,000 elements) and
+    heading.md (a pathological heading) are documents, not failures: their readers must only stay linear and
+    within memory."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "a-good.txt").write_text("the first good document, read before every hostile one", encoding="utf-8")
     (root / "z-good.md").write_text("# Last\n\nthe last good document, read after them", encoding="utf-8")
