@@ -29,8 +29,8 @@ MAX_ZIP_MEMBERS = 2000
 MAX_HTML_CHARS = 2_000_000  # one HTML page before parsing (its parse tree takes about 150 bytes per character)
 MAX_TABLE_ROWS = 1_000_000  # rows of one Parquet file
 MAX_PDF_PAGES = 5000
-PDF_STREAM_BYTES = 32 * 1024 * 1024  # one decompressed PDF stream
-PDF_SECONDS = 30.0  # text extraction of one PDF
+PDF_STREAM_BYTES = 8 * 1024 * 1024  # one decompressed PDF stream (pypdf parses about 0.5 MB of content a second)
+PDF_SECONDS = 20.0  # text extraction of one PDF, checked between pages
 
 
 class RejectedInputError(ValueError):

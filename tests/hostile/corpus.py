@@ -83,7 +83,7 @@ def build(root: Path) -> dict[str, str]:
     # malformed runs that Python's html.parser handles in quadratic time (minutes at this size)
     (root / "angles.html").write_text("<p>angles</p>" + "<a" * 900_000, encoding="utf-8")
     # a heading that sent a backtracking title regex into minutes of work
-    (root / "heading.md").write_text("# a" + " " * 100_000 + "#" * 100_000 + " " * 100_000 + "b\n\nbody", "utf-8")
+    (root / "heading.md").write_text("# a" + " " * 30_000 + "#" * 30_000 + " " * 30_000 + "b\n\nbody", "utf-8")
     # the largest page allowed, all elements: the parse tree's worst case
     (root / "wide.html").write_text("<body>" + "<p>w</p>" * 249_000 + "</body>", encoding="utf-8")
     (root / "huge.html").write_text("<p>" + "v " * 1_100_000 + "</p>", encoding="utf-8")  # over the page limit
@@ -102,7 +102,7 @@ def build(root: Path) -> dict[str, str]:
         "socket.md": "a socket, not a regular file",
         "laughs.md": "front matter uses YAML aliases",
         "bomb.docx": "the archive inflates to 300 MB, over the 100 MB limit",
-        "bomb.pdf": "a PDF stream inflates past 32 MB, the limit",
+        "bomb.pdf": "a PDF stream inflates past 8 MB, the limit",
         "deep.json": "JSON nested deeper than 64 levels",
         "huge.html": "2,200,007 characters of HTML is over the 2,000,000 limit for one page",
         "one-word.txt": "chunk 0 is 150,000 characters long, over the 100,000 limit",
