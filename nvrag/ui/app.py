@@ -18,6 +18,7 @@ from nvrag.ui.callbacks import TASK_CHOICES, UIContext
 from nvrag.ui.render import CSS
 
 _LINE_SUFFIX = re.compile(r"^(?P<path>.+):(?P<line>\d+)$")
+MAX_REQUEST_FILES = 10  # files of at most max_upload_bytes each in one request
 
 
 def build_ui(ctx: UIContext, index: str | None = None) -> Any:
@@ -26,7 +27,8 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
 
     indexes = callbacks.index_choices(ctx)
     selected = index if index in indexes else (indexes[0] if indexes else None)
-    with gr.Blocks(title="nvrag search") as blocks:
+    # what Gradio received is copied into the index's upload folder at once: its own copies go after an hour
+    with gr.Blocks(title="nvrag search", delete_cache=(600, 3600)) as blocks:
         gr.Markdown("## nvrag search")
         with gr.Tab("Search"):
             with gr.Row():
@@ -131,6 +133,20 @@ def build_server(ctx: UIContext, index: str | None = None, auth: tuple[str, str]
     from fastapi.responses import PlainTextResponse
 
     server = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    limit = MAX_REQUEST_FILES * ctx.max_upload_bytes + 2**20
+
+    @server.middleware("http")
+    async def bounded_bodies(request: Any, call_next: Any) -> Any:
+        # Gradio caps each uploaded file, not a request: a request names its size up front (browsers do) and
+        # stays within MAX_REQUEST_FILES uploads, else it is refused before a byte of its body is read
+        if request.method in ("POST", "PUT", "PATCH"):
+            declared = request.headers.get("content-length")
+            if declared is None and request.headers.get("transfer-encoding"):
+                return PlainTextResponse("send a Content-Length", status_code=411)
+            if declared is not None and (not declared.isdigit() or int(declared) > limit):
+                return PlainTextResponse(f"request body over {limit} bytes", status_code=413)
+        return await call_next(request)
+
     if auth is not None:
         ctx.source_url = None  # the source route is outside Gradio's login: do not offer it
 

@@ -163,6 +163,8 @@ def upload(ctx: UIContext, index: str | None, files: Sequence[str] | None) -> st
     a document indexed from elsewhere, and two uploads never replace each other."""
     if not index:
         return "Choose or type an index name first."
+    if not ctx.store.exists(index):
+        return f"There is no index {md(index)}: create it with nvrag index PATH --index NAME, then add files here."
     if not files:
         return "Choose files to upload (.txt, .md, .jsonl)."
     target = ctx.upload_root / safe_name(index)

@@ -142,9 +142,26 @@ def test_uploads_are_capped_while_they_stream(db: Path, tmp_path: Path) -> None:
         big = b"x" * (21 * 2**20)  # over the 20 MB upload limit
         response = client.post(f"{url}gradio_api/upload", files={"files": ("big.txt", big, "text/plain")})
         assert response.status_code == 413, response.text[:300]
+        # a request declaring more than ten uploads' worth is refused before its body is read; one that will
+        # not say how long it is, too
+        assert _raw_post(url, "gradio_api/upload", {"Content-Length": str(11 * 20 * 2**20)}).startswith("HTTP/1.1 413")
+        assert _raw_post(url, "gradio_api/upload", {"Transfer-Encoding": "chunked"}).startswith("HTTP/1.1 411")
         small = client.post(f"{url}gradio_api/upload", files={"files": ("ok.txt", b"fine", "text/plain")})
         assert small.status_code == 200
         (stored,) = small.json()
         assert Path(stored).resolve().is_relative_to(received.resolve())
     sizes = [p.stat().st_size for p in received.rglob("*") if p.is_file()]
     assert max(sizes, default=0) < 2**20
+
+
+def _raw_post(url: str, path: str, headers: dict[str, str]) -> str:
+    """The status line of a POST whose headers are sent as given (no client library corrects them)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    lines = [f"POST /{path} HTTP/1.1", f"Host: {where.netloc}", "Content-Type: multipart/form-data; boundary=x"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    with socket.create_connection((where.hostname, where.port), timeout=30) as conn:
+        conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + b"--x--")
+        return conn.recv(200).decode("latin-1").splitlines()[0]

@@ -79,6 +79,14 @@ def test_only_files_the_server_received(ctx: UIContext, tmp_path: Path) -> None:
     assert not any("server file" in text for text in texts(ctx).values())
 
 
+def test_uploads_go_only_to_existing_indexes(ctx: UIContext, tmp_path: Path) -> None:
+    (tmp_path / "received" / "a.txt").write_text("text", encoding="utf-8")
+    for name in ("new-index", "../../etc", "<b>x</b>"):
+        report = callbacks.upload(ctx, name, [str(tmp_path / "received" / "a.txt")])
+        assert report.startswith("There is no index ") and "<b>" not in report
+    assert ctx.store.list_indexes() == ["t"] and not (tmp_path / "uploads").exists()
+
+
 def test_cli_documents_cannot_take_upload_ids(ctx: UIContext) -> None:
     report = Indexer(ctx.store, WordLengthEmbedder()).index("t", [Document("upload:x.txt", "sneaky", "/s")])
     (failure,) = report.failures

@@ -178,6 +178,7 @@ def test_two_uploads_at_once_from_two_servers(tmp_path: Path, fake: object) -> N
             "".join(json.dumps({"id": f"{n}-{i}", "text": f"upload {n} line {i}"}) + "\n" for i in range(400))
         )
         files.append(path)
+    Indexer(LanceStore(str(db)), fake).index("x", [])  # type: ignore[arg-type]  (uploads go to existing indexes)
     reports: list[str] = [""] * 2
     barrier = threading.Barrier(2)
 
