@@ -203,7 +203,9 @@ class NVRagVectorStore(VectorStore):
             for text, chunk_id, meta in zip(texts, ids, metadatas, strict=True)
         ]
         if chunks:
-            self._table.upsert(chunks, self._embedding.embedder.embed_documents(texts))
+            vectors = self._embedding.embedder.embed_documents(texts)
+            with self._store.writing(self.index):  # one writer per index (IndexBusyError while another writes)
+                self._table.upsert(chunks, vectors)
         return ids
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
@@ -214,7 +216,8 @@ class NVRagVectorStore(VectorStore):
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         if ids:
-            self._table.delete(ids)
+            with self._store.writing(self.index):
+                self._table.delete(ids)
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
