@@ -342,8 +342,17 @@ def _failed_documents(table: Table, ledger: RunLedger) -> set[str]:
         return failed
     unseen = {doc: min(ids) for doc, ids in ledger.stored.items() if doc not in ledger.seen_docs}
     for chunk in table.get(sorted(unseen.values())):
-        source = chunk.source
-        candidates = {source, _LINE_SUFFIX.sub("", source)}
-        if any(c == p or c.startswith(p.rstrip(os.sep) + os.sep) for c in candidates for p in paths):
+        if _within(chunk.source, paths) or _within(_LINE_SUFFIX.sub("", chunk.source), paths):
             failed.add(chunk.doc_id)
     return failed
+
+
+def _within(path: str, roots: set[str]) -> bool:
+    """Whether ``path`` is one of ``roots`` or lies below one (walking up: linear in the path's depth)."""
+    while True:
+        if path in roots:
+            return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
