@@ -95,9 +95,9 @@ def test_no_event_accepts_a_server_path(db: Path, tmp_path: Path) -> None:
     assert not (db / "uploads").exists()
     for folder, _, files in os.walk(tmp_path):
         for name in files:
-            path = Path(folder) / name
-            if path != secret and path.is_file() and path.stat().st_size < 2**20:
-                assert token.encode() not in path.read_bytes(), path
+            copy = Path(folder) / name
+            if copy != secret and copy.is_file() and copy.stat().st_size < 2**20:
+                assert token.encode() not in copy.read_bytes(), copy
 
 
 def _all_ids(db: Path) -> list[str]:

@@ -8,9 +8,11 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from nvrag.embedder import WordLengthEmbedder
 from nvrag.indexer import Indexer
 from nvrag.store import LanceStore, Store
 from nvrag.store.faiss_store import FaissStore
@@ -37,9 +39,9 @@ def open_store(kind: str, db: Path) -> Store:
 def stored_ids(kind: str, db: Path, index: str = "x") -> list[str]:
     """Every chunk-id row of the index as stored, duplicates included."""
     if kind == "faiss":
-        table = FaissStore(db).open(index)
+        table: Any = FaissStore(db).open(index)  # its SQLite rows and FAISS vectors, read directly
         rows = [r[0] for r in table._db.execute(f'SELECT chunk_id FROM "c_{index}"')]
-        assert table._vectors.index.ntotal == len(rows)
+        assert table._vectors.index.ntotal == len(rows)  # one vector per row, none twice
         return rows
     import lancedb
 
@@ -116,7 +118,7 @@ def test_readers_are_not_blocked_and_writers_are_refused_while_the_lock_is_held(
     assert nvrag(*index_args(corpus), db=db, NVRAG_STORE=kind).returncode == 0  # free again
 
 
-def test_an_upload_meets_a_cli_writer(tmp_path: Path, fake: object) -> None:
+def test_an_upload_meets_a_cli_writer(tmp_path: Path, fake: WordLengthEmbedder) -> None:
     """The UI's upload path while a CLI run holds the index: refused in one line, nothing written."""
     from nvrag.ui.callbacks import UIContext, upload
 
@@ -129,7 +131,7 @@ def test_an_upload_meets_a_cli_writer(tmp_path: Path, fake: object) -> None:
     ctx = UIContext(
         store=store,
         retriever_for=lambda name: None,  # type: ignore[arg-type,return-value]
-        indexer_for=lambda name: Indexer(store, fake),  # type: ignore[arg-type]
+        indexer_for=lambda name: Indexer(store, fake),
         upload_root=tmp_path / "uploads",
         received_root=received,
     )
@@ -151,7 +153,7 @@ def test_an_upload_meets_a_cli_writer(tmp_path: Path, fake: object) -> None:
     assert upload(ctx, "x", [str(received / "note.txt")]).startswith("**Indexed into x:** 1 documents, 1 chunks")
 
 
-def test_two_uploads_at_once_from_two_servers(tmp_path: Path, fake: object) -> None:
+def test_two_uploads_at_once_from_two_servers(tmp_path: Path, fake: WordLengthEmbedder) -> None:
     """Two servers on one data directory upload into one index at the same moment: each upload is indexed or
     refused in one line, and no chunk is stored twice."""
     import threading
@@ -178,7 +180,7 @@ def test_two_uploads_at_once_from_two_servers(tmp_path: Path, fake: object) -> N
             "".join(json.dumps({"id": f"{n}-{i}", "text": f"upload {n} line {i}"}) + "\n" for i in range(400))
         )
         files.append(path)
-    Indexer(LanceStore(str(db)), fake).index("x", [])  # type: ignore[arg-type]  (uploads go to existing indexes)
+    Indexer(LanceStore(str(db)), fake).index("x", [])  # uploads go to existing indexes
     reports: list[str] = [""] * 2
     barrier = threading.Barrier(2)
 
