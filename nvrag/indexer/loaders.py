@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from nvrag.errors import InputError
 from nvrag.indexer import reading
@@ -192,15 +193,23 @@ def _checked(doc: Document) -> Document:
 
 def _records(path: Path, data: bytes, columns: TableColumns) -> Iterator[Document | LoadFailure]:
     suffix = path.suffix.lower()
+    source = os.path.realpath(path)
     if suffix == ".parquet":
-        rows = read_parquet(data)
+        rows: Iterator[Any] = read_parquet(data)
     elif suffix == ".json":
         rows = read_json_records(decode_text(data)[0])
     else:
         rows = read_delimited(decode_text(data)[0], "\t" if suffix == ".tsv" else ",")
-    source = os.path.realpath(path)
     header = 0 if suffix in {".parquet", ".json"} else 1  # CSV/TSV: row numbers count the header line
     for number, row in enumerate(rows, start=1 + header):
+        if number - header > reading.MAX_TABLE_ROWS:
+            yield LoadFailure(
+                source, f"more than {reading.MAX_TABLE_ROWS:,} rows; the rest of the file was not read (split it)"
+            )
+            return
+        if not isinstance(row, dict):
+            yield LoadFailure(f"{source}:{number}", "an item of a .json file must be a JSON object; skipped")
+            continue
         try:
             yield _checked(record_document(row, columns, f"{source}:{number}"))
         except ValueError as exc:

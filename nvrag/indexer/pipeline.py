@@ -20,6 +20,7 @@ from nvrag.embedder.pinning import check_manifest_model, model_key, new_manifest
 from nvrag.errors import ConfigError, ModelMismatchError, NvRagError
 from nvrag.indexer.chunking import check_settings, chunk_document, default_settings
 from nvrag.indexer.loaders import UPLOAD_PREFIX, LoadFailure
+from nvrag.indexer.reading import MAX_FAILURES_PER_FILE
 from nvrag.schema import Chunk, ChunkerSettings, Document, IndexManifest
 from nvrag.store import Store, Table, check_index_name
 
@@ -38,10 +39,12 @@ class IndexReport:
     documents_removed: int = 0  # documents pruned because they are no longer in the corpus
     reembedded: bool = False  # the index was rebuilt with a new model or chunker
     interrupted: bool = False  # stopped early (Ctrl-C); a re-run continues where it stopped
+    # failures past the first MAX_FAILURES_PER_FILE of a file: counted here, listed as one line per file
+    unlisted: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
-        return len(self.failures)
+        return len(self.failures) - len(self.unlisted) + sum(self.unlisted.values())
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -91,9 +94,33 @@ class RunLedger:
         self.stored = stored
         self.seen_docs: set[str] = set()
         self.stale: set[str] = set()
+        self._listed: dict[str, int] = {}
 
     def fail(self, source: str, reason: str, doc_id: str | None = None) -> None:
+        """Report one item that was not indexed. Of a file's rows or lines (``FILE:N``) the first
+        MAX_FAILURES_PER_FILE are listed and the rest counted (list_unlisted adds one line per file), so a
+        million bad rows cost neither a million report lines nor a million objects."""
+        head, _, line = source.rpartition(":")
+        if not (head and line.isdigit()):  # a whole file, or what stopped its reading: always listed
+            self.report.failures.append(LoadFailure(source, reason, doc_id))
+            return
+        where = head
+        listed = self._listed.get(where, 0)
+        if listed >= MAX_FAILURES_PER_FILE:
+            self.report.unlisted[where] = self.report.unlisted.get(where, 0) + 1
+            return
+        self._listed[where] = listed + 1
         self.report.failures.append(LoadFailure(source, reason, doc_id))
+
+    def list_unlisted(self) -> None:
+        for where, more in self.report.unlisted.items():
+            self.report.failures.append(
+                LoadFailure(
+                    where,
+                    f"{more:,} more failures in this file (the first {MAX_FAILURES_PER_FILE} are listed above); "
+                    "fix it and run again",
+                )
+            )
 
     def claim(self, doc_id: str, source: str, *, uploads: bool = False) -> bool:
         """Whether this is the first document with this id in the run (a later one is reported, skipped).
@@ -300,6 +327,7 @@ class Indexer:
         documents not seen), switch in a rebuild, refresh the text index and stamp the manifest. An
         interrupted run only stamps the manifest: its next run finishes the job."""
         report = ledger.report
+        ledger.list_unlisted()
         if not report.interrupted:
             stale = ledger.stale
             if prune:

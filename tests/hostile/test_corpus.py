@@ -96,3 +96,28 @@ def test_the_longest_document_allowed_tokenises_under_a_gibibyte(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     chunks, peak = map(int, done.stdout.split())
     assert chunks > 3000 and peak < GIB, (chunks, peak)
+
+
+def test_tables_of_millions_of_tiny_rows_stream_and_cap_their_failures(tmp_path: Path) -> None:
+    """20 MB of CSV rows or JSON items is millions of records: read one at a time (parsed whole, they took
+    1.4 GiB), at most 1,000,000 rows a file, and at most 100 failures listed per file plus one line for the rest."""
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "rows.csv").write_bytes(b"id,text\n" + b"1,a\n" * 4_900_000)
+    (tables / "items.json").write_bytes(b"[" + b"{}," * 6_000_000 + b"{}]")
+    run = nvrag("index", str(tables), "--index", "t", "--model", FAKE, "--json", db=tmp_path / "db")
+    no_traceback(run)
+    assert run.returncode == 1, run.stderr
+    assert run.peak_rss_bytes < GIB, run.peak_rss_bytes
+    report = json.loads(run.stdout)
+    by_file: dict[str, list[str]] = {}
+    for f in report["failures"]:
+        by_file.setdefault(Path(f["source"].split(":")[0]).name, []).append(f["reason"])
+    rest = "more failures in this file (the first 100 are listed above); fix it and run again"
+    limit = "more than 1,000,000 rows; the rest of the file was not read (split it)"
+    rows = by_file["rows.csv"]
+    assert rows == ["duplicate document id '1'; skipped"] * 100 + [limit, f"999,899 {rest}"]
+    items = by_file["items.json"]
+    assert items[:100] == ["missing or empty id column 'id'; row skipped"] * 100
+    assert items[100:] == [limit, f"999,900 {rest}"]
+    assert report["failed"] == 999_999 + 1 + 1_000_000 + 1

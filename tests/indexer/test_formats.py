@@ -161,9 +161,9 @@ def test_default_columns_keep_the_rest_as_metadata(tmp_path: Path) -> None:
     ("name", "content", "reason"),
     [
         ("bad.json", "{oops", "malformed JSON (Expecting property name enclosed in double quotes, line 1); skipped"),
-        ("list.json", "[1, 2]", "a .json file must hold an object or an array of objects; skipped"),
+        ("list.json", "[1]", "an item of a .json file must be a JSON object; skipped"),
         ("bad.parquet", "not parquet", "not a readable Parquet file (ArrowInvalid); skipped"),
-        ("wide.csv", "id,text\n1,a,b,c\n", "rows have more fields than the header; check the delimiter"),
+        ("wide.csv", "id,text\n1,a,b,c\n", "row 2 has more fields than the header; check the delimiter"),
     ],
 )
 def test_bad_tables_are_reported(tmp_path: Path, name: str, content: str, reason: str) -> None:
