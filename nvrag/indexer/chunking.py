@@ -8,9 +8,10 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import Callable
+from dataclasses import replace
 
 from nvrag.errors import ConfigError
-from nvrag.indexer.reading import MAX_CHUNK_CHARS
+from nvrag.indexer.reading import MAX_CHUNK_CHARS, MAX_TITLE_CHARS
 from nvrag.schema import Chunk, ChunkerSettings, Document
 
 TokenSpans = Callable[[str], list[tuple[int, int]]]
@@ -133,6 +134,9 @@ def chunk_document(
     ``overlap_tokens``. Structure first: a window ends at a paragraph break or before a heading when one falls
     in its second half, else at a line break, a sentence end, or between words; never inside a word unless a
     single word is longer than the window."""
+    if doc.title is not None and len(doc.title) > MAX_TITLE_CHARS:
+        # the title is embedded with every chunk: unbounded, one hostile heading cost each batch gigabytes
+        doc = replace(doc, title=doc.title[:MAX_TITLE_CHARS].rstrip() + "…")
     if settings.mode == DOCUMENT_MODE:
         if not doc.text.strip():
             return []

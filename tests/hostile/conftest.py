@@ -16,12 +16,29 @@ GUARD_S = 600
 GIB = 1024**3
 
 
+# The child reports its own peak: VmHWM, the kernel's high-water mark of resident memory for the process's
+# address space since exec. (getrusage's ru_maxrss is no use here: Linux carries the forking parent's peak,
+# a pytest process of gigabytes, into the child across exec.)
+BOOT = """
+import atexit, os, sys
+def _peak():
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["NVRAG_TEST_PEAK_FILE"], "w") as out:
+        out.write(kib)
+atexit.register(_peak)
+sys.argv = ["nvrag", *sys.argv[1:]]
+from nvrag.app.cli import main
+main()
+"""
+
+
 @dataclass(frozen=True)
 class Run:
     returncode: int
     stdout: str
     stderr: str
-    peak_rss_bytes: int  # the child's own peak resident memory, from the kernel (wait4's ru_maxrss)
+    peak_rss_bytes: int  # the CLI process's own peak resident memory (its VmHWM at exit)
 
 
 def cli_env(db: Path, **extra: str) -> dict[str, str]:
@@ -33,9 +50,10 @@ def cli_env(db: Path, **extra: str) -> dict[str, str]:
 def start(*args: str, db: Path, prefix: tuple[str, ...] = (), **env: str) -> tuple[subprocess.Popen[bytes], Path]:
     """Start `python -m nvrag ARGS` with its output going to files (read by finish)."""
     folder = Path(tempfile.mkdtemp(prefix="nvrag-run-"))
+    environment = cli_env(db, **env, NVRAG_TEST_PEAK_FILE=str(folder / "peak"))
     with (folder / "out").open("wb") as out, (folder / "err").open("wb") as err:
         process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "nvrag", *args], stdout=out, stderr=err, env=cli_env(db, **env)
+            [*prefix, sys.executable, "-c", BOOT, *args], stdout=out, stderr=err, env=environment
         )
     return process, folder
 
@@ -44,7 +62,7 @@ def finish(process: subprocess.Popen[bytes], folder: Path, timeout: float = GUAR
     """Wait for a started run (killing it after ``timeout``: a hang fails the test) and collect it."""
     deadline = time.monotonic() + timeout
     while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        pid, status, _ = os.wait4(process.pid, os.WNOHANG)
         if pid:
             break
         if time.monotonic() > deadline:
@@ -53,11 +71,12 @@ def finish(process: subprocess.Popen[bytes], folder: Path, timeout: float = GUAR
             raise AssertionError(f"still running after {timeout} s: {(folder / 'err').read_text()[-2000:]}")
         time.sleep(0.05)
     process.returncode = os.waitstatus_to_exitcode(status)
+    peak = folder / "peak"
     return Run(
         process.returncode,
         (folder / "out").read_text(encoding="utf-8", errors="replace"),
         (folder / "err").read_text(encoding="utf-8", errors="replace"),
-        usage.ru_maxrss * 1024,
+        int(peak.read_text(encoding="ascii")) * 1024 if peak.exists() else -1,
     )
 
 

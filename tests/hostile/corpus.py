@@ -64,7 +64,7 @@ def pdf_bomb(inflated: int = 200 * 2**20) -> bytes:
 def build(root: Path) -> dict[str, str]:
     """A corpus of good files around every hostile class; returns {file name: expected reason prefix}.
 
-    angles.html (malformed tags), deep.html (100,000 nested elements), wide.html (249,000 elements) and
+    angles.html (malformed tags), deep.html (100,000 nested elements), wide.html (285,000 elements) and
     heading.md (a pathological heading) are documents, not failures: their readers must only stay linear and
     within memory."""
     root.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ def build(root: Path) -> dict[str, str]:
     # a heading that sent a backtracking title regex into minutes of work
     (root / "heading.md").write_text("# a" + " " * 30_000 + "#" * 30_000 + " " * 30_000 + "b\n\nbody", "utf-8")
     # the largest page allowed, all elements: the parse tree's worst case
-    (root / "wide.html").write_text("<body>" + "<p>w</p>" * 249_000 + "</body>", encoding="utf-8")
+    (root / "wide.html").write_text("<body>" + "<p></p>" * 285_000 + "<p>wide</p></body>", encoding="utf-8")
     (root / "huge.html").write_text("<p>" + "v " * 1_100_000 + "</p>", encoding="utf-8")  # over the page limit
     (root / "one-word.txt").write_text("x" * 150_000, encoding="utf-8")  # one token, one huge chunk
     (root / "wide.csv").write_text("id,text\n1," + "y" * 300_000 + "\n", encoding="utf-8")

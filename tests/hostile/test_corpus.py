@@ -26,7 +26,8 @@ def _name(source: str) -> str:
 
 def test_hostile_corpus_is_reported_item_by_item_and_the_rest_indexed(tmp_path: Path) -> None:
     expected = corpus.build(tmp_path / "corpus")
-    run = nvrag("index", str(tmp_path / "corpus"), "--index", "h", "--model", FAKE, "--json", db=tmp_path / "db")
+    # the bundled model, as `nvrag index` picks it here: its tokenizer and batches are part of the memory bound
+    run = nvrag("index", str(tmp_path / "corpus"), "--index", "h", "--json", db=tmp_path / "db")
     no_traceback(run)
     assert run.returncode == 1, run.stderr  # finished; some inputs failed
     report = json.loads(run.stdout)
@@ -36,7 +37,7 @@ def test_hostile_corpus_is_reported_item_by_item_and_the_rest_indexed(tmp_path: 
         assert reasons[name].startswith(start), (name, reasons[name])
         assert "\n" not in reasons[name]
     assert report["documents"] == 8  # a-good, 3 HTML pages, heading.md, z-good, lines.jsonl's lines 1 and 4
-    assert run.peak_rss_bytes < GIB, run.peak_rss_bytes
+    assert 0 < run.peak_rss_bytes < GIB, run.peak_rss_bytes
 
     found = nvrag("search", "good document", "--index", "h", "-k", "3", "--json", db=tmp_path / "db")
     assert found.returncode == 0 and len(json.loads(found.stdout)) == 3, found.stderr
@@ -80,7 +81,7 @@ def test_the_longest_document_allowed_tokenises_under_a_gibibyte(tmp_path: Path)
     text = " ".join(rng.choices(words, k=400_000))[:999_000]
     (tmp_path / "long.txt").write_text(text, encoding="utf-8")
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from pathlib import Path\n"
         "from nvrag.embedder.minilm import MiniLMEmbedder\n"
         "from nvrag.indexer import load_corpus\n"
@@ -88,7 +89,8 @@ def test_the_longest_document_allowed_tokenises_under_a_gibibyte(tmp_path: Path)
         "e = MiniLMEmbedder()\n"
         "(doc,) = load_corpus(Path(sys.argv[1]))\n"
         "chunks = chunk_document(doc, e.token_spans, default_settings(e.max_text_tokens), 'k')\n"
-        "print(len(chunks), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+        "status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"  # peak since exec, KiB
+        "print(len(chunks), int(status) * 1024)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "long.txt")], capture_output=True, text=True, timeout=600
@@ -108,7 +110,7 @@ def test_tables_of_millions_of_tiny_rows_stream_and_cap_their_failures(tmp_path:
     run = nvrag("index", str(tables), "--index", "t", "--model", FAKE, "--json", db=tmp_path / "db")
     no_traceback(run)
     assert run.returncode == 1, run.stderr
-    assert run.peak_rss_bytes < GIB, run.peak_rss_bytes
+    assert 0 < run.peak_rss_bytes < GIB, run.peak_rss_bytes
     report = json.loads(run.stdout)
     by_file: dict[str, list[str]] = {}
     for f in report["failures"]:
