@@ -71,6 +71,7 @@ def main() -> None:
     print(
         f"nvrag, bounded {ours * 1000:8.1f} ms  {size / 2**20 / ours:6.1f} MB/s  ({ours / base:.2f}x the plain reader)"
     )
+    html_parsers(max(1, args.repeat // 2))
 
 
 if __name__ == "__main__":

@@ -93,7 +93,20 @@ class MiniLMEmbedder(Embedder):
         return [e.ids for e in encodings]
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        return list(self._spans_tokenizer.encode(text, add_special_tokens=False).offsets)
+        # BERT's pre-tokenizer splits at whitespace, so tokenising windows cut at whitespace gives exactly the
+        # spans of the whole text, without holding a million-token Encoding (about 300 bytes a token) at once
+        spans: list[tuple[int, int]] = []
+        start = 0
+        while start < len(text):
+            end = (
+                len(text)
+                if len(text) - start <= SPAN_WINDOW_CHARS
+                else _last_space(text, start, start + SPAN_WINDOW_CHARS)
+            )
+            encoding = self._spans_tokenizer.encode(text[start:end], add_special_tokens=False)
+            spans.extend((a + start, b + start) for a, b in encoding.offsets)
+            start = end
+        return spans
 
     def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
         width = max(len(ids) for ids in batch)
@@ -108,6 +121,17 @@ class MiniLMEmbedder(Embedder):
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, 384)
         return np.asarray(pooled.float().cpu().numpy(), dtype=np.float32)
+
+
+SPAN_WINDOW_CHARS = 100_000
+
+
+def _last_space(text: str, start: int, end: int) -> int:
+    """Where to cut text[start:end] for tokenising: after its last whitespace (``end`` when it has none)."""
+    for at in range(end - 1, start, -1):
+        if text[at].isspace():
+            return at
+    return end
 
 
 _LOAD_LOCK = threading.Lock()

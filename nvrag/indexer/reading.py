@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 MAX_FILE_BYTES = 20 * 1024 * 1024  # one file as stored (a text file, a PDF, a .docx, a table)
 MAX_LINE_BYTES = 4 * 1024 * 1024  # one JSONL line
-MAX_DOCUMENT_CHARS = 1_000_000  # one document's text (tokenising 1 M characters of short words peaks near 620 MiB)
+MAX_DOCUMENT_CHARS = 1_000_000  # one document's text (its tokens' spans take about 100 bytes each in memory)
 MAX_TITLE_CHARS = 1_000  # a document's title, embedded with each of its chunks: longer ones are cut
 MAX_CHUNK_CHARS = 100_000  # one chunk's text (a "token" can span many characters: one unknown word)
 MAX_JSON_DEPTH = 64  # nesting of JSON arrays and objects

@@ -49,3 +49,16 @@ def test_token_spans_point_into_the_text(minilm: MiniLMEmbedder) -> None:
     spans = minilm.token_spans(text)
     assert [text[a:b] for a, b in spans] == ["Hello", ",", "World", "!", "café"]
     assert minilm.max_text_tokens == 254
+
+
+def test_token_spans_of_a_long_text_equal_the_whole_texts(minilm: MiniLMEmbedder) -> None:
+    """Long texts are tokenised in windows cut at whitespace (bounded memory): the spans are exactly those of
+    tokenising the whole text at once."""
+    import random
+
+    rng = random.Random(3)
+    pieces = ["word", "naïve", "ünïcode", "東京", "x" * 130, "punct,uation", "dash-ed", "\n\n", "\t", "don't", "..."]
+    text = " ".join(rng.choice(pieces) for _ in range(60_000))
+    assert len(text) > 3 * 100_000
+    whole = list(minilm._spans_tokenizer.encode(text, add_special_tokens=False).offsets)
+    assert minilm.token_spans(text) == whole
