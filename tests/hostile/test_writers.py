@@ -118,13 +118,15 @@ def test_readers_are_not_blocked_and_writers_are_refused_while_the_lock_is_held(
     assert nvrag(*index_args(corpus), db=db, NVRAG_STORE=kind).returncode == 0  # free again
 
 
-def test_an_upload_meets_a_cli_writer(tmp_path: Path, fake: WordLengthEmbedder) -> None:
+@pytest.mark.parametrize("kind", STORES)
+def test_an_upload_meets_a_cli_writer(kind: str, tmp_path: Path, fake: WordLengthEmbedder) -> None:
     """The UI's upload path while a CLI run holds the index: refused in one line, nothing written."""
     from nvrag.ui.callbacks import UIContext, upload
 
     db = tmp_path / "db"
     corpus = write_corpus(tmp_path / "corpus.jsonl", 20_000)
-    store = LanceStore(str(db))
+    db.mkdir()
+    store = open_store(kind, db)
     received = tmp_path / "received"
     received.mkdir()
     (received / "note.txt").write_text("an uploaded note", encoding="utf-8")
@@ -135,10 +137,10 @@ def test_an_upload_meets_a_cli_writer(tmp_path: Path, fake: WordLengthEmbedder) 
         upload_root=tmp_path / "uploads",
         received_root=received,
     )
-    process, folder = start(*index_args(corpus), db=db)
+    process, folder = start(*index_args(corpus), db=db, NVRAG_STORE=kind)
     lock = db / "x.lock"
     deadline = time.monotonic() + 300
-    while not (lock.exists() and lock.read_text().strip() == str(process.pid)):
+    while not (lock.exists() and lock.read_text().strip() == str(process.pid) and store.exists("x")):
         assert time.monotonic() < deadline and process.poll() is None, (folder / "err").read_text()
         time.sleep(0.02)
     text = upload(ctx, "x", [str(received / "note.txt")])
@@ -148,12 +150,14 @@ def test_an_upload_meets_a_cli_writer(tmp_path: Path, fake: WordLengthEmbedder) 
     )
     run = finish(process, folder)
     assert run.returncode == 0, run.stderr
-    ids = stored_ids("lancedb", db)
+    ids = stored_ids(kind, db)
     assert len(ids) == len(set(ids)) == 20_000
     assert upload(ctx, "x", [str(received / "note.txt")]).startswith("**Indexed into x:** 1 documents, 1 chunks")
+    assert len(stored_ids(kind, db)) == 20_001
 
 
-def test_two_uploads_at_once_from_two_servers(tmp_path: Path, fake: WordLengthEmbedder) -> None:
+@pytest.mark.parametrize("kind", STORES)
+def test_two_uploads_at_once_from_two_servers(kind: str, tmp_path: Path, fake: WordLengthEmbedder) -> None:
     """Two servers on one data directory upload into one index at the same moment: each upload is indexed or
     refused in one line, and no chunk is stored twice."""
     import threading
@@ -165,7 +169,7 @@ def test_two_uploads_at_once_from_two_servers(tmp_path: Path, fake: WordLengthEm
     received.mkdir()
     contexts, files = [], []
     for n in range(2):
-        store = LanceStore(str(db))
+        store = open_store(kind, db)
         contexts.append(
             UIContext(
                 store=store,
@@ -180,7 +184,7 @@ def test_two_uploads_at_once_from_two_servers(tmp_path: Path, fake: WordLengthEm
             "".join(json.dumps({"id": f"{n}-{i}", "text": f"upload {n} line {i}"}) + "\n" for i in range(400))
         )
         files.append(path)
-    Indexer(LanceStore(str(db)), fake).index("x", [])  # uploads go to existing indexes
+    Indexer(open_store(kind, db), fake).index("x", [])  # uploads go to existing indexes
     reports: list[str] = [""] * 2
     barrier = threading.Barrier(2)
 
@@ -196,5 +200,5 @@ def test_two_uploads_at_once_from_two_servers(tmp_path: Path, fake: WordLengthEm
     indexed = [r for r in reports if r.startswith("**Indexed into x:** 400 documents")]
     refused = [r for r in reports if "is being written by another process" in r]
     assert len(indexed) >= 1 and len(indexed) + len(refused) == 2, reports
-    ids = stored_ids("lancedb", db)
+    ids = stored_ids(kind, db)
     assert len(ids) == len(set(ids)) == 400 * len(indexed)
