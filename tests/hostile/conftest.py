@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 # A loaded CI machine is 2-3x slower than a developer's: these are guards against a hang, never speed checks.
 GUARD_S = 600
@@ -47,6 +51,25 @@ def cli_env(db: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    """A test that fails while a CLI run it started is still going kills and reaps it (a leftover would fail a
+    later test with a ResourceWarning)."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.returncode is not None:
+            continue  # reaped by finish() or the test itself
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(process.pid, os.WNOHANG) == (0, 0):
+                process.kill()
+                os.waitpid(process.pid, 0)
+        process.returncode = -signal.SIGKILL
+
+
 def start(*args: str, db: Path, prefix: tuple[str, ...] = (), **env: str) -> tuple[subprocess.Popen[bytes], Path]:
     """Start `python -m nvrag ARGS` with its output going to files (read by finish)."""
     folder = Path(tempfile.mkdtemp(prefix="nvrag-run-"))
@@ -55,6 +78,7 @@ def start(*args: str, db: Path, prefix: tuple[str, ...] = (), **env: str) -> tup
         process = subprocess.Popen(
             [*prefix, sys.executable, "-c", BOOT, *args], stdout=out, stderr=err, env=environment
         )
+    _STARTED.append(process)
     return process, folder
 
 
@@ -68,6 +92,7 @@ def finish(process: subprocess.Popen[bytes], folder: Path, timeout: float = GUAR
         if time.monotonic() > deadline:
             process.send_signal(signal.SIGKILL)
             os.wait4(process.pid, 0)
+            process.returncode = -signal.SIGKILL
             raise AssertionError(f"still running after {timeout} s: {(folder / 'err').read_text()[-2000:]}")
         time.sleep(0.05)
     process.returncode = os.waitstatus_to_exitcode(status)
