@@ -98,7 +98,7 @@ def _jsonl_blocks(path: Path, doc_id: str, block_lines: int) -> list[LoadUnit]:
     blocks = [LoadUnit(str(path), doc_id, 0, 1, None)]
     try:
         with reading.open_regular(path) as f:
-            offset, number = 0, 0
+            offset = 0
             for number, _ in enumerate(reading.bounded_lines(f), start=1):
                 if number > 1 and (number - 1) % block_lines == 0:
                     blocks[-1] = replace(blocks[-1], lines=block_lines)
@@ -221,9 +221,6 @@ def _row_id(row: object, columns: TableColumns) -> str | None:
         return None
     value = row.get(columns.id, row.get("_id") if columns.id == "id" else None)
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
-
-
-MAX_DOCUMENT_BYTES = reading.MAX_FILE_BYTES  # kept for callers of the old name
 
 
 def _text_document(path: Path, doc_id: str, data: bytes, source: str) -> Document:
