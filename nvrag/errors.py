@@ -11,7 +11,8 @@
     ├── IndexAccessError
     │   ├── IndexNotFoundError   a named index that does not exist in the data directory
     │   ├── ModelMismatchError   a request to use an index with a model other than the one it was built with
-    │   └── IndexBusyError       another process (or writer) is writing the index right now
+    │   ├── IndexBusyError       another process (or writer) is writing the index right now
+    │   └── ManifestVersionError an index whose manifest a newer nvrag wrote (or that cannot be read)
     ├── InputError               a corpus or query input that cannot be read (missing path, malformed file)
     │   └── DatasetError         an evaluation dataset that is missing files or holds malformed lines
     ├── FilterError              a metadata filter that does not parse, or that the data cannot satisfy
@@ -61,6 +62,10 @@ class IndexBusyError(IndexAccessError):
     """Another writer holds the index's write lock; try again when it finishes."""
 
 
+class ManifestVersionError(IndexAccessError):
+    """The index's manifest has a schema version this nvrag cannot read (written by a newer one)."""
+
+
 class InputError(NvRagError):
     """A corpus or query input that cannot be read."""
 
@@ -87,6 +92,7 @@ __all__ = [
     "IndexNotFoundError",
     "InputError",
     "InstructionError",
+    "ManifestVersionError",
     "ModelError",
     "ModelMismatchError",
     "ModelUnavailableError",

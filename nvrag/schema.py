@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 JSONValue = Any  # a value json.dumps accepts; metadata values are kept to that
@@ -42,35 +43,78 @@ class Chunk:
     title: str | None = None
     metadata: dict[str, JSONValue] = field(default_factory=dict)
 
+    def to_row(self) -> dict[str, Any]:
+        """The chunk as a stored row: every field under its own name, metadata as a JSON object string."""
+        row = {f.name: getattr(self, f.name) for f in fields(Chunk)}
+        row["metadata"] = json.dumps(self.metadata, sort_keys=True)
+        return row
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Chunk:
+        """A chunk from a stored row (``to_row``'s form; extra keys such as scores or vectors are ignored)."""
+        metadata = row["metadata"]
+        return cls(
+            chunk_id=row["chunk_id"],
+            doc_id=row["doc_id"],
+            source=row["source"],
+            chunk_no=int(row["chunk_no"]),
+            text=row["text"],
+            start=int(row["start"]),
+            end=int(row["end"]),
+            title=row["title"],
+            metadata=json.loads(metadata or "{}") if isinstance(metadata, str | None) else dict(metadata),
+        )
+
+
+CHUNK_COLUMNS = ("chunk_id", "doc_id", "source", "chunk_no", "title", "text", "start", "end", "metadata")
+
 
 @dataclass(frozen=True)
-class Hit:
-    """One search result: a chunk, its rank and its score.
+class Hit(Chunk):
+    """One search result: a stored chunk (every Chunk field) with its rank and scores. Built with ``Hit.of``.
 
     ``score`` is the cosine similarity in dense mode, the BM25 score in bm25 mode and the reciprocal-rank-fusion
     score in hybrid mode; the ``dense_*`` and ``bm25_*`` fields keep each retriever's own rank and score (None
-    where that retriever did not return the chunk).
+    where that retriever did not return the chunk). ``page`` is the PDF page the chunk starts on, when known.
     """
 
-    rank: int
-    score: float
-    chunk_id: str
-    doc_id: str
-    source: str
-    chunk_no: int
-    text: str
-    start: int
-    end: int
-    title: str | None = None
-    metadata: dict[str, JSONValue] = field(default_factory=dict)
+    rank: int = 0
+    score: float = 0.0
     page: int | None = None
     dense_rank: int | None = None
     dense_score: float | None = None
     bm25_rank: int | None = None
     bm25_score: float | None = None
 
+    @classmethod
+    def of(
+        cls,
+        chunk: Chunk,
+        rank: int,
+        score: float,
+        dense: tuple[int, float] | None = None,
+        bm25: tuple[int, float] | None = None,
+    ) -> Hit:
+        page = chunk.metadata.get("page")
+        return cls(
+            **{f.name: getattr(chunk, f.name) for f in fields(Chunk)},
+            rank=rank,
+            score=score,
+            page=page if isinstance(page, int) else None,
+            dense_rank=dense[0] if dense else None,
+            dense_score=dense[1] if dense else None,
+            bm25_rank=bm25[0] if bm25 else None,
+            bm25_score=bm25[1] if bm25 else None,
+        )
+
+    @property
+    def chunk(self) -> Chunk:
+        return Chunk(**{f.name: getattr(self, f.name) for f in fields(Chunk)})
+
     def to_dict(self) -> dict[str, JSONValue]:
-        return asdict(self)
+        """The JSON form (`nvrag search --json`, the HTTP API): every field, the score rounded to 6 places
+        (float32 noise)."""
+        return {**asdict(self), "score": round(self.score, 6)}
 
 
 @dataclass(frozen=True)
@@ -104,7 +148,9 @@ class FilterCondition:
     value: str | float | tuple[str | float, ...]
 
 
-MANIFEST_SCHEMA_VERSION = 1
+# 1: the first manifests (``table`` "" meant the index's own name; storage fields added later with defaults).
+# 2: ``table`` always names the physical table; every field is written. nvrag.store.manifests migrates.
+MANIFEST_SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -124,18 +170,21 @@ class IndexManifest:
     created_at: str  # ISO 8601, UTC
     updated_at: str
     schema_version: int = MANIFEST_SCHEMA_VERSION
-    table: str = ""  # the physical table holding the rows; "" means the index's own name
+    table: str = ""  # the physical table holding the rows; left empty, the index's own name
     vector_dtype: str = "float32"  # how vectors are stored: float32, or float16 (half the memory)
     quantization: str = "none"  # "binary": a sign-bit copy of each vector is searched, the full vectors rescore
+
+    def __post_init__(self) -> None:
+        if not self.table:
+            object.__setattr__(self, "table", self.name)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, payload: str) -> IndexManifest:
-        data = json.loads(payload)
-        data["chunker"] = ChunkerSettings(**data["chunker"])
-        return cls(**data)
+    def from_dict(cls, data: Mapping[str, Any]) -> IndexManifest:
+        """A manifest of the current schema version from its dict form (older ones: nvrag.store.manifests)."""
+        return cls(**{**data, "chunker": ChunkerSettings(**data["chunker"])})
 
     def to_dict(self) -> dict[str, JSONValue]:
         return asdict(self)

@@ -4,6 +4,7 @@ domain errors become a red line and exit code 2."""
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.markup import escape
 from nvrag import __version__
 from nvrag.app.settings import ENV_DB, ENV_MODEL
 from nvrag.errors import IndexBusyError, NvRagError
+from nvrag.indexer import StopFlag
 
 EXIT_OK = 0
 EXIT_INPUT_FAILURES = 1
@@ -23,7 +25,6 @@ EXIT_USER_ERROR = 2
 EXIT_REPORT_FAILED = 3  # the index was written, but its run report could not be
 EXIT_BUSY = 75  # another process is writing the index (sysexits' EX_TEMPFAIL: try again later)
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
-BATCH_CHUNKS = 256  # chunks per embedding batch and commit, per device
 
 app = typer.Typer(
     name="nvrag",
@@ -107,6 +108,25 @@ def user_errors() -> Iterator[None]:
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         raise fail(f"{where}{exc.strerror or exc}") from None
+
+
+@contextmanager
+def interruptible() -> Iterator[StopFlag]:
+    """A stop flag that the first Ctrl-C sets (the run stops after the batch in flight); a second one aborts."""
+    stop = StopFlag()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.set()
+        err.print("stopping after the batch in flight (Ctrl-C again to abort at once)")
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def version_callback(value: bool) -> None:

@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +15,6 @@ import numpy as np
 import typer
 
 from nvrag.app.cli_common import (
-    BATCH_CHUNKS,
     EXIT_INPUT_FAILURES,
     EXIT_INTERRUPTED,
     EXIT_REPORT_FAILED,
@@ -30,20 +28,18 @@ from nvrag.app.cli_common import (
     app,
     err,
     fail,
+    interruptible,
     out,
     safe,
     user_errors,
 )
 from nvrag.app.progress import index_progress
 from nvrag.app.settings import Settings
-from nvrag.app.wiring import build_indexer, choose, load_model, model_recipe, open_store, parse_devices
+from nvrag.app.wiring import choose, index_engine, load_model, open_store, parse_devices
 from nvrag.embedder import resolve_instruction
-from nvrag.embedder.pinning import QUANTIZATIONS, VECTOR_DTYPES
 from nvrag.errors import ConfigError, InputError
-from nvrag.indexer import IndexReport, StopFlag, load_corpus, reading
+from nvrag.indexer import IndexReport, IndexRequest, PathSource, RayOptions, reading
 from nvrag.indexer.formats import TableColumns
-from nvrag.indexer.loaders import count_items
-from nvrag.indexer.ray_engine import RayIndexer, RayOptions
 from nvrag.schema import ChunkerSettings
 
 
@@ -146,84 +142,32 @@ def index(
     JSONL files hold one object per line with "id" and "text", an optional "title", and any other
     fields as metadata. Files or lines that cannot be read are reported and skipped; the report is also
     written as JSON next to the index (DB/INDEX.report.json). Ctrl-C stops after the batch in flight; running
-    the same command again continues. Exit codes: 0 done; 1 some inputs failed; 2 usage error; 130 stopped.
+    the same command again continues. Exit codes: 0 done; 1 some inputs failed; 2 usage error; 3 the report
+    could not be written; 75 another process is writing the index; 130 stopped.
     """
     with user_errors():
         settings = Settings.from_env(db=db)
-        if devices:
-            settings = replace(settings, devices=parse_devices(devices))
-        if not path.exists():
-            raise InputError(f"{path}: no such file or directory")
-        if quantize is not None and quantize not in QUANTIZATIONS:
-            raise ConfigError(f"unknown quantization {quantize!r}; use {' or '.join(QUANTIZATIONS)}")
-        if vector_dtype is not None and vector_dtype not in VECTOR_DTYPES:
-            raise ConfigError(f"unknown vector dtype {vector_dtype!r}; use {' or '.join(VECTOR_DTYPES)}")
-        if engine not in ("local", "ray"):
-            raise ConfigError(f"--engine {engine!r}: use local or ray")
-        if engine == "ray" and devices:
-            raise ConfigError("--devices is for the local engine; with --engine ray use --workers/--gpus-per-worker")
-        if engine == "ray" and settings.store != "lancedb":
-            raise ConfigError("--engine ray writes LanceDB indexes; unset NVRAG_STORE=faiss or use --engine local")
-        if engine == "local" and (ray_address or workers or gpus_per_worker is not None):
-            raise ConfigError("--ray-address, --workers and --gpus-per-worker need --engine ray")
-        store = open_store(settings)
-        chunker = _chunker(chunk_tokens, overlap)
-        indexer, choice = build_indexer(settings, store, index, model, chunker, model_path, reembed=reembed)
-        indexer.vector_dtype, indexer.quantization = vector_dtype, quantize
-        indexer.check(index, reembed=reembed)
-        indexer.batch_chunks = batch_size or BATCH_CHUNKS * max(1, len(settings.devices))
-        err.print(f"model: {safe(choice.reason)} (license {safe(choice.license)})")
-        stop = StopFlag()
-        previous = signal.getsignal(signal.SIGINT)
-
-        def on_interrupt(signum: int, frame: object) -> None:
-            if stop.requested:
-                raise KeyboardInterrupt
-            stop.set()
-            err.print("stopping after the batch in flight (Ctrl-C again to abort at once)")
-
-        signal.signal(signal.SIGINT, on_interrupt)
-        try:
-            columns = TableColumns(
-                id=id_column,
-                text=text_column,
-                title=title_column,
-                metadata=tuple(c.strip() for c in metadata_columns.split(",") if c.strip())
-                if metadata_columns is not None
-                else None,
-            )
-            if engine == "ray":
-                ray_options = RayOptions(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
-                ray_indexer = RayIndexer(indexer, model_recipe(settings, choice), ray_options)
-                with index_progress(err, None) as on_progress:
-                    indexer.on_progress = on_progress
-                    report = ray_indexer.index(
-                        index, path, columns=columns, prune=prune, reembed=reembed, stop=stop, on_status=err.print
-                    )
-            else:
-                with index_progress(err, count_items(path)) as on_progress:
-                    indexer.on_progress = on_progress
-                    items = load_corpus(path, columns)
-                    report = indexer.index(index, items, prune=prune, reembed=reembed, stop=stop)
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        request = IndexRequest(
+            index,
+            PathSource(path, _columns(id_column, text_column, title_column, metadata_columns)),
+            model=model,
+            model_path=model_path,
+            chunker=_chunker(chunk_tokens, overlap),
+            vector_dtype=vector_dtype,
+            quantization=quantize,
+            prune=prune,
+            reembed=reembed,
+            batch_size=batch_size,
+            engine=engine,
+            devices=parse_devices(devices),
+            ray=RayOptions(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker),
+        )
+        runner, choice = index_engine(settings, open_store(settings), request, on_status=err.print)
+        model_line = f"model: {safe(choice.reason)} (license {safe(choice.license)})"
+        with interruptible() as stop, index_progress(err, first_line=model_line) as progress:
+            report = runner.run(request, progress, stop)
     report_error = _write_report(settings, index, report)
-    if as_json:
-        out.print_json(data=report.to_dict())
-    else:
-        for failure in report.failures:
-            err.print(f"[yellow]skipped[/] {safe(failure.source)}: {safe(failure.reason)}")
-        verb = "rebuilt" if report.reembedded else "created" if report.created else "updated"
-        if report.chunks_added == 0 and report.chunks_removed == 0 and not report.reembedded:
-            err.print(
-                f"index {safe(repr(index))} is up to date: {report.documents} documents, "
-                f"{report.chunks_unchanged} chunks unchanged, nothing to embed"
-            )
-        else:
-            err.print(
-                f"index {safe(repr(index))} {verb}: {report.documents} documents, {report.chunks_added} chunks added, "
-                f"{report.chunks_unchanged} unchanged, {report.chunks_removed} removed, {report.failed} failed"
-            )
+    _print_report(report, as_json)
     if report.interrupted:
         err.print(f"stopped early: {report.chunks_added} chunks were stored; run the same command again to continue")
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -231,6 +175,31 @@ def index(
         raise fail(report_error, EXIT_REPORT_FAILED)
     if report.failed:
         raise typer.Exit(EXIT_INPUT_FAILURES)
+
+
+def _columns(id_column: str, text_column: str, title_column: str, metadata: str | None) -> TableColumns:
+    kept = tuple(c.strip() for c in metadata.split(",") if c.strip()) if metadata is not None else None
+    return TableColumns(id=id_column, text=text_column, title=title_column, metadata=kept)
+
+
+def _print_report(report: IndexReport, as_json: bool) -> None:
+    if as_json:
+        out.print_json(data=report.to_dict())
+        return
+    for failure in report.failures:
+        err.print(f"[yellow]skipped[/] {safe(failure.source)}: {safe(failure.reason)}")
+    name = safe(repr(report.index))
+    if report.chunks_added == 0 and report.chunks_removed == 0 and not report.reembedded:
+        err.print(
+            f"index {name} is up to date: {report.documents} documents, "
+            f"{report.chunks_unchanged} chunks unchanged, nothing to embed"
+        )
+        return
+    verb = "rebuilt" if report.reembedded else "created" if report.created else "updated"
+    err.print(
+        f"index {name} {verb}: {report.documents} documents, {report.chunks_added} chunks added, "
+        f"{report.chunks_unchanged} unchanged, {report.chunks_removed} removed, {report.failed} failed"
+    )
 
 
 def _write_report(settings: Settings, index: str, report: IndexReport) -> str | None:

@@ -31,7 +31,6 @@ from nvrag.errors import ConfigError
 from nvrag.evaluation import METRICS, evaluate
 from nvrag.evaluation.plot import save_plot
 from nvrag.retriever import MODES, parse_filters
-from nvrag.schema import Hit
 
 
 @app.command()
@@ -94,7 +93,7 @@ def search(
             rrf_k=rrf_k,
         )
     if as_json:
-        out.print_json(data=[_hit_json(h) for h in hits])
+        out.print_json(data=[h.to_dict() for h in hits])
         return
     if not hits:
         if retriever.table.count() == 0:
@@ -116,26 +115,6 @@ def search(
         snippet = snippet if len(snippet) <= 160 else snippet[:157] + "..."
         table.add_row(str(hit.rank), f"{hit.score:.3f}", safe(hit.doc_id), safe(snippet))
     out.print(table)
-
-
-def _hit_json(hit: Hit) -> dict[str, object]:
-    return {
-        "rank": hit.rank,
-        "score": round(hit.score, 6),
-        "doc_id": hit.doc_id,
-        "source": hit.source,
-        "text": hit.text,
-        "title": hit.title,
-        "chunk_no": hit.chunk_no,
-        "start": hit.start,
-        "end": hit.end,
-        "metadata": hit.metadata,
-        "page": hit.page,
-        "dense_rank": hit.dense_rank,
-        "dense_score": hit.dense_score,
-        "bm25_rank": hit.bm25_rank,
-        "bm25_score": hit.bm25_score,
-    }
 
 
 @app.command(name="eval")

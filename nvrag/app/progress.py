@@ -16,10 +16,18 @@ LOG_EVERY_S = 10.0
 
 
 @contextmanager
-def index_progress(console: Console, total: int | None = None) -> Iterator[Callable[[Progress], None]]:
-    """A progress callback: documents/s, chunks/s and, when ``total`` items (or the chunks to embed) are known,
-    a bar with an ETA."""
+def index_progress(
+    console: Console, total: int | None = None, *, first_line: str | None = None
+) -> Iterator[Callable[[Progress], None]]:
+    """A progress callback: documents/s, chunks/s and, when the items (``total``, or as the engine reports them)
+    or the chunks to embed are known, a bar with an ETA. ``first_line`` (Rich markup) is printed at the first
+    event: once the run has opened the index, so that a refused run prints only its error."""
     started = time.monotonic()
+    pending = [first_line] if first_line is not None else []
+
+    def announce() -> None:
+        while pending:
+            console.print(pending.pop())
 
     def rates(p: Progress) -> str:
         elapsed = max(time.monotonic() - started, 1e-9)
@@ -42,10 +50,11 @@ def index_progress(console: Console, total: int | None = None) -> Iterator[Calla
             task = bar.add_task("indexing", total=total)
 
             def update(p: Progress) -> None:
+                announce()
                 if p.chunks_total is not None:  # the chunks to embed are known (the Ray engine)
                     bar.update(task, description=rates(p), total=p.chunks_total, completed=p.chunks_embedded)
-                else:
-                    bar.update(task, description=rates(p), completed=p.items_seen)
+                else:  # the items the source holds, when the engine counted them
+                    bar.update(task, description=rates(p), total=p.items_total or total, completed=p.items_seen)
 
             yield update
         return
@@ -54,13 +63,15 @@ def index_progress(console: Console, total: int | None = None) -> Iterator[Calla
 
     def log(p: Progress) -> None:
         nonlocal last
+        announce()
         now = time.monotonic()
         if now - last >= LOG_EVERY_S:
             last = now
             if p.chunks_total is not None:
                 console.print(f"indexing: {p.chunks_embedded} of {p.chunks_total} chunks embedded; {rates(p)}")
                 return
-            of = f" of {total} items" if total else ""
+            known = p.items_total or total
+            of = f" of {known} items" if known else ""
             console.print(f"indexing: {p.items_seen}{of} read; {rates(p)}")
 
     yield log

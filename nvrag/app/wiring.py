@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,12 @@ from nvrag.app.settings import ENV_UI_PASSWORD, ENV_UI_USER, Settings, default_d
 from nvrag.embedder import AUTO, Embedder, LoadOptions, choose_model, get_spec, load_embedder
 from nvrag.embedder.minilm import MINILM_NAME
 from nvrag.embedder.nvembed import NVEMBED_NAME
-from nvrag.errors import ConfigError, ModelMismatchError
-from nvrag.indexer import Indexer
-from nvrag.indexer.ray_engine import ModelRecipe
+from nvrag.embedder.pinning import check_pinned
+from nvrag.embedder.registry import ModelRecipe
+from nvrag.errors import ConfigError
+from nvrag.indexer import Engine, Indexer, IndexReport, IndexRequest
 from nvrag.retriever import Retriever, open_retriever
-from nvrag.schema import ChunkerSettings
+from nvrag.schema import IndexManifest
 from nvrag.store import LanceStore, Store
 
 # config.json model_type of a --model-path folder → the registry model that loads it
@@ -152,48 +154,48 @@ def model_recipe(settings: Settings, choice: ModelChoice) -> ModelRecipe:
     return ModelRecipe(choice.name, replace(load_options(settings, model_path), devices=()))
 
 
-def pinned_model_name(store: Store, index: str, requested: str | None, model_path: Path | None = None) -> str:
-    """The model an existing index was built with; a different explicit request is refused."""
-    manifest = store.open(index).manifest
+def _check_requested(manifest: IndexManifest, requested: str | None, model_path: Path | None, *, writing: bool) -> None:
+    """Refuse, before any weights load, an explicit request for a model other than the one the index pins
+    (the loaded model's revision is checked once it is loaded: open_run, Retriever)."""
     wanted = model_path_kind(model_path) if model_path is not None else None
     if requested is not None and requested.strip().lower() != AUTO:
         wanted = get_spec(requested).name
-    if wanted is not None and wanted != manifest.model:
-        raise ModelMismatchError(
-            f"index {index!r} was built with {manifest.model}; it cannot be searched or extended with "
-            f"{wanted} (a different vector space). Leave out --model to use {manifest.model}, or build a "
-            f"new index with {wanted}"
-        )
-    return manifest.model
+    if wanted is not None:
+        check_pinned(manifest, wanted, writing=writing)
 
 
-def build_indexer(
-    settings: Settings,
-    store: Store,
-    index: str,
-    requested_model: str | None,
-    chunker: ChunkerSettings | None,
-    model_path: Path | None = None,
-    *,
-    reembed: bool = False,
-) -> tuple[Indexer, ModelChoice]:
-    explicit = model_path is not None or (requested_model is not None and requested_model.strip().lower() != AUTO)
-    if store.exists(index) and not (reembed and explicit):
-        name = pinned_model_name(store, index, requested_model, model_path)
-        reason = f"{name}, the model index {index!r} was built with"
-        choice = ModelChoice(name, reason, get_spec(name).license, model_path)
-    else:
-        choice = choose(settings, requested_model, model_path)
+def index_model(settings: Settings, store: Store, request: IndexRequest) -> ModelChoice:
+    """The model an indexing run uses: the index's own (another one only with ``reembed``), or the requested
+    (or automatic) choice for a new index."""
+    if store.exists(request.index) and not (request.reembed and request.explicit_model):
+        manifest = store.manifest(request.index)
+        _check_requested(manifest, request.model, request.model_path, writing=True)
+        reason = f"{manifest.model}, the model index {request.index!r} was built with"
+        return ModelChoice(manifest.model, reason, get_spec(manifest.model).license, request.model_path)
+    return choose(settings, request.model, request.model_path)
+
+
+def index_engine(
+    settings: Settings, store: Store, request: IndexRequest, on_status: Callable[[str], None] | None = None
+) -> tuple[Engine, ModelChoice]:
+    """The engine that runs ``request`` (the one place an engine is picked) and the model it loaded."""
+    choice = index_model(settings, store, request)
+    settings = replace(settings, devices=request.devices)
     embedder = load_model(settings, choice.name, model_path=choice.model_path)
-    return Indexer(store, embedder, chunker=chunker), choice
+    if request.engine == "ray":
+        from nvrag.indexer.ray_engine import RayEngine
+
+        return RayEngine(store, embedder, model_recipe(settings, choice), on_status), choice
+    return Indexer(store, embedder), choice
 
 
 def build_retriever(
     settings: Settings, store: Store, index: str, requested_model: str | None, model_path: Path | None = None
 ) -> Retriever:
-    pinned_model_name(store, index, requested_model, model_path)  # refuses another model with a clear message
+    manifest = store.manifest(index)
+    _check_requested(manifest, requested_model, model_path, writing=False)
     if model_path is None:
-        model_path = settings.nvembed_path if store.open(index).manifest.model == NVEMBED_NAME else None
+        model_path = settings.nvembed_path if manifest.model == NVEMBED_NAME else None
     return open_retriever(store, index, load_options(settings, model_path))
 
 
@@ -226,25 +228,21 @@ def build_web_app(settings: Settings, store: Store, index: str | None) -> Any:
             retrievers[name] = build_retriever(settings, store, name, None)
         return retrievers[name]
 
-    indexers: dict[str, Indexer] = {}
+    engines: dict[str, Engine] = {}  # by model name: an upload to any index of that model reuses it
 
-    def indexer_for(name: str) -> Indexer:
-        # uploads reuse the model they loaded last time while the index's model stays the same
-        cached = indexers.get(name)
-        if cached is not None and store.exists(name):
-            info = cached.embedder.info
-            current = store.manifest(name)
-            if (info.name, info.revision) == (current.model, current.model_revision):
-                return cached
-        indexers[name], _ = build_indexer(settings, store, name, None, None)
-        return indexers[name]
+    def run_index(request: IndexRequest) -> IndexReport:
+        current = store.manifest(request.index)  # uploads go to existing indexes only
+        cached = engines.get(current.model)
+        if cached is None or cached.embedder.info.revision != current.model_revision:
+            engines[current.model], _ = index_engine(settings, store, request)
+        return engines[current.model].run(request)
 
     local = "://" not in settings.db
     uploads = Path(settings.db).expanduser() / "uploads" if local else Path(default_db()) / "uploads"
     ctx = UIContext(
         store=store,
         retriever_for=retriever_for,
-        indexer_for=indexer_for,
+        run_index=run_index,
         upload_root=uploads,
         received_root=received,
     )

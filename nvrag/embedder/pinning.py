@@ -6,11 +6,8 @@ import datetime as dt
 
 from nvrag import __version__
 from nvrag.embedder.base import Embedder
-from nvrag.errors import ConfigError, ModelMismatchError
+from nvrag.errors import ModelMismatchError
 from nvrag.schema import ChunkerSettings, IndexManifest
-
-VECTOR_DTYPES = ("float32", "float16")
-QUANTIZATIONS = ("none", "binary")
 
 
 def utc_now() -> str:
@@ -24,10 +21,7 @@ def model_key(embedder: Embedder) -> str:
 def new_manifest(
     name: str, embedder: Embedder, chunker: ChunkerSettings, vector_dtype: str = "float32", quantization: str = "none"
 ) -> IndexManifest:
-    if vector_dtype not in VECTOR_DTYPES:
-        raise ConfigError(f"unknown vector dtype {vector_dtype!r}; use {' or '.join(VECTOR_DTYPES)}")
-    if quantization not in QUANTIZATIONS:
-        raise ConfigError(f"unknown quantization {quantization!r}; use {' or '.join(QUANTIZATIONS)}")
+    """The manifest of a new index built with ``embedder`` (storage values are checked by the caller's request)."""
     info, now = embedder.info, utc_now()
     return IndexManifest(
         name=name,
@@ -47,12 +41,36 @@ def new_manifest(
     )
 
 
-def check_manifest_model(manifest: IndexManifest, embedder: Embedder) -> None:
+def check_pinned(
+    manifest: IndexManifest,
+    model: str,
+    revision: str | None = None,
+    dimension: int | None = None,
+    *,
+    writing: bool = False,
+) -> None:
+    """The rule that an index pins its model, with its one wording: refuse a model (by name, before loading
+    it, or by name, revision and dimension once loaded) other than the one the index was built with.
+    ``writing``: the refusal also says how to rebuild the index with the other model."""
+    same_name = model == manifest.model
+    if same_name and revision in (None, manifest.model_revision) and dimension in (None, manifest.dimension):
+        return
+    if same_name:  # another checkpoint of the same model: name the revisions
+        built = f"{manifest.model} ({manifest.model_revision}, {manifest.dimension} dims)"
+        other = f"{model} ({revision}, {dimension} dims)"
+        advice = f"Use the checkpoint it was built with, or build a new index with {other}"
+    else:
+        built, other = manifest.model, model
+        advice = f"Leave out --model to use {built}, or build a new index with {other}"
+    if writing:
+        advice += f", or add --reembed to rebuild this index with {other}"
+    raise ModelMismatchError(
+        f"index {manifest.name!r} was built with {built}; it cannot be searched or extended with {other} "
+        f"(a different vector space). {advice}"
+    )
+
+
+def check_manifest_model(manifest: IndexManifest, embedder: Embedder, *, writing: bool = False) -> None:
     """Refuse to put vectors of one model into (or search with them) an index built with another."""
     info = embedder.info
-    if (manifest.model, manifest.model_revision, manifest.dimension) != (info.name, info.revision, info.dimension):
-        raise ModelMismatchError(
-            f"index {manifest.name!r} was built with {manifest.model} ({manifest.model_revision}, "
-            f"{manifest.dimension} dims), not {info.name} ({info.revision}, {info.dimension} dims): "
-            "vectors of different models cannot be mixed; use the index's model or build a new index"
-        )
+    check_pinned(manifest, info.name, info.revision, info.dimension, writing=writing)

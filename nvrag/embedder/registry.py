@@ -168,6 +168,20 @@ def load_embedder(name: str, options: LoadOptions | None = None) -> Embedder:
     return spec.loader(options)
 
 
+@dataclass(frozen=True)
+class ModelRecipe:
+    """How a worker builds the embedder: the registry name and load options (picklable, loaded lazily)."""
+
+    name: str
+    options: LoadOptions
+
+    def load(self, *, gpu: bool) -> Embedder:
+        """The embedder on this worker's GPU, or on its CPU (chunking needs only the tokenizer)."""
+        if gpu:
+            return load_embedder(self.name, replace(self.options, device="cuda", devices=()))
+        return load_embedder(self.name, replace(self.options, device="cpu", devices=(), dtype=None, attention="auto"))
+
+
 def choose_model(requested: str, *, cuda_available: bool, nvembed_weights: Path | None) -> tuple[str, str]:
     """The model name to use for ``requested`` and a one-line reason for the choice."""
     if requested.strip().lower() != AUTO:

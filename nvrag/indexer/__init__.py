@@ -1,20 +1,22 @@
-"""Loaders (files → Document), chunking (Document → Chunk) and the incremental indexing pipeline."""
+"""Loaders (files → Document), chunking (Document → Chunk), indexing requests and the engines that run them."""
 
 from nvrag.indexer.chunking import chunk_document, chunk_id
+from nvrag.indexer.engine import Engine, IndexReport, Progress, ProgressFn, StopFlag, embedding_text
 from nvrag.indexer.loaders import LoadFailure, load_corpus, load_jsonl
-from nvrag.indexer.pipeline import (
-    Indexer,
-    IndexReport,
-    Progress,
-    StopFlag,
-    embedding_text,
-)
+from nvrag.indexer.pipeline import Indexer
+from nvrag.indexer.request import IndexRequest, ItemsSource, PathSource, RayOptions
 
 __all__ = [
+    "Engine",
     "IndexReport",
+    "IndexRequest",
     "Indexer",
+    "ItemsSource",
     "LoadFailure",
+    "PathSource",
     "Progress",
+    "ProgressFn",
+    "RayOptions",
     "StopFlag",
     "chunk_document",
     "chunk_id",

@@ -43,6 +43,12 @@ _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?\r?\n)---[ \t]*(?:\r?\n|\Z)", r
 UPLOAD_PREFIX = "upload:"  # document ids of UI uploads; reserved, so an upload never replaces another document
 
 
+def split_line(source: str) -> tuple[str, int | None]:
+    """A source split into its file and line: "FILE:N" (a row or line of a file) → (FILE, N), else (source, None)."""
+    head, _, tail = source.rpartition(":")
+    return (head, int(tail)) if head and tail.isdigit() else (source, None)
+
+
 @dataclass(frozen=True)
 class LoadFailure:
     source: str

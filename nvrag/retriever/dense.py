@@ -153,23 +153,4 @@ class Retriever:
 
 
 def _hit(rank: int, c: _Candidate) -> Hit:
-    chunk = c.item.chunk
-    page = chunk.metadata.get("page")
-    return Hit(
-        rank=rank,
-        score=c.score,
-        chunk_id=chunk.chunk_id,
-        doc_id=chunk.doc_id,
-        source=chunk.source,
-        chunk_no=chunk.chunk_no,
-        text=chunk.text,
-        start=chunk.start,
-        end=chunk.end,
-        title=chunk.title,
-        metadata=chunk.metadata,
-        page=page if isinstance(page, int) else None,
-        dense_rank=c.dense[0] if c.dense else None,
-        dense_score=c.dense[1] if c.dense else None,
-        bm25_rank=c.bm25[0] if c.bm25 else None,
-        bm25_score=c.bm25[1] if c.bm25 else None,
-    )
+    return Hit.of(c.item.chunk, rank, c.score, dense=c.dense, bm25=c.bm25)

@@ -14,12 +14,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from nvrag.errors import ConfigError, IndexNotFoundError
 from nvrag.schema import Chunk, FilterCondition, IndexManifest
+from nvrag.store.manifests import read_manifest
 
 _INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -51,8 +53,69 @@ def check_vectors(chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32], dim
         raise ValueError(f"expected vectors of shape ({len(chunks)}, {dimension}), got {vectors.shape}")
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A batch of chunks written by a writer's stage step but not committed: no reader sees it until
+    ``TableWriter.commit``. ``data`` is the backend's own (rows in memory, or files written by a worker)."""
+
+    rows: int
+    data: Any
+
+
+class Stager(ABC):
+    """A table's stage step as a picklable object, for worker processes (distributed engines): each call
+    writes a batch where the table's data lives and returns what the driver commits."""
+
+    @abstractmethod
+    def __call__(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged: ...
+
+
+class TableWriter(ABC):
+    """The write path of one indexing run: stage batches (here, or in workers through ``stager``), commit
+    staged batches here (each commit atomic: a crash loses at most what is not committed), then finish."""
+
+    @abstractmethod
+    def stage(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged: ...
+
+    def stager(self) -> Stager:
+        """A picklable stage step for other processes; ConfigError where the backend writes only in-process."""
+        raise ConfigError(
+            f"{type(self).__name__} stages batches in this process only; distributed indexing "
+            "(--engine ray) writes LanceDB indexes: unset NVRAG_STORE=faiss or use --engine local"
+        )
+
+    @abstractmethod
+    def commit(self, batches: Sequence[Staged]) -> None:
+        """Make staged batches visible, in one atomic commit."""
+
+    def finish(self) -> None:  # noqa: B027 (a hook: in-process writers have nothing to finish)
+        """End the run's writes (see rows committed from elsewhere)."""
+
+
+class UpsertWriter(TableWriter):
+    """The in-process writer: batches staged in memory, each commit one ``Table.upsert``."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def stage(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged:
+        check_vectors(chunks, vectors, self.table.manifest.dimension)
+        return Staged(len(chunks), (list(chunks), vectors))
+
+    def commit(self, batches: Sequence[Staged]) -> None:
+        if not batches:
+            return
+        chunks = [c for b in batches for c in b.data[0]]
+        vectors = np.concatenate([b.data[1] for b in batches])
+        self.table.upsert(chunks, vectors)
+
+
 class Table(ABC):
     """One index: its manifest, its chunks and their vectors."""
+
+    def writer(self) -> TableWriter:
+        """The write path of an indexing run (both engines use it; see TableWriter)."""
+        return UpsertWriter(self)
 
     @property
     @abstractmethod
@@ -110,6 +173,9 @@ class Table(ABC):
 
 class Store(ABC):
     """A data directory (or URI) of named indexes."""
+
+    #: whether a table's writer can stage batches in other processes (``TableWriter.stager``)
+    distributed_writes: bool = False
 
     def lock_dir(self) -> Path | None:
         """Where write locks live (a local data directory), or None where there is no file to lock."""
@@ -185,7 +251,12 @@ class ManifestStore(Store):
     location: str = ""
 
     @abstractmethod
-    def _manifests(self) -> dict[str, IndexManifest]: ...
+    def _manifest_rows(self) -> dict[str, str]:
+        """Every stored manifest as JSON, keyed by index name (or name + STAGING), as written (any version)."""
+
+    def _read(self, key: str) -> IndexManifest | None:
+        payload = self._manifest_rows().get(key)
+        return None if payload is None else read_manifest(payload, key)
 
     @abstractmethod
     def _write_manifest(self, manifest: IndexManifest, key: str | None = None) -> None: ...
@@ -208,13 +279,13 @@ class ManifestStore(Store):
         self._delete_manifests([name + STAGING])
 
     def list_indexes(self) -> list[str]:
-        return sorted(name for name in self._manifests() if STAGING not in name)
+        return sorted(name for name in self._manifest_rows() if STAGING not in name)
 
     def exists(self, name: str) -> bool:
-        return STAGING not in name and name in self._manifests()
+        return STAGING not in name and name in self._manifest_rows()
 
     def manifest(self, name: str) -> IndexManifest:
-        found = self._manifests().get(name) if STAGING not in name else None
+        found = self._read(name) if STAGING not in name else None
         if found is None:
             known = ", ".join(self.list_indexes()) or "none yet"
             raise IndexNotFoundError(f"no index named {name!r} in {self.location} (indexes: {known})")
@@ -240,11 +311,11 @@ class ManifestStore(Store):
         self._delete_manifests([name, name + STAGING])
 
     def open_staging(self, name: str) -> Table | None:
-        staged = self._manifests().get(name + STAGING)
+        staged = self._read(name + STAGING)
         if staged is None:
             return None
-        live = self._manifests().get(name)
-        if live is not None and (live.table or live.name) == staged.table:
+        live = self._read(name)
+        if live is not None and live.table == staged.table:
             # a rebuild that was switched in but whose staging row outlived a crash: forget the row only
             self._delete_manifests([name + STAGING])
             return None
@@ -258,7 +329,7 @@ class ManifestStore(Store):
         # "_" cannot start an index name, so this physical name never collides with an index
         suffix = hashlib.sha256(f"{manifest.created_at}{manifest.model_revision}".encode()).hexdigest()[:8]
         physical = f"_{manifest.name}__{suffix}"
-        if physical == (live.table or live.name):
+        if physical == live.table:
             physical += "b"
         staged = replace(manifest, table=physical)
         self._write_manifest(staged, manifest.name + STAGING)
@@ -270,6 +341,6 @@ class ManifestStore(Store):
             raise IndexNotFoundError(f"index {name!r} has no rebuild in progress")
         old = self.manifest(name)
         self._switch(name, staged.manifest)
-        if (old.table or old.name) != staged.manifest.table:
+        if old.table != staged.manifest.table:
             self._drop_physical(old)
         return self.open(name)

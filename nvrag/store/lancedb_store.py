@@ -7,7 +7,6 @@ chunk_id, so each batch is one atomic commit and re-adding a chunk never duplica
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,8 +18,9 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from nvrag.errors import ConfigError, FilterError
-from nvrag.schema import Chunk, FilterCondition, IndexManifest
-from nvrag.store.base import COLUMN_FIELDS, ManifestStore, ScoredChunk, Table, check_vectors
+from nvrag.schema import CHUNK_COLUMNS, Chunk, FilterCondition, IndexManifest
+from nvrag.store.base import ManifestStore, ScoredChunk, Table, TableWriter
+from nvrag.store.lance_sql import quote, where_sql
 
 # Index names cannot start with "_" (check_index_name), so this table never collides with one.
 MANIFEST_TABLE = "_nvrag_manifests"
@@ -46,6 +46,10 @@ def chunk_schema(dimension: int, vector_dtype: str = "float32", quantization: st
     )
 
 
+# the chunk columns as Chunk.to_row gives them (metadata: a JSON string, stored as JSONB)
+_ROW_SCHEMA = pa.schema([f for f in chunk_schema(1) if f.name in CHUNK_COLUMNS])
+
+
 def sign_bits(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
     """Binary quantisation: one bit per dimension, set where the component is positive, packed 8 per byte."""
     return np.packbits(np.asarray(vectors) > 0, axis=-1)
@@ -65,20 +69,10 @@ def chunk_table(
     if quantization == "binary":
         packed = sign_bits(vectors)
         bits["bits"] = pa.FixedSizeListArray.from_arrays(pa.array(packed.reshape(-1)), packed.shape[1])
+    rows = pa.Table.from_pylist([c.to_row() for c in chunks], schema=_ROW_SCHEMA)
+    columns = {name: rows.column(name) for name in CHUNK_COLUMNS}
     return pa.table(
-        {
-            "chunk_id": [c.chunk_id for c in chunks],
-            "doc_id": [c.doc_id for c in chunks],
-            "source": [c.source for c in chunks],
-            "chunk_no": pa.array([c.chunk_no for c in chunks], pa.int32()),
-            "title": pa.array([c.title for c in chunks], pa.string()),
-            "text": [c.text for c in chunks],
-            "start": pa.array([c.start for c in chunks], pa.int64()),
-            "end": pa.array([c.end for c in chunks], pa.int64()),
-            "metadata": pa.array([json.dumps(c.metadata, sort_keys=True) for c in chunks], pa.json_(pa.utf8())),
-            "vector": pa.FixedSizeListArray.from_arrays(flat, dimension),
-            **bits,
-        },
+        {**columns, "vector": pa.FixedSizeListArray.from_arrays(flat, dimension), **bits},
         schema=chunk_schema(dimension, vector_dtype, quantization),
     )
 
@@ -90,7 +84,7 @@ ANN_REFINE = 20
 ANN_EF = 100
 BINARY_CANDIDATES = 20  # binary search: Hamming candidates per requested hit, rescored with the full vectors
 BINARY_MIN_CANDIDATES = 200
-_RESULT_COLUMNS = ["chunk_id", "doc_id", "source", "chunk_no", "title", "text", "start", "end", "metadata"]
+_RESULT_COLUMNS = list(CHUNK_COLUMNS)
 _TEXT_COLUMNS = ["title", "text"]
 
 
@@ -113,52 +107,10 @@ def _fts_config() -> Any:
     return FTS(language="English", stem=True, remove_stop_words=True, ascii_folding=True, lower_case=True)
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _literal(value: str | float) -> str:
-    return _quote(value) if isinstance(value, str) else repr(float(value))
-
-
-def where_sql(conditions: Sequence[FilterCondition]) -> str | None:
-    """A LanceDB (DataFusion SQL) predicate for conditions, ANDed. Metadata keys are read from the JSONB
-    column; a number compares numerically (a value that is not a number never matches), a string exactly.
-    A condition on a missing key is false."""
-    parts: list[str] = []
-    for c in conditions:
-        values = c.value if isinstance(c.value, tuple) else (c.value,)
-        numeric = all(not isinstance(v, str) for v in values)
-        if c.field in COLUMN_FIELDS:
-            if numeric != (COLUMN_FIELDS[c.field] == "int"):
-                kind = "a number" if COLUMN_FIELDS[c.field] == "int" else "text (quote numbers: 'x')"
-                raise FilterError(f"filter on {c.field!r}: its values are {kind}")
-            target = f'CAST("{c.field}" AS DOUBLE)' if numeric else f'"{c.field}"'
-        else:
-            target = f"json_get_string(metadata, {_quote(c.field)})"
-            if numeric:
-                target = f"TRY_CAST({target} AS DOUBLE)"
-        if c.op == "in":
-            parts.append(f"{target} IN ({', '.join(_literal(v) for v in values)})")
-        else:
-            parts.append(f"{target} {'<>' if c.op == '!=' else c.op} {_literal(values[0])}")
-    return " AND ".join(parts) or None
-
-
 def _scored(rows: list[dict[str, Any]], score: Any, with_vectors: bool = False) -> list[ScoredChunk]:
     return [
         ScoredChunk(
-            chunk=Chunk(
-                chunk_id=r["chunk_id"],
-                doc_id=r["doc_id"],
-                source=r["source"],
-                chunk_no=int(r["chunk_no"]),
-                text=r["text"],
-                start=int(r["start"]),
-                end=int(r["end"]),
-                title=r["title"],
-                metadata=json.loads(r["metadata"] or "{}"),
-            ),
+            chunk=Chunk.from_row(r),
             score=score(r),
             vector=np.asarray(r["vector"], dtype=np.float32) if with_vectors else None,
         )
@@ -184,14 +136,10 @@ class LanceTable(Table):
     def count(self) -> int:
         return int(self._table.count_rows())
 
-    @property
-    def dataset_uri(self) -> str:
-        """Where the table's Lance dataset lives: distributed writers add fragments to it directly."""
-        return str(self._table.uri)
+    def writer(self) -> TableWriter:
+        from nvrag.store.lance_writer import LanceWriter
 
-    def reload(self) -> None:
-        """See commits made to the dataset by other writers (distributed fragment appends)."""
-        self._table.checkout_latest()
+        return LanceWriter(self, self._table)
 
     def chunk_ids_by_doc(self) -> dict[str, set[str]]:
         rows = self._table.search().select(["chunk_id", "doc_id"]).limit(None).to_arrow()
@@ -201,17 +149,14 @@ class LanceTable(Table):
         return grouped
 
     def upsert(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> None:
-        if not chunks:
-            return
-        dim = self._manifest.dimension
-        check_vectors(chunks, vectors, dim)
-        data = chunk_table(chunks, vectors, dim, self._manifest.vector_dtype, self._manifest.quantization)
-        (self._table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data))
+        if chunks:
+            writer = self.writer()
+            writer.commit([writer.stage(chunks, vectors)])
 
     def delete(self, chunk_ids: Iterable[str]) -> None:
         ids = sorted(set(chunk_ids))
         for i in range(0, len(ids), 500):
-            part = ", ".join(_quote(x) for x in ids[i : i + 500])
+            part = ", ".join(quote(x) for x in ids[i : i + 500])
             self._table.delete(f"chunk_id IN ({part})")
 
     def search(
@@ -298,7 +243,7 @@ class LanceTable(Table):
         found: dict[str, Chunk] = {}
         ids = sorted(set(chunk_ids))
         for i in range(0, len(ids), 500):
-            part = ", ".join(_quote(x) for x in ids[i : i + 500])
+            part = ", ".join(quote(x) for x in ids[i : i + 500])
             query = self._table.search().where(f"chunk_id IN ({part})").select(_RESULT_COLUMNS).limit(None)
             for scored in _scored(query.to_list(), lambda r: 0.0):
                 found[scored.chunk.chunk_id] = scored.chunk
@@ -308,7 +253,7 @@ class LanceTable(Table):
         found: dict[str, npt.NDArray[np.float32]] = {}
         ids = sorted(set(chunk_ids))
         for i in range(0, len(ids), 500):
-            part = ", ".join(_quote(x) for x in ids[i : i + 500])
+            part = ", ".join(quote(x) for x in ids[i : i + 500])
             rows = self._table.search().where(f"chunk_id IN ({part})").select(["chunk_id", "vector"]).limit(None)
             for r in rows.to_list():
                 found[r["chunk_id"]] = np.asarray(r["vector"], dtype=np.float32)
@@ -369,6 +314,8 @@ class LanceTable(Table):
 class LanceStore(ManifestStore):
     """Indexes in an embedded LanceDB database at ``uri`` (a local directory or an object-store URI)."""
 
+    distributed_writes = True  # workers write Lance fragments; the driver commits them (lance_writer)
+
     def __init__(self, uri: str) -> None:
         self.uri = self.location = uri
         self._db = lancedb.connect(uri)
@@ -395,7 +342,7 @@ class LanceStore(ManifestStore):
             if not page_token:
                 return set(names)
 
-    def _manifests(self) -> dict[str, IndexManifest]:
+    def _manifest_rows(self) -> dict[str, str]:
         if MANIFEST_TABLE not in self._tables():
             return {}
         try:
@@ -403,8 +350,7 @@ class LanceStore(ManifestStore):
         except ValueError:
             # listed but not committed yet: another process is creating the database's first index right now
             return {}
-        rows = table.to_arrow().to_pylist()
-        return {r["name"]: IndexManifest.from_json(r["manifest"]) for r in rows}
+        return {r["name"]: r["manifest"] for r in table.to_arrow().to_pylist()}
 
     def _write_manifest(self, manifest: IndexManifest, key: str | None = None) -> None:
         row = pa.table({"name": [key or manifest.name], "manifest": [manifest.to_json()]}, schema=_MANIFEST_SCHEMA)
@@ -417,10 +363,10 @@ class LanceStore(ManifestStore):
     def _delete_manifests(self, keys: Sequence[str]) -> None:
         with self._manifest_section():
             if MANIFEST_TABLE in self._tables():
-                self._db.open_table(MANIFEST_TABLE).delete(f"name IN ({', '.join(_quote(k) for k in keys)})")
+                self._db.open_table(MANIFEST_TABLE).delete(f"name IN ({', '.join(quote(k) for k in keys)})")
 
     def _open_table(self, manifest: IndexManifest, key: str) -> LanceTable:
-        physical = manifest.table or manifest.name
+        physical = manifest.table
         # The manifest is written before the table is created, so a crash in between leaves a manifest
         # with no table: create the empty table now rather than fail.
         if physical in self._tables():
@@ -431,7 +377,7 @@ class LanceStore(ManifestStore):
         return LanceTable(self, manifest, table, key)
 
     def _drop_physical(self, manifest: IndexManifest) -> None:
-        physical = manifest.table or manifest.name
+        physical = manifest.table
         if physical in self._tables():
             self._db.drop_table(physical)
 

@@ -10,7 +10,6 @@ whose vectors are missing, so a crash between the two leaves only chunks that th
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import sqlite3
 from abc import ABC, abstractmethod
@@ -22,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nvrag.errors import ConfigError, IndexBusyError
-from nvrag.schema import Chunk, FilterCondition, IndexManifest
+from nvrag.schema import CHUNK_COLUMNS, Chunk, FilterCondition, IndexManifest
 from nvrag.store.base import STAGING, ManifestStore, ScoredChunk, Table, check_vectors
 from nvrag.store.filtering import check_types, matches
 
@@ -70,7 +69,7 @@ class SidecarTable(Table):
         self._store = store
         self._manifest = manifest
         self._key = key
-        self._physical = manifest.table or manifest.name
+        self._physical = manifest.table
         self._db = store._db
         self._chunks = f'"c_{self._physical}"'
         self._fts = f'"f_{self._physical}"'
@@ -125,19 +124,8 @@ class SidecarTable(Table):
         self._vectors.add(ids, np.ascontiguousarray(vectors[order], dtype=np.float32))
         self._vectors.save()
         rows = [
-            (
-                int(vid),
-                c.chunk_id,
-                c.doc_id,
-                c.source,
-                c.chunk_no,
-                c.title,
-                c.text,
-                c.start,
-                c.end,
-                json.dumps(c.metadata, sort_keys=True),
-            )
-            for vid, c in zip(ids, (chunks[i] for i in order), strict=True)
+            (int(vid), *(row[k] for k in CHUNK_COLUMNS))
+            for vid, row in zip(ids, (chunks[i].to_row() for i in order), strict=True)
         ]
         with self._db:
             self._db.executemany(f"INSERT OR REPLACE INTO {self._chunks} VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
@@ -231,17 +219,8 @@ class SidecarTable(Table):
 
 
 def _chunk(row: Sequence[Any]) -> Chunk:
-    return Chunk(
-        chunk_id=row[1],
-        doc_id=row[2],
-        source=row[3],
-        chunk_no=int(row[4]),
-        title=row[5],
-        text=row[6],
-        start=int(row[7]),
-        end=int(row[8]),
-        metadata=json.loads(row[9] or "{}"),
-    )
+    """A chunk from a row of a chunk table: its vector id, then CHUNK_COLUMNS in order."""
+    return Chunk.from_row(dict(zip(CHUNK_COLUMNS, row[1:], strict=True)))
 
 
 class SidecarStore(ManifestStore):
@@ -264,8 +243,8 @@ class SidecarStore(ManifestStore):
     @abstractmethod
     def _open_vectors(self, physical: str, dimension: int) -> VectorIndex: ...
 
-    def _manifests(self) -> dict[str, IndexManifest]:
-        return {k: IndexManifest.from_json(j) for k, j in self._db.execute("SELECT key, json FROM manifests")}
+    def _manifest_rows(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, json FROM manifests"))
 
     def _write_manifest(self, manifest: IndexManifest, key: str | None = None) -> None:
         with self._db:
@@ -304,11 +283,11 @@ class SidecarStore(ManifestStore):
         self._open_vectors(physical, dimension).drop()
 
     def _open_table(self, manifest: IndexManifest, key: str) -> SidecarTable:
-        self._create_tables(manifest.table or manifest.name)
+        self._create_tables(manifest.table)
         return SidecarTable(self, manifest, key)
 
     def _drop_physical(self, manifest: IndexManifest) -> None:
-        self._drop_tables(manifest.table or manifest.name, manifest.dimension)
+        self._drop_tables(manifest.table, manifest.dimension)
 
     def _delete_manifests(self, keys: Sequence[str]) -> None:
         with self._db:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from nvrag.embedder import TASK_INSTRUCTIONS, resolve_instruction
 from nvrag.errors import NvRagError
-from nvrag.indexer import Indexer, IndexReport, LoadFailure, load_corpus, reading
-from nvrag.indexer.loaders import UPLOAD_PREFIX
+from nvrag.indexer import IndexReport, IndexRequest, ItemsSource, LoadFailure, load_corpus, reading
+from nvrag.indexer.loaders import UPLOAD_PREFIX, split_line
 from nvrag.retriever import MODES, Retriever, parse_filters
 from nvrag.schema import Document
 from nvrag.store import Store
@@ -35,11 +35,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 @dataclass
 class UIContext:
-    """What the UI needs: the store, how to get a retriever and an indexer for an index, where uploads go."""
+    """What the UI needs: the store, a retriever for an index, how to run an indexing request, where uploads go."""
 
     store: Store
     retriever_for: Callable[[str], Retriever]
-    indexer_for: Callable[[str], Indexer]
+    run_index: Callable[[IndexRequest], IndexReport]
     upload_root: Path
     source_url: str | None = "/source"  # None: no links to source files (e.g. when a login is required)
     max_upload_bytes: int = MAX_UPLOAD_BYTES
@@ -194,21 +194,16 @@ def upload(ctx: UIContext, index: str | None, files: Sequence[str] | None) -> st
     if accepted:
         items = (_namespaced(item, name) for destination, name in accepted for item in load_corpus(destination))
         try:
+            request = IndexRequest(index, ItemsSource(items, uploads=True))  # one run for every file
             with ctx._lock:  # one upload run at a time in this server; the index's write lock covers the rest
-                report = ctx.indexer_for(index).index(index, items, uploads=True)
+                report = ctx.run_index(request)
         except NvRagError as exc:
             return f"**Could not index the files:** {md(str(exc))}"
     lines = [
         f"**Indexed into {md(index)}:** {report.documents} documents, {report.chunks_added} chunks added, "
         f"{report.chunks_unchanged} unchanged."
     ]
-    problems = skipped + [f"{md(Path(_file_of(f.source)).name)}: {md(f.reason)}" for f in report.failures]
+    problems = skipped + [f"{md(Path(split_line(f.source)[0]).name)}: {md(f.reason)}" for f in report.failures]
     if problems:
         lines.append("\n**Skipped:**\n" + "\n".join(f"- {p}" for p in problems))
     return "\n".join(lines)
-
-
-def _file_of(source: str) -> str:
-    """A failure's file: its source without a :LINE suffix."""
-    head, _, tail = source.rpartition(":")
-    return head if head and tail.isdigit() else source

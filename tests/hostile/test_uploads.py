@@ -30,7 +30,7 @@ def ctx(tmp_path: Path) -> UIContext:
     return UIContext(
         store=store,
         retriever_for=lambda name: Retriever(store.open(name), fake),
-        indexer_for=lambda name: Indexer(store, fake),
+        run_index=Indexer(store, fake).run,
         upload_root=tmp_path / "uploads",
         received_root=tmp_path / "received",
     )

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,7 @@ def test_an_upload_meets_a_cli_writer(kind: str, tmp_path: Path, fake: WordLengt
     ctx = UIContext(
         store=store,
         retriever_for=lambda name: None,  # type: ignore[arg-type,return-value]
-        indexer_for=lambda name: Indexer(store, fake),
+        run_index=Indexer(store, fake).run,
         upload_root=tmp_path / "uploads",
         received_root=received,
     )
@@ -174,7 +175,7 @@ def test_two_uploads_at_once_from_two_servers(kind: str, tmp_path: Path, fake: W
             UIContext(
                 store=store,
                 retriever_for=lambda name: None,  # type: ignore[arg-type,return-value]
-                indexer_for=lambda name, store=store: Indexer(store, fake, batch_chunks=4),  # type: ignore[misc]
+                run_index=lambda request, store=store: Indexer(store, fake).run(replace(request, batch_size=4)),  # type: ignore[misc]
                 upload_root=tmp_path / "uploads",
                 received_root=received,
             )

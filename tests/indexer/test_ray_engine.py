@@ -19,9 +19,10 @@ import pytest
 from nvrag.embedder import LoadOptions, load_embedder
 from nvrag.embedder.minilm import MINILM_NAME
 from nvrag.embedder.nvembed import NVEMBED_NAME
+from nvrag.embedder.registry import ModelRecipe
 from nvrag.errors import CheckpointError, ConfigError
-from nvrag.indexer import Indexer, IndexReport, Progress, StopFlag, load_corpus
-from nvrag.indexer.ray_engine import ModelRecipe, RayIndexer, RayOptions
+from nvrag.indexer import Indexer, IndexReport, IndexRequest, PathSource, Progress, RayOptions, StopFlag, load_corpus
+from nvrag.indexer.ray_engine import RayEngine
 from nvrag.schema import ChunkerSettings
 from nvrag.store import LanceStore, Table
 from tests.conftest import NVEMBED_TINY
@@ -102,14 +103,24 @@ def on_ray(
     prune: bool = False,
     reembed: bool = False,
 ) -> IndexReport:
-    indexer = Indexer(store, load_embedder(recipe.name, recipe.options), chunker=chunker, batch_chunks=batch)
+    request = IndexRequest(
+        name,
+        PathSource(corpus),
+        chunker=chunker,
+        batch_size=batch,
+        prune=prune,
+        reembed=reembed,
+        engine="ray",
+        ray=OPTIONS,
+    )
+    progress = None
     if stop is not None:
 
         def stop_after_first_commit(p: Progress) -> None:
             stop.set()
 
-        indexer.on_progress = stop_after_first_commit
-    return RayIndexer(indexer, recipe, OPTIONS).index(name, corpus, stop=stop, prune=prune, reembed=reembed)
+        progress = stop_after_first_commit
+    return RayEngine(store, load_embedder(recipe.name, recipe.options), recipe).run(request, progress, stop)
 
 
 def same_result(a: IndexReport, b: IndexReport) -> None:

@@ -1,0 +1,101 @@
+"""The LanceDB write path of an indexing run.
+
+In this process a staged batch is an Arrow table and its commit one merge_insert on chunk_id (re-adding a chunk
+never duplicates it). In worker processes (the Ray engine), ``LanceFragmentStager`` writes each batch as Lance
+fragment files of the index's dataset; nothing reads them until the driver commits their metadata as one Lance
+append. A crash loses at most the batches not committed: their files are unreferenced and ignored.
+
+Fragment writing and committing need pylance (the ``ray`` extra); the in-process path needs only lancedb.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from nvrag.errors import ConfigError
+from nvrag.schema import Chunk
+from nvrag.store.base import Staged, Stager, TableWriter, check_vectors
+
+if TYPE_CHECKING:
+    from nvrag.store.lancedb_store import LanceTable
+
+
+def _lance() -> Any:
+    try:
+        import lance
+    except ImportError as exc:
+        raise ConfigError(
+            "distributed writes to LanceDB need pylance: pip install 'nvrag[ray]' (or use --engine local)"
+        ) from exc
+    return lance
+
+
+class LanceFragmentStager(Stager):
+    """Writes a batch as fragments of the dataset at ``uri`` (picklable: it carries only plain values)."""
+
+    def __init__(self, uri: str, dimension: int, vector_dtype: str, quantization: str, storage_version: str) -> None:
+        self.uri, self.dimension = uri, dimension
+        self.vector_dtype, self.quantization, self.storage_version = vector_dtype, quantization, storage_version
+
+    def __call__(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged:
+        from nvrag.store.lancedb_store import chunk_schema, chunk_table
+
+        if not chunks:
+            return Staged(0, [])
+        check_vectors(chunks, vectors, self.dimension)
+        data = chunk_table(chunks, vectors, self.dimension, self.vector_dtype, self.quantization)
+        fragments = _lance().fragment.write_fragments(
+            data,
+            self.uri,
+            schema=chunk_schema(self.dimension, self.vector_dtype, self.quantization),
+            data_storage_version=self.storage_version,
+        )
+        return Staged(len(chunks), [pickle.dumps(f) for f in fragments])
+
+
+class LanceWriter(TableWriter):
+    def __init__(self, table: LanceTable, lancedb_table: Any) -> None:
+        self.table = table
+        self._lancedb = lancedb_table
+        self._dataset: Any = None  # the Lance dataset, opened by the first fragment commit
+        self._appended = False
+
+    def stage(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged:
+        from nvrag.store.lancedb_store import chunk_table
+
+        m = self.table.manifest
+        check_vectors(chunks, vectors, m.dimension)
+        return Staged(len(chunks), chunk_table(chunks, vectors, m.dimension, m.vector_dtype, m.quantization))
+
+    def stager(self) -> LanceFragmentStager:
+        m = self.table.manifest
+        uri = str(self._lancedb.uri)
+        storage = str(_lance().dataset(uri).data_storage_version)
+        return LanceFragmentStager(uri, m.dimension, m.vector_dtype, m.quantization, storage)
+
+    def commit(self, batches: Sequence[Staged]) -> None:
+        tables = [b.data for b in batches if isinstance(b.data, pa.Table) and b.rows]
+        fragments = [pickle.loads(f) for b in batches if isinstance(b.data, list) for f in b.data]
+        if tables:
+            data = pa.concat_tables(tables)
+            self._lancedb.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        if fragments:
+            lance = _lance()
+            uri = str(self._lancedb.uri)
+            if self._dataset is None:
+                self._dataset = lance.dataset(uri)
+            self._dataset = lance.LanceDataset.commit(
+                uri, lance.LanceOperation.Append(fragments), read_version=self._dataset.version
+            )
+            self._appended = True
+
+    def finish(self) -> None:
+        if self._appended:
+            self._lancedb.checkout_latest()  # see the fragments committed through Lance
+            self._appended = False
