@@ -199,6 +199,22 @@ def build_retriever(
     return open_retriever(store, index, load_options(settings, model_path))
 
 
+class UploadRunner:
+    """Runs the UI's upload requests (into existing indexes), each with an engine whose model stays loaded:
+    one per model, so an upload to any index of that model reuses it."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings, self.store = settings, store
+        self.engines: dict[str, Engine] = {}
+
+    def __call__(self, request: IndexRequest) -> IndexReport:
+        current = self.store.manifest(request.index)
+        cached = self.engines.get(current.model)
+        if cached is None or cached.embedder.info.revision != current.model_revision:
+            self.engines[current.model], _ = index_engine(self.settings, self.store, request)
+        return self.engines[current.model].run(request)
+
+
 def build_web_app(settings: Settings, store: Store, index: str | None) -> Any:
     """The UI's FastAPI app: retrievers cached per index, uploads indexed with the index's (or auto) model."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
@@ -228,21 +244,12 @@ def build_web_app(settings: Settings, store: Store, index: str | None) -> Any:
             retrievers[name] = build_retriever(settings, store, name, None)
         return retrievers[name]
 
-    engines: dict[str, Engine] = {}  # by model name: an upload to any index of that model reuses it
-
-    def run_index(request: IndexRequest) -> IndexReport:
-        current = store.manifest(request.index)  # uploads go to existing indexes only
-        cached = engines.get(current.model)
-        if cached is None or cached.embedder.info.revision != current.model_revision:
-            engines[current.model], _ = index_engine(settings, store, request)
-        return engines[current.model].run(request)
-
     local = "://" not in settings.db
     uploads = Path(settings.db).expanduser() / "uploads" if local else Path(default_db()) / "uploads"
     ctx = UIContext(
         store=store,
         retriever_for=retriever_for,
-        run_index=run_index,
+        run_index=UploadRunner(settings, store),
         upload_root=uploads,
         received_root=received,
     )

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from nvrag.embedder.minilm import MiniLMEmbedder
+from nvrag.embedder.pinning import model_key
 from nvrag.indexer import load_corpus
 from nvrag.indexer.chunking import chunk_document, default_settings
-from nvrag.indexer.pipeline import model_key
 from nvrag.schema import Document
 from nvrag.store import LanceStore
 from tests.conftest import DEMO_CORPUS
