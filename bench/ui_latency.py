@@ -47,7 +47,7 @@ def main() -> None:
     if not store.exists("demo"):
         Indexer(store, embedder).index("demo", load_corpus(CORPUS))
     retriever = Retriever(store.open("demo"), embedder)
-    ctx = UIContext(store=store, retriever_for=lambda _: retriever, indexer_for=lambda _: None, upload_root=Path(db))  # type: ignore[arg-type, return-value]
+    ctx = UIContext(store=store, retriever_for=lambda _: retriever, run_index=lambda _: None, upload_root=Path(db))  # type: ignore[arg-type, return-value]
     search(ctx, "demo", "warm up", DEFAULT_TASK, "", 10, "dense", "")
     print(f"demo index: {retriever.table.count()} chunks; {len(QUERIES)} queries x {args.repeat}; k=10")
     print("| mode | p50 ms | p95 ms | max ms |\n| --- | ---: | ---: | ---: |")

@@ -27,7 +27,7 @@ from nvrag.app.progress import index_progress
 from nvrag.app.settings import Settings
 from nvrag.app.wiring import build_retriever, build_web_app, choose, load_model, open_store
 from nvrag.embedder import REGISTRY, TASK_INSTRUCTIONS, resolve_instruction
-from nvrag.errors import ConfigError
+from nvrag.errors import ConfigError, ManifestVersionError
 from nvrag.evaluation import METRICS, evaluate
 from nvrag.evaluation.plot import save_plot
 from nvrag.retriever import MODES, parse_filters
@@ -233,12 +233,18 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
     with user_errors():
         settings = Settings.from_env(db=db)
         store = open_store(settings)
-        tables = [store.open(name) for name in store.list_indexes()]
+        tables, unreadable = [], {}
+        for name in store.list_indexes():
+            try:
+                tables.append(store.open(name))
+            except ManifestVersionError as exc:  # one index from a newer nvrag: list the others
+                unreadable[name] = str(exc)
     if as_json:
         out.print_json(
             data={
                 "db": settings.db,
                 "indexes": [{"manifest": t.manifest.to_dict(), "rows": t.count()} for t in tables],
+                "unreadable": [{"name": name, "error": why} for name, why in unreadable.items()],
                 "models": [
                     {"name": s.name, "dimension": s.dimension, "max_tokens": s.max_tokens, "license": s.license}
                     for s in REGISTRY.values()
@@ -256,8 +262,10 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
             chunker = f"{m.chunker.chunk_tokens}/{m.chunker.overlap_tokens}"
             table.add_row(*(safe(v) for v in (m.name, m.model, m.dimension, t.count(), chunker, m.updated_at)))
         out.print(table)
-    else:
+    elif not unreadable:
         out.print("no indexes yet: create one with `nvrag index PATH --index NAME`")
+    for why in unreadable.values():
+        err.print(f"[yellow]warning:[/] {safe(why)}")
     models = RichTable(title="models")
     for column in ("model", "dim", "max tokens", "license", "about"):
         models.add_column(column)

@@ -21,7 +21,8 @@ def index_progress(
 ) -> Iterator[Callable[[Progress], None]]:
     """A progress callback: documents/s, chunks/s and, when the items (``total``, or as the engine reports them)
     or the chunks to embed are known, a bar with an ETA. ``first_line`` (Rich markup) is printed at the first
-    event: once the run has opened the index, so that a refused run prints only its error."""
+    event (the first commit), or when the block ends without one: a run refused before any work prints only its
+    error."""
     started = time.monotonic()
     pending = [first_line] if first_line is not None else []
 
@@ -57,6 +58,7 @@ def index_progress(
                     bar.update(task, description=rates(p), total=p.items_total or total, completed=p.items_seen)
 
             yield update
+        announce()  # a run that committed nothing: with its report
         return
 
     last = started
@@ -75,3 +77,4 @@ def index_progress(
             console.print(f"indexing: {p.items_seen}{of} read; {rates(p)}")
 
     yield log
+    announce()

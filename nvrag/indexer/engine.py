@@ -105,8 +105,8 @@ class Engine(ABC):
     def run(
         self, request: IndexRequest, progress: ProgressFn | None = None, stop: StopFlag | None = None
     ) -> IndexReport:
-        """Run ``request``; see the module docstring. ``progress`` is called once the run has opened the index
-        (every check passed), then after each commit; ``stop`` ends the run cleanly after the batch in flight.
+        """Run ``request``; see the module docstring. ``progress`` is called after each commit; ``stop`` ends
+        the run cleanly after the batch in flight.
         The run holds the index's write lock (IndexBusyError when another writer has it)."""
         self.check(request)
         with self.store.writing(request.index):

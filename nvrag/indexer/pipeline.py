@@ -81,8 +81,6 @@ class Indexer(Engine):
         batch = request.batch_chunks
         seen = 0
         pending: list[Chunk] = []
-        if progress is not None:
-            progress(Progress(0, 0, items_total=total))  # the run is open: nothing was refused
 
         def commit(chunks: list[Chunk]) -> None:
             vectors = self.embedder.embed_documents([embedding_text(c, run.chunker.title_separator) for c in chunks])

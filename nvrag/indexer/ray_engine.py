@@ -175,8 +175,6 @@ class RayEngine(Engine):
             kind = f"{options.gpus_per_worker:g} GPU each" if options.gpus_per_worker else "CPU"
             self.say(f"ray: a cluster of {cpus:g} CPUs and {gpus:g} GPUs; {options.workers} embedding workers ({kind})")
             run = open_run(self.store, self.embedder, request)
-            if progress is not None:
-                progress(Progress(0, 0))  # the run is open: nothing was refused
             with warnings.catch_warnings():
                 # a small run has fewer blocks than actors: Ray Data's hint about idle actors is noise here
                 warnings.filterwarnings(
