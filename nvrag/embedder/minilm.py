@@ -114,7 +114,7 @@ class MiniLMEmbedder(Embedder):
             mask[row, : len(seq)] = 1
         ids, mask = ids.to(self._device), mask.to(self._device)
         with torch.inference_mode():
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, 384)
+            hidden = self.model(ids, mask)  # (B, T, 384)
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, 384)
         return np.asarray(pooled.float().cpu().numpy(), dtype=np.float32)
@@ -135,17 +135,8 @@ _LOAD_LOCK = threading.Lock()
 
 
 def _load_bert(model_dir: Path, device: torch.device) -> Any:
-    # Replicas load in parallel threads, and transformers' lazy module import is not thread-safe: one at a time.
+    # replicas load in parallel threads: one at a time, so each reads the file once, in full, for itself
+    from nvrag.model.bert import load_bert
+
     with _LOAD_LOCK:
-        return _load_bert_unlocked(model_dir, device)
-
-
-def _load_bert_unlocked(model_dir: Path, device: torch.device) -> Any:
-    # transformers is imported here, not at module import: it costs seconds and only this model needs it.
-    from transformers import BertModel
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    model: Any = BertModel.from_pretrained(str(model_dir), attn_implementation="sdpa", add_pooling_layer=False)
-    return model.to(device).eval()
+        return load_bert(model_dir, device)

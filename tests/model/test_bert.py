@@ -1,0 +1,78 @@
+"""Our BERT encoder against transformers' BertModel on a random checkpoint of another shape (padding included),
+and the checks a checkpoint folder must pass."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from nvrag.errors import CheckpointError
+from nvrag.model.bert import load_bert
+
+CONFIG = {
+    "model_type": "bert",
+    "vocab_size": 120,
+    "hidden_size": 48,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "intermediate_size": 96,
+    "max_position_embeddings": 64,
+    "type_vocab_size": 2,
+    "layer_norm_eps": 1e-12,
+    "hidden_act": "gelu",
+    "position_embedding_type": "absolute",
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    transformers = pytest.importorskip("transformers")  # installed with sentence-transformers (the reference)
+    torch.manual_seed(3)
+    reference = transformers.BertModel(transformers.BertConfig(**CONFIG), add_pooling_layer=True).eval()
+    folder = tmp_path_factory.mktemp("bert")
+    (folder / "config.json").write_text(json.dumps(CONFIG), encoding="utf-8")
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
+    return folder, reference
+
+
+def test_it_equals_transformers_bert_model_with_padding(checkpoint: tuple[Path, object]) -> None:
+    folder, reference = checkpoint
+    ours = load_bert(folder)
+    ids = torch.randint(1, 120, (3, 17), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    mask[2, 3:] = 0
+    ids = ids * mask
+    with torch.inference_mode():
+        want = reference(input_ids=ids, attention_mask=mask).last_hidden_state  # type: ignore[operator]
+        got = ours(ids, mask)
+    for row, n in enumerate(mask.sum(1).tolist()):
+        torch.testing.assert_close(got[row, :n], want[row, :n], atol=1e-5, rtol=1e-5)
+
+
+def test_a_checkpoint_that_is_not_what_it_claims_is_refused(checkpoint: tuple[Path, object], tmp_path: Path) -> None:
+    folder, _ = checkpoint
+    from safetensors.torch import load_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps(CONFIG), encoding="utf-8")
+    save_file({k: v for k, v in state.items() if "layer.2.output.dense" not in k}, str(broken / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"missing keys \['encoder.layer.2.output.dense.bias'"):
+        load_bert(broken)
+    (broken / "config.json").write_text(json.dumps({**CONFIG, "hidden_size": 50}), encoding="utf-8")
+    save_file(state, str(broken / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"hidden_size is not a multiple of num_attention_heads"):
+        load_bert(broken)
+    (broken / "config.json").write_text(json.dumps({**CONFIG, "hidden_act": "relu"}), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"only BERT with GELU and absolute positions"):
+        load_bert(broken)
+    (broken / "config.json").write_text(json.dumps({**CONFIG, "hidden_size": 64}), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"has shape \(120, 48\), expected \(120, 64\)"):
+        load_bert(broken)
