@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -258,3 +260,61 @@ def build_web_app(settings: Settings, store: Store, index: str | None) -> Any:
     if bool(user) != bool(password):
         raise ConfigError(f"set both {ENV_UI_USER} and {ENV_UI_PASSWORD} to require a login, or neither")
     return build_server(ctx, index, auth=(user, password) if user and password else None)
+
+
+def build_api_app(
+    settings: Settings,
+    store: Store,
+    *,
+    indexes: Sequence[str] | None,
+    model: str | None,
+    model_path: Path | None,
+    api_key: str | None,
+    max_inputs: int,
+) -> Any:
+    """The HTTP API's FastAPI app: one loaded embedder per model, shared by /v1/embeddings and the searches of
+    every index built with it; the model warms up in the background (/health says 503 until then)."""
+    from nvrag.api import APIContext, build_api
+
+    for name in indexes or ():
+        store.open(name)  # IndexNotFoundError naming the known ones
+    served = choose(settings, model, model_path)
+    index_models = {store.manifest(n).model for n in (indexes or store.list_indexes())}
+    names = [served.name, *sorted(index_models - {served.name})]
+    embedders: dict[str, Embedder] = {}
+    loading = threading.Lock()
+
+    def embedder_for(name: str) -> Embedder:
+        with loading:
+            if name not in embedders:
+                path = served.model_path if name == served.name else None
+                embedders[name] = load_model(settings, name, model_path=path)
+            return embedders[name]
+
+    retrievers: dict[str, Retriever] = {}
+
+    def retriever_for(name: str) -> Retriever:
+        current = store.manifest(name)
+        cached = retrievers.get(name)
+        if cached is None or cached.table.manifest != current:
+            retrievers[name] = Retriever(store.open(name), embedder_for(current.model))  # checks the pinning
+        return retrievers[name]
+
+    ctx = APIContext(
+        store=store,
+        models=names,
+        embedder_for=embedder_for,
+        retriever_for=retriever_for,
+        indexes=list(indexes) if indexes else None,
+        api_key=api_key,
+        max_inputs=max_inputs,
+    )
+    app = build_api(ctx)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        threading.Thread(target=ctx.warm, name="nvrag-warm-up", daemon=True).start()
+        yield
+
+    app.router.lifespan_context = lifespan
+    return app

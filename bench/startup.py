@@ -1,0 +1,62 @@
+"""CLI start-up, whole process against whole process: each command run --repeat times, the median reported.
+
+    python bench/startup.py [--repeat 5]
+
+Commands: `nvrag --help`, `nvrag info`, `nvrag search` cold on the demo index (built first, not timed), and the
+fixed cost of `nvrag embed` (one short text with the bundled model). As references measured in the same run:
+a bare `python -c pass`, and `python -c "import torch"` and `python -c "import lancedb"`, the two imports that
+a search cannot avoid. Run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NVRAG = [sys.executable, "-m", "nvrag"]
+
+
+def timed(command: list[str], env: dict[str, str], repeat: int) -> float:
+    runs = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        runs.append(time.perf_counter() - started)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as db:
+        env = {**os.environ, "NVRAG_DB": db, "HF_HUB_OFFLINE": "1"}
+        subprocess.run([*NVRAG, "index", str(REPO / "data" / "demo"), "--index", "demo"], env=env, check=True)
+        rows = [
+            ("python -c pass", [sys.executable, "-c", "pass"]),
+            ("python -c 'import torch'", [sys.executable, "-c", "import torch"]),
+            ("python -c 'import lancedb'", [sys.executable, "-c", "import lancedb"]),
+            ("nvrag --help", [*NVRAG, "--help"]),
+            ("nvrag info", [*NVRAG, "info"]),
+            ("nvrag search (cold, demo, -k 3)", [*NVRAG, "search", "read a file", "--index", "demo", "-k", "3"]),
+            ("nvrag embed (one text, MiniLM)", [*NVRAG, "embed", "hello world", "--model", "all-MiniLM-L6-v2"]),
+        ]
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+            f"{platform.python_version()}; median of {args.repeat} runs"
+        )
+        print("| command | seconds |\n| --- | --- |")
+        for label, command in rows:
+            print(f"| `{label}` | {timed(command, env, args.repeat):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

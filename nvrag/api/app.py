@@ -1,0 +1,267 @@
+"""The HTTP API (FastAPI): OpenAI-compatible embeddings and models, search and index listings over nvrag's
+own types. It knows nothing of LanceDB: it reads indexes through the Store interface and searches through
+Retrievers, as every other caller does.
+
+Routes: ``GET /health`` (no auth), ``GET /v1/models``, ``POST /v1/embeddings``, ``POST /v1/search``,
+``GET /v1/indexes``, ``GET /v1/indexes/{name}``. With an API key, every route but /health needs
+``Authorization: Bearer KEY``. Errors come in OpenAI's shape (``nvrag.api.errors``).
+
+Handlers are plain functions run in FastAPI's thread pool, so forward passes never block the event loop;
+each model runs one forward pass at a time (a lock per model), so concurrent requests never share a batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from nvrag import __version__
+from nvrag.api.errors import APIError, error_body, for_domain_error
+from nvrag.api.schemas import MAX_INPUT_CHARS, EmbeddingsRequest, SearchRequest
+from nvrag.embedder import Embedder, get_spec, resolve_instruction
+from nvrag.errors import IndexNotFoundError, NvRagError
+from nvrag.retriever import Retriever, parse_filters
+from nvrag.store import Store
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_INPUTS = 2048  # OpenAI's own limit of inputs per embeddings request
+
+
+@dataclass
+class APIContext:
+    """What the API serves: the store, the models it embeds with (registry names, loaded on demand by
+    ``embedder_for``), a retriever per index, which indexes are exposed (None: all) and the API key."""
+
+    store: Store
+    models: Sequence[str]
+    embedder_for: Callable[[str], Embedder]
+    retriever_for: Callable[[str], Retriever]
+    indexes: Sequence[str] | None = None
+    api_key: str | None = None
+    max_inputs: int = DEFAULT_MAX_INPUTS
+    ready: threading.Event = field(default_factory=threading.Event)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def lock(self, model: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(model, threading.Lock())
+
+    def warm(self) -> None:
+        """Load the first served model and open the store; /health answers 200 from then on."""
+        if self.models:
+            self.embedder_for(self.models[0])
+        self.store.list_indexes()
+        self.ready.set()
+
+
+class BodyLimit:
+    """Refuse a request body over ``limit`` bytes before reading it: 411 without a Content-Length, 413 over."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = dict(scope["headers"])
+            declared = headers.get(b"content-length")
+            problem = None
+            if declared is None:
+                problem = (411, "send a Content-Length header with the request body", "length_required")
+            elif not declared.isdigit() or int(declared) > self.limit:
+                problem = (413, f"the request body is over {self.limit} bytes", "request_too_large")
+            if problem is not None:
+                status, message, code = problem
+                await JSONResponse(error_body(message, "invalid_request_error", code), status)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_api(ctx: APIContext) -> FastAPI:
+    app = FastAPI(title="nvrag", version=__version__, docs_url="/docs", redoc_url=None)
+    _handlers(app)
+
+    def authorized(request: Request) -> None:
+        if ctx.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise APIError(401, "missing API key: send Authorization: Bearer KEY", "authentication_error", "no_key")
+        if not secrets.compare_digest(token.strip().encode(), ctx.api_key.encode()):
+            raise APIError(401, "invalid API key", "authentication_error", "invalid_api_key")
+
+    auth = [Depends(authorized)]
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        if not ctx.ready.is_set():
+            return JSONResponse(error_body("loading the model", "service_unavailable_error", "loading"), 503)
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/v1/models", dependencies=auth)
+    def models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card(name) for name in ctx.models]}
+
+    @app.post("/v1/embeddings", dependencies=auth)
+    def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
+        name = _served(ctx, body.model)
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts:
+            raise APIError(400, "input is empty: give a string or a list of strings", code="empty_input")
+        if len(texts) > ctx.max_inputs:
+            raise APIError(400, f"{len(texts)} inputs: the limit is {ctx.max_inputs} per request", code="too_many")
+        if any(len(t) > MAX_INPUT_CHARS for t in texts):
+            raise APIError(400, f"an input is over {MAX_INPUT_CHARS} characters", code="input_too_long")
+        embedder = ctx.embedder_for(name)
+        if body.dimensions is not None and body.dimensions != embedder.dimension:
+            raise APIError(
+                400,
+                f"{name} was not trained for truncated embeddings: leave out dimensions "
+                f"(it returns {embedder.dimension})",
+                code="unsupported_dimensions",
+            )
+        if body.input_type == "document" and (body.task or body.instruction):
+            raise APIError(400, "task and instruction apply to queries: add input_type=query", code="invalid_value")
+        instruction = resolve_instruction(body.task, body.instruction) if body.input_type == "query" else None
+        with ctx.lock(name):
+            if body.input_type == "query":
+                prefix = embedder.query_prefix(instruction)
+                vectors = embedder.embed_queries(texts, instruction=instruction)
+            else:
+                prefix = embedder.info.document_template
+                vectors = embedder.embed_documents(texts)
+            tokens = sum(len(ids) for ids in embedder.tokenize(texts, prefix))
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+            for i, v in enumerate(vectors)
+        ]
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return {"object": "list", "data": data, "model": name, "usage": usage}
+
+    @app.post("/v1/search", dependencies=auth)
+    def search(body: SearchRequest) -> dict[str, Any]:
+        _exposed(ctx, body.index)
+        if not body.query.strip():
+            raise APIError(400, "the query is empty", code="empty_query")
+        retriever = ctx.retriever_for(body.index)
+        filters = [body.filter] if isinstance(body.filter, str) else list(body.filter or [])
+        with ctx.lock(retriever.embedder.name):
+            hits = retriever.search(
+                body.query,
+                body.k,
+                instruction=resolve_instruction(body.task, body.instruction),
+                mode=body.mode,
+                filters=parse_filters(filters),
+                min_score=body.min_score,
+                mmr_lambda=body.mmr,
+            )
+        return {"index": body.index, "model": retriever.embedder.name, "hits": [h.to_dict() for h in hits]}
+
+    @app.get("/v1/indexes", dependencies=auth)
+    def indexes() -> dict[str, Any]:
+        names = [n for n in ctx.store.list_indexes() if ctx.indexes is None or n in ctx.indexes]
+        return {"object": "list", "data": [_index_card(ctx, n) for n in names]}
+
+    @app.get("/v1/indexes/{name}", dependencies=auth)
+    def index(name: str) -> dict[str, Any]:
+        _exposed(ctx, name)
+        return _index_card(ctx, name)
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    return app
+
+
+def _handlers(app: FastAPI) -> None:
+    def respond(status: int, body: dict[str, Any]) -> JSONResponse:
+        return JSONResponse(body, status_code=status)
+
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, APIError)
+        return respond(exc.status, error_body(exc.message, exc.kind, exc.code))
+
+    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, NvRagError)
+        return respond(*for_domain_error(exc))
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where}: {first.get('msg', 'invalid value')}" if where else str(first.get("msg", "invalid body"))
+        return respond(422, error_body(message, "invalid_request_error", "invalid_body"))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return respond(exc.status_code, error_body(str(exc.detail), "invalid_request_error", None))
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return respond(500, error_body("internal error; see the server log", "server_error", None))
+
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
+        APIError: api_error,
+        NvRagError: domain_error,
+        RequestValidationError: invalid,
+        StarletteHTTPException: http_error,
+        Exception: unexpected,
+    }
+    for kind, handler in handlers.items():
+        app.add_exception_handler(kind, handler)
+
+
+def _served(ctx: APIContext, requested: str) -> str:
+    """The registry name of a served model (an alias is accepted); 404 for any other."""
+    try:
+        name = get_spec(requested).name
+    except NvRagError:
+        name = requested
+    if name not in ctx.models:
+        raise APIError(
+            404,
+            f"model {requested!r} is not served here; GET /v1/models lists {', '.join(ctx.models)}",
+            "not_found_error",
+            "model_not_found",
+        )
+    return name
+
+
+def _exposed(ctx: APIContext, name: str) -> None:
+    if (ctx.indexes is not None and name not in ctx.indexes) or not ctx.store.exists(name):
+        known = [n for n in ctx.store.list_indexes() if ctx.indexes is None or n in ctx.indexes]
+        raise IndexNotFoundError(f"no index named {name!r} here (indexes: {', '.join(known) or 'none yet'})")
+
+
+def _model_card(name: str) -> dict[str, Any]:
+    spec = get_spec(name)
+    return {
+        "id": spec.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "nvrag",
+        "dimension": spec.dimension,
+        "max_tokens": spec.max_tokens,
+        "license": spec.license,
+    }
+
+
+def _index_card(ctx: APIContext, name: str) -> dict[str, Any]:
+    table = ctx.store.open(name)
+    m = table.manifest
+    return {"name": name, "model": m.model, "dimension": m.dimension, "rows": table.count(), "manifest": m.to_dict()}
+
+
+def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":  # OpenAI's form: little-endian float32 bytes, base64
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector]

@@ -1,0 +1,46 @@
+"""Request and response bodies of the HTTP API (pydantic): OpenAI's embeddings shape plus retrieval extensions.
+
+Strings and lists are bounded here, so a request cannot cost more than its limits before any work starts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_INPUT_CHARS = 100_000  # one input text; inputs over the model's token limit are truncated by it
+MAX_QUERY_CHARS = 10_000
+MAX_NAME_CHARS = 200
+
+
+class EmbeddingsRequest(BaseModel):
+    """POST /v1/embeddings: OpenAI's body; ``input_type``, ``task`` and ``instruction`` are nvrag's extensions
+    (send them with the openai client's ``extra_body``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(max_length=MAX_NAME_CHARS)
+    input: str | list[str] = Field(description="a text or a list of texts")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    input_type: Literal["document", "query"] = "document"
+    task: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    instruction: str | None = Field(default=None, max_length=MAX_QUERY_CHARS)
+
+
+class SearchRequest(BaseModel):
+    """POST /v1/search: the options of ``nvrag search``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: str = Field(max_length=MAX_NAME_CHARS)
+    query: str = Field(max_length=MAX_QUERY_CHARS)
+    k: int = Field(default=10, ge=1, le=1000)
+    mode: Literal["dense", "bm25", "hybrid"] = "dense"
+    filter: str | list[str] | None = None
+    task: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    instruction: str | None = Field(default=None, max_length=MAX_QUERY_CHARS)
+    min_score: float | None = None
+    mmr: float | None = Field(default=None, ge=0.0, le=1.0)

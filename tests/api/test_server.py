@@ -1,0 +1,209 @@
+"""`nvrag serve` as programs meet it: a live server in a subprocess, called with the official openai client
+(unchanged, base_url pointed at it) and with httpx. Its vectors are compared with `nvrag embed`'s, its hits
+with `nvrag search --json`'s."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from nvrag.embedder import load_embedder
+from tests.conftest import DEMO_CORPUS
+from tests.e2e.test_cli_e2e import nvrag
+
+openai = pytest.importorskip("openai", reason="the API tests use the official client (a dev dependency)")
+pytestmark = pytest.mark.slow
+
+KEY = "test-key-0123456789abcdef"
+MINILM = "all-MiniLM-L6-v2"
+TEXTS = ["The quick brown fox.", "", "café naïve — unicode", "short " * 300]  # the last: over 256 tokens
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(db: Path, *args: str) -> Iterator[str]:
+    """A live `nvrag serve` until the test module ends; yields its base URL once /health says 200."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NVRAG_")}
+    env.update(HF_HUB_OFFLINE="1", NVRAG_DB=str(db))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nvrag", "serve", "--port", str(port), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300  # a guard against a hang, not a speed check
+        while True:
+            assert process.poll() is None, f"the server exited: {process.communicate()[1]}"
+            assert time.monotonic() < deadline, "the server never became healthy"
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("api") / "db"
+    built = nvrag("index", str(DEMO_CORPUS), "--index", "demo", db=db)
+    assert built.returncode == 0, built.stderr
+    return db
+
+
+@pytest.fixture(scope="module")
+def url(db: Path) -> Iterator[str]:
+    yield from serve(db)
+
+
+@pytest.fixture(scope="module")
+def keyed(db: Path) -> Iterator[str]:
+    yield from serve(db, "--api-key", KEY, "--index", "demo")
+
+
+def cli_vectors(db: Path, tmp: Path, *args: str) -> np.ndarray:
+    path = tmp / "texts.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in TEXTS), encoding="utf-8")
+    out = tmp / "vectors.npy"
+    done = nvrag("embed", "--input", str(path), "--model", MINILM, "-o", str(out), *args, db=db)
+    assert done.returncode == 0, done.stderr
+    return np.load(out)
+
+
+def test_the_openai_client_gets_the_vectors_nvrag_embed_gives(url: str, db: Path, tmp_path: Path) -> None:
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+    documents = cli_vectors(db, tmp_path)
+    # left to itself the client asks for base64 and decodes it; asked for floats, it gets JSON numbers
+    for extra in ({}, {"encoding_format": "float"}):
+        got = client.embeddings.create(model=MINILM, input=TEXTS, **extra)  # type: ignore[arg-type]
+        assert [d.index for d in got.data] == [0, 1, 2, 3] and got.model == MINILM
+        np.testing.assert_allclose(np.array([d.embedding for d in got.data]), documents, atol=1e-6)
+    tokens = sum(len(ids) for ids in load_embedder(MINILM).tokenize(TEXTS, ""))  # as embedded: truncated to 256
+    assert got.usage.prompt_tokens == got.usage.total_tokens == tokens and 256 < tokens < 300
+    queries = cli_vectors(db, tmp_path, "--query", "--task", "SciFact")
+    asked = client.embeddings.create(model="minilm", input=TEXTS, extra_body={"input_type": "query", "task": "SciFact"})
+    np.testing.assert_allclose(np.array([d.embedding for d in asked.data]), queries, atol=1e-6)
+    one = client.embeddings.create(model=MINILM, input="The quick brown fox.")
+    np.testing.assert_allclose(one.data[0].embedding, documents[0], atol=1e-6)
+    raw = httpx.post(f"{url}/v1/embeddings", json={"model": MINILM, "input": TEXTS[:1], "encoding_format": "base64"})
+    decoded = np.frombuffer(base64.b64decode(raw.json()["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(decoded, documents[0], atol=1e-6)
+
+
+def test_models_list_each_models_dimension_tokens_and_license(url: str) -> None:
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+    (card,) = client.models.list().data
+    assert (card.id, card.object, card.owned_by) == (MINILM, "model", "nvrag")
+    extra = card.model_extra or {}
+    assert (extra["dimension"], extra["max_tokens"], extra["license"]) == (384, 256, "Apache-2.0")
+
+
+def test_search_returns_the_hits_nvrag_search_json_gives(url: str, db: Path) -> None:
+    for mode, extra in (("dense", []), ("hybrid", ["--mode", "hybrid"])):
+        cli = nvrag("search", "compute a digest of a file", "--index", "demo", "-k", "4", "--json", *extra, db=db)
+        assert cli.returncode == 0, cli.stderr
+        body = {"index": "demo", "query": "compute a digest of a file", "k": 4, "mode": mode}
+        answer = httpx.post(f"{url}/v1/search", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"index": "demo", "model": MINILM, "hits": json.loads(cli.stdout)}
+    indexes = httpx.get(f"{url}/v1/indexes").json()["data"]
+    assert [(i["name"], i["model"], i["dimension"]) for i in indexes] == [("demo", MINILM, 384)]
+    one = httpx.get(f"{url}/v1/indexes/demo").json()
+    assert one["rows"] == indexes[0]["rows"] > 0 and one["manifest"]["model"] == MINILM
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("POST", "/v1/embeddings", {"model": MINILM, "input": "x", "dimensions": 64}, 400, "unsupported_dimensions"),
+        ("POST", "/v1/embeddings", {"model": "gpt-4", "input": "x"}, 404, "model_not_found"),
+        ("POST", "/v1/embeddings", {"model": MINILM, "input": []}, 400, "empty_input"),
+        ("POST", "/v1/embeddings", {"model": MINILM, "input": [1, 2, 3]}, 422, "invalid_body"),
+        ("POST", "/v1/embeddings", {"model": MINILM, "input": "x", "task": "SciFact"}, 400, "invalid_value"),
+        (
+            "POST",
+            "/v1/embeddings",
+            {"model": MINILM, "input": "x", "input_type": "query", "task": "Nope"},
+            400,
+            "invalid_instruction",
+        ),
+        ("POST", "/v1/search", {"index": "nope", "query": "x"}, 404, "index_not_found"),
+        ("POST", "/v1/search", {"index": "demo", "query": "x", "filter": "lang =="}, 400, "invalid_filter"),
+        ("POST", "/v1/search", {"index": "demo", "query": "x", "k": 0}, 422, "invalid_body"),
+        ("POST", "/v1/search", {"index": "demo", "query": "   "}, 400, "empty_query"),
+        ("GET", "/v1/indexes/nope", None, 404, "index_not_found"),
+        ("GET", "/v1/nothing-here", None, 404, None),
+    ],
+)
+def test_errors_come_in_openai_shape(
+    url: str, method: str, path: str, body: object, status: int, code: str | None
+) -> None:
+    answer = httpx.request(method, f"{url}{path}", json=body, timeout=60)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == code and isinstance(error["message"], str) and error["message"]
+    assert set(error) == {"message", "type", "code", "param"}
+
+
+def test_bodies_are_bounded_before_they_are_read(url: str) -> None:
+    huge = httpx.post(
+        f"{url}/v1/embeddings",
+        content=b"{" + b" " * (17 * 1024 * 1024) + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_too_large"
+    many = httpx.post(f"{url}/v1/embeddings", json={"model": MINILM, "input": ["x"] * 2049})
+    assert many.status_code == 400 and many.json()["error"]["code"] == "too_many"
+
+
+def test_an_api_key_guards_every_route_but_health(keyed: str) -> None:
+    assert httpx.get(f"{keyed}/health").status_code == 200
+    for headers, code in (({}, "no_key"), ({"Authorization": "Bearer wrong-key-0123456789"}, "invalid_api_key")):
+        for method, path in (("GET", "/v1/models"), ("GET", "/v1/indexes"), ("POST", "/v1/search")):
+            answer = httpx.request(method, f"{keyed}{path}", headers=headers, json={"index": "demo", "query": "x"})
+            assert answer.status_code == 401 and answer.json()["error"]["code"] == code, (path, answer.text)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{keyed}/v1", api_key="wrong-key-0123456789").embeddings.create(model=MINILM, input="x")
+    client = openai.OpenAI(base_url=f"{keyed}/v1", api_key=KEY)
+    assert len(client.embeddings.create(model=MINILM, input="x").data[0].embedding) == 384
+    ok = httpx.post(
+        f"{keyed}/v1/search", headers={"Authorization": f"Bearer {KEY}"}, json={"index": "demo", "query": "x"}
+    )
+    assert ok.status_code == 200 and ok.json()["hits"]
+
+
+def test_another_address_without_a_key_is_refused(db: Path) -> None:
+    refused = nvrag("serve", "--host", "0.0.0.0", "--port", str(free_port()), db=db, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().startswith(
+        "error: --host 0.0.0.0: other machines could call the API without a key; give --api-key KEY"
+    )
+    short = nvrag("serve", "--api-key", "short", "--port", str(free_port()), db=db, timeout=120)
+    assert short.returncode == 2 and "use at least 16 characters" in short.stderr
