@@ -21,18 +21,23 @@ from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nvrag import __version__
 from nvrag.api.errors import APIError, error_body, for_domain_error
-from nvrag.api.schemas import MAX_INPUT_CHARS, EmbeddingsRequest, SearchRequest
+from nvrag.api.schemas import MAX_INPUT_CHARS, DocumentIn, EmbeddingsRequest, SearchRequest
 from nvrag.embedder import Embedder, get_spec, resolve_instruction
 from nvrag.errors import IndexNotFoundError, NvRagError
+from nvrag.indexer import IndexReport, IndexRequest, ItemsSource, reading
+from nvrag.indexer.engine import delete_documents
 from nvrag.retriever import Retriever, parse_filters
-from nvrag.store import Store
+from nvrag.schema import Document
+from nvrag.store import Store, check_index_name
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_INPUTS = 2048  # OpenAI's own limit of inputs per embeddings request
@@ -48,6 +53,7 @@ class APIContext:
     embedder_for: Callable[[str], Embedder]
     retriever_for: Callable[[str], Retriever]
     indexes: Sequence[str] | None = None
+    run_index: Callable[[IndexRequest], IndexReport] | None = None  # None: documents cannot be written
     api_key: str | None = None
     max_inputs: int = DEFAULT_MAX_INPUTS
     ready: threading.Event = field(default_factory=threading.Event)
@@ -179,6 +185,31 @@ def build_api(ctx: APIContext) -> FastAPI:
         _exposed(ctx, name)
         return _index_card(ctx, name)
 
+    @app.post("/v1/indexes/{name}/documents", dependencies=auth)
+    async def add_documents(name: str, request: Request) -> dict[str, Any]:
+        """Index ``[{"id", "text", "title"?, "metadata"?}]`` into ``name`` (created if missing): documents
+        already there with the same text are unchanged, changed ones replaced; `nvrag index --json`'s report."""
+        if ctx.run_index is None:
+            raise APIError(403, "this server does not write indexes", "permission_error", "read_only")
+        if ctx.indexes is not None and name not in ctx.indexes:
+            _exposed(ctx, name)
+        check_index_name(name)
+        documents = _documents(await request.body(), ctx.max_inputs)
+        items = [Document(d.id, d.text, f"api:{d.id}", d.title, dict(d.metadata)) for d in documents]
+        run = ctx.run_index
+        report = await run_in_threadpool(lambda: run(IndexRequest(name, ItemsSource(items))))
+        return report.to_dict()
+
+    @app.delete("/v1/indexes/{name}/documents/{doc_id}", dependencies=auth)
+    def delete_document(name: str, doc_id: str) -> dict[str, Any]:
+        if ctx.run_index is None:
+            raise APIError(403, "this server does not write indexes", "permission_error", "read_only")
+        _exposed(ctx, name)
+        removed = delete_documents(ctx.store, name, [doc_id])
+        if removed == 0:
+            raise APIError(404, f"index {name!r} has no document {doc_id!r}", "not_found_error", "document_not_found")
+        return {"index": name, "id": doc_id, "deleted": True, "chunks_removed": removed}
+
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app
 
@@ -218,6 +249,25 @@ def _handlers(app: FastAPI) -> None:
     }
     for kind, handler in handlers.items():
         app.add_exception_handler(kind, handler)
+
+
+_DOCUMENTS = TypeAdapter(list[DocumentIn])
+
+
+def _documents(body: bytes, limit: int) -> list[DocumentIn]:
+    """The documents of a request body: JSON nested at most reading.MAX_JSON_DEPTH levels, at most ``limit``."""
+    try:
+        value = reading.loads_json(body)
+    except ValueError as exc:  # malformed JSON, or nested too deep
+        raise APIError(400, f"the body is not a JSON array of documents ({exc})", code="invalid_body") from None
+    if isinstance(value, list) and len(value) > limit:
+        raise APIError(400, f"{len(value)} documents: the limit is {limit} per request", code="too_many")
+    try:
+        return _DOCUMENTS.validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise APIError(422, f"{where or 'body'}: {first['msg']}", code="invalid_body") from None
 
 
 def _served(ctx: APIContext, requested: str) -> str:

@@ -5,9 +5,11 @@ Strings and lists are bounded here, so a request cannot cost more than its limit
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from nvrag.indexer.reading import MAX_DOCUMENT_CHARS, MAX_TITLE_CHARS
 
 MAX_INPUT_CHARS = 100_000  # one input text; inputs over the model's token limit are truncated by it
 MAX_QUERY_CHARS = 10_000
@@ -44,3 +46,14 @@ class SearchRequest(BaseModel):
     instruction: str | None = Field(default=None, max_length=MAX_QUERY_CHARS)
     min_score: float | None = None
     mmr: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class DocumentIn(BaseModel):
+    """One document of POST /v1/indexes/{name}/documents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=1000)
+    text: str = Field(max_length=MAX_DOCUMENT_CHARS)
+    title: str | None = Field(default=None, max_length=MAX_TITLE_CHARS)
+    metadata: dict[str, Any] = Field(default_factory=dict)

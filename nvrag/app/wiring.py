@@ -300,11 +300,17 @@ def build_api_app(
             retrievers[name] = Retriever(store.open(name), embedder_for(current.model))  # checks the pinning
         return retrievers[name]
 
+    def run_index(request: IndexRequest) -> IndexReport:
+        # documents go into an index with its own model; a new index gets the served model
+        model = store.manifest(request.index).model if store.exists(request.index) else served.name
+        return Indexer(store, embedder_for(model)).run(request)
+
     ctx = APIContext(
         store=store,
         models=names,
         embedder_for=embedder_for,
         retriever_for=retriever_for,
+        run_index=run_index,
         indexes=list(indexes) if indexes else None,
         api_key=api_key,
         max_inputs=max_inputs,

@@ -320,6 +320,19 @@ def finish_run(store: Store, run: Run) -> IndexReport:
     return report
 
 
+def delete_documents(store: Store, name: str, doc_ids: Sequence[str]) -> int:
+    """Remove documents from an index, under its write lock; how many chunks were removed."""
+    with store.writing(name):
+        table = store.open(name)
+        stored = table.chunk_ids_by_doc()
+        gone = {c for doc in doc_ids for c in stored.get(doc, ())}
+        if gone:
+            table.delete(gone)
+            table.refresh_text_index()
+            table.set_manifest(replace(table.manifest, updated_at=utc_now(), nvrag_version=__version__))
+        return len(gone)
+
+
 def _failed_documents(table: Table, ledger: RunLedger) -> set[str]:
     """Stored documents that this run failed to read (so --prune keeps them): those a failure names, and those
     whose source file (or a directory above it) failed as a whole, when the failure could not name them."""

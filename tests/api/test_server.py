@@ -207,3 +207,66 @@ def test_another_address_without_a_key_is_refused(db: Path) -> None:
     )
     short = nvrag("serve", "--api-key", "short", "--port", str(free_port()), db=db, timeout=120)
     assert short.returncode == 2 and "use at least 16 characters" in short.stderr
+
+
+def test_documents_are_indexed_incrementally_searched_and_deleted(url: str, db: Path) -> None:
+    docs = [
+        {"id": "a", "text": "Salmon swim upstream to spawn in the rivers where they hatched.", "title": "Salmon"},
+        {"id": "b", "text": "Compilers translate source code into machine code.", "metadata": {"lang": "en", "n": 2}},
+    ]
+    first = httpx.post(f"{url}/v1/indexes/notes/documents", json=docs, timeout=120)
+    assert first.status_code == 200, first.text
+    report = first.json()
+    assert (report["index"], report["documents"], report["chunks_added"], report["failed"]) == ("notes", 2, 2, 0)
+    again = httpx.post(f"{url}/v1/indexes/notes/documents", json=docs, timeout=120).json()
+    assert (again["chunks_added"], again["chunks_unchanged"]) == (0, 2)  # nvrag index's incremental semantics
+    changed = [{**docs[1], "text": "Compilers turn source code into machine code, in passes."}]
+    third = httpx.post(f"{url}/v1/indexes/notes/documents", json=changed, timeout=120).json()
+    assert (third["chunks_added"], third["chunks_removed"]) == (1, 1)
+
+    found = httpx.post(f"{url}/v1/search", json={"index": "notes", "query": "fish migrating to breed", "k": 1})
+    (hit,) = found.json()["hits"]
+    assert (hit["doc_id"], hit["title"], hit["source"]) == ("a", "Salmon", "api:a")
+    filtered = httpx.post(f"{url}/v1/search", json={"index": "notes", "query": "code", "filter": "lang = en"}).json()
+    assert [h["doc_id"] for h in filtered["hits"]] == ["b"]
+    info = json.loads(nvrag("info", "--json", db=db).stdout)
+    (notes,) = [i for i in info["indexes"] if i["manifest"]["name"] == "notes"]
+    assert notes["rows"] == 2 and notes["manifest"]["model"] == MINILM
+
+    gone = httpx.delete(f"{url}/v1/indexes/notes/documents/a")
+    assert gone.status_code == 200 and gone.json() == {
+        "index": "notes",
+        "id": "a",
+        "deleted": True,
+        "chunks_removed": 1,
+    }
+    again_gone = httpx.delete(f"{url}/v1/indexes/notes/documents/a")
+    assert again_gone.status_code == 404 and again_gone.json()["error"]["code"] == "document_not_found"
+    left = httpx.post(f"{url}/v1/search", json={"index": "notes", "query": "fish", "k": 5}).json()["hits"]
+    assert [h["doc_id"] for h in left] == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"[" * 100 + b"]" * 100, 400, "invalid_body"),  # nested past the JSON depth limit
+        (b"{not json", 400, "invalid_body"),
+        (json.dumps([{"id": "x"}]).encode(), 422, "invalid_body"),  # no text
+        (json.dumps([{"id": "x", "text": "t", "extra": 1}]).encode(), 422, "invalid_body"),
+        (json.dumps({"id": "x", "text": "t"}).encode(), 422, "invalid_body"),  # not a list
+        (json.dumps([{"id": "upload:x.txt", "text": "t"}]).encode(), 200, None),  # reported, not indexed
+    ],
+)
+def test_hostile_documents_are_refused_in_one_line(url: str, body: bytes, status: int, code: str | None) -> None:
+    answer = httpx.post(
+        f"{url}/v1/indexes/hostile/documents", content=body, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == status, answer.text
+    if code is not None:
+        assert answer.json()["error"]["code"] == code
+    else:
+        report = answer.json()
+        assert report["documents"] == 0 and report["failed"] == 1
+        assert "reserved for files uploaded in the web UI" in report["failures"][0]["reason"]
+    bad_name = httpx.post(f"{url}/v1/indexes/bad%20name/documents", json=[{"id": "x", "text": "t"}])
+    assert bad_name.status_code == 400 and "invalid index name" in bad_name.json()["error"]["message"]
