@@ -2,8 +2,9 @@
 own types. It knows nothing of LanceDB: it reads indexes through the Store interface and searches through
 Retrievers, as every other caller does.
 
-Routes: ``GET /health`` (no auth), ``GET /v1/models``, ``POST /v1/embeddings``, ``POST /v1/search``,
-``GET /v1/indexes``, ``GET /v1/indexes/{name}``. With an API key, every route but /health needs
+Routes: ``GET /health`` (no auth), ``GET /metrics`` (Prometheus), ``GET /v1/models``, ``POST /v1/embeddings``,
+``POST /v1/search``, ``GET /v1/indexes``, ``GET /v1/indexes/{name}``, ``POST /v1/indexes/{name}/documents``,
+``DELETE /v1/indexes/{name}/documents/{id}``. With an API key, every route but /health needs
 ``Authorization: Bearer KEY``. Errors come in OpenAI's shape (``nvrag.api.errors``).
 
 Handlers are plain functions run in FastAPI's thread pool, so forward passes never block the event loop;
@@ -23,13 +24,14 @@ import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nvrag import __version__
 from nvrag.api.errors import APIError, error_body, for_domain_error
+from nvrag.api.metrics import CONTENT_TYPE_LATEST, Metrics
 from nvrag.api.schemas import MAX_INPUT_CHARS, DocumentIn, EmbeddingsRequest, SearchRequest
 from nvrag.embedder import Embedder, get_spec, resolve_instruction
 from nvrag.errors import IndexNotFoundError, NvRagError
@@ -57,6 +59,7 @@ class APIContext:
     api_key: str | None = None
     max_inputs: int = DEFAULT_MAX_INPUTS
     ready: threading.Event = field(default_factory=threading.Event)
+    metrics: Metrics = field(default_factory=Metrics)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -116,6 +119,10 @@ def build_api(ctx: APIContext) -> FastAPI:
             return JSONResponse(error_body("loading the model", "service_unavailable_error", "loading"), 503)
         return JSONResponse({"status": "ok", "version": __version__})
 
+    @app.get("/metrics", dependencies=auth)
+    def metrics() -> Response:
+        return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/v1/models", dependencies=auth)
     def models() -> dict[str, Any]:
         return {"object": "list", "data": [_model_card(name) for name in ctx.models]}
@@ -149,6 +156,8 @@ def build_api(ctx: APIContext) -> FastAPI:
                 prefix = embedder.info.document_template
                 vectors = embedder.embed_documents(texts)
             tokens = sum(len(ids) for ids in embedder.tokenize(texts, prefix))
+        ctx.metrics.inputs.observe(len(texts))
+        ctx.metrics.tokens.labels(name).inc(tokens)
         data = [
             {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
             for i, v in enumerate(vectors)
@@ -211,7 +220,18 @@ def build_api(ctx: APIContext) -> FastAPI:
         return {"index": name, "id": doc_id, "deleted": True, "chunks_removed": removed}
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(_Measured, metrics=ctx.metrics)
     return app
+
+
+class _Measured:
+    """The metrics middleware as Starlette middleware (outermost: it also counts refused bodies)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self._measured = metrics.middleware(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._measured(scope, receive, send)
 
 
 def _handlers(app: FastAPI) -> None:

@@ -270,3 +270,29 @@ def test_hostile_documents_are_refused_in_one_line(url: str, body: bytes, status
         assert "reserved for files uploaded in the web UI" in report["failures"][0]["reason"]
     bad_name = httpx.post(f"{url}/v1/indexes/bad%20name/documents", json=[{"id": "x", "text": "t"}])
     assert bad_name.status_code == 400 and "invalid index name" in bad_name.json()["error"]["message"]
+
+
+def test_metrics_count_requests_by_route_and_status_and_the_tokens_embedded(url: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = httpx.get(f"{url}/metrics").text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    ok = ("nvrag_requests_total", (("method", "POST"), ("route", "/v1/embeddings"), ("status", "200")))
+    bad = ("nvrag_requests_total", (("method", "POST"), ("route", "/v1/embeddings"), ("status", "404")))
+    tokens = ("nvrag_tokens_embedded_total", (("model", MINILM),))
+    before = samples()
+    assert httpx.post(f"{url}/v1/embeddings", json={"model": MINILM, "input": ["one two", "three"]}).status_code == 200
+    assert httpx.post(f"{url}/v1/embeddings", json={"model": "nope", "input": "x"}).status_code == 404
+    assert httpx.get(f"{url}/v1/indexes/some/thing/else").status_code == 404
+    after = samples()
+    assert after[ok] == before.get(ok, 0) + 1 and after[bad] == before.get(bad, 0) + 1
+    assert after[tokens] == before.get(tokens, 0) + 4 + 3  # [CLS] one two [SEP], [CLS] three [SEP]
+    assert ("nvrag_requests_total", (("method", "GET"), ("route", "unmatched"), ("status", "404"))) in after
+    assert not any("some/thing" in str(labels) for _, labels in after)  # raw paths never become labels
+    assert after[("nvrag_requests_in_flight", ())] == 1  # the /metrics request itself
