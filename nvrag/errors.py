@@ -16,7 +16,8 @@
     ├── InputError               a corpus or query input that cannot be read (missing path, malformed file)
     │   └── DatasetError         an evaluation dataset that is missing files or holds malformed lines
     ├── FilterError              a metadata filter that does not parse, or that the data cannot satisfy
-    └── InstructionError         an unknown task preset, or an instruction that leaves no room for the text
+    ├── InstructionError         an unknown task preset, or an instruction that leaves no room for the text
+    └── OverloadedError          more work queued for a model than its queue holds (retry later)
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class InstructionError(NvRagError):
     """An unknown task preset, or an instruction that leaves no room for the text."""
 
 
+class OverloadedError(NvRagError):
+    """A model's queue of embedding work is full; retry shortly."""
+
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -97,5 +102,6 @@ __all__ = [
     "ModelMismatchError",
     "ModelUnavailableError",
     "NvRagError",
+    "OverloadedError",
     "UnknownModelError",
 ]

@@ -7,8 +7,9 @@ Routes: ``GET /health`` (no auth), ``GET /metrics`` (Prometheus), ``GET /v1/mode
 ``DELETE /v1/indexes/{name}/documents/{id}``. With an API key, every route but /health needs
 ``Authorization: Bearer KEY``. Errors come in OpenAI's shape (``nvrag.api.errors``).
 
-Handlers are plain functions run in FastAPI's thread pool, so forward passes never block the event loop;
-each model runs one forward pass at a time (a lock per model), so concurrent requests never share a batch.
+Handlers are plain functions run in FastAPI's thread pool, so forward passes never block the event loop.
+Wiring wraps each model in a CoalescingEmbedder: concurrent embedding work from every route is merged into
+that model's token-budget batches by one worker, behind a bounded queue (429 when it is full).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from nvrag.api.errors import APIError, error_body, for_domain_error
 from nvrag.api.metrics import CONTENT_TYPE_LATEST, Metrics
 from nvrag.api.schemas import MAX_INPUT_CHARS, DocumentIn, EmbeddingsRequest, SearchRequest
 from nvrag.embedder import Embedder, get_spec, resolve_instruction
+from nvrag.embedder.coalescing import CoalescingEmbedder
 from nvrag.errors import IndexNotFoundError, NvRagError
 from nvrag.indexer import IndexReport, IndexRequest, ItemsSource, reading
 from nvrag.indexer.engine import delete_documents
@@ -60,12 +62,6 @@ class APIContext:
     max_inputs: int = DEFAULT_MAX_INPUTS
     ready: threading.Event = field(default_factory=threading.Event)
     metrics: Metrics = field(default_factory=Metrics)
-    _locks: dict[str, threading.Lock] = field(default_factory=dict)
-    _guard: threading.Lock = field(default_factory=threading.Lock)
-
-    def lock(self, model: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(model, threading.Lock())
 
     def warm(self) -> None:
         """Load the first served model and open the store; /health answers 200 from then on."""
@@ -148,14 +144,10 @@ def build_api(ctx: APIContext) -> FastAPI:
         if body.input_type == "document" and (body.task or body.instruction):
             raise APIError(400, "task and instruction apply to queries: add input_type=query", code="invalid_value")
         instruction = resolve_instruction(body.task, body.instruction) if body.input_type == "query" else None
-        with ctx.lock(name):
-            if body.input_type == "query":
-                prefix = embedder.query_prefix(instruction)
-                vectors = embedder.embed_queries(texts, instruction=instruction)
-            else:
-                prefix = embedder.info.document_template
-                vectors = embedder.embed_documents(texts)
-            tokens = sum(len(ids) for ids in embedder.tokenize(texts, prefix))
+        prefix = embedder.query_prefix(instruction) if body.input_type == "query" else embedder.info.document_template
+        if not body.truncate:
+            _refuse_long(embedder, texts, prefix)
+        vectors, tokens = _embed_counted(embedder, texts, prefix)
         ctx.metrics.inputs.observe(len(texts))
         ctx.metrics.tokens.labels(name).inc(tokens)
         data = [
@@ -172,16 +164,15 @@ def build_api(ctx: APIContext) -> FastAPI:
             raise APIError(400, "the query is empty", code="empty_query")
         retriever = ctx.retriever_for(body.index)
         filters = [body.filter] if isinstance(body.filter, str) else list(body.filter or [])
-        with ctx.lock(retriever.embedder.name):
-            hits = retriever.search(
-                body.query,
-                body.k,
-                instruction=resolve_instruction(body.task, body.instruction),
-                mode=body.mode,
-                filters=parse_filters(filters),
-                min_score=body.min_score,
-                mmr_lambda=body.mmr,
-            )
+        hits = retriever.search(
+            body.query,
+            body.k,
+            instruction=resolve_instruction(body.task, body.instruction),
+            mode=body.mode,
+            filters=parse_filters(filters),
+            min_score=body.min_score,
+            mmr_lambda=body.mmr,
+        )
         return {"index": body.index, "model": retriever.embedder.name, "hits": [h.to_dict() for h in hits]}
 
     @app.get("/v1/indexes", dependencies=auth)
@@ -269,6 +260,25 @@ def _handlers(app: FastAPI) -> None:
     }
     for kind, handler in handlers.items():
         app.add_exception_handler(kind, handler)
+
+
+def _embed_counted(embedder: Embedder, texts: list[str], prefix: str) -> tuple[np.ndarray, int]:
+    if isinstance(embedder, CoalescingEmbedder):
+        return embedder.embed_counted(texts, prefix)  # tokens counted by its worker, with the vectors
+    return embedder.embed_with_prefix(texts, prefix), sum(len(ids) for ids in embedder.tokenize(texts, prefix))
+
+
+def _refuse_long(embedder: Embedder, texts: list[str], prefix: str) -> None:
+    """``truncate: false``: refuse a text that the model would cut, naming it and the limit."""
+    limit = embedder.info.max_tokens
+    room = limit - embedder.special_tokens - (len(embedder.token_spans(prefix)) if prefix else 0)
+    for i, text in enumerate(texts):
+        if len(embedder.token_spans(text)) > room:
+            raise APIError(
+                400,
+                f"input {i} is longer than {embedder.name}'s {limit} tokens; shorten it or send truncate: true",
+                code="input_too_long",
+            )
 
 
 _DOCUMENTS = TypeAdapter(list[DocumentIn])

@@ -1,7 +1,7 @@
 """Errors in OpenAI's shape, ``{"error": {"message", "type", "code"}}``, for every failure the API returns.
 
 Domain errors become 400 (bad input), 404 (no such index or model), 409 (another writer holds the index) or
-422 (a body that does not validate); the message is the domain error's own line.
+422 (a body that does not validate), 429 (a model's queue is full); the message is the domain error's own line.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from nvrag.errors import (
     InstructionError,
     ModelMismatchError,
     NvRagError,
+    OverloadedError,
     UnknownModelError,
 )
 
@@ -25,6 +26,7 @@ _STATUS: tuple[tuple[type[NvRagError], int, str, str], ...] = (
     (IndexNotFoundError, 404, "not_found_error", "index_not_found"),
     (UnknownModelError, 404, "not_found_error", "model_not_found"),
     (IndexBusyError, 409, "conflict_error", "index_busy"),
+    (OverloadedError, 429, "rate_limit_error", "queue_full"),
     (ModelMismatchError, 400, "invalid_request_error", "model_mismatch"),
     (FilterError, 400, "invalid_request_error", "invalid_filter"),
     (InstructionError, 400, "invalid_request_error", "invalid_instruction"),

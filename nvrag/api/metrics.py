@@ -1,5 +1,6 @@
 """Prometheus metrics of one API server (prometheus-client, its own registry): requests by route and status,
-latency, requests in flight, embedding inputs per request and tokens embedded. Served at GET /metrics."""
+latency, requests in flight, embedding inputs per request, tokens embedded, and for each model its forward
+passes' rows and requests (dynamic batching) and its queue. Served at GET /metrics."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nvrag.embedder.coalescing import CoalescingEmbedder
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -36,6 +39,33 @@ class Metrics:
             registry=self.registry,
         )
         self.tokens = Counter("nvrag_tokens_embedded", "Tokens embedded, by model.", ["model"], registry=self.registry)
+        sizes = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+        self.forward_rows = Histogram(
+            "nvrag_forward_batch_rows", "Rows per forward pass.", ["model"], buckets=sizes, registry=self.registry
+        )
+        self.forward_requests = Histogram(
+            "nvrag_forward_batch_requests",
+            "Requests whose rows shared one forward pass (dynamic batching).",
+            ["model"],
+            buckets=sizes,
+            registry=self.registry,
+        )
+        self.queued = Gauge(
+            "nvrag_queued_requests", "Embedding requests waiting for a model.", ["model"], registry=self.registry
+        )
+
+    def watch(self, embedder: CoalescingEmbedder) -> CoalescingEmbedder:
+        """Report a coalescing embedder's batches and queue (its on_batch hook, a gauge read at scrape time)."""
+        name = embedder.name
+        rows, requests = self.forward_rows.labels(name), self.forward_requests.labels(name)
+
+        def on_batch(n_rows: int, n_requests: int) -> None:
+            rows.observe(n_rows)
+            requests.observe(n_requests)
+
+        embedder.on_batch = on_batch
+        self.queued.labels(name).set_function(lambda: embedder.queued)
+        return embedder
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -30,6 +30,7 @@ class EmbeddingsRequest(BaseModel):
     input_type: Literal["document", "query"] = "document"
     task: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     instruction: str | None = Field(default=None, max_length=MAX_QUERY_CHARS)
+    truncate: bool = Field(default=True, description="cut inputs over the model's limit (false: refuse them)")
 
 
 class SearchRequest(BaseModel):

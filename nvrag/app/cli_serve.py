@@ -41,6 +41,10 @@ def serve(
     max_inputs: Annotated[
         int, typer.Option("--max-inputs-per-request", min=1, help="Texts per /v1/embeddings request.")
     ] = 2048,
+    max_queued: Annotated[
+        int,
+        typer.Option("--max-queued-requests", min=1, help="Embedding requests waiting per model; beyond it: 429."),
+    ] = 256,
     model: ModelOption = None,
     model_path: ModelPathOption = None,
     db: DbOption = None,
@@ -66,6 +70,7 @@ def serve(
             model_path=model_path,
             api_key=api_key,
             max_inputs=max_inputs,
+            max_queued=max_queued,
         )
     try:
         import uvicorn

@@ -271,24 +271,30 @@ def build_api_app(
     model_path: Path | None,
     api_key: str | None,
     max_inputs: int,
+    max_queued: int = 256,
 ) -> Any:
     """The HTTP API's FastAPI app: one loaded embedder per model, shared by /v1/embeddings and the searches of
     every index built with it; the model warms up in the background (/health says 503 until then)."""
     from nvrag.api import APIContext, build_api
+    from nvrag.api.metrics import Metrics
+    from nvrag.embedder.coalescing import CoalescingEmbedder
 
     for name in indexes or ():
         store.open(name)  # IndexNotFoundError naming the known ones
     served = choose(settings, model, model_path)
     index_models = {store.manifest(n).model for n in (indexes or store.list_indexes())}
     names = [served.name, *sorted(index_models - {served.name})]
+    metrics = Metrics()
     embedders: dict[str, Embedder] = {}
     loading = threading.Lock()
 
     def embedder_for(name: str) -> Embedder:
+        # one per model, behind one batching worker: every route's embedding work shares its batches
         with loading:
             if name not in embedders:
                 path = served.model_path if name == served.name else None
-                embedders[name] = load_model(settings, name, model_path=path)
+                loaded = load_model(settings, name, model_path=path)
+                embedders[name] = metrics.watch(CoalescingEmbedder(loaded, max_queued=max_queued))
             return embedders[name]
 
     retrievers: dict[str, Retriever] = {}
@@ -314,6 +320,7 @@ def build_api_app(
         indexes=list(indexes) if indexes else None,
         api_key=api_key,
         max_inputs=max_inputs,
+        metrics=metrics,
     )
     app = build_api(ctx)
 

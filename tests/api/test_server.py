@@ -296,3 +296,36 @@ def test_metrics_count_requests_by_route_and_status_and_the_tokens_embedded(url:
     assert ("nvrag_requests_total", (("method", "GET"), ("route", "unmatched"), ("status", "404"))) in after
     assert not any("some/thing" in str(labels) for _, labels in after)  # raw paths never become labels
     assert after[("nvrag_requests_in_flight", ())] == 1  # the /metrics request itself
+
+
+def test_concurrent_requests_are_batched_together_and_get_what_they_get_alone(url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def request(i: int) -> dict[str, object]:
+        words = " ".join(f"word{j}" for j in range(1 + (i * 37) % 200))  # 1 to 200 words: mixed lengths
+        body: dict[str, object] = {"model": MINILM, "input": [words, f"text {i}"][: 1 + i % 2]}
+        if i % 3 == 0:
+            body |= {"input_type": "query", "instruction": f"find passage {i % 2}"}
+        return body
+
+    def send(body: dict[str, object]) -> np.ndarray:
+        answer = httpx.post(f"{url}/v1/embeddings", json=body, timeout=300)
+        assert answer.status_code == 200, answer.text
+        return np.array([d["embedding"] for d in answer.json()["data"]])
+
+    def passes() -> float:
+        text = httpx.get(f"{url}/metrics").text
+        (family,) = [f for f in text_string_to_metric_families(text) if f.name == "nvrag_forward_batch_requests"]
+        return sum(s.value for s in family.samples if s.name.endswith("_count"))
+
+    bodies = [request(i) for i in range(64)]
+    start = passes()
+    alone = [send(b) for b in bodies]  # one at a time: each request in forward passes of its own
+    middle = passes()
+    with ThreadPoolExecutor(64) as pool:
+        concurrent = list(pool.map(send, bodies))
+    for a, c in zip(alone, concurrent, strict=True):
+        np.testing.assert_allclose(c, a, atol=1e-6)
+    assert passes() - middle < (middle - start) / 2  # together, far fewer forward passes for the same work
