@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -93,21 +93,32 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
+class KeyRequired:
+    """With a key, every request but GET /health needs ``Authorization: Bearer KEY`` (compared in constant
+    time), checked before the body is read, so an unauthenticated client learns nothing of the routes."""
+
+    def __init__(self, app: ASGIApp, key: str | None) -> None:
+        self.app, self.key = app, key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.key is not None and scope["type"] == "http" and scope["path"] != "/health":
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            scheme, _, token = header.partition(" ")
+            problem = None
+            if scheme.lower() != "bearer" or not token.strip():
+                problem = ("missing API key: send Authorization: Bearer KEY", "no_key")
+            elif not secrets.compare_digest(token.strip().encode(), self.key.encode()):
+                problem = ("invalid API key", "invalid_api_key")
+            if problem is not None:
+                body = error_body(problem[0], "authentication_error", problem[1])
+                await JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def build_api(ctx: APIContext) -> FastAPI:
     app = FastAPI(title="nvrag", version=__version__, docs_url="/docs", redoc_url=None)
     _handlers(app)
-
-    def authorized(request: Request) -> None:
-        if ctx.api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise APIError(401, "missing API key: send Authorization: Bearer KEY", "authentication_error", "no_key")
-        if not secrets.compare_digest(token.strip().encode(), ctx.api_key.encode()):
-            raise APIError(401, "invalid API key", "authentication_error", "invalid_api_key")
-
-    auth = [Depends(authorized)]
 
     @app.get("/health")
     def health() -> JSONResponse:
@@ -115,15 +126,15 @@ def build_api(ctx: APIContext) -> FastAPI:
             return JSONResponse(error_body("loading the model", "service_unavailable_error", "loading"), 503)
         return JSONResponse({"status": "ok", "version": __version__})
 
-    @app.get("/metrics", dependencies=auth)
+    @app.get("/metrics")
     def metrics() -> Response:
         return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models", dependencies=auth)
+    @app.get("/v1/models")
     def models() -> dict[str, Any]:
         return {"object": "list", "data": [_model_card(name) for name in ctx.models]}
 
-    @app.post("/v1/embeddings", dependencies=auth)
+    @app.post("/v1/embeddings")
     def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
         name = _served(ctx, body.model)
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
@@ -157,7 +168,7 @@ def build_api(ctx: APIContext) -> FastAPI:
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return {"object": "list", "data": data, "model": name, "usage": usage}
 
-    @app.post("/v1/search", dependencies=auth)
+    @app.post("/v1/search")
     def search(body: SearchRequest) -> dict[str, Any]:
         _exposed(ctx, body.index)
         if not body.query.strip():
@@ -175,17 +186,22 @@ def build_api(ctx: APIContext) -> FastAPI:
         )
         return {"index": body.index, "model": retriever.embedder.name, "hits": [h.to_dict() for h in hits]}
 
-    @app.get("/v1/indexes", dependencies=auth)
+    @app.get("/v1/indexes")
     def indexes() -> dict[str, Any]:
         names = [n for n in ctx.store.list_indexes() if ctx.indexes is None or n in ctx.indexes]
         return {"object": "list", "data": [_index_card(ctx, n) for n in names]}
 
-    @app.get("/v1/indexes/{name}", dependencies=auth)
+    @app.get("/v1/indexes/{name}")
     def index(name: str) -> dict[str, Any]:
         _exposed(ctx, name)
         return _index_card(ctx, name)
 
-    @app.post("/v1/indexes/{name}/documents", dependencies=auth)
+    documents_body = {"type": "array", "items": DocumentIn.model_json_schema(), "maxItems": ctx.max_inputs}
+
+    @app.post(
+        "/v1/indexes/{name}/documents",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": documents_body}}}},
+    )
     async def add_documents(name: str, request: Request) -> dict[str, Any]:
         """Index ``[{"id", "text", "title"?, "metadata"?}]`` into ``name`` (created if missing): documents
         already there with the same text are unchanged, changed ones replaced; `nvrag index --json`'s report."""
@@ -200,7 +216,7 @@ def build_api(ctx: APIContext) -> FastAPI:
         report = await run_in_threadpool(lambda: run(IndexRequest(name, ItemsSource(items))))
         return report.to_dict()
 
-    @app.delete("/v1/indexes/{name}/documents/{doc_id}", dependencies=auth)
+    @app.delete("/v1/indexes/{name}/documents/{doc_id}")
     def delete_document(name: str, doc_id: str) -> dict[str, Any]:
         if ctx.run_index is None:
             raise APIError(403, "this server does not write indexes", "permission_error", "read_only")
@@ -211,6 +227,7 @@ def build_api(ctx: APIContext) -> FastAPI:
         return {"index": name, "id": doc_id, "deleted": True, "chunks_removed": removed}
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(KeyRequired, key=ctx.api_key)  # before any body is read or validated
     app.add_middleware(_Measured, metrics=ctx.metrics)
     return app
 
