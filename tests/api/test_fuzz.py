@@ -7,14 +7,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 
 from tests.api.test_server import KEY, serve
 from tests.conftest import DEMO_CORPUS
 from tests.e2e.test_cli_e2e import nvrag
-
-schemathesis = pytest.importorskip("schemathesis", reason="the fuzz run uses schemathesis (a dev dependency)")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis.errors import Unsatisfiable  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

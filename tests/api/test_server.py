@@ -16,13 +16,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import openai
 import pytest
 
 from nvrag.embedder import load_embedder
 from tests.conftest import DEMO_CORPUS
 from tests.e2e.test_cli_e2e import nvrag
 
-openai = pytest.importorskip("openai", reason="the API tests use the official client (a dev dependency)")
 pytestmark = pytest.mark.slow
 
 KEY = "test-key-0123456789abcdef"
