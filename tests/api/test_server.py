@@ -329,3 +329,17 @@ def test_concurrent_requests_are_batched_together_and_get_what_they_get_alone(ur
     for a, c in zip(alone, concurrent, strict=True):
         np.testing.assert_allclose(c, a, atol=1e-6)
     assert passes() - middle < (middle - start) / 2  # together, far fewer forward passes for the same work
+
+
+def test_a_documents_request_meeting_another_writer_gets_409(url: str, db: Path) -> None:
+    from nvrag.store import LanceStore
+
+    docs = [{"id": "x", "text": "a document written while another process holds the lock"}]
+    assert httpx.post(f"{url}/v1/indexes/locked/documents", json=docs, timeout=120).status_code == 200
+    with LanceStore(str(db)).writing("locked"):  # this test process is the index's writer now
+        answer = httpx.post(f"{url}/v1/indexes/locked/documents", json=docs, timeout=120)
+        gone = httpx.delete(f"{url}/v1/indexes/locked/documents/x")
+    assert answer.status_code == 409 and answer.json()["error"]["code"] == "index_busy"
+    assert f"pid {os.getpid()}" in answer.json()["error"]["message"]
+    assert gone.status_code == 409
+    assert httpx.delete(f"{url}/v1/indexes/locked/documents/x").status_code == 200  # the lock is free again
