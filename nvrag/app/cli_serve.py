@@ -1,4 +1,5 @@
-"""`nvrag serve`: the HTTP API for programs (OpenAI-compatible embeddings, search, indexes)."""
+"""`nvrag serve` (the HTTP API for programs: OpenAI-compatible embeddings, search, documents, /mcp) and
+`nvrag mcp` (the MCP server for agents, over stdio)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import typer
 
 from nvrag.app.cli_common import DbOption, ModelOption, ModelPathOption, app, err, fail, safe, user_errors
 from nvrag.app.settings import ENV_API_KEY, Settings
-from nvrag.app.wiring import build_api_app, open_store
+from nvrag.app.wiring import build_api_app, build_mcp_server, open_store
 from nvrag.errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -50,9 +51,9 @@ def serve(
     db: DbOption = None,
 ) -> None:
     """Serve the HTTP API: POST /v1/embeddings (OpenAI-compatible), GET /v1/models, POST /v1/search,
-    GET /v1/indexes, GET /health. Loopback only by default; another address needs --api-key (or
-    --insecure-no-auth). The model (--model, default auto) embeds /v1/embeddings; each index searches with
-    its own model. Interactive documentation at /docs."""
+    GET /v1/indexes, documents, GET /health, GET /metrics, and MCP at /mcp. Loopback only by default;
+    another address needs --api-key (or --insecure-no-auth). The model (--model, default auto) embeds
+    /v1/embeddings and new indexes; each index searches with its own model. Documentation at /docs."""
     with user_errors():
         if host not in LOOPBACK and not api_key and not insecure_no_auth:
             raise ConfigError(
@@ -71,6 +72,7 @@ def serve(
             api_key=api_key,
             max_inputs=max_inputs,
             max_queued=max_queued,
+            host=host,
         )
     try:
         import uvicorn
@@ -82,3 +84,19 @@ def serve(
         err.print(f"[yellow]warning:[/] listening on {safe(host)}: other machines can reach this API")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     uvicorn.run(server, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def mcp(
+    index: Annotated[
+        list[str] | None,
+        typer.Option("--index", "-i", help="Serve only these indexes (repeat the option); default: every index."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Serve nvrag's tools to an agent over stdio (Model Context Protocol): search, list_indexes,
+    get_document. Configure your agent to run `nvrag mcp --index NAME`; nothing but the protocol goes to stdout."""
+    with user_errors():
+        settings = Settings.from_env(db=db)
+        server = build_mcp_server(settings, open_store(settings), index)
+    server.run("stdio")

@@ -272,6 +272,7 @@ def build_api_app(
     api_key: str | None,
     max_inputs: int,
     max_queued: int = 256,
+    host: str = "127.0.0.1",
 ) -> Any:
     """The HTTP API's FastAPI app: one loaded embedder per model, shared by /v1/embeddings and the searches of
     every index built with it; the model warms up in the background (/health says 503 until then)."""
@@ -323,11 +324,35 @@ def build_api_app(
         metrics=metrics,
     )
     app = build_api(ctx)
+    from nvrag.integrations.mcp import MCPContext, build_mcp
+
+    agents = build_mcp(MCPContext(store, retriever_for, ctx.indexes))
+    # the MCP endpoint, behind the same key (the API's middleware sees every request); its sessions need the
+    # parent's lifespan, which a mounted app does not get on its own
+    app.mount("/mcp", agents.streamable_http_app(streamable_http_path="/", host=host))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> Any:
         threading.Thread(target=ctx.warm, name="nvrag-warm-up", daemon=True).start()
-        yield
+        async with agents.session_manager.run():
+            yield
 
     app.router.lifespan_context = lifespan
     return app
+
+
+def build_mcp_server(settings: Settings, store: Store, indexes: Sequence[str] | None) -> Any:
+    """The MCP server of `nvrag mcp` (stdio): each index searched with its own model, loaded once."""
+    from nvrag.integrations.mcp import MCPContext, build_mcp
+
+    for name in indexes or ():
+        store.open(name)  # IndexNotFoundError naming the known ones
+    retrievers: dict[str, Retriever] = {}
+
+    def retriever_for(name: str) -> Retriever:
+        cached = retrievers.get(name)
+        if cached is None or cached.table.manifest != store.manifest(name):
+            retrievers[name] = build_retriever(settings, store, name, None)
+        return retrievers[name]
+
+    return build_mcp(MCPContext(store, retriever_for, list(indexes) if indexes else None))
