@@ -78,7 +78,9 @@ class BodyLimit:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+        page = scope["type"] == "http" and (scope["path"] == "/ui" or scope["path"].startswith("/ui/"))
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH") and not page:
+            # (the web page at /ui bounds its own uploads: ten files of 20 MB)
             headers = dict(scope["headers"])
             declared = headers.get(b"content-length")
             problem = None
@@ -94,24 +96,42 @@ class BodyLimit:
 
 
 class KeyRequired:
-    """With a key, every request but GET /health needs ``Authorization: Bearer KEY`` (compared in constant
-    time), checked before the body is read, so an unauthenticated client learns nothing of the routes."""
+    """With a key, every request but GET /health needs it, checked before the body is read (an unauthenticated
+    client learns nothing of the routes): programs send ``Authorization: Bearer KEY``; a browser on the web page
+    (/ui) sends it as the password of HTTP Basic auth, which the 401 there asks for. Compared in constant time."""
 
     def __init__(self, app: ASGIApp, key: str | None) -> None:
         self.app, self.key = app, key
 
+    def _problem(self, header: str) -> tuple[str, str] | None:
+        assert self.key is not None
+        scheme, _, value = header.partition(" ")
+        token = value.strip()
+        if scheme.lower() == "basic" and token:
+            try:
+                token = base64.b64decode(token, validate=True).decode("utf-8").partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                token = ""
+        elif scheme.lower() != "bearer":
+            token = ""
+        if not token:
+            return "missing API key: send Authorization: Bearer KEY", "no_key"
+        if not secrets.compare_digest(token.encode(), self.key.encode()):
+            return "invalid API key", "invalid_api_key"
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.key is not None and scope["type"] == "http" and scope["path"] != "/health":
+        if self.key is not None and scope["type"] in ("http", "websocket") and scope["path"] != "/health":
             header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-            scheme, _, token = header.partition(" ")
-            problem = None
-            if scheme.lower() != "bearer" or not token.strip():
-                problem = ("missing API key: send Authorization: Bearer KEY", "no_key")
-            elif not secrets.compare_digest(token.strip().encode(), self.key.encode()):
-                problem = ("invalid API key", "invalid_api_key")
+            problem = self._problem(header)
+            if problem is not None and scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})  # policy violation
+                return
             if problem is not None:
+                page = scope["path"] == "/ui" or scope["path"].startswith("/ui/")
+                challenge = 'Basic realm="nvrag", charset="UTF-8"' if page else "Bearer"
                 body = error_body(problem[0], "authentication_error", problem[1])
-                await JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                await JSONResponse(body, 401, headers={"WWW-Authenticate": challenge})(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

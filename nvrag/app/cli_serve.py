@@ -42,6 +42,12 @@ def serve(
     max_inputs: Annotated[
         int, typer.Option("--max-inputs-per-request", min=1, help="Texts per /v1/embeddings request.")
     ] = 2048,
+    ui: Annotated[
+        bool,
+        typer.Option(
+            "--ui", help="Also serve the web search page at /ui (behind the same key: the browser asks for it)."
+        ),
+    ] = False,
     max_queued: Annotated[
         int,
         typer.Option("--max-queued-requests", min=1, help="Embedding requests waiting per model; beyond it: 429."),
@@ -73,6 +79,7 @@ def serve(
             max_inputs=max_inputs,
             max_queued=max_queued,
             host=host,
+            ui=ui,
         )
     try:
         import uvicorn

@@ -218,8 +218,18 @@ class UploadRunner:
         return self.engines[current.model].run(request)
 
 
-def build_web_app(settings: Settings, store: Store, index: str | None) -> Any:
-    """The UI's FastAPI app: retrievers cached per index, uploads indexed with the index's (or auto) model."""
+def build_web_app(
+    settings: Settings,
+    store: Store,
+    index: str | None,
+    *,
+    retriever_for: Callable[[str], Retriever] | None = None,
+    run_index: Callable[[IndexRequest], IndexReport] | None = None,
+    mounted_at: str = "",
+) -> Any:
+    """The UI's FastAPI app: retrievers cached per index, uploads indexed with the index's (or auto) model.
+    `nvrag serve --ui` passes its own retrievers and indexing (one loaded model for both) and its mount path;
+    the API key guards it there, so it takes no login of its own."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
     # Gradio writes what it receives to GRADIO_TEMP_DIR (default: /tmp/gradio, shared by every user of the
     # machine); this server's uploads go to a folder of its own, readable by this user only
@@ -229,7 +239,7 @@ def build_web_app(settings: Settings, store: Store, index: str | None) -> Any:
 
     retrievers: dict[str, Retriever] = {}
 
-    def retriever_for(name: str) -> Retriever:
+    def own_retriever_for(name: str) -> Retriever:
         # Every write that changes an index updates its manifest (updated_at): reopen only then, so a search
         # neither reloads the model nor rereads a FAISS file, and still sees rows added by an upload.
         cached = retrievers.get(name)
@@ -251,11 +261,14 @@ def build_web_app(settings: Settings, store: Store, index: str | None) -> Any:
     uploads = Path(settings.db).expanduser() / "uploads" if local else Path(default_db()) / "uploads"
     ctx = UIContext(
         store=store,
-        retriever_for=retriever_for,
-        run_index=UploadRunner(settings, store),
+        retriever_for=retriever_for or own_retriever_for,
+        run_index=run_index or UploadRunner(settings, store),
         upload_root=uploads,
         received_root=received,
+        source_url=f"{mounted_at}/source",
     )
+    if mounted_at:
+        return build_server(ctx, index)
     user, password = os.environ.get(ENV_UI_USER), os.environ.get(ENV_UI_PASSWORD)
     if bool(user) != bool(password):
         raise ConfigError(f"set both {ENV_UI_USER} and {ENV_UI_PASSWORD} to require a login, or neither")
@@ -273,6 +286,7 @@ def build_api_app(
     max_inputs: int,
     max_queued: int = 256,
     host: str = "127.0.0.1",
+    ui: bool = False,
 ) -> Any:
     """The HTTP API's FastAPI app: one loaded embedder per model, shared by /v1/embeddings and the searches of
     every index built with it; the model warms up in the background (/health says 503 until then)."""
@@ -330,11 +344,22 @@ def build_api_app(
     # the MCP endpoint, behind the same key (the API's middleware sees every request); its sessions need the
     # parent's lifespan, which a mounted app does not get on its own
     app.mount("/mcp", agents.streamable_http_app(streamable_http_path="/", host=host))
+    web: Any = None
+    if ui:
+        selected = indexes[0] if indexes else None
+        web = build_web_app(
+            settings, store, selected, retriever_for=retriever_for, run_index=run_index, mounted_at="/ui"
+        )
+        app.mount("/ui", web)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> Any:
         threading.Thread(target=ctx.warm, name="nvrag-warm-up", daemon=True).start()
-        async with agents.session_manager.run():
+        # mounted apps get no lifespan of their own: run MCP's session manager and Gradio's queue from here
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(agents.session_manager.run())
+            if web is not None:
+                await stack.enter_async_context(web.router.lifespan_context(web))
             yield
 
     app.router.lifespan_context = lifespan

@@ -63,6 +63,7 @@ def build_mcp(ctx: MCPContext) -> MCPServer:
     server = MCPServer(
         "nvrag",
         version=__version__,
+        log_level="WARNING",
         instructions="Search the user's document indexes. Call list_indexes first, then search; get_document "
         "reads a whole document whose chunk a search returned.",
     )
