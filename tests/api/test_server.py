@@ -5,6 +5,7 @@ with `nvrag search --json`'s."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -343,3 +344,27 @@ def test_a_documents_request_meeting_another_writer_gets_409(url: str, db: Path)
     assert f"pid {os.getpid()}" in answer.json()["error"]["message"]
     assert gone.status_code == 409
     assert httpx.delete(f"{url}/v1/indexes/locked/documents/x").status_code == 200  # the lock is free again
+
+
+def test_truncate_false_refuses_a_long_input_and_a_full_queue_answers_429(url: str, db: Path) -> None:
+    long = "word " * 400  # over MiniLM's 256 tokens
+    cut = httpx.post(f"{url}/v1/embeddings", json={"model": MINILM, "input": long}, timeout=120)
+    assert cut.status_code == 200 and cut.json()["usage"]["prompt_tokens"] == 256
+    refused = httpx.post(f"{url}/v1/embeddings", json={"model": MINILM, "input": ["ok", long], "truncate": False})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "input_too_long"
+    assert "input 1 is longer than all-MiniLM-L6-v2's 256 tokens" in refused.json()["error"]["message"]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"model": MINILM, "input": [f"{i} {long}" for i in range(64)]}  # seconds of work each
+    with contextlib.contextmanager(serve)(db, "--max-queued-requests", "1") as small:
+
+        def send(_: int, to: str = small) -> httpx.Response:
+            return httpx.post(f"{to}/v1/embeddings", json=body, timeout=600)
+
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(send, range(24)))
+        statuses = sorted(a.status_code for a in answers)
+        assert set(statuses) == {200, 429} and statuses.count(200) >= 1, statuses
+        busy = next(a for a in answers if a.status_code == 429).json()["error"]
+        assert busy["code"] == "queue_full" and "already queued" in busy["message"]
