@@ -283,7 +283,10 @@ def _handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return respond(exc.status_code, error_body(str(exc.detail), "invalid_request_error", None))
+        message = str(exc.detail)
+        if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+            message = f"no route {request.method} {request.url.path}; the routes are listed at /docs"
+        return respond(exc.status_code, error_body(message, "invalid_request_error", None))
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         return respond(500, error_body("internal error; see the server log", "server_error", None))

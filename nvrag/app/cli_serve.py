@@ -14,14 +14,15 @@ from nvrag.app.wiring import build_api_app, build_mcp_server, open_store
 from nvrag.errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+ServedIndexes = Annotated[
+    list[str] | None,
+    typer.Option("--index", "-i", help="Serve only these indexes (repeat the option); default: every index."),
+]
 
 
 @app.command()
 def serve(
-    index: Annotated[
-        list[str] | None,
-        typer.Option("--index", "-i", help="Serve only these indexes (repeat the option); default: every index."),
-    ] = None,
+    index: ServedIndexes = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; the default serves this machine only.")] = (
         "127.0.0.1"
     ),
@@ -95,10 +96,7 @@ def serve(
 
 @app.command()
 def mcp(
-    index: Annotated[
-        list[str] | None,
-        typer.Option("--index", "-i", help="Serve only these indexes (repeat the option); default: every index."),
-    ] = None,
+    index: ServedIndexes = None,
     db: DbOption = None,
 ) -> None:
     """Serve nvrag's tools to an agent over stdio (Model Context Protocol): search, list_indexes,

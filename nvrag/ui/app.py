@@ -6,18 +6,17 @@ Gradio is imported here only, and only when the UI is built (the `ui` extra).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from nvrag.errors import NvRagError
 from nvrag.indexer import reading
+from nvrag.indexer.loaders import split_line
 from nvrag.retriever import MODES
 from nvrag.ui import callbacks
 from nvrag.ui.callbacks import TASK_CHOICES, UIContext
 from nvrag.ui.render import CSS
 
-_LINE_SUFFIX = re.compile(r"^(?P<path>.+):(?P<line>\d+)$")
 MAX_REQUEST_FILES = 10  # files of at most max_upload_bytes each in one request
 
 
@@ -115,8 +114,7 @@ def source_text(ctx: UIContext, index_name: str, chunk_id: str) -> str | None:
     if not found:
         return None
     raw = found[0].source
-    match = _LINE_SUFFIX.match(raw)
-    recorded = match["path"] if match and not os.path.lexists(raw) else raw
+    recorded = split_line(raw)[0] if not os.path.lexists(raw) else raw
     if not os.path.isabs(recorded) or os.path.realpath(recorded) != recorded:
         return None
     try:

@@ -57,14 +57,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Store]
     return name, BACKENDS[name](tmp_path / name)
 
 
-@pytest.fixture
-def oracle(tmp_path: Path) -> Store:
-    store = NumpyStore(tmp_path / "oracle")
-    chunks, vectors = corpus()
-    store.create(manifest(dim=DIM)).upsert(chunks, vectors)
-    return store
-
-
 def filled(store: Store) -> Store:
     chunks, vectors = corpus()
     table = store.create(manifest(dim=DIM))

@@ -19,7 +19,6 @@ from nvrag.retriever import parse_filters
 from nvrag.schema import Chunk
 from nvrag.store import LanceStore, Store
 from nvrag.store.base import Staged, Stager
-from nvrag.store.numpy_store import NumpyStore
 from tests.store.test_conformance import BACKENDS, DIM, corpus, queries
 from tests.store.test_lancedb_store import manifest
 
@@ -35,14 +34,6 @@ def workers() -> ProcessPoolExecutor:
     # spawn: a fresh interpreter, as a Ray worker is (no state inherited from this process)
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         yield pool  # type: ignore[misc]
-
-
-@pytest.fixture
-def oracle(tmp_path: Path) -> Store:
-    store = NumpyStore(tmp_path / "oracle")
-    chunks, vectors = corpus()
-    store.create(manifest(dim=DIM)).upsert(chunks, vectors)
-    return store
 
 
 def same_as_oracle(store: Store, oracle: Store) -> None:
