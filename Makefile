@@ -11,12 +11,13 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: help install demo test lint typecheck imports unit clean
+.PHONY: help install demo test lint typecheck imports unit clean docker-test
 
 help:
 	@echo "make demo   - install nvrag in $(VENV), index the bundled demo corpus, run example searches, start the web UI"
 	@echo "make test   - install nvrag with its dev extras in $(VENV), run lint, type checks and the tests"
 	@echo "make clean  - remove $(VENV) and caches"
+	@echo "make docker-test - build the Docker images and check them in a real engine (not part of make test)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +42,10 @@ demo: $(VENV)/.installed
 	$(BIN)/nvrag ui --index $(DEMO_INDEX)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check nvrag tests bench data/demo
-	$(BIN)/ruff format --check nvrag tests bench data/demo
-	$(BIN)/hadolint docker/Dockerfile.cpu docker/Dockerfile.cuda
+	$(BIN)/ruff check nvrag tests bench data/demo docker
+	$(BIN)/ruff format --check nvrag tests bench data/demo docker
+	$(BIN)/hadolint docker/Dockerfile.cpu docker/Dockerfile.cuda docker/test/python-base.Dockerfile
+	$(BIN)/shellcheck docker/entrypoint.sh docker/pip-install.sh docker/test/images.sh docker/test/cuda.sh
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
@@ -55,6 +57,10 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/pytest
 
 test: lint typecheck imports unit
+
+# Builds and runs the images in a Docker engine (installing and starting one if needed, as root); see docs/docker.md.
+docker-test:
+	bash docker/test/images.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -35,15 +35,21 @@ def test_images_run_as_a_user_have_a_health_check_and_no_weights(dockerfile: Pat
 def test_compose_binds_loopback_and_keeps_the_index_in_a_volume() -> None:
     text = (DOCKER / "compose.yaml").read_text(encoding="utf-8")
     assert '"127.0.0.1:7860:7860"' in text and "nvrag-data:/data" in text
-    assert "/models/NV-Embed-v2:ro" in text  # weights mounted read-only at run time
+    assert "target: /models/NV-Embed-v2\n        read_only: true" in text  # weights mounted read-only at run time
 
 
 def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """The entrypoint with a stand-in `nvrag` that prints the arguments it was given, one call per line."""
     stub = tmp_path / "nvrag-stub"
-    stub.write_text('#!/bin/sh\necho "nvrag $*"\n', encoding="utf-8")
+    stub.write_text('#!/bin/sh\necho "nvrag $*"\n[ -n "${NVRAG_API_KEY:-}" ] && echo "key $NVRAG_API_KEY"\nexit 0\n')
     stub.chmod(0o755)
-    base = {"PATH": os.environ["PATH"], "NVRAG_BIN": str(stub), "NVRAG_DB": str(tmp_path / "data")}
+    base = {
+        "PATH": os.environ["PATH"],
+        "NVRAG_BIN": str(stub),
+        "NVRAG_DB": str(tmp_path / "data"),
+        "NVRAG_DATA_DIR": str(tmp_path),
+        "NVRAG_HEALTH_FILE": str(tmp_path / "health-url"),
+    }
     return subprocess.run(["sh", str(ENTRYPOINT), *args], capture_output=True, text=True, env=base | env, check=False)
 
 
@@ -52,6 +58,7 @@ def test_default_starts_the_ui_on_all_interfaces_of_the_container(tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert done.stdout == "nvrag ui --host 0.0.0.0 --port 7860\n"
     assert (tmp_path / "data").is_dir()
+    assert (tmp_path / "health-url").read_text() == "http://127.0.0.1:7860/\n"  # what the health check fetches
     assert run(tmp_path, "ui", "--index", "x", NVRAG_PORT="9000").stdout == (
         "nvrag ui --host 0.0.0.0 --port 9000 --index x\n"
     )
@@ -63,6 +70,32 @@ def test_demo_mode_indexes_the_demo_corpus_first(tmp_path: Path) -> None:
         "nvrag index /corpus.jsonl --index demo",
         "nvrag ui --host 0.0.0.0 --port 7860 --index demo",
     ]
+
+
+def test_serve_makes_a_key_once_keeps_it_private_and_checks_health(tmp_path: Path) -> None:
+    first = run(tmp_path, "serve", NVRAG_DEMO="1")
+    assert first.returncode == 0, first.stderr
+    key_file = tmp_path / "api-key"
+    key = key_file.read_text()
+    assert len(key) == 48 and int(key, 16) >= 0  # 24 random bytes in hex, no newline
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert first.stdout.splitlines() == ["nvrag serve --host 0.0.0.0 --port 8000 --index demo", f"key {key}"]
+    assert first.stderr == f"nvrag-entrypoint: no NVRAG_API_KEY given: made one, kept in {key_file} (read it with: cat {key_file})\n"
+    assert (tmp_path / "health-url").read_text() == "http://127.0.0.1:8000/health\n"
+    again = run(tmp_path, "serve", "--ui", NVRAG_API_PORT="9000")
+    assert again.stdout.splitlines() == ["nvrag serve --host 0.0.0.0 --port 9000 --ui", f"key {key}"]
+    assert again.stderr == ""  # the same key, nothing new said
+    given = run(tmp_path, "serve", NVRAG_API_KEY="k" * 20)
+    assert given.stdout.splitlines()[1] == "key " + "k" * 20
+
+
+def test_serve_without_a_writable_place_for_the_key_says_what_to_do(tmp_path: Path) -> None:
+    done = run(tmp_path, "serve", NVRAG_DATA_DIR=str(tmp_path / "missing"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"nvrag-entrypoint: cannot write {tmp_path / 'missing' / 'api-key'}: set NVRAG_API_KEY or mount a writable "
+        f"volume at {tmp_path / 'missing'}\n"
+    )
 
 
 def test_other_commands_pass_through(tmp_path: Path) -> None:
