@@ -200,7 +200,7 @@ ok "runs as uid 10001 ($(docker exec "$CONTAINER" id -un)), pid 1 included"
 
 docker exec "$CONTAINER" nvrag index /app/data/demo/stdlib.jsonl --index demo >"$STATE/index.txt" 2>&1 \
     || { cat "$STATE/index.txt" >&2; die "nvrag index in the container"; }
-ok "nvrag index: $(grep "^index" "$STATE/index.txt")"
+ok "nvrag index: $(grep "^index '" "$STATE/index.txt")"
 
 search() { docker exec "$CONTAINER" nvrag search "$QUERY" --index demo -k 3 --json; }
 search >"$STATE/search-1.json" || die "nvrag search in the container"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from nvrag import __version__
-from nvrag.app.settings import ENV_DB, ENV_MODEL
+from nvrag.app.settings import ENV_DB, ENV_DTYPE, ENV_MODEL
 from nvrag.errors import IndexBusyError, NvRagError
 from nvrag.indexer import StopFlag
 
@@ -69,6 +69,15 @@ ModelPathOption = Annotated[
         show_default=False,
     ),
 ]
+DtypeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype",
+        help="What the model computes in: float32 (exact), bfloat16, or float16 (GPUs). Default: bfloat16 on "
+        f"CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX), else float32 (or set {ENV_DTYPE}).",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 TaskOption = Annotated[
     str | None, typer.Option("--task", "-t", help="Query instruction preset by task name, e.g. SciFact.")
@@ -80,6 +89,11 @@ InstructionOption = Annotated[
 
 # C0 and C1 controls but tab and newline (ESC starts terminal sequences), and the invisible bidi overrides
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def model_lines(reason: str, license: str, notes: Sequence[str] = ()) -> str:
+    """``model: REASON (license L)`` and the loaded model's notes (e.g. why it runs in bfloat16), a line each."""
+    return "\n".join([f"model: {safe(reason)} (license {safe(license)})", *map(safe, notes)])
 
 
 def safe(value: object) -> str:

@@ -19,6 +19,7 @@ from nvrag.app.cli_common import (
     EXIT_INTERRUPTED,
     EXIT_REPORT_FAILED,
     DbOption,
+    DtypeOption,
     IndexOption,
     InstructionOption,
     JsonOption,
@@ -29,6 +30,7 @@ from nvrag.app.cli_common import (
     err,
     fail,
     interruptible,
+    model_lines,
     out,
     safe,
     user_errors,
@@ -134,6 +136,7 @@ def index(
         ),
     ] = None,
     model_path: ModelPathOption = None,
+    dtype: DtypeOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -146,7 +149,7 @@ def index(
     could not be written; 75 another process is writing the index; 130 stopped.
     """
     with user_errors():
-        settings = Settings.from_env(db=db)
+        settings = Settings.from_env(db=db, dtype=dtype)
         request = IndexRequest(
             index,
             PathSource(path, _columns(id_column, text_column, title_column, metadata_columns)),
@@ -163,7 +166,7 @@ def index(
             ray=RayOptions(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker),
         )
         runner, choice = index_engine(settings, open_store(settings), request, on_status=err.print)
-        model_line = f"model: {safe(choice.reason)} (license {safe(choice.license)})"
+        model_line = model_lines(choice.reason, choice.license, choice.notes)
         with interruptible() as stop, index_progress(err, first_line=model_line) as progress:
             report = runner.run(request, progress, stop)
     report_error = _write_report(settings, index, report)
@@ -262,9 +265,7 @@ def embed(
     max_length: Annotated[
         int | None, typer.Option("--max-length", help="Truncate inputs to N tokens (BOS and instruction included).")
     ] = None,
-    dtype: Annotated[
-        str | None, typer.Option("--dtype", help="float32, float16 or bfloat16 (default: bf16 on CUDA, else fp32).")
-    ] = None,
+    dtype: DtypeOption = None,
     device: Annotated[
         str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda if present).")
     ] = None,
@@ -289,8 +290,8 @@ def embed(
         choice = choose(settings, model, model_path)
         if output is not None and not output.parent.is_dir():
             raise ConfigError(f"--output {output}: the directory {output.parent} does not exist; create it first")
-        err.print(f"model: {safe(choice.reason)} (license {safe(choice.license)})")
         embedder = load_model(settings, choice.name, model_path=choice.model_path, max_length=max_length)
+        err.print(model_lines(choice.reason, choice.license, embedder.notes))
         if prefix is not None:
             vectors = embedder.embed_with_prefix(items, prefix)
         elif query:

@@ -11,6 +11,7 @@ from rich.table import Table as RichTable
 
 from nvrag.app.cli_common import (
     DbOption,
+    DtypeOption,
     IndexOption,
     InstructionOption,
     JsonOption,
@@ -19,6 +20,7 @@ from nvrag.app.cli_common import (
     TaskOption,
     app,
     err,
+    model_lines,
     out,
     safe,
     user_errors,
@@ -27,6 +29,7 @@ from nvrag.app.progress import index_progress
 from nvrag.app.settings import Settings
 from nvrag.app.wiring import build_retriever, build_web_app, choose, load_model, open_store
 from nvrag.embedder import REGISTRY, TASK_INSTRUCTIONS, resolve_instruction
+from nvrag.embedder.dtypes import choose_dtype
 from nvrag.errors import ConfigError, ManifestVersionError
 from nvrag.evaluation import METRICS, evaluate
 from nvrag.evaluation.plot import save_plot
@@ -64,6 +67,7 @@ def search(
     ] = 60,
     model: ModelOption = None,
     model_path: ModelPathOption = None,
+    dtype: DtypeOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -71,11 +75,13 @@ def search(
     with user_errors():
         if not query.strip():
             raise ConfigError("the query is empty; give some text to search for")
-        settings = Settings.from_env(db=db)
+        settings = Settings.from_env(db=db, dtype=dtype)
         store = open_store(settings)
         if not store.exists(index):
             store.open(index)  # raises IndexNotFoundError naming the known indexes
         retriever = build_retriever(settings, store, index, model, model_path)
+        for note in retriever.embedder.notes:
+            err.print(safe(note))
         text = resolve_instruction(task, instruction)
         if text is not None and not retriever.embedder.info.takes_instructions:
             err.print(f"note: {safe(retriever.embedder.name)} takes no query instruction; searching without it")
@@ -124,6 +130,7 @@ def eval_command(
     ],
     model: ModelOption = None,
     model_path: ModelPathOption = None,
+    dtype: DtypeOption = None,
     task: Annotated[
         str | None,
         typer.Option("--task", "-t", help="Query instruction preset (default: the dataset's name when it is one)."),
@@ -155,11 +162,11 @@ def eval_command(
         if task is None and instruction is None and dataset.name.lower() in {t.lower() for t in TASK_INSTRUCTIONS}:
             task = dataset.name
         text = resolve_instruction(task, instruction)
-        settings = Settings.from_env(db=db)
+        settings = Settings.from_env(db=db, dtype=dtype)
         store = open_store(settings)
         choice = choose(settings, model, model_path)
         embedder = load_model(settings, choice.name, model_path=choice.model_path)
-        err.print(f"model: {safe(choice.reason)} (license {safe(choice.license)})")
+        err.print(model_lines(choice.reason, choice.license, embedder.notes))
         if text is not None:
             note = "" if embedder.info.takes_instructions else f" (ignored: {embedder.name} takes no instruction)"
             err.print(f"query instruction: {safe(repr(text))}{safe(note)}")
@@ -205,6 +212,7 @@ def ui(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 7860,
+    dtype: DtypeOption = None,
     db: DbOption = None,
 ) -> None:
     """Start the web search UI (Gradio). Loopback only by default; no public share link.
@@ -213,7 +221,7 @@ def ui(
     files of 20 MB and stored, with sanitised names, under the data directory's uploads/ folder.
     """
     with user_errors():
-        settings = Settings.from_env(db=db)
+        settings = Settings.from_env(db=db, dtype=dtype)
         store = open_store(settings)
         if index is not None and not store.exists(index):
             store.open(index)  # raises IndexNotFoundError naming the known indexes
@@ -239,6 +247,7 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
                 tables.append(store.open(name))
             except ManifestVersionError as exc:  # one index from a newer nvrag: list the others
                 unreadable[name] = str(exc)
+        cpu_dtype = choose_dtype(settings.dtype, "cpu")
     if as_json:
         out.print_json(
             data={
@@ -249,18 +258,21 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
                     {"name": s.name, "dimension": s.dimension, "max_tokens": s.max_tokens, "license": s.license}
                     for s in REGISTRY.values()
                 ],
+                "cpu_dtype": {"default": cpu_dtype.name, "reason": cpu_dtype.reason},
             }
         )
         return
     out.print(f"data directory: {safe(settings.db)}")
+    out.print(f"dtype on this CPU: {cpu_dtype.name} ({safe(cpu_dtype.reason)}); --dtype float32 for exact vectors")
     if tables:
         table = RichTable(title="indexes")
-        for column in ("index", "model", "dim", "rows", "chunker", "updated"):
+        for column in ("index", "model", "dim", "dtype", "rows", "chunker", "updated"):
             table.add_column(column)
         for t in tables:
             m = t.manifest
             chunker = f"{m.chunker.chunk_tokens}/{m.chunker.overlap_tokens}"
-            table.add_row(*(safe(v) for v in (m.name, m.model, m.dimension, t.count(), chunker, m.updated_at)))
+            row = (m.name, m.model, m.dimension, m.compute_dtype, t.count(), chunker, m.updated_at)
+            table.add_row(*(safe(v) for v in row))
         out.print(table)
     elif not unreadable:
         out.print("no indexes yet: create one with `nvrag index PATH --index NAME`")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nvrag.app.cli_common import DbOption, ModelOption, ModelPathOption, app, err, fail, safe, user_errors
+from nvrag.app.cli_common import DbOption, DtypeOption, ModelOption, ModelPathOption, app, err, fail, safe, user_errors
 from nvrag.app.settings import ENV_API_KEY, Settings
 from nvrag.app.wiring import build_api_app, build_mcp_server, open_store
 from nvrag.errors import ConfigError
@@ -55,6 +55,7 @@ def serve(
     ] = 256,
     model: ModelOption = None,
     model_path: ModelPathOption = None,
+    dtype: DtypeOption = None,
     db: DbOption = None,
 ) -> None:
     """Serve the HTTP API: POST /v1/embeddings (OpenAI-compatible), GET /v1/models, POST /v1/search,
@@ -69,7 +70,7 @@ def serve(
             )
         if api_key is not None and len(api_key) < 16:
             raise ConfigError("--api-key: use at least 16 characters (for example: openssl rand -hex 24)")
-        settings = Settings.from_env(db=db)
+        settings = Settings.from_env(db=db, dtype=dtype)
         server = build_api_app(
             settings,
             open_store(settings),
@@ -97,11 +98,12 @@ def serve(
 @app.command()
 def mcp(
     index: ServedIndexes = None,
+    dtype: DtypeOption = None,
     db: DbOption = None,
 ) -> None:
     """Serve nvrag's tools to an agent over stdio (Model Context Protocol): search, list_indexes,
     get_document. Configure your agent to run `nvrag mcp --index NAME`; nothing but the protocol goes to stdout."""
     with user_errors():
-        settings = Settings.from_env(db=db)
+        settings = Settings.from_env(db=db, dtype=dtype)
         server = build_mcp_server(settings, open_store(settings), index)
     server.run("stdio")

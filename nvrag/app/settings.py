@@ -30,13 +30,13 @@ class Settings:
     model: str = "auto"
     device: str | None = None  # None: cuda when available, else cpu
     nvembed_path: Path | None = None  # a local NV-Embed-v2 checkpoint folder
-    dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
+    dtype: str | None = None  # None: embedder.dtypes.choose_dtype (bf16 on CUDA and native-bf16 CPUs)
     attention: str = "auto"  # NV-Embed attention backend
     store: str = "lancedb"  # lancedb | faiss
     devices: tuple[str, ...] = ()  # several: one model replica per device (--devices)
 
     @classmethod
-    def from_env(cls, *, db: str | None = None, model: str | None = None) -> Settings:
+    def from_env(cls, *, db: str | None = None, model: str | None = None, dtype: str | None = None) -> Settings:
         """Settings from explicit values first, then NVRAG_* environment variables, then defaults."""
         nvembed = os.environ.get(ENV_NVEMBED_PATH)
         return cls(
@@ -44,7 +44,7 @@ class Settings:
             model=model or os.environ.get(ENV_MODEL) or "auto",
             device=os.environ.get(ENV_DEVICE) or None,
             nvembed_path=Path(nvembed) if nvembed else None,
-            dtype=os.environ.get(ENV_DTYPE) or None,
+            dtype=dtype or os.environ.get(ENV_DTYPE) or None,
             attention=os.environ.get(ENV_ATTENTION) or "auto",
             store=(os.environ.get(ENV_STORE) or "lancedb").strip().lower(),
         )

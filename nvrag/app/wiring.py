@@ -33,6 +33,7 @@ class ModelChoice:
     reason: str
     license: str
     model_path: Path | None = None
+    notes: tuple[str, ...] = ()  # the loaded embedder's notes (how it chose its dtype, when worth saying)
 
 
 def open_store(settings: Settings) -> Store:
@@ -185,6 +186,7 @@ def index_engine(
     choice = index_model(settings, store, request)
     settings = replace(settings, devices=request.devices)
     embedder = load_model(settings, choice.name, model_path=choice.model_path)
+    choice = replace(choice, notes=embedder.notes)
     if request.engine == "ray":
         from nvrag.indexer.ray_engine import RayEngine
 

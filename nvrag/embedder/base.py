@@ -56,6 +56,7 @@ class ModelInfo:
     document_template: str  # prefix put before a document
     license: str
     default_instruction: str | None = None
+    compute_dtype: str = "float32"  # what the forward pass computes in: float32, bfloat16 or float16
 
     @property
     def takes_instructions(self) -> bool:
@@ -70,6 +71,7 @@ class Embedder(ABC):
         self.info = info
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
+        self.notes: tuple[str, ...] = ()  # lines worth showing the user about how it loaded (set by the loader)
 
     # -- what a model supplies -------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import torch
 from tokenizers import Tokenizer
 
 from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
+from nvrag.embedder.dtypes import normalize_dtype
 from nvrag.embedder.names import MINILM_DIMENSION, MINILM_LICENSE, MINILM_MAX_TOKENS, MINILM_NAME, MINILM_PACKAGE
 from nvrag.errors import ConfigError, ModelUnavailableError
 
@@ -50,7 +51,11 @@ def bundled_minilm_path() -> Path:
 
 
 class MiniLMEmbedder(Embedder):
-    """all-MiniLM-L6-v2 (BERT, 6 layers, 384 dims) on the CPU or a GPU."""
+    """all-MiniLM-L6-v2 (BERT, 6 layers, 384 dims) on the CPU or a GPU.
+
+    ``dtype`` bfloat16 runs the matmuls (and attention) in bfloat16 under autocast; the weights, embeddings,
+    LayerNorms and the residual stream stay float32. float32 (the default here) is exact.
+    """
 
     def __init__(
         self,
@@ -59,8 +64,9 @@ class MiniLMEmbedder(Embedder):
         device: str = "cpu",
         batch_tokens: int = 4096,
         max_length: int | None = None,
+        dtype: str = "float32",
     ) -> None:
-        info = minilm_info()
+        info = replace(minilm_info(), compute_dtype=normalize_dtype(dtype))
         if max_length is not None:
             if not 3 <= max_length <= info.max_tokens:
                 raise ConfigError(f"max length for {MINILM_NAME} must be between 3 and {info.max_tokens}")
@@ -113,14 +119,19 @@ class MiniLMEmbedder(Embedder):
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
         ids, mask = ids.to(self._device), mask.to(self._device)
-        with torch.inference_mode():
-            hidden = self.model(ids, mask)  # (B, T, 384)
+        lower = self.info.compute_dtype != "float32"
+        with (
+            torch.inference_mode(),
+            torch.autocast(self._device.type, dtype=_TORCH[self.info.compute_dtype], enabled=lower),
+        ):
+            hidden = self.model(ids, mask).float()  # (B, T, 384)
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, 384)
         return np.asarray(pooled.float().cpu().numpy(), dtype=np.float32)
 
 
 SPAN_WINDOW_CHARS = 100_000
+_TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _last_space(text: str, start: int, end: int) -> int:

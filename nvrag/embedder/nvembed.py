@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 from tokenizers import Tokenizer
 
 from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
+from nvrag.embedder.dtypes import normalize_dtype
 from nvrag.embedder.names import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
 from nvrag.errors import CheckpointError, ConfigError, InstructionError
@@ -30,13 +32,30 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """``None`` → bfloat16 on CUDA, float32 on CPU; otherwise one of float32, float16, bfloat16."""
+    """``None`` → bfloat16 on CUDA, float32 (exact) on CPU; otherwise one of float32, float16, bfloat16.
+    (The loader, registry.load_embedder, picks the default by the CPU and the checkpoint's size: dtypes.py.)"""
     if name is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[normalize_dtype(name)]
+
+
+def checkpoint_fp32_bytes(folder: Path) -> int | None:
+    """What a checkpoint's weights take in float32: the shards' total size, scaled by their stored dtype's width
+    (read from the first shard's safetensors header). None where the folder has no readable shards."""
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        return None
     try:
-        return _DTYPES[name.lower().replace("fp", "float").replace("bf16", "bfloat16")]
-    except KeyError:
-        raise ConfigError(f"unknown dtype {name!r}; use float32, float16 or bfloat16") from None
+        with shards[0].open("rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if not 0 < header_len <= 100_000_000:
+                return None
+            header = json.loads(f.read(header_len))
+    except (OSError, ValueError):
+        return None
+    widths = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
+    stored = next((widths.get(v.get("dtype"), 4) for k, v in header.items() if k != "__metadata__"), 4)
+    return sum(p.stat().st_size for p in shards) * 4 // stored
 
 
 def weights_fingerprint(folder: Path) -> str:
@@ -93,6 +112,8 @@ class NVEmbedEmbedder(Embedder):
         tokenizer_file = folder / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise CheckpointError(f"{folder}: no tokenizer.json (the checkpoint's own tokenizer is required)")
+        torch_device = torch.device(device)
+        torch_dtype = parse_dtype(dtype, torch_device)
         max_length = DEFAULT_MAX_LENGTH if max_length is None else max_length
         if max_length < 2:
             raise ConfigError(f"max length must be at least 2 tokens (BOS and EOS), got {max_length}")
@@ -105,11 +126,12 @@ class NVEmbedEmbedder(Embedder):
             document_template="",
             license=NVEMBED_LICENSE,
             default_instruction=DEFAULT_QUERY_INSTRUCTION,
+            compute_dtype=str(torch_dtype).removeprefix("torch."),
         )
         super().__init__(info, batch_tokens=batch_tokens)
         self.folder = folder
-        self.device = torch.device(device)
-        self.dtype = parse_dtype(dtype, self.device)
+        self.device = torch_device
+        self.dtype = torch_dtype
         self.backend = choose_backend(attention, self.device, self.dtype)
         self.folded = folded
         # The reference sets pad = EOS and right padding itself; we pad by hand, so the tokenizer does neither.

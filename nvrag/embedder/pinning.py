@@ -38,6 +38,7 @@ def new_manifest(
         updated_at=now,
         vector_dtype=vector_dtype,
         quantization=quantization,
+        compute_dtype=info.compute_dtype,
     )
 
 

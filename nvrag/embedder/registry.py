@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nvrag.embedder.base import Embedder
+from nvrag.embedder.dtypes import choose_dtype
 from nvrag.embedder.fake import FAKE_NAME, WordLengthEmbedder
 from nvrag.embedder.names import (
     DEFAULT_MAX_LENGTH,
@@ -37,7 +38,7 @@ class LoadOptions:
     model_path: Path | None = None
     batch_tokens: int | None = None  # tokens per batch (rows x width); None: default_batch_tokens(device)
     max_length: int | None = None  # truncate inputs to this many tokens (at most the model's own limit)
-    dtype: str | None = None  # float32 | float16 | bfloat16; None: the model's default for the device
+    dtype: str | None = None  # float32 | float16 | bfloat16; None: dtypes.choose_dtype's default
     attention: str = "auto"  # NV-Embed attention backend: auto | eager | sdpa | varlen | flash
     folded: bool = True  # NV-Embed: the folded latent layer (exact in exact arithmetic, fewer FLOPs)
     devices: tuple[str, ...] = ()  # more than one: a replica per device (ReplicatedEmbedder)
@@ -66,12 +67,16 @@ class ModelSpec:
 def _load_minilm(options: LoadOptions) -> Embedder:
     from nvrag.embedder.minilm import MiniLMEmbedder  # torch, tokenizers: only when a model loads
 
-    return MiniLMEmbedder(
+    dtype = choose_dtype(options.dtype, options.device)
+    embedder = MiniLMEmbedder(
         options.model_path,
         device=options.device,
         batch_tokens=options.batch_tokens or default_batch_tokens(options.device),
         max_length=options.max_length,
+        dtype=dtype.name,
     )
+    embedder.notes = (dtype.note,) if dtype.note else ()
+    return embedder
 
 
 def nvembed_folder(model_path: Path | None) -> Path:
@@ -92,17 +97,21 @@ def nvembed_folder(model_path: Path | None) -> Path:
 
 
 def _load_nvembed(options: LoadOptions) -> Embedder:
-    from nvrag.embedder.nvembed import NVEmbedEmbedder  # torch, tokenizers, the model: only when it loads
+    from nvrag.embedder.nvembed import NVEmbedEmbedder, checkpoint_fp32_bytes  # torch, tokenizers, the model
 
-    return NVEmbedEmbedder(
-        nvembed_folder(options.model_path),
+    folder = nvembed_folder(options.model_path)
+    dtype = choose_dtype(options.dtype, options.device, fp32_bytes=checkpoint_fp32_bytes(folder))
+    embedder = NVEmbedEmbedder(
+        folder,
         device=options.device,
-        dtype=options.dtype,
+        dtype=dtype.name,
         max_length=options.max_length,
         batch_tokens=options.batch_tokens or default_batch_tokens(options.device),
         attention=options.attention,
         folded=options.folded,
     )
+    embedder.notes = (dtype.note,) if dtype.note else ()
+    return embedder
 
 
 def _load_fake(options: LoadOptions) -> Embedder:
@@ -185,7 +194,8 @@ class ModelRecipe:
         """The embedder on this worker's GPU, or on its CPU (chunking needs only the tokenizer)."""
         if gpu:
             return load_embedder(self.name, replace(self.options, device="cuda", devices=()))
-        return load_embedder(self.name, replace(self.options, device="cpu", devices=(), dtype=None, attention="auto"))
+        dtype = None if self.options.dtype == "float16" else self.options.dtype  # float16 is for GPUs
+        return load_embedder(self.name, replace(self.options, device="cpu", devices=(), dtype=dtype, attention="auto"))
 
 
 def choose_model(requested: str, *, cuda_available: bool, nvembed_weights: Path | None) -> tuple[str, str]:

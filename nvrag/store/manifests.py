@@ -30,7 +30,13 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}  # from version N to N + 1
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 did not record the dtype the model computed in: "unrecorded" (float32 on a CPU, bfloat16 on a
+    GPU were the defaults then)."""
+    return {**data, "compute_dtype": data.get("compute_dtype", "unrecorded")}
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}  # from version N to N + 1
 
 
 def migrate(data: dict[str, Any], key: str) -> dict[str, Any]:

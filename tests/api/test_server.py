@@ -81,19 +81,21 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def url(db: Path) -> Iterator[str]:
-    yield from serve(db)
+    # float32: these tests compare vectors at 1e-6 (with `nvrag embed`'s, and batched with alone); in bfloat16 a
+    # vector also depends, by about 1e-3, on the batch it was computed in
+    yield from serve(db, "--dtype", "float32")
 
 
 @pytest.fixture(scope="module")
 def keyed(db: Path) -> Iterator[str]:
-    yield from serve(db, "--api-key", KEY, "--index", "demo")
+    yield from serve(db, "--api-key", KEY, "--index", "demo", "--dtype", "float32")
 
 
 def cli_vectors(db: Path, tmp: Path, *args: str) -> np.ndarray:
     path = tmp / "texts.jsonl"
     path.write_text("".join(json.dumps(t) + "\n" for t in TEXTS), encoding="utf-8")
     out = tmp / "vectors.npy"
-    done = nvrag("embed", "--input", str(path), "--model", MINILM, "-o", str(out), *args, db=db)
+    done = nvrag("embed", "--input", str(path), "--model", MINILM, "-o", str(out), "--dtype", "float32", *args, db=db)
     assert done.returncode == 0, done.stderr
     return np.load(out)
 
@@ -128,7 +130,8 @@ def test_models_list_each_models_dimension_tokens_and_license(url: str) -> None:
 
 def test_search_returns_the_hits_nvrag_search_json_gives(url: str, db: Path) -> None:
     for mode, extra in (("dense", []), ("hybrid", ["--mode", "hybrid"])):
-        cli = nvrag("search", "compute a digest of a file", "--index", "demo", "-k", "4", "--json", *extra, db=db)
+        query = ["compute a digest of a file", "--index", "demo", "-k", "4", "--json", "--dtype", "float32"]
+        cli = nvrag("search", *query, *extra, db=db)
         assert cli.returncode == 0, cli.stderr
         body = {"index": "demo", "query": "compute a digest of a file", "k": 4, "mode": mode}
         answer = httpx.post(f"{url}/v1/search", json=body, timeout=60)

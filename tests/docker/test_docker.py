@@ -80,7 +80,9 @@ def test_serve_makes_a_key_once_keeps_it_private_and_checks_health(tmp_path: Pat
     assert len(key) == 48 and int(key, 16) >= 0  # 24 random bytes in hex, no newline
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert first.stdout.splitlines() == ["nvrag serve --host 0.0.0.0 --port 8000 --index demo", f"key {key}"]
-    assert first.stderr == f"nvrag-entrypoint: no NVRAG_API_KEY given: made one, kept in {key_file} (read it with: cat {key_file})\n"
+    assert first.stderr == (
+        f"nvrag-entrypoint: no NVRAG_API_KEY given: made one, kept in {key_file} (read it with: cat {key_file})\n"
+    )
     assert (tmp_path / "health-url").read_text() == "http://127.0.0.1:8000/health\n"
     again = run(tmp_path, "serve", "--ui", NVRAG_API_PORT="9000")
     assert again.stdout.splitlines() == ["nvrag serve --host 0.0.0.0 --port 9000 --ui", f"key {key}"]

@@ -25,7 +25,7 @@ def test_embed_reproduces_golden_cases(tmp_path: Path, golden: dict[str, Any], n
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.npy"
     args = ["embed", "--model-path", str(NVEMBED_TINY), "--input", str(source), "--output", str(out)]
-    args += ["--max-length", str(case["max_length"])]
+    args += ["--max-length", str(case["max_length"]), "--dtype", "float32"]  # golden values: exact
     if case["instruction"]:
         args += ["--prefix", case["instruction"]]
     result = nvrag(*args, db=tmp_path / "db")
@@ -56,7 +56,7 @@ def test_index_and_search_with_the_fixture_checkpoint(tmp_path: Path, golden: di
     for i, text in enumerate(passages):
         (corpus / f"p{i}.txt").write_text(text, encoding="utf-8")
     db = tmp_path / "db"
-    model = ["--model-path", str(NVEMBED_TINY)]
+    model = ["--model-path", str(NVEMBED_TINY), "--dtype", "float32"]  # golden scores: exact
     built = nvrag("index", str(corpus), "--index", "tiny", *model, "--json", db=db)
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["chunks_added"] == 2
@@ -71,6 +71,7 @@ def test_index_and_search_with_the_fixture_checkpoint(tmp_path: Path, golden: di
     manifest = info["indexes"][0]["manifest"]
     assert (manifest["model"], manifest["dimension"], manifest["license"]) == ("nvidia/NV-Embed-v2", 64, "CC-BY-NC-4.0")
     assert manifest["query_template"] == "Instruct: {instruction}\nQuery: "
+    assert manifest["compute_dtype"] == "float32"  # what it was built in, recorded
 
     # Another checkpoint of the same family is another vector space: refused, naming both revisions.
     other = tmp_path / "other"

@@ -33,7 +33,9 @@ def test_two_replicas_give_the_single_models_vectors_in_input_order() -> None:
 
 
 def test_minilm_replicas_on_two_cpu_devices(minilm: MiniLMEmbedder) -> None:
-    pooled = load_embedder("all-MiniLM-L6-v2", LoadOptions(devices=("cpu", "cpu"), batch_tokens=512))
+    pooled = load_embedder(
+        "all-MiniLM-L6-v2", LoadOptions(devices=("cpu", "cpu"), batch_tokens=512, dtype="float32")
+    )  # exact, to compare with the float32 fixture
     assert isinstance(pooled, ReplicatedEmbedder) and len(pooled.replicas) == 2
     texts = [f"sentence number {i} about topic {i % 4}" * (1 + i % 5) for i in range(24)]
     np.testing.assert_allclose(pooled.embed_documents(texts), minilm.embed_documents(texts), atol=1e-5)

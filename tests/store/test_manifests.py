@@ -40,8 +40,13 @@ def write_raw(store: Store, key: str, payload: dict[str, object]) -> None:
 
 def version_1(current: dict[str, object]) -> dict[str, object]:
     """The same manifest as the first nvrag releases wrote it: no physical table name, no storage fields."""
-    old = {k: v for k, v in current.items() if k not in ("table", "vector_dtype", "quantization")}
+    old = {k: v for k, v in current.items() if k not in ("table", "vector_dtype", "quantization", "compute_dtype")}
     return {**old, "schema_version": 1}
+
+
+def version_2(current: dict[str, object]) -> dict[str, object]:
+    """As nvrag wrote it before bfloat16 became a CPU default: no compute_dtype."""
+    return {**{k: v for k, v in current.items() if k != "compute_dtype"}, "schema_version": 2}
 
 
 @pytest.mark.parametrize("kind", list(BACKENDS))
@@ -57,7 +62,13 @@ def test_a_version_1_manifest_opens_migrated_and_the_next_write_stores_the_curre
     reopened = BACKENDS[kind](tmp_path / kind)
     table = reopened.open("docs")
     m = table.manifest
-    assert (m.schema_version, m.table, m.vector_dtype, m.quantization) == (2, "docs", "float32", "none")
+    assert (m.schema_version, m.table, m.vector_dtype, m.quantization, m.compute_dtype) == (
+        MANIFEST_SCHEMA_VERSION,
+        "docs",
+        "float32",
+        "none",
+        "unrecorded",
+    )
     assert table.count() == 10  # the rows of the migrated index are all there
     np.testing.assert_allclose(table.search(vectors[3], 1)[0].score, 1.0, atol=1e-5)
     table.set_manifest(m)
@@ -70,12 +81,13 @@ def test_a_manifest_from_a_newer_nvrag_is_refused_naming_both_versions(kind: str
     store = BACKENDS[kind](tmp_path / kind)
     store.create(manifest("docs", dim=DIM))
     store.create(manifest("other", dim=DIM))
-    write_raw(store, "docs", {**stored_json(store, "docs"), "schema_version": 3, "a_future_field": True})
+    future = MANIFEST_SCHEMA_VERSION + 1
+    write_raw(store, "docs", {**stored_json(store, "docs"), "schema_version": future, "a_future_field": True})
     assert store.list_indexes() == ["docs", "other"]  # listing still works
     with pytest.raises(ManifestVersionError) as raised:
         store.open("docs")
     assert str(raised.value) == (
-        f"index 'docs' was written by a newer nvrag (manifest schema version 3; nvrag {__version__} reads "
+        f"index 'docs' was written by a newer nvrag (manifest schema version {future}; nvrag {__version__} reads "
         f"versions up to {MANIFEST_SCHEMA_VERSION}): upgrade nvrag to use it"
     )
     assert store.open("other").manifest.name == "other"  # the other indexes are unaffected
@@ -84,9 +96,11 @@ def test_a_manifest_from_a_newer_nvrag_is_refused_naming_both_versions(kind: str
 def test_migrations_are_numbered_from_1_to_the_current_version_and_bad_rows_are_refused() -> None:
     assert sorted(MIGRATIONS) == list(range(1, MANIFEST_SCHEMA_VERSION))
     current = json.loads(manifest(dim=DIM).to_json())
-    assert migrate(version_1(current), "docs") == current
+    unrecorded = {**current, "compute_dtype": "unrecorded"}  # the dtype was not written before version 3
+    assert migrate(version_1(current), "docs") == unrecorded
+    assert migrate(version_2(current), "docs") == unrecorded
     unversioned = {k: v for k, v in version_1(current).items() if k != "schema_version"}
-    assert migrate(unversioned, "docs") == current  # the very first manifests had no version at all
+    assert migrate(unversioned, "docs") == unrecorded  # the very first manifests had no version at all
     for bad in (0, "2", None):
         with pytest.raises(ManifestVersionError, match=r"^index 'docs': its manifest has no valid schema version"):
             migrate({**current, "schema_version": bad}, "docs")

@@ -1,0 +1,104 @@
+"""Which floating-point type a model computes in, when the user does not say.
+
+bfloat16 where the hardware computes it natively: CUDA GPUs, and CPUs with AVX-512 BF16 or AMX (on this
+project's 2-core EPYC, 2.25x float32's matmul peak; the bundled model's NFCorpus nDCG@10 moved by 0.0008,
+docs/performance.md). float32 elsewhere, where bf16 would be emulated and slower. And bfloat16 on any CPU for a
+checkpoint whose float32 weights would not fit comfortably in memory (NV-Embed-v2: 29 GiB in float32), with a
+note saying so. ``float32`` on request is exact: the golden values are float32.
+
+No torch here: the choice is made before a model loads (and ``nvrag info`` shows it without loading torch).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nvrag.errors import ConfigError
+
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo: bf16 dot products in hardware
+COMFORTABLE_SHARE = 0.5  # float32 weights above this share of memory: bfloat16 by default on the CPU
+
+
+def normalize_dtype(name: str) -> str:
+    """float32 | float16 | bfloat16 (also fp32, fp16, half, bf16), or ConfigError naming the choices."""
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in DTYPE_NAMES:
+        raise ConfigError(f"unknown dtype {name!r}; use float32, float16 or bfloat16")
+    return key
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The first CPU's feature flags (Linux); empty where there is no /proc/cpuinfo."""
+    try:
+        with cpuinfo.open(encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16(flags: frozenset[str] | None = None) -> str | None:
+    """The CPU feature that computes bfloat16 natively (``avx512_bf16`` or ``amx_bf16``), or None."""
+    flags = cpu_flags() if flags is None else flags
+    found = [f for f in NATIVE_BF16_FLAGS if f in flags]
+    return found[-1] if found else None
+
+
+def memory_bytes() -> int | None:
+    """Memory this process may use: the machine's, or a container's cgroup limit when that is smaller."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+@dataclass(frozen=True)
+class DtypeChoice:
+    name: str  # float32 | float16 | bfloat16
+    reason: str  # why, in words
+    note: str | None = None  # a line worth printing: the default differs from what the user may expect
+
+
+def choose_dtype(
+    requested: str | None,
+    device: str,
+    *,
+    fp32_bytes: int | None = None,
+    flags: frozenset[str] | None = None,
+    memory: int | None = None,
+) -> DtypeChoice:
+    """The dtype a model runs in: ``requested`` if given, else the default for ``device`` (see the module)."""
+    if requested:
+        name = normalize_dtype(requested)
+        if device.startswith("cpu") and name == "float16":
+            raise ConfigError("--dtype float16 is for GPUs (CPUs compute it slowly or not at all); use bfloat16")
+        return DtypeChoice(name, "as requested")
+    if device.startswith("cuda"):
+        return DtypeChoice("bfloat16", "a CUDA GPU computes bfloat16 natively")
+    feature = native_bf16(flags)
+    if feature:
+        return DtypeChoice("bfloat16", f"the CPU computes it natively: {feature}")
+    memory = memory_bytes() if memory is None else memory
+    if fp32_bytes and memory and fp32_bytes > COMFORTABLE_SHARE * memory:
+        gib = 2**30
+        note = (
+            f"dtype: bfloat16, since the weights in float32 ({fp32_bytes / gib:.1f} GiB) would not fit comfortably "
+            f"in this machine's {memory / gib:.1f} GiB; --dtype float32 for exact vectors"
+        )
+        return DtypeChoice("bfloat16", "float32 weights would not fit comfortably in memory", note)
+    return DtypeChoice("float32", "the CPU has no native bfloat16")

@@ -1,0 +1,93 @@
+"""The dtype a model computes in: the default by hardware and checkpoint size, what bfloat16 costs in accuracy,
+and that the choice reaches the model and the manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nvrag.embedder import LoadOptions, load_embedder
+from nvrag.embedder.dtypes import choose_dtype, cpu_flags, native_bf16, normalize_dtype
+from nvrag.embedder.minilm import MiniLMEmbedder
+from nvrag.embedder.nvembed import checkpoint_fp32_bytes
+from nvrag.errors import ConfigError
+from tests.conftest import NVEMBED_TINY
+
+GIB = 2**30
+NO_BF16 = frozenset({"sse4_2", "avx2", "avx512f"})
+AVX512_BF16 = NO_BF16 | {"avx512_bf16"}
+
+
+def test_bfloat16_by_default_where_the_hardware_computes_it_else_float32() -> None:
+    assert choose_dtype(None, "cuda").name == "bfloat16"
+    assert choose_dtype(None, "cuda:1").name == "bfloat16"
+    native = choose_dtype(None, "cpu", flags=AVX512_BF16, memory=64 * GIB)
+    assert (native.name, native.reason, native.note) == ("bfloat16", "the CPU computes it natively: avx512_bf16", None)
+    assert choose_dtype(None, "cpu", flags=NO_BF16 | {"amx_bf16"}, memory=GIB).reason.endswith("amx_bf16")
+    plain = choose_dtype(None, "cpu", flags=NO_BF16, memory=64 * GIB, fp32_bytes=GIB)
+    assert (plain.name, plain.note) == ("float32", None)
+
+
+def test_a_checkpoint_too_big_for_memory_in_float32_loads_in_bfloat16_with_one_line_saying_so() -> None:
+    nvembed = 29.3 * GIB  # NV-Embed-v2's 7.85 B parameters in float32
+    chosen = choose_dtype(None, "cpu", flags=NO_BF16, memory=24 * GIB, fp32_bytes=int(nvembed))
+    assert chosen.name == "bfloat16"
+    assert chosen.note == (
+        "dtype: bfloat16, since the weights in float32 (29.3 GiB) would not fit comfortably in this machine's "
+        "24.0 GiB; --dtype float32 for exact vectors"
+    )
+    # half the memory is the line: 12 GiB of float32 weights on 24 GiB still load in float32
+    assert choose_dtype(None, "cpu", flags=NO_BF16, memory=24 * GIB, fp32_bytes=12 * GIB).name == "float32"
+    assert choose_dtype(None, "cpu", flags=NO_BF16, memory=24 * GIB, fp32_bytes=12 * GIB + 1).name == "bfloat16"
+
+
+def test_what_the_user_asks_for_wins_and_mistakes_say_what_to_use() -> None:
+    big = {"flags": NO_BF16, "memory": GIB, "fp32_bytes": 10 * GIB}
+    assert choose_dtype("float32", "cpu", **big) == choose_dtype("fp32", "cpu")  # exact, even when it is big
+    assert choose_dtype("float32", "cpu", **big).name == "float32"
+    assert choose_dtype("BF16", "cpu").name == "bfloat16"
+    assert choose_dtype("half", "cuda").name == "float16"
+    with pytest.raises(ConfigError, match=r"^--dtype float16 is for GPUs .*; use bfloat16$"):
+        choose_dtype("float16", "cpu")
+    with pytest.raises(ConfigError, match=r"^unknown dtype 'int4'; use float32, float16 or bfloat16$"):
+        normalize_dtype("int4")
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test\nflags\t\t: fpu sse avx512_bf16 avx512_vnni\n\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "sse", "avx512_bf16", "avx512_vnni"}
+    assert native_bf16(cpu_flags(cpuinfo)) == "avx512_bf16"
+    assert cpu_flags(tmp_path / "missing") == frozenset() and native_bf16(frozenset()) is None
+
+
+def test_a_checkpoints_float32_size_comes_from_its_shards(tmp_path: Path) -> None:
+    shards = sorted(NVEMBED_TINY.glob("*.safetensors"))
+    assert checkpoint_fp32_bytes(NVEMBED_TINY) == sum(p.stat().st_size for p in shards)  # stored in float32
+    half = tmp_path / "half"
+    half.mkdir()
+    header = b'{"w":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}}'
+    (half / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    assert checkpoint_fp32_bytes(half) == 2 * (8 + len(header) + 4)  # twice the bytes of a bfloat16 file
+    assert checkpoint_fp32_bytes(tmp_path / "nothing") is None
+
+
+def test_minilm_in_bfloat16_is_close_to_float32_and_says_what_it_computes_in(minilm: MiniLMEmbedder) -> None:
+    texts = [f"sentence {i} on topic {i % 5}, " * (1 + i % 7) for i in range(40)]
+    fast = MiniLMEmbedder(dtype="bfloat16")
+    assert (minilm.info.compute_dtype, fast.info.compute_dtype) == ("float32", "bfloat16")
+    exact, approx = minilm.embed_documents(texts), fast.embed_documents(texts)
+    cosines = np.sum(exact * approx, axis=1)
+    assert cosines.min() > 0.999  # measured 0.9999+ (docs/performance.md)
+    assert not np.array_equal(exact, approx)  # it really computed in bfloat16
+
+
+def test_the_loader_passes_the_choice_to_the_model() -> None:
+    assert load_embedder("all-MiniLM-L6-v2", LoadOptions(dtype="float32")).info.compute_dtype == "float32"
+    assert load_embedder("all-MiniLM-L6-v2", LoadOptions(dtype="bfloat16")).info.compute_dtype == "bfloat16"
+    default = load_embedder("all-MiniLM-L6-v2", LoadOptions())
+    assert default.info.compute_dtype == choose_dtype(None, "cpu").name
+    tiny = load_embedder("nv-embed-v2", LoadOptions(model_path=NVEMBED_TINY, dtype="bfloat16"))
+    assert tiny.info.compute_dtype == "bfloat16" and tiny.notes == ()
