@@ -1,10 +1,10 @@
 """Which floating-point type a model computes in, when the user does not say.
 
 bfloat16 where the hardware computes it natively: CUDA GPUs, and CPUs with AVX-512 BF16 or AMX (on this
-project's 2-core EPYC, 2.25x float32's matmul peak; the bundled model's NFCorpus nDCG@10 moved by 0.0008,
-docs/performance.md). float32 elsewhere, where bf16 would be emulated and slower. And bfloat16 on any CPU for a
-checkpoint whose float32 weights would not fit comfortably in memory (NV-Embed-v2: 29 GiB in float32), with a
-note saying so. ``float32`` on request is exact: the golden values are float32.
+project's 2-core EPYC, about 2.2x float32's matmul peak; the bundled model's NFCorpus nDCG@10 is 0.3164 in
+float32 and 0.3153 in bfloat16: docs/performance.md). float32 elsewhere, where bf16 would be emulated and
+slower. And bfloat16 on any CPU for a checkpoint whose float32 weights would not fit comfortably in memory
+(NV-Embed-v2: 29 GiB in float32), with a note saying so. ``float32`` on request is exact: the golden values are float32.
 
 No torch here: the choice is made before a model loads (and ``nvrag info`` shows it without loading torch).
 """

@@ -113,6 +113,10 @@ class MiniLMEmbedder(Embedder):
 
     def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
         width = max(len(ids) for ids in batch)
+        if self.info.compute_dtype != "float32":
+            # bf16 kernels are set up per shape (oneDNN): widths rounded up to a multiple of 16 (padding, masked)
+            # reuse them across batches; measured 5-10% faster over NFCorpus (docs/performance.md)
+            width = max(width, min(-(-width // BF16_WIDTH_STEP) * BF16_WIDTH_STEP, self.info.max_tokens))
         ids = torch.zeros((len(batch), width), dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, seq in enumerate(batch):
@@ -131,6 +135,7 @@ class MiniLMEmbedder(Embedder):
 
 
 SPAN_WINDOW_CHARS = 100_000
+BF16_WIDTH_STEP = 16
 _TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 

@@ -307,3 +307,27 @@ def test_devices_option_runs_replicas_and_checks_names(tmp_path: Path, corpus: P
         "index", str(corpus), "--index", "r", "--model", FAKE, "--db", str(tmp_path / "db"), "--devices", "cpu,cpu"
     )
     assert code == 0, err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_dtype_reaches_the_model_is_recorded_and_a_cpu_float16_is_refused(tmp_path: Path, corpus: Path) -> None:
+    db = str(tmp_path / "db")
+    minilm = ["--model", "all-MiniLM-L6-v2", "--db", db]
+    code, _, err = run("index", str(corpus), "--index", "fast", *minilm, "--dtype", "bfloat16")
+    assert code == 0, err
+    code, _, err = run("index", str(corpus), "--index", "exact", *minilm, "--dtype", "float32")
+    assert code == 0, err
+    code, out, _ = run("info", "--db", db, "--json")
+    recorded = {i["manifest"]["name"]: i["manifest"]["compute_dtype"] for i in json.loads(out)["indexes"]}
+    assert recorded == {"exact": "float32", "fast": "bfloat16"}
+    code, out, _ = run("search", "a b c", "--index", "exact", "--db", db, "--dtype", "bf16", "--json")
+    assert code == 0 and json.loads(out)[0]["doc_id"] == "short"  # bf16 queries search a float32 index
+    for command in (
+        ["index", str(corpus), "--index", "other", *minilm],
+        ["search", "x", "--index", "exact", "--db", db],
+    ):
+        code, _, err = run(*command, "--dtype", "float16")
+        assert code == 2
+        assert err.strip().splitlines()[-1] == (
+            "error: --dtype float16 is for GPUs (CPUs compute it slowly or not at all); use bfloat16"
+        )
