@@ -43,12 +43,29 @@ SHAPES: dict[str, NVEmbedConfig] = {
         ),
     ),
     "real": NVEmbedConfig(),  # Mistral-7B + 512 latents x 8 heads x 4096: 7.85 B parameters
+    # issue 14's CPU checkpoint: the real structure scaled down (8 layers, 8 heads of 64, 2 KV heads; latent
+    # attention 128 latents, 4 heads, inner 2,048)
+    "issue14": NVEmbedConfig(
+        text=MistralConfig(
+            hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2
+        ),
+        latent=LatentConfig(
+            num_latents_value=128, num_cross_heads=4, cross_dim_head=512, hidden_dim=512, latent_dim=512
+        ),
+    ),
 }
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def parse_lengths(spec: str, count: int, seed: int) -> list[int]:
-    """``512`` (all equal) or ``mixed:LO-HI`` (log-uniform between LO and HI, like real corpora)."""
+    """``512`` (all equal), ``mixed:LO-HI`` (log-uniform between LO and HI, like real corpora) or ``issue14``
+    (issue 14's CPU workload: 84 texts of 30-200 tokens and 12 of 400-1,500, shuffled; ``count`` is ignored)."""
+    if spec == "issue14":
+        g = torch.Generator().manual_seed(seed)
+        short = torch.randint(30, 201, (84,), generator=g).tolist()
+        long = torch.randint(400, 1501, (12,), generator=g).tolist()
+        mixed = short + long
+        return [mixed[i] for i in torch.randperm(len(mixed), generator=g).tolist()]
     if spec.startswith("mixed:"):
         lo, hi = (int(x) for x in spec.removeprefix("mixed:").split("-"))
         g = torch.Generator().manual_seed(seed)
