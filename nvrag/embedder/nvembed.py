@@ -39,6 +39,25 @@ def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
     return _DTYPES[normalize_dtype(name)]
 
 
+CPU_BF16_WIDTH_STEP = 16
+
+
+def _pad_width(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad a batch (with EOS, masked out) to a width that is a multiple of 16: on the CPU, bfloat16
+    kernels are set up per shape (oneDNN), and fewer distinct widths reuse them (docs/performance.md)."""
+    width = input_ids.shape[1]
+    extra = -width % CPU_BF16_WIDTH_STEP
+    if not extra:
+        return input_ids, attention_mask, pool_mask
+    return (
+        torch.nn.functional.pad(input_ids, (0, extra), value=EOS_ID),
+        torch.nn.functional.pad(attention_mask, (0, extra), value=0),
+        torch.nn.functional.pad(pool_mask, (0, extra), value=0),
+    )
+
+
 def checkpoint_fp32_bytes(folder: Path) -> int | None:
     """What a checkpoint's weights take in float32: the shards' total size, scaled by their stored dtype's width
     (read from the first shard's safetensors header). None where the folder has no readable shards."""
@@ -188,6 +207,8 @@ class NVEmbedEmbedder(Embedder):
                 f"{self.info.max_tokens}: no text token is left to embed; raise --max-length or shorten the "
                 "instruction"
             )
+        if self.dtype == torch.bfloat16 and self.device.type == "cpu":
+            input_ids, attention_mask, pool_mask = _pad_width(input_ids, attention_mask, pool_mask)
         device = self.model.device
         with torch.inference_mode():
             vectors = self.model(
