@@ -20,7 +20,7 @@ import torch
 from tokenizers import Tokenizer
 
 from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
-from nvrag.embedder.dtypes import normalize_dtype
+from nvrag.embedder.dtypes import cpu_bf16_width, normalize_dtype
 from nvrag.embedder.names import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
 from nvrag.errors import CheckpointError, ConfigError, InstructionError
@@ -39,17 +39,12 @@ def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
     return _DTYPES[normalize_dtype(name)]
 
 
-CPU_BF16_WIDTH_STEP = 16
-
-
 def _pad_width(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor, width: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad a batch (with EOS, masked out) to a width that is a multiple of 16: on the CPU, bfloat16
-    kernels are set up per shape (oneDNN), and fewer distinct widths reuse them (docs/performance.md)."""
-    width = input_ids.shape[1]
-    extra = -width % CPU_BF16_WIDTH_STEP
-    if not extra:
+    """Right-pad a batch to ``width`` with EOS, masked out of attention and pooling (dtypes.cpu_bf16_width)."""
+    extra = width - input_ids.shape[1]
+    if extra <= 0:
         return input_ids, attention_mask, pool_mask
     return (
         torch.nn.functional.pad(input_ids, (0, extra), value=EOS_ID),
@@ -72,8 +67,11 @@ def checkpoint_fp32_bytes(folder: Path) -> int | None:
             header = json.loads(f.read(header_len))
     except (OSError, ValueError):
         return None
+    if not isinstance(header, dict):
+        return None
     widths = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
-    stored = next((widths.get(v.get("dtype"), 4) for k, v in header.items() if k != "__metadata__"), 4)
+    tensors = [v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    stored = widths.get(str(tensors[0].get("dtype")), 4) if tensors else 4
     return sum(p.stat().st_size for p in shards) * 4 // stored
 
 
@@ -208,7 +206,8 @@ class NVEmbedEmbedder(Embedder):
                 "instruction"
             )
         if self.dtype == torch.bfloat16 and self.device.type == "cpu":
-            input_ids, attention_mask, pool_mask = _pad_width(input_ids, attention_mask, pool_mask)
+            width = cpu_bf16_width(input_ids.shape[1], self.info.max_tokens)
+            input_ids, attention_mask, pool_mask = _pad_width(input_ids, attention_mask, pool_mask, width)
         device = self.model.device
         with torch.inference_mode():
             vectors = self.model(

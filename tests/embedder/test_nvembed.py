@@ -130,10 +130,10 @@ def test_cpu_bfloat16_batches_are_padded_to_widths_of_16_with_masked_eos() -> No
     ids = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 2]])
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
     pool = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 0]])
-    padded_ids, padded_mask, padded_pool = _pad_width(ids, mask, pool)
+    padded_ids, padded_mask, padded_pool = _pad_width(ids, mask, pool, 16)
     assert padded_ids.shape == padded_mask.shape == padded_pool.shape == (2, 16)
     assert torch.equal(padded_ids[:, :4], ids) and bool((padded_ids[:, 4:] == EOS_ID).all())
     assert torch.equal(padded_mask[:, :4], mask) and int(padded_mask[:, 4:].sum()) == 0
     assert torch.equal(padded_pool[:, :4], pool) and int(padded_pool[:, 4:].sum()) == 0
     wide = torch.ones((1, 32), dtype=torch.long)
-    assert _pad_width(wide, wide, wide)[0] is wide  # already a multiple: unchanged
+    assert _pad_width(wide, wide, wide, 32)[0] is wide  # already that wide: unchanged
