@@ -247,7 +247,10 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
                 tables.append(store.open(name))
             except ManifestVersionError as exc:  # one index from a newer nvrag: list the others
                 unreadable[name] = str(exc)
-        cpu_dtype = choose_dtype(settings.dtype, "cpu")
+        try:
+            cpu_dtype = choose_dtype(settings.dtype, "cpu")
+        except ConfigError:  # e.g. NVRAG_DTYPE=float16 on a GPU machine: a listing still lists
+            cpu_dtype = choose_dtype(None, "cpu")
     if as_json:
         out.print_json(
             data={

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -331,3 +332,25 @@ def test_dtype_reaches_the_model_is_recorded_and_a_cpu_float16_is_refused(tmp_pa
         assert err.strip().splitlines()[-1] == (
             "error: --dtype float16 is for GPUs (CPUs compute it slowly or not at all); use bfloat16"
         )
+
+
+def test_info_says_what_the_cpu_computes_in_and_survives_a_gpu_only_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nvrag.embedder.dtypes import choose_dtype
+
+    for key in [k for k in os.environ if k.startswith("NVRAG_")]:
+        monkeypatch.delenv(key)
+    db = str(tmp_path / "db")
+    default = choose_dtype(None, "cpu")
+    code, out, err = run("info", "--db", db, "--json")
+    assert code == 0, err
+    assert json.loads(out)["cpu_dtype"] == {"default": default.name, "reason": default.reason}
+    code, out, _ = run("info", "--db", db)
+    assert f"dtype on this CPU: {default.name} ({default.reason}); --dtype float32 for exact vectors" in out
+    monkeypatch.setenv("NVRAG_DTYPE", "bfloat16")
+    assert json.loads(run("info", "--db", db, "--json")[1])["cpu_dtype"]["reason"] == "as requested"
+    monkeypatch.setenv("NVRAG_DTYPE", "float16")  # for GPUs: the listing still works and shows the CPU's default
+    code, out, err = run("info", "--db", db, "--json")
+    assert code == 0, err
+    assert json.loads(out)["cpu_dtype"]["default"] == default.name
