@@ -124,7 +124,7 @@ class _EmbedStager:
 
 
 def ray_available() -> bool:
-    """The ray extra: Ray Data, and lance-ray (which brings the pylance that the LanceDB stager writes with)."""
+    """The ray extra: Ray Data and lance-ray."""
     import importlib.util
 
     return all(importlib.util.find_spec(m) is not None for m in ("ray", "lance"))

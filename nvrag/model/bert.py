@@ -21,6 +21,7 @@ from safetensors import safe_open
 from torch import nn
 
 from nvrag.errors import CheckpointError
+from nvrag.model.skeleton import skeleton
 
 UNUSED_KEYS = ("pooler.", "embeddings.position_ids")
 
@@ -134,7 +135,8 @@ def load_bert(folder: Path, device: torch.device | str = "cpu") -> BertEncoder:
         config = BertConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{folder}: cannot read config.json ({exc})") from None
-    model = BertEncoder(config)  # on the CPU: building it on the meta device imports torch._dynamo (1.3 s)
+    with skeleton():
+        model = BertEncoder(config)
     names = name_map(config)
     weights = folder / "model.safetensors"
     state: dict[str, torch.Tensor] = {}

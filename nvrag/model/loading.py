@@ -16,6 +16,7 @@ from safetensors import safe_open
 from nvrag.errors import CheckpointError
 from nvrag.model.config import NVEmbedConfig
 from nvrag.model.nvembed import NVEmbedModel
+from nvrag.model.skeleton import skeleton
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -101,7 +102,7 @@ def load_model(
     """Build the model from a checkpoint folder in ``dtype`` on ``device``, every key and shape checked."""
     config = read_config(folder)
     device = torch.device(device)
-    with torch.device("meta"):
+    with skeleton():
         model = NVEmbedModel(config)
     expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
     names = name_map(config)

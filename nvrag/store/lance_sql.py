@@ -1,4 +1,5 @@
-"""Metadata filters as LanceDB (DataFusion SQL) predicates, with every value quoted as a literal."""
+"""Metadata filters as Lance (DataFusion SQL) predicates, with every value quoted as a literal and every column
+name in backticks (Lance reads a double-quoted name as a string)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def where_sql(conditions: Sequence[FilterCondition]) -> str | None:
             if numeric != (COLUMN_FIELDS[c.field] == "int"):
                 kind = "a number" if COLUMN_FIELDS[c.field] == "int" else "text (quote numbers: 'x')"
                 raise FilterError(f"filter on {c.field!r}: its values are {kind}")
-            target = f'CAST("{c.field}" AS DOUBLE)' if numeric else f'"{c.field}"'
+            target = f"CAST(`{c.field}` AS DOUBLE)" if numeric else f"`{c.field}`"
         else:
             target = f"json_get_string(metadata, {quote(c.field)})"
             if numeric:

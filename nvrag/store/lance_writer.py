@@ -5,7 +5,7 @@ never duplicates it). In worker processes (the Ray engine), ``LanceFragmentStage
 fragment files of the index's dataset; nothing reads them until the driver commits their metadata as one Lance
 append. A crash loses at most the batches not committed: their files are unreferenced and ignored.
 
-Fragment writing and committing need pylance (the ``ray`` extra); the in-process path needs only lancedb.
+Fragment writing and committing use pylance, as the store's reads do.
 """
 
 from __future__ import annotations
@@ -14,26 +14,17 @@ import pickle
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import lance
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from nvrag.errors import ConfigError
 from nvrag.schema import Chunk
 from nvrag.store.base import Staged, Stager, TableWriter, check_vectors
+from nvrag.store.lance_schema import chunk_schema, chunk_table
 
 if TYPE_CHECKING:
     from nvrag.store.lancedb_store import LanceTable
-
-
-def _lance() -> Any:
-    try:
-        import lance
-    except ImportError as exc:
-        raise ConfigError(
-            "distributed writes to LanceDB need pylance: pip install 'nvrag[ray]' (or use --engine local)"
-        ) from exc
-    return lance
 
 
 class LanceFragmentStager(Stager):
@@ -44,13 +35,11 @@ class LanceFragmentStager(Stager):
         self.vector_dtype, self.quantization, self.storage_version = vector_dtype, quantization, storage_version
 
     def __call__(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged:
-        from nvrag.store.lancedb_store import chunk_schema, chunk_table
-
         if not chunks:
             return Staged(0, [])
         check_vectors(chunks, vectors, self.dimension)
         data = chunk_table(chunks, vectors, self.dimension, self.vector_dtype, self.quantization)
-        fragments = _lance().fragment.write_fragments(
+        fragments = lance.fragment.write_fragments(
             data,
             self.uri,
             schema=chunk_schema(self.dimension, self.vector_dtype, self.quantization),
@@ -67,16 +56,14 @@ class LanceWriter(TableWriter):
         self._appended = False
 
     def stage(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged:
-        from nvrag.store.lancedb_store import chunk_table
-
         m = self.table.manifest
         check_vectors(chunks, vectors, m.dimension)
         return Staged(len(chunks), chunk_table(chunks, vectors, m.dimension, m.vector_dtype, m.quantization))
 
     def stager(self) -> LanceFragmentStager:
         m = self.table.manifest
-        uri = str(self._lancedb.uri)
-        storage = str(_lance().dataset(uri).data_storage_version)
+        uri = self.table.uri
+        storage = str(lance.dataset(uri).data_storage_version)
         return LanceFragmentStager(uri, m.dimension, m.vector_dtype, m.quantization, storage)
 
     def commit(self, batches: Sequence[Staged]) -> None:
@@ -85,15 +72,16 @@ class LanceWriter(TableWriter):
         if tables:
             data = pa.concat_tables(tables)
             self._lancedb.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+            self.table.changed()
         if fragments:
-            lance = _lance()
-            uri = str(self._lancedb.uri)
+            uri = self.table.uri
             if self._dataset is None:
                 self._dataset = lance.dataset(uri)
             self._dataset = lance.LanceDataset.commit(
                 uri, lance.LanceOperation.Append(fragments), read_version=self._dataset.version
             )
             self._appended = True
+            self.table.changed()
 
     def finish(self) -> None:
         if self._appended:

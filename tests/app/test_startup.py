@@ -4,8 +4,10 @@ the commands and code paths that use it. Checked in a fresh interpreter."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = (
     "torch",
@@ -22,9 +24,11 @@ HEAVY = (
 )
 
 
-def imported_after(statement: str) -> list[str]:
+def imported_after(statement: str, env: dict[str, str] | None = None) -> list[str]:
     code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True, env=env
+    )
     return list(json.loads(result.stdout.strip().splitlines()[-1]))  # the last line: after any help text
 
 
@@ -44,3 +48,27 @@ def test_help_runs_without_them_and_a_store_or_model_brings_only_its_own() -> No
     assert imported_after("from nvrag.embedder import REGISTRY, get_spec; get_spec('minilm')") == []
     assert "torch" not in imported_after("from nvrag.store import LanceStore")
     assert "lancedb" not in imported_after("from nvrag.embedder import load_embedder; load_embedder('minilm')")
+
+
+def test_reading_an_index_needs_lance_not_lancedb(tmp_path: Path) -> None:
+    """`nvrag info` and searches read the tables through pylance: lancedb (1.6 s to import) is for writes."""
+    from nvrag.store import LanceStore
+
+    from tests.store.test_lancedb_store import chunk, manifest, unit
+
+    LanceStore(str(tmp_path)).create(manifest()).upsert([chunk(0)], unit([[1, 0, 0, 0]]))
+    env = {**os.environ, "NVRAG_DB": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    listed = imported_after(
+        "from nvrag.app.cli import main\n"
+        "sys.argv = ['nvrag', 'info', '--json']\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code",
+        env,
+    )
+    assert "lance" in listed and "lancedb" not in listed and "torch" not in listed
+    read = imported_after(
+        "from nvrag.store import LanceStore\n"
+        f"table = LanceStore({str(tmp_path)!r}).open('docs')\n"
+        "assert [h.chunk.chunk_id for h in table.search([1.0, 0.0, 0.0, 0.0], 3)] == ['c0']\n"
+        "assert table.count() == 1 and [c.chunk_id for c in table.get(['c0'])] == ['c0']",
+    )
+    assert "lancedb" not in read

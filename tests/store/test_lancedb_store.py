@@ -146,7 +146,7 @@ def test_where_sql_for_columns_metadata_numbers_and_lists() -> None:
         "json_get_string(metadata, 'kind') IN ('a', 'b')"
     )
     assert where_sql([C("doc_id", "!=", "x"), C("chunk_no", "<", 2.0)]) == (
-        '"doc_id" <> \'x\' AND CAST("chunk_no" AS DOUBLE) < 2.0'
+        "`doc_id` <> 'x' AND CAST(`chunk_no` AS DOUBLE) < 2.0"
     )
 
 
@@ -249,3 +249,43 @@ def test_binary_quantisation_recall_against_exact_search(store: LanceStore) -> N
     assert indexed >= 0.95, indexed
     top = binary.search(vectors[7], 1)[0]
     assert top.chunk.chunk_id == "c7" and top.score == pytest.approx(1.0, abs=1e-6)
+
+
+def test_reads_through_lance_equal_lancedbs_own_queries(store: LanceStore) -> None:
+    """The store reads with pylance; LanceDB's query builder on the same table must rank and score the same."""
+    import lancedb
+
+    rng = np.random.default_rng(3)
+    words = ["red", "green", "blue", "apples", "pears", "river", "stone", "light"]
+    chunks = [
+        replace(chunk(i, doc=f"d{i % 5}"), text=" ".join(rng.choice(words, size=6)), title=f"{words[i % 8]} notes")
+        for i in range(40)
+    ]
+    table = store.create(manifest())
+    table.upsert(chunks, unit(rng.normal(size=(40, DIM)).tolist()))
+    table.refresh_text_index()
+    theirs = lancedb.connect(store.uri).open_table("docs")
+    where = [FilterCondition("doc_id", "in", ("d1", "d3")), FilterCondition("n", ">=", 4.0)]
+    predicate = "`doc_id` IN ('d1', 'd3') AND TRY_CAST(json_get_string(metadata, 'n') AS DOUBLE) >= 4.0"
+    for q in unit(rng.normal(size=(3, DIM)).tolist()):
+        ours = [(h.chunk.chunk_id, h.score) for h in table.search(q, 7, where)]
+        rows = theirs.search(q).distance_type("cosine").where(predicate, prefilter=True).limit(7).to_list()
+        assert [c for c, _ in ours] == [r["chunk_id"] for r in rows]
+        assert len(ours) == 7
+        np.testing.assert_allclose([s for _, s in ours], [1 - r["_distance"] for r in rows], atol=1e-6)
+    for text in ("apples", "green river", "notes stone"):
+        ours = [(h.chunk.chunk_id, h.score) for h in table.text_search(text, 5)]
+        rows = theirs.search(text, query_type="fts", fts_columns=["title", "text"]).limit(5).to_list()
+        assert [c for c, _ in ours] == [r["chunk_id"] for r in rows]
+        assert [s for _, s in ours] == pytest.approx([r["_score"] for r in rows])
+        assert ours
+
+
+def test_reads_see_this_process_writes(store: LanceStore) -> None:
+    table = store.create(manifest())
+    assert table.count() == 0
+    table.upsert([chunk(0), chunk(1)], unit([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    assert table.count() == 2
+    table.delete(["c0"])
+    assert [c.chunk_id for c in table.get(["c0", "c1"])] == ["c1"]
+    assert [h.chunk.chunk_id for h in table.search(unit([[1, 0, 0, 0]])[0], 5)] == ["c1"]
