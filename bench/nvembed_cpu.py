@@ -11,8 +11,9 @@ as a whole process in float32 and in bfloat16 (best of --repeat; peak RSS of the
 time goes: the process start (`nvrag embed` of one short text), tokenising (the embedder's tokenize, timed in
 this process) and the rest (model load and forward passes). Compares the two dtypes' vectors (min cosine).
 
-Not here: NVIDIA's reference code (remote code; not on this machine), so there is no reference column; the
-model-only comparison with a reference-style path is bench/nvembed_encode.py's.
+NVIDIA's reference code on the same checkpoint and workload, whole process against whole process, is
+bench/nvembed_reference.py (it needs the reference's files and a venv of their own); the model-only comparison
+with a reference-style path is bench/nvembed_encode.py's.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def write_checkpoint(folder: Path, seed: int) -> None:
     shards = {"model-00001-of-00002.safetensors": keys[:half], "model-00002-of-00002.safetensors": keys[half:]}
     weight_map = {}
     for shard, shard_keys in shards.items():
-        save_file({k: state[k] for k in shard_keys}, str(folder / shard))
+        save_file({k: state[k] for k in shard_keys}, str(folder / shard), metadata={"format": "pt"})
         weight_map |= dict.fromkeys(shard_keys, shard)
     total = sum(v.numel() * v.element_size() for v in state.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
@@ -113,7 +114,8 @@ def run(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one process (measured by a wrapper that only waits for it)."""
     wrapper = (
         "import resource, subprocess, sys, time; t = time.perf_counter(); "
-        "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "done.returncode and sys.exit(done.stderr[-3000:]); "
         "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
     )
     done = subprocess.run([sys.executable, "-c", wrapper, *command], env=env, capture_output=True, text=True)

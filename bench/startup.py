@@ -3,7 +3,8 @@
     python bench/startup.py [--repeat 5]
 
 Commands: `nvrag --help`, `nvrag info`, `nvrag search` cold on the demo index (built first, not timed), and the
-fixed cost of `nvrag embed` (one short text with the bundled model). As references measured in the same run:
+fixed cost of `nvrag embed` (one short text) with the bundled model and with a 47.9 M-parameter NV-Embed
+checkpoint of issue 14's shape (bench/nvembed_cpu.py writes it, random weights). As references measured in the same run:
 a bare `python -c pass`, and `python -c "import torch"` and `python -c "import lancedb"`, the two imports that
 a search cannot avoid. Run it on an idle machine.
 """
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
 NVRAG = [sys.executable, "-m", "nvrag"]
 
 
@@ -37,9 +39,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    from nvembed_cpu import write_checkpoint
+
     with tempfile.TemporaryDirectory() as db:
         env = {**os.environ, "NVRAG_DB": db, "HF_HUB_OFFLINE": "1"}
         subprocess.run([*NVRAG, "index", str(REPO / "data" / "demo"), "--index", "demo"], env=env, check=True)
+        checkpoint = Path(db) / "nvembed-issue14"
+        write_checkpoint(checkpoint, seed=0)
         rows = [
             ("python -c pass", [sys.executable, "-c", "pass"]),
             ("python -c 'import torch'", [sys.executable, "-c", "import torch"]),
@@ -48,6 +54,10 @@ def main() -> None:
             ("nvrag info", [*NVRAG, "info"]),
             ("nvrag search (cold, demo, -k 3)", [*NVRAG, "search", "read a file", "--index", "demo", "-k", "3"]),
             ("nvrag embed (one text, MiniLM)", [*NVRAG, "embed", "hello world", "--model", "all-MiniLM-L6-v2"]),
+            (
+                "nvrag embed (one text, NV-Embed 47.9 M, float32)",
+                [*NVRAG, "embed", "hello world", "--model-path", str(checkpoint), "--dtype", "float32"],
+            ),
         ]
         print(
             f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "

@@ -53,7 +53,6 @@ def test_help_runs_without_them_and_a_store_or_model_brings_only_its_own() -> No
 def test_reading_an_index_needs_lance_not_lancedb(tmp_path: Path) -> None:
     """`nvrag info` and searches read the tables through pylance: lancedb (1.6 s to import) is for writes."""
     from nvrag.store import LanceStore
-
     from tests.store.test_lancedb_store import chunk, manifest, unit
 
     LanceStore(str(tmp_path)).create(manifest()).upsert([chunk(0)], unit([[1, 0, 0, 0]]))
