@@ -38,6 +38,7 @@ class ReplicatedEmbedder(Embedder):
                 raise ConfigError(f"replicas of different models: {first.name} and {other.name}")
         super().__init__(first.info, batch_tokens=first.batch_tokens, max_batch_size=first.max_batch_size)
         self.replicas = list(replicas)
+        self.notes = first.notes  # how the model loaded (its dtype's reason): the same for every replica
         self._pool = ThreadPoolExecutor(max_workers=len(self.replicas), thread_name_prefix="nvrag-replica")
 
     @property

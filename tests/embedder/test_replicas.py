@@ -24,7 +24,9 @@ def test_batches_are_balanced_by_padded_tokens() -> None:
 
 def test_two_replicas_give_the_single_models_vectors_in_input_order() -> None:
     first, second = WordLengthEmbedder(batch_tokens=64), WordLengthEmbedder(batch_tokens=64)
+    first.notes = second.notes = ("dtype: bfloat16, since ...",)
     pooled = ReplicatedEmbedder([first, second])
+    assert pooled.notes == first.notes  # the CLI prints the loaded model's notes: a replicated one keeps them
     single = WordLengthEmbedder(batch_tokens=64)
     np.testing.assert_array_equal(pooled.embed_documents(TEXTS), single.embed_documents(TEXTS))
     np.testing.assert_array_equal(pooled.embed_queries(TEXTS, "q"), single.embed_queries(TEXTS, "q"))
