@@ -76,10 +76,11 @@ def _scored(rows: list[dict[str, Any]], score: Any, with_vectors: bool = False) 
 
 
 class LanceTable(Table):
-    def __init__(self, store: LanceStore, manifest: IndexManifest, uri: str, key: str | None = None) -> None:
+    def __init__(self, store: LanceStore, manifest: IndexManifest, key: str | None = None) -> None:
         self._store = store
         self._manifest = manifest
-        self.uri = uri  # the Lance dataset's location
+        self._name = manifest.table  # the physical table (LanceDB's name for it)
+        self.uri = store.dataset_uri(self._name)  # its Lance dataset
         self._key = key or manifest.name  # the manifest's row: the index name, or name#staging
         self._lancedb_table: Any = None  # opened by the first write
         self._read: Any = None  # the Lance dataset reads go to; reopened after this process writes
@@ -102,7 +103,7 @@ class LanceTable(Table):
     def _table(self) -> Any:
         """The LanceDB table, for writes and index builds (each calls changed() when it is done)."""
         if self._lancedb_table is None:
-            self._lancedb_table = self._store._db.open_table(self._store.table_name(self.uri))
+            self._lancedb_table = self._store._db.open_table(self._name)
         return self._lancedb_table
 
     def changed(self) -> None:
@@ -319,10 +320,6 @@ class LanceStore(ManifestStore):
         local = self._local()
         return str(local / f"{name}{_SUFFIX}") if local is not None else f"{self.uri.rstrip('/')}/{name}{_SUFFIX}"
 
-    @staticmethod
-    def table_name(dataset_uri: str) -> str:
-        return dataset_uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(_SUFFIX)
-
     def lock_dir(self) -> Path | None:
         return self._local()
 
@@ -380,7 +377,7 @@ class LanceStore(ManifestStore):
         if physical not in self._tables():
             schema = chunk_schema(manifest.dimension, manifest.vector_dtype, manifest.quantization)
             self._db.create_table(physical, schema=schema)
-        return LanceTable(self, manifest, self.dataset_uri(physical), key)
+        return LanceTable(self, manifest, key)
 
     def _drop_physical(self, manifest: IndexManifest) -> None:
         physical = manifest.table
