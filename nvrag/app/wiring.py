@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -65,9 +66,19 @@ def open_store(settings: Settings) -> Store:
 
 
 def _cuda_available() -> bool:
+    if "torch" not in sys.modules and not _nvidia_driver_possible():
+        return False  # no NVIDIA driver: no CUDA either, and no 1.5 s `import torch` to find that out
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def _nvidia_driver_possible() -> bool:
+    """False only where there is certainly no NVIDIA GPU: Linux with neither the driver's /proc entry nor a
+    /dev/nvidia* device (containers given a GPU have both). Elsewhere torch decides."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 def _nvembed_weights(settings: Settings) -> Path | None:
@@ -130,7 +141,9 @@ def parse_devices(spec: str | None) -> tuple[str, ...]:
     return devices
 
 
-def load_options(settings: Settings, model_path: Path | None = None, max_length: int | None = None) -> LoadOptions:
+def load_options(
+    settings: Settings, model_path: Path | None = None, max_length: int | None = None, *, for_queries: bool = False
+) -> LoadOptions:
     device = settings.device or ("cuda" if _cuda_available() else "cpu")
     return LoadOptions(
         device=device,
@@ -139,6 +152,7 @@ def load_options(settings: Settings, model_path: Path | None = None, max_length:
         dtype=settings.dtype,
         attention=settings.attention,
         devices=settings.devices,
+        for_queries=for_queries,
     )
 
 
@@ -201,7 +215,7 @@ def build_retriever(
     _check_requested(manifest, requested_model, model_path, writing=False)
     if model_path is None:
         model_path = settings.nvembed_path if manifest.model == NVEMBED_NAME else None
-    return open_retriever(store, index, load_options(settings, model_path))
+    return open_retriever(store, index, load_options(settings, model_path, for_queries=True))
 
 
 class UploadRunner:

@@ -109,3 +109,12 @@ def choose_dtype(
         )
         return DtypeChoice("bfloat16", "float32 weights would not fit comfortably in memory", note)
     return DtypeChoice("float32", "the CPU has no native bfloat16")
+
+
+def choose_query_dtype(requested: str | None, device: str) -> DtypeChoice:
+    """The bundled model's dtype when it only embeds queries (a retriever): ``requested`` if given; on the CPU
+    float32, which is exact and costs nothing on a query's few tokens (and runs on the NumPy engine, no torch);
+    elsewhere choose_dtype's default."""
+    if not requested and device.split(":")[0] == "cpu":
+        return DtypeChoice("float32", "queries on the CPU: exact, and a query is a few tokens")
+    return choose_dtype(requested, device)

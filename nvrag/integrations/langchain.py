@@ -130,7 +130,8 @@ class NVRagRetriever(BaseRetriever):
         if self._retriever is None:
             if not self.db:
                 raise ConfigError("NVRagRetriever needs db= (the LanceDB data directory) or from_retriever(...)")
-            options = LoadOptions(device=self.device, model_path=Path(self.model_path) if self.model_path else None)
+            model_path = Path(self.model_path) if self.model_path else None
+            options = LoadOptions(device=self.device, model_path=model_path, for_queries=True)
             self._retriever = open_retriever(LanceStore(self.db), self.index, options)
         return self._retriever
 

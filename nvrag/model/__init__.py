@@ -2,12 +2,34 @@
 
 ``load_model(folder)`` reads a checkpoint folder (config.json + sharded safetensors) through one checked name
 map; ``NVEmbedModel(input_ids, attention_mask, pool_mask)`` returns L2-normalised float32 embeddings.
+
+The names below load on first use: importing a torch-free submodule (bert_config, bert_numpy, config) does
+not import torch.
 """
 
-from nvrag.model.attention import Backend, available_backends
-from nvrag.model.config import LatentConfig, MistralConfig, NVEmbedConfig, tiny_config
-from nvrag.model.loading import load_model, name_map, read_config
-from nvrag.model.nvembed import NVEmbedModel
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nvrag.model.attention import Backend, available_backends
+    from nvrag.model.config import LatentConfig, MistralConfig, NVEmbedConfig, tiny_config
+    from nvrag.model.loading import load_model, name_map, read_config
+    from nvrag.model.nvembed import NVEmbedModel
+
+_WHERE = {
+    "Backend": "attention",
+    "available_backends": "attention",
+    "LatentConfig": "config",
+    "MistralConfig": "config",
+    "NVEmbedConfig": "config",
+    "tiny_config": "config",
+    "load_model": "loading",
+    "name_map": "loading",
+    "read_config": "loading",
+    "NVEmbedModel": "nvembed",
+}
 
 __all__ = [
     "Backend",
@@ -21,3 +43,9 @@ __all__ = [
     "read_config",
     "tiny_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"nvrag.model.{_WHERE[name]}"), name)

@@ -10,47 +10,15 @@ same (``tests/embedder/test_minilm.py`` compares them with sentence-transformers
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 from safetensors import safe_open
 from torch import nn
 
-from nvrag.errors import CheckpointError
+from nvrag.model.bert_config import BertConfig, check_checkpoint, read_bert_config
 from nvrag.model.skeleton import skeleton
-
-UNUSED_KEYS = ("pooler.", "embeddings.position_ids")
-
-
-@dataclass(frozen=True)
-class BertConfig:
-    vocab_size: int = 30522
-    hidden_size: int = 384
-    num_hidden_layers: int = 6
-    num_attention_heads: int = 12
-    intermediate_size: int = 1536
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "config.json") -> BertConfig:
-        if data.get("hidden_act", "gelu") != "gelu" or data.get("position_embedding_type", "absolute") != "absolute":
-            raise CheckpointError(f"{where}: only BERT with GELU and absolute positions is supported")
-        try:
-            config = cls(**{name: type(default)(data[name]) for name, default in _DEFAULTS.items()})
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{where}: not a BERT config ({type(exc).__name__}: {exc})") from None
-        if config.hidden_size % config.num_attention_heads:
-            raise CheckpointError(f"{where}: hidden_size is not a multiple of num_attention_heads")
-        return config
-
-
-_DEFAULTS = {name: getattr(BertConfig(), name) for name in BertConfig.__dataclass_fields__}
 
 
 class BertLayer(nn.Module):
@@ -103,54 +71,17 @@ class BertEncoder(nn.Module):
         return hidden
 
 
-def name_map(c: BertConfig) -> dict[str, str]:
-    """Our parameter name → the checkpoint's, for every parameter."""
-    names = {
-        "word.weight": "embeddings.word_embeddings.weight",
-        "position.weight": "embeddings.position_embeddings.weight",
-        "token_type.weight": "embeddings.token_type_embeddings.weight",
-        "embed_norm.weight": "embeddings.LayerNorm.weight",
-        "embed_norm.bias": "embeddings.LayerNorm.bias",
-    }
-    parts = {
-        "query": "attention.self.query",
-        "key": "attention.self.key",
-        "value": "attention.self.value",
-        "attn_out": "attention.output.dense",
-        "attn_norm": "attention.output.LayerNorm",
-        "up": "intermediate.dense",
-        "down": "output.dense",
-        "out_norm": "output.LayerNorm",
-    }
-    for i in range(c.num_hidden_layers):
-        for ours, theirs in parts.items():
-            for p in ("weight", "bias"):
-                names[f"layers.{i}.{ours}.{p}"] = f"encoder.layer.{i}.{theirs}.{p}"
-    return names
-
-
 def load_bert(folder: Path, device: torch.device | str = "cpu") -> BertEncoder:
     """The encoder of a BERT checkpoint folder (config.json, model.safetensors), in eval mode on ``device``."""
-    try:
-        config = BertConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{folder}: cannot read config.json ({exc})") from None
+    config = read_bert_config(folder)
     with skeleton():
         model = BertEncoder(config)
-    names = name_map(config)
     weights = folder / "model.safetensors"
     state: dict[str, torch.Tensor] = {}
     with safe_open(str(weights), framework="pt", device=str(device)) as f:
-        keys = set(f.keys())
-        missing = sorted(set(names.values()) - keys)
-        unexpected = sorted(k for k in keys - set(names.values()) if not k.startswith(UNUSED_KEYS))
-        if missing or unexpected:
-            raise CheckpointError(f"{weights}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        stored = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 - not a dict
+        names = check_checkpoint(weights, config, stored)
         for ours, theirs in names.items():
-            tensor = f.get_tensor(theirs)
-            expected = tuple(model.get_parameter(ours).shape)
-            if tuple(tensor.shape) != expected:
-                raise CheckpointError(f"{weights}: {theirs} has shape {tuple(tensor.shape)}, expected {expected}")
-            state[ours] = tensor.float()
+            state[ours] = f.get_tensor(theirs).float()
     model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval()

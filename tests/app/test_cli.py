@@ -334,6 +334,33 @@ def test_dtype_reaches_the_model_is_recorded_and_a_cpu_float16_is_refused(tmp_pa
         )
 
 
+@pytest.mark.usefixtures("clean_env")
+def test_queries_on_the_cpu_are_float32_unless_another_dtype_is_asked_for(tmp_path: Path, corpus: Path) -> None:
+    """A bfloat16 index still gets exact (float32) query vectors by default: a query is a few tokens."""
+    from nvrag.app.settings import Settings
+    from nvrag.app.wiring import build_retriever, open_store
+
+    db = str(tmp_path / "db")
+    code, _, err = run(
+        "index", str(corpus), "--index", "fast", "--model", "all-MiniLM-L6-v2", "--db", db, "--dtype", "bf16"
+    )
+    assert code == 0, err
+    settings = Settings.from_env(db=db)
+    retriever = build_retriever(settings, open_store(settings), "fast", None)
+    assert retriever.embedder.info.compute_dtype == "float32"
+    asked = Settings.from_env(db=db, dtype="bfloat16")
+    assert build_retriever(asked, open_store(asked), "fast", None).embedder.info.compute_dtype == "bfloat16"
+
+    def scores(*extra: str) -> list[float]:
+        code, out, err = run("search", "c d", "--index", "fast", "--db", db, "--json", *extra)
+        assert code == 0, err
+        return [hit["score"] for hit in json.loads(out)]
+
+    default = scores()
+    assert default == scores("--dtype", "float32")
+    assert not np.allclose(default, scores("--dtype", "bfloat16"), atol=1e-6, rtol=0)
+
+
 def test_info_says_what_the_cpu_computes_in_and_survives_a_gpu_only_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -71,3 +71,28 @@ def test_reading_an_index_needs_lance_not_lancedb(tmp_path: Path) -> None:
         "assert table.count() == 1 and [c.chunk_id for c in table.get(['c0'])] == ['c0']",
     )
     assert "lancedb" not in read
+
+
+def test_a_search_with_the_bundled_model_needs_no_torch(tmp_path: Path) -> None:
+    """`nvrag search` cold: the query runs on MiniLM's NumPy engine, in float32 on the CPU (1.5 s less start-up)."""
+    from typer.testing import CliRunner
+
+    from nvrag.app.cli import app
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(
+        '{"id": "cold", "text": "the common cold is a viral infection"}\n'
+        '{"id": "tax", "text": "how to file an income tax return"}\n',
+        encoding="utf-8",
+    )
+    db = str(tmp_path / "db")
+    made = CliRunner().invoke(app, ["index", str(corpus), "--index", "d", "--model", "all-MiniLM-L6-v2", "--db", db])
+    assert made.exit_code == 0, made.output
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NVRAG_")} | {"HF_HUB_OFFLINE": "1"}
+    searched = imported_after(
+        "from nvrag.app.cli import main\n"
+        f"sys.argv = ['nvrag', 'search', 'a virus infection', '--index', 'd', '--db', {db!r}, '--json', '-k', '1']\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code",
+        env,
+    )
+    assert "torch" not in searched and "lancedb" not in searched and "tokenizers" in searched

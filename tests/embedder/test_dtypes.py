@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nvrag.embedder import LoadOptions, load_embedder
-from nvrag.embedder.dtypes import choose_dtype, cpu_flags, native_bf16, normalize_dtype
+from nvrag.embedder.dtypes import choose_dtype, choose_query_dtype, cpu_flags, native_bf16, normalize_dtype
 from nvrag.embedder.minilm import MiniLMEmbedder
 from nvrag.embedder.nvembed import checkpoint_fp32_bytes
 from nvrag.errors import ConfigError
@@ -89,6 +89,17 @@ def test_minilm_in_bfloat16_is_close_to_float32_and_says_what_it_computes_in(min
     cosines = np.sum(exact * approx, axis=1)
     assert cosines.min() > 0.999  # measured 0.9999+ (docs/performance.md)
     assert not np.array_equal(exact, approx)  # it really computed in bfloat16
+
+
+def test_query_only_loads_compute_float32_on_the_cpu_unless_told_otherwise() -> None:
+    assert choose_query_dtype(None, "cpu").name == "float32"
+    assert choose_query_dtype(None, "cpu:0").name == "float32"
+    assert choose_query_dtype("bf16", "cpu").name == "bfloat16"
+    assert choose_query_dtype(None, "cuda") == choose_dtype(None, "cuda")
+    queries = load_embedder("all-MiniLM-L6-v2", LoadOptions(for_queries=True))
+    assert queries.info.compute_dtype == "float32"
+    asked = load_embedder("all-MiniLM-L6-v2", LoadOptions(for_queries=True, dtype="bfloat16"))
+    assert asked.info.compute_dtype == "bfloat16"
 
 
 def test_the_loader_passes_the_choice_to_the_model() -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from nvrag.embedder.minilm import MiniLMEmbedder, bundled_minilm_path
+from nvrag.errors import CheckpointError, ConfigError
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -62,3 +65,46 @@ def test_token_spans_of_a_long_text_equal_the_whole_texts(minilm: MiniLMEmbedder
     assert len(text) > 3 * 100_000
     whole = list(minilm._spans_tokenizer.encode(text, add_special_tokens=False).offsets)
     assert minilm.token_spans(text) == whole
+
+
+def test_the_numpy_and_torch_engines_compute_the_same_vectors(reference: np.ndarray) -> None:
+    on_numpy, on_torch = MiniLMEmbedder(engine="numpy"), MiniLMEmbedder(engine="torch")
+    queries = ["what causes the common cold?", "a", "café naïve résumé — unicode text " * 8]
+    np.testing.assert_allclose(on_numpy.embed_queries(queries), on_torch.embed_queries(queries), atol=1e-6)
+    np.testing.assert_allclose(on_numpy.embed_documents(TEXTS), reference, atol=1e-5)  # padding and 256 tokens
+    assert on_numpy._model is None and on_torch._numpy_model is None  # each ran on its own engine only
+
+
+def test_auto_sends_small_float32_cpu_batches_to_numpy_and_the_rest_to_torch() -> None:
+    from nvrag.embedder.minilm import NUMPY_MAX_TOKENS
+
+    auto = MiniLMEmbedder()
+    assert auto.uses_numpy(1, 12) and auto.uses_numpy(2, NUMPY_MAX_TOKENS // 2)
+    assert not auto.uses_numpy(2, NUMPY_MAX_TOKENS // 2 + 1)
+    assert not MiniLMEmbedder(dtype="bfloat16").uses_numpy(1, 12)
+    assert not MiniLMEmbedder(engine="torch").uses_numpy(1, 12)
+    auto.embed_queries(["one short query"])
+    assert auto._numpy_model is not None and auto._model is None
+    with pytest.raises(ConfigError, match="NumPy engine computes float32 on the CPU only"):
+        MiniLMEmbedder(engine="numpy", dtype="bfloat16")
+    with pytest.raises(ConfigError, match="unknown engine 'jax'"):
+        MiniLMEmbedder(engine="jax")  # type: ignore[arg-type]
+
+
+def test_a_checkpoint_numpy_cannot_read_runs_on_torch(tmp_path: Path) -> None:
+    """A bfloat16 BERT (a --model-path folder): auto falls back to PyTorch; the NumPy engine says why not."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "bf16"
+    shutil.copytree(bundled_minilm_path(), folder)
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({k: v.to(torch.bfloat16) for k, v in state.items()}, str(folder / "model.safetensors"))
+    auto = MiniLMEmbedder(folder)
+    assert not auto.uses_numpy(1, 12)
+    exact = MiniLMEmbedder().embed_queries(["a short query"])
+    assert float(np.sum(auto.embed_queries(["a short query"]) * exact)) > 0.999
+    with pytest.raises(CheckpointError, match="stored as BF16, which NumPy cannot read"):
+        MiniLMEmbedder(folder, engine="numpy").embed_queries(["a short query"])

@@ -1,0 +1,119 @@
+"""BERT's configuration and checkpoint layout, without torch: shared by the PyTorch encoder (bert.py) and the
+NumPy one (bert_numpy.py), so both read a checkpoint through the same checked name map."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nvrag.errors import CheckpointError
+
+UNUSED_KEYS = ("pooler.", "embeddings.position_ids")
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 1536
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config.json") -> BertConfig:
+        if data.get("hidden_act", "gelu") != "gelu" or data.get("position_embedding_type", "absolute") != "absolute":
+            raise CheckpointError(f"{where}: only BERT with GELU and absolute positions is supported")
+        try:
+            config = cls(**{name: type(default)(data[name]) for name, default in _DEFAULTS.items()})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{where}: not a BERT config ({type(exc).__name__}: {exc})") from None
+        if config.hidden_size % config.num_attention_heads:
+            raise CheckpointError(f"{where}: hidden_size is not a multiple of num_attention_heads")
+        return config
+
+
+_DEFAULTS = {name: getattr(BertConfig(), name) for name in BertConfig.__dataclass_fields__}
+
+
+def read_bert_config(folder: Path) -> BertConfig:
+    try:
+        return BertConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{folder}: cannot read config.json ({exc})") from None
+
+
+_LAYER_PARTS = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attn_out": "attention.output.dense",
+    "attn_norm": "attention.output.LayerNorm",
+    "up": "intermediate.dense",
+    "down": "output.dense",
+    "out_norm": "output.LayerNorm",
+}
+
+
+def name_map(c: BertConfig) -> dict[str, str]:
+    """Our parameter name → the checkpoint's, for every parameter."""
+    names = {
+        "word.weight": "embeddings.word_embeddings.weight",
+        "position.weight": "embeddings.position_embeddings.weight",
+        "token_type.weight": "embeddings.token_type_embeddings.weight",
+        "embed_norm.weight": "embeddings.LayerNorm.weight",
+        "embed_norm.bias": "embeddings.LayerNorm.bias",
+    }
+    for i in range(c.num_hidden_layers):
+        for ours, theirs in _LAYER_PARTS.items():
+            for p in ("weight", "bias"):
+                names[f"layers.{i}.{ours}.{p}"] = f"encoder.layer.{i}.{theirs}.{p}"
+    return names
+
+
+def parameter_shapes(c: BertConfig) -> dict[str, tuple[int, ...]]:
+    """Our parameter name → its shape (nn.Linear's (out, in) for weights)."""
+    h, inter = c.hidden_size, c.intermediate_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "word.weight": (c.vocab_size, h),
+        "position.weight": (c.max_position_embeddings, h),
+        "token_type.weight": (c.type_vocab_size, h),
+        "embed_norm.weight": (h,),
+        "embed_norm.bias": (h,),
+    }
+    per_layer = {
+        "query": (h, h),
+        "key": (h, h),
+        "value": (h, h),
+        "attn_out": (h, h),
+        "up": (inter, h),
+        "down": (h, inter),
+    }
+    for i in range(c.num_hidden_layers):
+        for part, (rows, cols) in per_layer.items():
+            shapes[f"layers.{i}.{part}.weight"] = (rows, cols)
+            shapes[f"layers.{i}.{part}.bias"] = (rows,)
+        for norm in ("attn_norm", "out_norm"):
+            shapes[f"layers.{i}.{norm}.weight"] = (h,)
+            shapes[f"layers.{i}.{norm}.bias"] = (h,)
+    return shapes
+
+
+def check_checkpoint(weights: Path, c: BertConfig, stored: Mapping[str, tuple[int, ...]]) -> dict[str, str]:
+    """``stored``: the checkpoint's key → shape. Every parameter present with its shape, nothing unexpected (the
+    unused pooler and position-id buffer aside), or CheckpointError naming what is wrong. Returns name_map(c)."""
+    names = name_map(c)
+    missing = sorted(set(names.values()) - set(stored))
+    unexpected = sorted(k for k in set(stored) - set(names.values()) if not k.startswith(UNUSED_KEYS))
+    if missing or unexpected:
+        raise CheckpointError(f"{weights}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    for ours, expected in parameter_shapes(c).items():
+        found = tuple(stored[names[ours]])
+        if found != expected:
+            raise CheckpointError(f"{weights}: {names[ours]} has shape {found}, expected {expected}")
+    return names
