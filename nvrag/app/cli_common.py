@@ -78,6 +78,16 @@ DtypeOption = Annotated[
         show_default=False,
     ),
 ]
+QueryDtypeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype",
+        help="What queries are computed in: float32 (exact), bfloat16, or float16 (GPUs). Default: float32 with "
+        "the bundled model on a CPU (a query is a few tokens; it then needs no torch), else as for documents: "
+        f"bfloat16 on CUDA and on CPUs with native bf16, else float32 (or set {ENV_DTYPE}).",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 TaskOption = Annotated[
     str | None, typer.Option("--task", "-t", help="Query instruction preset by task name, e.g. SciFact.")

@@ -249,7 +249,14 @@ def embed(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write .npy (float32 [n, dim]) or .jsonl; default stdout.")
     ] = None,
-    query: Annotated[bool, typer.Option("--query", help="Embed as queries (with the instruction).")] = False,
+    query: Annotated[
+        bool,
+        typer.Option(
+            "--query",
+            help="Embed as queries (with the instruction); the bundled model then computes float32 on a CPU "
+            "unless --dtype says otherwise.",
+        ),
+    ] = False,
     task: TaskOption = None,
     instruction: InstructionOption = None,
     prefix: Annotated[
@@ -290,7 +297,9 @@ def embed(
         choice = choose(settings, model, model_path)
         if output is not None and not output.parent.is_dir():
             raise ConfigError(f"--output {output}: the directory {output.parent} does not exist; create it first")
-        embedder = load_model(settings, choice.name, model_path=choice.model_path, max_length=max_length)
+        embedder = load_model(
+            settings, choice.name, model_path=choice.model_path, max_length=max_length, for_queries=query
+        )
         err.print(model_lines(choice.reason, choice.license, embedder.notes))
         if prefix is not None:
             vectors = embedder.embed_with_prefix(items, prefix)

@@ -17,6 +17,7 @@ from nvrag.app.cli_common import (
     JsonOption,
     ModelOption,
     ModelPathOption,
+    QueryDtypeOption,
     TaskOption,
     app,
     err,
@@ -67,7 +68,7 @@ def search(
     ] = 60,
     model: ModelOption = None,
     model_path: ModelPathOption = None,
-    dtype: DtypeOption = None,
+    dtype: QueryDtypeOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:

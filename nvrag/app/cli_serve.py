@@ -8,7 +8,18 @@ from typing import Annotated
 
 import typer
 
-from nvrag.app.cli_common import DbOption, DtypeOption, ModelOption, ModelPathOption, app, err, fail, safe, user_errors
+from nvrag.app.cli_common import (
+    DbOption,
+    DtypeOption,
+    ModelOption,
+    ModelPathOption,
+    QueryDtypeOption,
+    app,
+    err,
+    fail,
+    safe,
+    user_errors,
+)
 from nvrag.app.settings import ENV_API_KEY, Settings
 from nvrag.app.wiring import build_api_app, build_mcp_server, open_store
 from nvrag.errors import ConfigError
@@ -98,7 +109,7 @@ def serve(
 @app.command()
 def mcp(
     index: ServedIndexes = None,
-    dtype: DtypeOption = None,
+    dtype: QueryDtypeOption = None,
     db: DbOption = None,
 ) -> None:
     """Serve nvrag's tools to an agent over stdio (Model Context Protocol): search, list_indexes,

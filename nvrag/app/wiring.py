@@ -157,11 +157,16 @@ def load_options(
 
 
 def load_model(
-    settings: Settings, name: str, *, model_path: Path | None = None, max_length: int | None = None
+    settings: Settings,
+    name: str,
+    *,
+    model_path: Path | None = None,
+    max_length: int | None = None,
+    for_queries: bool = False,
 ) -> Embedder:
     if model_path is None and name == NVEMBED_NAME:
         model_path = settings.nvembed_path
-    return load_embedder(name, load_options(settings, model_path, max_length))
+    return load_embedder(name, load_options(settings, model_path, max_length, for_queries=for_queries))
 
 
 def model_recipe(settings: Settings, choice: ModelChoice) -> ModelRecipe:

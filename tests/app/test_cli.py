@@ -359,6 +359,12 @@ def test_queries_on_the_cpu_are_float32_unless_another_dtype_is_asked_for(tmp_pa
     default = scores()
     assert default == scores("--dtype", "float32")
     assert not np.allclose(default, scores("--dtype", "bfloat16"), atol=1e-6, rtol=0)
+    embedded = {
+        dtype: run("embed", "c d", "--query", "--model", "all-MiniLM-L6-v2", *(("--dtype", dtype) if dtype else ()))
+        for dtype in ("", "float32", "bfloat16")
+    }
+    assert all(code == 0 for code, _, _ in embedded.values())
+    assert embedded[""][1] == embedded["float32"][1] != embedded["bfloat16"][1]
 
 
 def test_info_says_what_the_cpu_computes_in_and_survives_a_gpu_only_setting(
