@@ -5,8 +5,9 @@
 Commands: `nvrag --help`, `nvrag info`, `nvrag search` cold on the demo index (built first, not timed), and the
 fixed cost of `nvrag embed` (one short text) with the bundled model and with a 47.9 M-parameter NV-Embed
 checkpoint of issue 14's shape (bench/nvembed_cpu.py writes it, random weights). As references measured in the same run:
-a bare `python -c pass`, and `python -c "import torch"` and `python -c "import lancedb"`, the two imports that
-a search cannot avoid. Run it on an idle machine.
+a bare `python -c pass`, and `python -c "import torch"` (what `nvrag embed` cannot avoid; a search with the
+bundled model no longer imports it) and `python -c "import lancedb"` (only writes import it). Run it on an idle
+machine.
 """
 
 from __future__ import annotations

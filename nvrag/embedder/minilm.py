@@ -119,8 +119,8 @@ class MiniLMEmbedder(Embedder):
         if self._engine != "auto":
             return self._engine == "numpy"
         small = rows * width <= NUMPY_MAX_TOKENS
-        if not (small and self.info.compute_dtype == "float32" and self._on_cpu):
-            return False
+        if not (small and self.info.compute_dtype == "float32" and self._on_cpu) or self._model is not None:
+            return False  # (once the PyTorch encoder is loaded it takes everything: no second copy of the weights)
         try:
             self.numpy_model  # noqa: B018 - loads it
         except CheckpointError:

@@ -85,6 +85,8 @@ def test_auto_sends_small_float32_cpu_batches_to_numpy_and_the_rest_to_torch() -
     assert not MiniLMEmbedder(engine="torch").uses_numpy(1, 12)
     auto.embed_queries(["one short query"])
     assert auto._numpy_model is not None and auto._model is None
+    auto.embed_documents(["a longer document " * 100] * 2)  # over the limit: PyTorch, which then takes everything
+    assert auto._model is not None and not auto.uses_numpy(1, 12)
     with pytest.raises(ConfigError, match="NumPy engine computes float32 on the CPU only"):
         MiniLMEmbedder(engine="numpy", dtype="bfloat16")
     with pytest.raises(ConfigError, match="unknown engine 'jax'"):
