@@ -35,9 +35,10 @@ from nvrag.app.cli_common import (
     safe,
     user_errors,
 )
+from nvrag.app.devices import parse_devices
 from nvrag.app.progress import index_progress
 from nvrag.app.settings import Settings
-from nvrag.app.wiring import choose, index_engine, load_model, open_store, parse_devices
+from nvrag.app.wiring import choose, index_engine, load_model, open_store
 from nvrag.embedder import resolve_instruction
 from nvrag.errors import ConfigError, InputError
 from nvrag.indexer import IndexReport, IndexRequest, PathSource, RayOptions, reading

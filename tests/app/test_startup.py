@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HEAVY = (
     "torch",
     "transformers",
@@ -96,3 +98,15 @@ def test_a_search_with_the_bundled_model_needs_no_torch(tmp_path: Path) -> None:
         env,
     )
     assert "torch" not in searched and "lancedb" not in searched and "tokenizers" in searched
+
+
+def test_the_cuda_check_asks_torch_only_where_an_nvidia_driver_may_be(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nvrag.app import devices
+
+    monkeypatch.setattr(devices.sys, "platform", "darwin")
+    assert devices.nvidia_driver_possible()  # elsewhere than Linux torch decides
+    monkeypatch.undo()
+    driver = Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+    assert devices.nvidia_driver_possible() == driver
+    if not driver:  # this machine (CI): no torch import to learn there is no GPU
+        assert imported_after("from nvrag.app.devices import cuda_available\nassert cuda_available() is False") == []

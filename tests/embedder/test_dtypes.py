@@ -98,6 +98,9 @@ def test_query_only_loads_compute_float32_on_the_cpu_unless_told_otherwise() -> 
     assert choose_query_dtype(None, "cuda") == choose_dtype(None, "cuda")
     queries = load_embedder("all-MiniLM-L6-v2", LoadOptions(for_queries=True))
     assert queries.info.compute_dtype == "float32"
+    assert isinstance(queries, MiniLMEmbedder) and queries.uses_numpy(1, 12)
+    documents = load_embedder("all-MiniLM-L6-v2", LoadOptions(dtype="float32"))
+    assert isinstance(documents, MiniLMEmbedder) and not documents.uses_numpy(1, 12)
     asked = load_embedder("all-MiniLM-L6-v2", LoadOptions(for_queries=True, dtype="bfloat16"))
     assert asked.info.compute_dtype == "bfloat16"
 

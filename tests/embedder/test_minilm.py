@@ -78,15 +78,16 @@ def test_the_numpy_and_torch_engines_compute_the_same_vectors(reference: np.ndar
 def test_auto_sends_small_float32_cpu_batches_to_numpy_and_the_rest_to_torch() -> None:
     from nvrag.embedder.minilm import NUMPY_MAX_TOKENS
 
-    auto = MiniLMEmbedder()
+    auto = MiniLMEmbedder(engine="auto")
     assert auto.uses_numpy(1, 12) and auto.uses_numpy(2, NUMPY_MAX_TOKENS // 2)
     assert not auto.uses_numpy(2, NUMPY_MAX_TOKENS // 2 + 1)
-    assert not MiniLMEmbedder(dtype="bfloat16").uses_numpy(1, 12)
-    assert not MiniLMEmbedder(engine="torch").uses_numpy(1, 12)
-    auto.embed_queries(["one short query"])
+    assert not MiniLMEmbedder(dtype="bfloat16", engine="auto").uses_numpy(1, 12)
+    assert not MiniLMEmbedder().uses_numpy(1, 12)  # the default engine is PyTorch
+    first = auto.embed_queries(["one short query"])
     assert auto._numpy_model is not None and auto._model is None
-    auto.embed_documents(["a longer document " * 100] * 2)  # over the limit: PyTorch, which then takes everything
-    assert auto._model is not None and not auto.uses_numpy(1, 12)
+    auto.embed_documents(["a longer document " * 100] * 2)  # over the limit: PyTorch
+    assert auto._model is not None and auto.uses_numpy(1, 12)  # the batch alone decides, not what ran before
+    np.testing.assert_array_equal(auto.embed_queries(["one short query"]), first)
     with pytest.raises(ConfigError, match="NumPy engine computes float32 on the CPU only"):
         MiniLMEmbedder(engine="numpy", dtype="bfloat16")
     with pytest.raises(ConfigError, match="unknown engine 'jax'"):
@@ -104,7 +105,7 @@ def test_a_checkpoint_numpy_cannot_read_runs_on_torch(tmp_path: Path) -> None:
     shutil.copytree(bundled_minilm_path(), folder)
     state = load_file(str(folder / "model.safetensors"))
     save_file({k: v.to(torch.bfloat16) for k, v in state.items()}, str(folder / "model.safetensors"))
-    auto = MiniLMEmbedder(folder)
+    auto = MiniLMEmbedder(folder, engine="auto")
     assert not auto.uses_numpy(1, 12)
     exact = MiniLMEmbedder().embed_queries(["a short query"])
     assert float(np.sum(auto.embed_queries(["a short query"]) * exact)) > 0.999
