@@ -178,10 +178,10 @@ class MiniLMEmbedder(Embedder):
         device = torch.device(self._device)
         ids, mask = ids.to(device), mask.to(device)
         lower = self.info.compute_dtype != "float32"
-        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
         with (
             torch.inference_mode(),
-            torch.autocast(device.type, dtype=dtype[self.info.compute_dtype], enabled=lower),
+            # compute_dtype is normalised (float32, float16 or bfloat16): each is torch's own name
+            torch.autocast(device.type, dtype=getattr(torch, self.info.compute_dtype), enabled=lower),
         ):
             hidden = self.model(ids, mask).float()  # (B, T, 384)
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)

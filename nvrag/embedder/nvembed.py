@@ -28,7 +28,6 @@ from nvrag.model import Backend, NVEmbedModel, available_backends, load_model, r
 
 EOS = "</s>"
 EOS_ID = 2
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
@@ -36,7 +35,8 @@ def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
     (The loader, registry.load_embedder, picks the default by the CPU and the checkpoint's size: dtypes.py.)"""
     if name is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[normalize_dtype(name)]
+    dtype: torch.dtype = getattr(torch, normalize_dtype(name))  # float32 | float16 | bfloat16: torch's names
+    return dtype
 
 
 def _pad_width(
