@@ -66,22 +66,29 @@ class NumpyBert:
 
     def __init__(self, config: BertConfig, weights: Weights) -> None:
         self.config = config
-        self.w = weights
-        # nn.Linear computes x Wᵀ + b: keep the transposes, contiguous, so each matmul reads rows
-        self.wt = {k: np.ascontiguousarray(v.T) for k, v in weights.items() if v.ndim == 2 and k.startswith("layers.")}
+        # nn.Linear computes x Wᵀ + b: the layers' weights are kept transposed (in, out), contiguous, instead
+        self.w = {
+            k: np.ascontiguousarray(v.T) if v.ndim == 2 and k.startswith("layers.") else v for k, v in weights.items()
+        }
 
     def _linear(self, x: F32, name: str) -> F32:
-        weight = self.wt[f"{name}.weight"]
+        weight = self.w[f"{name}.weight"]  # (in, out)
         out: F32 = x.reshape(-1, weight.shape[0]) @ weight  # one GEMM over all rows
         out += self.w[f"{name}.bias"]
         return out.reshape(*x.shape[:-1], weight.shape[1])
+
+    def _heads(self, y: F32) -> F32:
+        """(B, T, hidden) → (B, heads, T, d)."""
+        b, t, hidden = y.shape
+        heads = self.config.num_attention_heads
+        return y.reshape(b, t, heads, hidden // heads).transpose(0, 2, 1, 3)
 
     def __call__(self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]) -> F32:
         c, w = self.config, self.w
         b, t = input_ids.shape
         if t > c.max_position_embeddings:
             raise ValueError(f"{t} tokens: the model has {c.max_position_embeddings} positions")
-        heads, d = c.num_attention_heads, c.hidden_size // c.num_attention_heads
+        d = c.hidden_size // c.num_attention_heads
         x = w["word.weight"][input_ids] + w["position.weight"][:t] + w["token_type.weight"][0]
         x = layer_norm(x, w["embed_norm.weight"], w["embed_norm.bias"], c.layer_norm_eps)
         # padded keys get -inf before the softmax; every row has at least one real token (the [CLS])
@@ -89,11 +96,7 @@ class NumpyBert:
         scale = np.float32(1.0 / np.sqrt(d))
         for i in range(c.num_hidden_layers):
             p = f"layers.{i}"
-
-            def split(y: F32) -> F32:
-                return y.reshape(b, t, heads, d).transpose(0, 2, 1, 3)  # (B, heads, T, d)
-
-            q, k, v = (split(self._linear(x, f"{p}.{n}")) for n in ("query", "key", "value"))
+            q, k, v = (self._heads(self._linear(x, f"{p}.{n}")) for n in ("query", "key", "value"))
             scores = (q @ k.transpose(0, 1, 3, 2)) * scale + key_bias  # (B, heads, T, T)
             scores -= scores.max(-1, keepdims=True)
             probs = np.exp(scores)
