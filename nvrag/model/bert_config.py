@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nvrag.errors import CheckpointError
+from nvrag.model.config import check_sizes
 
 UNUSED_KEYS = ("pooler.", "embeddings.position_ids")
 
@@ -33,6 +34,7 @@ class BertConfig:
             config = cls(**{name: type(default)(data[name]) for name, default in _DEFAULTS.items()})
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: not a BERT config ({type(exc).__name__}: {exc})") from None
+        check_sizes(where, config)
         if config.hidden_size % config.num_attention_heads:
             raise CheckpointError(f"{where}: hidden_size is not a multiple of num_attention_heads")
         return config

@@ -7,6 +7,32 @@ from typing import Any
 
 from nvrag.errors import CheckpointError
 
+# What a config.json may claim before anything is built from it: generous (NV-Embed-v2 and BERT-large fit many
+# times over), but a hostile or corrupt file cannot make nvrag build a billion layers or name-map entries.
+SIZE_LIMITS = {
+    "vocab_size": 1 << 21,
+    "hidden_size": 1 << 16,
+    "intermediate_size": 1 << 18,
+    "num_hidden_layers": 512,
+    "num_attention_heads": 1024,
+    "num_key_value_heads": 1024,
+    "max_position_embeddings": 1 << 20,
+    "type_vocab_size": 1024,
+    "num_latents_value": 1 << 16,
+    "num_cross_heads": 1024,
+    "cross_dim_head": 1 << 16,
+    "hidden_dim": 1 << 16,
+    "latent_dim": 1 << 16,
+}
+
+
+def check_sizes(where: str, config: object) -> None:
+    """Every size field of ``config`` (a dataclass) between 1 and its SIZE_LIMITS entry, or CheckpointError."""
+    for name, limit in SIZE_LIMITS.items():
+        value = getattr(config, name, None)
+        if value is not None and not 1 <= value <= limit:
+            raise CheckpointError(f"{where}: {name} is {value}; it must be between 1 and {limit}")
+
 
 @dataclass(frozen=True)
 class MistralConfig:
@@ -83,6 +109,8 @@ class NVEmbedConfig:
 
     def validate(self) -> None:
         t, lat = self.text, self.latent
+        check_sizes("config.json text_config", t)
+        check_sizes("config.json latent_attention_config", lat)
         if t.hidden_size % t.num_attention_heads or t.num_attention_heads % t.num_key_value_heads:
             raise CheckpointError(
                 f"config.json: hidden_size {t.hidden_size}, {t.num_attention_heads} heads and "

@@ -34,3 +34,29 @@ def test_a_header_of_the_wrong_shape_counts_as_float32(tmp_path: Path) -> None:
         path = shard(tmp_path / name, len(body).to_bytes(8, "little") + body)
         size = checkpoint_fp32_bytes(path.parent)
         assert size in (None, path.stat().st_size), name  # never an exception, never a made-up width
+
+
+def test_a_config_that_claims_absurd_sizes_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    """A --model-path folder's config.json is read first: a billion layers must not become a billion modules or
+    name-map entries (time, memory), for either model; one line names the field and the bound."""
+    import pytest
+
+    from nvrag.errors import CheckpointError
+    from nvrag.model.bert_numpy import load_numpy_bert
+    from nvrag.model.loading import read_config
+    from tests.conftest import NVEMBED_TINY
+    from tests.model.test_bert import CONFIG
+
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    for field, value in (("num_hidden_layers", 10**9), ("hidden_size", 0), ("vocab_size", -3)):
+        (bert / "config.json").write_text(json.dumps({**CONFIG, field: value}), encoding="utf-8")
+        with pytest.raises(CheckpointError, match=rf"config.json: {field} is {value}; it must be between 1 and"):
+            load_numpy_bert(bert)
+    nvembed = tmp_path / "nvembed"
+    nvembed.mkdir()
+    data = json.loads((NVEMBED_TINY / "config.json").read_text(encoding="utf-8"))
+    data["text_config"]["num_hidden_layers"] = 10**9
+    (nvembed / "config.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"text_config: num_hidden_layers is 1000000000"):
+        read_config(nvembed)
