@@ -3,14 +3,13 @@ NumPy one (bert_numpy.py), so both read a checkpoint through the same checked na
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nvrag.errors import CheckpointError
-from nvrag.model.config import check_sizes
+from nvrag.model.config import check_sizes, read_config_json
 
 UNUSED_KEYS = ("pooler.", "embeddings.position_ids")
 
@@ -45,9 +44,9 @@ _DEFAULTS = {name: getattr(BertConfig(), name) for name in BertConfig.__dataclas
 
 def read_bert_config(folder: Path) -> BertConfig:
     try:
-        return BertConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{folder}: cannot read config.json ({exc})") from None
+        return BertConfig.from_dict(read_config_json(folder / "config.json"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: no config.json") from None
 
 
 _LAYER_PARTS = {

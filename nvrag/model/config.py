@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nvrag.errors import CheckpointError
@@ -24,6 +26,30 @@ SIZE_LIMITS = {
     "hidden_dim": 1 << 16,
     "latent_dim": 1 << 16,
 }
+
+
+CONFIG_MAX_BYTES = 1 << 20  # real config.json files are a few KiB
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's config.json as a dict: at most CONFIG_MAX_BYTES, UTF-8 JSON, an object; else one
+    CheckpointError naming the file (FileNotFoundError passes through for the caller's own message)."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(CONFIG_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > CONFIG_MAX_BYTES:
+        raise CheckpointError(f"{path}: over {CONFIG_MAX_BYTES // 1024} KiB; not a model config")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: cannot be read as JSON ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
 
 
 def check_sizes(where: str, config: object) -> None:

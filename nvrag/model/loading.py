@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 
 from nvrag.errors import CheckpointError
-from nvrag.model.config import NVEmbedConfig
+from nvrag.model.config import NVEmbedConfig, read_config_json
 from nvrag.model.nvembed import NVEmbedModel
 from nvrag.model.skeleton import skeleton
 
@@ -61,15 +61,10 @@ def name_map(config: NVEmbedConfig) -> dict[str, str]:
 
 
 def read_config(folder: Path) -> NVEmbedConfig:
-    path = folder / "config.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_config_json(folder / "config.json")
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: no config.json; give an NV-Embed checkpoint folder") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot be read as JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
     return NVEmbedConfig.from_dict(data)
 
 

@@ -60,3 +60,28 @@ def test_a_config_that_claims_absurd_sizes_is_refused_before_anything_is_built(t
     (nvembed / "config.json").write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(CheckpointError, match=r"text_config: num_hidden_layers is 1000000000"):
         read_config(nvembed)
+
+
+def test_a_config_json_that_is_huge_nested_or_not_text_is_one_line(tmp_path: Path) -> None:
+    import pytest
+
+    from nvrag.errors import CheckpointError
+    from nvrag.model.bert_config import read_bert_config
+    from nvrag.model.config import CONFIG_MAX_BYTES
+    from nvrag.model.loading import read_config
+
+    cases = {
+        "huge": (b" " * (CONFIG_MAX_BYTES + 1), r"over 1024 KiB; not a model config"),
+        "nested": (b"[" * 100_000 + b"]" * 100_000, r"cannot be read as JSON \(RecursionError\)"),
+        "binary": (b"\xff\xfe\x00garbage", r"cannot be read as JSON \(UnicodeDecodeError\)"),
+        "list": (b"[1, 2]", r"expected a JSON object"),
+    }
+    for name, (payload, message) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_bytes(payload)
+        for read in (read_config, read_bert_config):
+            with pytest.raises(CheckpointError, match=message):
+                read(folder)
+    with pytest.raises(CheckpointError, match=r"no config.json"):
+        read_bert_config(tmp_path)
