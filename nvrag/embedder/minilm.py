@@ -58,9 +58,10 @@ def bundled_minilm_path() -> Path:
 class MiniLMEmbedder(Embedder):
     """all-MiniLM-L6-v2 (BERT, 6 layers, 384 dims) on the CPU or a GPU.
 
-    ``dtype`` bfloat16 runs the matmuls (and attention) in bfloat16 under autocast; the weights, embeddings,
-    LayerNorms and the residual stream stay float32. float32 (the default here) is exact. ``engine``: see the
-    module (auto, torch or numpy; numpy only computes float32 on the CPU).
+    ``dtype`` bfloat16 runs the matmuls (and attention) in bfloat16: the linear layers' weights are held in
+    bfloat16; embeddings, LayerNorms and the residual stream stay float32 (bert.load_bert). float32 (the
+    default here) is exact. ``engine``: see the module (auto, torch or numpy; numpy only computes float32 on
+    the CPU).
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class MiniLMEmbedder(Embedder):
     def model(self) -> Any:
         """The PyTorch encoder (bert.BertEncoder)."""
         if self._model is None:
-            self._model = _load_bert(self._model_dir, self._device)
+            self._model = _load_bert(self._model_dir, self._device, self.info.compute_dtype)
         return self._model
 
     @property
@@ -177,12 +178,7 @@ class MiniLMEmbedder(Embedder):
             mask[row, : len(seq)] = 1
         device = torch.device(self._device)
         ids, mask = ids.to(device), mask.to(device)
-        lower = self.info.compute_dtype != "float32"
-        with (
-            torch.inference_mode(),
-            # compute_dtype is normalised (float32, float16 or bfloat16): each is torch's own name
-            torch.autocast(device.type, dtype=getattr(torch, self.info.compute_dtype), enabled=lower),
-        ):
+        with torch.inference_mode():
             hidden = self.model(ids, mask).float()  # (B, T, 384)
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, 384)
@@ -208,9 +204,12 @@ def _last_space(text: str, start: int, end: int) -> int:
 _LOAD_LOCK = threading.Lock()
 
 
-def _load_bert(model_dir: Path, device: str) -> Any:
+def _load_bert(model_dir: Path, device: str, compute_dtype: str) -> Any:
     # replicas load in parallel threads: one at a time, so each reads the file once, in full, for itself
+    import torch
+
     from nvrag.model.bert import load_bert
 
     with _LOAD_LOCK:
-        return load_bert(model_dir, device)
+        # compute_dtype is normalised (float32, float16 or bfloat16): each is torch's own name
+        return load_bert(model_dir, device, getattr(torch, compute_dtype))

@@ -66,6 +66,23 @@ def test_it_equals_transformers_bert_model_with_padding(
         torch.testing.assert_close(got[row, :n], want[row, :n], atol=1e-5, rtol=1e-5)
 
 
+def test_bfloat16_matmuls_keep_embeddings_norms_and_the_residual_in_float32(checkpoint: tuple[Path, object]) -> None:
+    folder, reference = checkpoint
+    ours = load_bert(folder, matmul_dtype=torch.bfloat16)
+    layer = ours.layers[0]
+    assert {layer.query.weight.dtype, layer.up.weight.dtype, layer.down.bias.dtype} == {torch.bfloat16}
+    assert {ours.word.weight.dtype, ours.embed_norm.weight.dtype, layer.attn_norm.weight.dtype} == {torch.float32}
+    ids = torch.randint(1, 120, (2, 11), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        want = reference(input_ids=ids, attention_mask=mask).last_hidden_state  # type: ignore[operator]
+        got = ours(ids, mask)
+    assert got.dtype == torch.float32  # the last LayerNorm's output, float32
+    cosine = torch.nn.functional.cosine_similarity(got, want, dim=-1)
+    assert cosine.min() > 0.999
+    assert (got - want).abs().max() > 1e-4  # the matmuls really ran in bfloat16
+
+
 def test_the_numpy_gelu_is_the_erf_gelu_to_float32_precision() -> None:
     x = np.linspace(-12.0, 12.0, 240_001, dtype=np.float32)
     exact = np.array([0.5 * v * math.erfc(-v / math.sqrt(2.0)) for v in x.astype(np.float64)])

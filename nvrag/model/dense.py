@@ -1,0 +1,125 @@
+"""Linear layers, on the CPU through oneDNN with the activation fused into the matmul.
+
+torch ships oneDNN's fused linear as ``torch.ops.mkldnn._linear_pointwise``, the op its own compiler (inductor)
+emits for CPU linear layers. ``linear`` uses it when it is present and agrees with ``F.linear`` on a probe
+(``onednn_linear``), and ``F.linear`` everywhere else (CUDA, float16, other builds, or a gradient wanted):
+
+- bfloat16 always: torch's ``F.linear`` computes CPU bfloat16 through oneDNN already (the same results, bit for
+  bit, 2-7% slower), and an activation is a second pass over the output that cost up to a third of the
+  matmul; fused, it is applied before the output is rounded, so the output is rounded once, not twice.
+- float32 where a model asks (``float32=True``; the BERT encoder does): torch computes it through MKL's sgemm,
+  which on this project's AMD EPYC machine was 1.15-1.45x slower than oneDNN for BERT's shapes, and the
+  bundled model's float32 embedding ran 1.25x faster with the same peak memory. NV-Embed does not ask: there
+  oneDNN's float32 kernels raised the process's peak memory by 150-250 MiB (their per-thread scratch buffers,
+  fragmented across glibc's arenas) for a gain inside the machine's noise.
+
+The results agree with ``F.linear`` to the rounding of the accumulation order (tests/model/test_dense.py).
+docs/performance.md has the measurements.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional name
+from torch import nn
+
+Activation = Literal["none", "gelu", "silu"]
+
+# oneDNN's names: the post-op and its algorithm ("none" is the exact erf GELU, not the tanh form)
+_POST_OPS: dict[str, tuple[str, str]] = {"none": ("none", ""), "gelu": ("gelu", "none"), "silu": ("swish", "")}
+
+
+def _activate(y: torch.Tensor, activation: Activation) -> torch.Tensor:
+    if activation == "gelu":
+        return F.gelu(y)  # erf GELU
+    if activation == "silu":
+        return F.silu(y)
+    return y
+
+
+def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: Activation) -> torch.Tensor:
+    attr, algorithm = _POST_OPS[activation]
+    out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], algorithm)
+    return out
+
+
+@functools.cache
+def onednn_linear() -> bool:
+    """Whether this torch has oneDNN's fused linear and it computes what ``F.linear`` does (checked once, on a
+    small probe per activation in float32; any error or disagreement means ``F.linear`` is used)."""
+    built = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    if not (built and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(5, 3, 24, generator=g), torch.randn(40, 24, generator=g), torch.randn(40, generator=g)
+    try:
+        with torch.inference_mode():
+            for activation in _POST_OPS:
+                ours = _onednn(x, w, b, activation)  # type: ignore[arg-type]
+                theirs = _activate(F.linear(x, w, b), activation)  # type: ignore[arg-type]
+                if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4):
+                    return False
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+    return True
+
+
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: Activation = "none",
+    *,
+    float32: bool = False,
+    onednn: bool | None = None,
+) -> torch.Tensor:
+    """activation(x @ weight.T + bias) for x (..., in), weight (out, in); x must have the weight's dtype.
+
+    ``onednn`` None: oneDNN's fused op for bfloat16 CPU tensors, and for float32 ones if ``float32``, when
+    ``onednn_linear()`` and no gradient is wanted (the op has no backward: the embedders run under
+    ``torch.inference_mode``); True or False forces the choice (tests compare the two)."""
+    if onednn is None:
+        wants_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+        wanted = x.dtype == torch.bfloat16 or (float32 and x.dtype == torch.float32)
+        onednn = wanted and x.device.type == "cpu" and not wants_grad and onednn_linear()
+    if onednn:
+        return _onednn(x, weight, bias, activation)
+    return _activate(F.linear(x, weight, bias), activation)
+
+
+class Dense(nn.Linear):
+    """``nn.Linear`` (same parameters, same checkpoint names) with an optional fused activation; ``float32``:
+    float32 through oneDNN too (see the module).
+
+    The input is cast to the weight's dtype first: a model whose Dense weights are bfloat16 and whose norms
+    and residual stream are float32 runs its matmuls in bfloat16 (``cast_dense``)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: Activation = "none",
+        *,
+        float32: bool = False,
+    ) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.activation: Activation = activation
+        self.float32 = float32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x.to(self.weight.dtype), self.weight, self.bias, self.activation, float32=self.float32)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, activation={self.activation}, float32={self.float32}"
+
+
+def cast_dense(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast the weights and biases of every Dense layer in ``model`` to ``dtype`` (in place; the rest stays)."""
+    for module in model.modules():
+        if isinstance(module, Dense):
+            module.to(dtype)
+    return model
