@@ -1,20 +1,21 @@
-"""Linear layers, on the CPU through oneDNN with the activation fused into the matmul.
+"""Linear layers on the CPU through oneDNN, with the activation fused into the matmul (the BERT encoder's).
 
 torch ships oneDNN's fused linear as ``torch.ops.mkldnn._linear_pointwise``, the op its own compiler (inductor)
-emits for CPU linear layers. ``linear`` uses it when it is present and agrees with ``F.linear`` on a probe
-(``onednn_linear``), and ``F.linear`` everywhere else (CUDA, float16, other builds, or a gradient wanted):
+emits for CPU linear layers. ``linear`` uses it for float32 and bfloat16 CPU tensors when it is present and
+agrees with ``F.linear`` on a probe (``onednn_linear``) and no gradient is wanted, and ``F.linear`` everywhere
+else (CUDA, float16, other builds). Measured on this project's AMD EPYC machine (docs/performance.md):
 
-- bfloat16 always: torch's ``F.linear`` computes CPU bfloat16 through oneDNN already (the same results, bit for
-  bit, 2-7% slower), and an activation is a second pass over the output that cost up to a third of the
-  matmul; fused, it is applied before the output is rounded, so the output is rounded once, not twice.
-- float32 where a model asks (``float32=True``; the BERT encoder does): torch computes it through MKL's sgemm,
-  which on this project's AMD EPYC machine was 1.15-1.45x slower than oneDNN for BERT's shapes, and the
-  bundled model's float32 embedding ran 1.25x faster with the same peak memory. NV-Embed does not ask: there
-  oneDNN's float32 kernels raised the process's peak memory by 150-250 MiB (their per-thread scratch buffers,
-  fragmented across glibc's arenas) for a gain inside the machine's noise.
+- float32: torch's ``F.linear`` computes it through MKL's sgemm, 1.15-1.45x slower than oneDNN for BERT's
+  shapes there; the bundled model's float32 embedding ran 1.25x faster at the same peak memory.
+- bfloat16: ``F.linear`` already runs on oneDNN (the same results, bit for bit, 2-7% slower), but GELU was a
+  second pass over the output that cost a third of the matmul; fused, it is applied before the output is
+  rounded, so the output is rounded once, not twice. The bundled model's bfloat16 embedding ran ~10% faster.
+
+NV-Embed's layers stay on ``F.linear``: there the same op was no faster in either dtype (inside the machine's
+noise, whole process) and raised the peak memory by 30-250 MiB (oneDNN's per-call scratch buffers,
+fragmented across glibc's per-thread arenas, most in float32).
 
 The results agree with ``F.linear`` to the rounding of the accumulation order (tests/model/test_dense.py).
-docs/performance.md has the measurements.
 """
 
 from __future__ import annotations
@@ -26,18 +27,14 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 
-Activation = Literal["none", "gelu", "silu"]
+Activation = Literal["none", "gelu"]
 
 # oneDNN's names: the post-op and its algorithm ("none" is the exact erf GELU, not the tanh form)
-_POST_OPS: dict[str, tuple[str, str]] = {"none": ("none", ""), "gelu": ("gelu", "none"), "silu": ("swish", "")}
+_POST_OPS: dict[str, tuple[str, str]] = {"none": ("none", ""), "gelu": ("gelu", "none")}
 
 
 def _activate(y: torch.Tensor, activation: Activation) -> torch.Tensor:
-    if activation == "gelu":
-        return F.gelu(y)  # erf GELU
-    if activation == "silu":
-        return F.silu(y)
-    return y
+    return F.gelu(y) if activation == "gelu" else y  # the erf GELU
 
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: Activation) -> torch.Tensor:
@@ -73,26 +70,24 @@ def linear(
     bias: torch.Tensor | None = None,
     activation: Activation = "none",
     *,
-    float32: bool = False,
     onednn: bool | None = None,
 ) -> torch.Tensor:
     """activation(x @ weight.T + bias) for x (..., in), weight (out, in); x must have the weight's dtype.
 
-    ``onednn`` None: oneDNN's fused op for bfloat16 CPU tensors, and for float32 ones if ``float32``, when
-    ``onednn_linear()`` and no gradient is wanted (the op has no backward: the embedders run under
-    ``torch.inference_mode``); True or False forces the choice (tests compare the two)."""
+    ``onednn`` None: oneDNN's fused op for float32 and bfloat16 CPU tensors when ``onednn_linear()`` and no
+    gradient is wanted (the op has no backward: the embedders run under ``torch.inference_mode``); True or
+    False forces the choice (tests compare the two)."""
     if onednn is None:
         wants_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-        wanted = x.dtype == torch.bfloat16 or (float32 and x.dtype == torch.float32)
-        onednn = wanted and x.device.type == "cpu" and not wants_grad and onednn_linear()
+        cpu = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+        onednn = cpu and not wants_grad and onednn_linear()
     if onednn:
         return _onednn(x, weight, bias, activation)
     return _activate(F.linear(x, weight, bias), activation)
 
 
 class Dense(nn.Linear):
-    """``nn.Linear`` (same parameters, same checkpoint names) with an optional fused activation; ``float32``:
-    float32 through oneDNN too (see the module).
+    """``nn.Linear`` (same parameters, same checkpoint names) with an optional fused activation.
 
     The input is cast to the weight's dtype first: a model whose Dense weights are bfloat16 and whose norms
     and residual stream are float32 runs its matmuls in bfloat16 (``cast_dense``)."""
@@ -103,18 +98,15 @@ class Dense(nn.Linear):
         out_features: int,
         bias: bool = True,
         activation: Activation = "none",
-        *,
-        float32: bool = False,
     ) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.activation: Activation = activation
-        self.float32 = float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x.to(self.weight.dtype), self.weight, self.bias, self.activation, float32=self.float32)
+        return linear(x.to(self.weight.dtype), self.weight, self.bias, self.activation)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, activation={self.activation}, float32={self.float32}"
+        return f"{super().extra_repr()}, activation={self.activation}"
 
 
 def cast_dense(model: nn.Module, dtype: torch.dtype) -> nn.Module:

@@ -13,7 +13,6 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from nvrag.model.config import LatentConfig
-from nvrag.model.dense import Dense, linear
 
 
 class LatentPooling(nn.Module):
@@ -25,12 +24,12 @@ class LatentPooling(nn.Module):
         self.latents = nn.Parameter(torch.zeros(config.num_latents_value, width))
         self.token_norm = nn.LayerNorm(width)  # checkpoint: cross_attend_blocks.0.norm (acts on token states)
         self.latent_norm = nn.LayerNorm(config.hidden_dim)  # checkpoint: ...0.norm_context (acts on latents)
-        self.to_q = Dense(width, inner, bias=False)
-        self.to_kv = Dense(config.hidden_dim, 2 * inner, bias=False)
-        self.to_out = Dense(inner, width, bias=False)
+        self.to_q = nn.Linear(width, inner, bias=False)
+        self.to_kv = nn.Linear(config.hidden_dim, 2 * inner, bias=False)
+        self.to_out = nn.Linear(inner, width, bias=False)
         self.ff_norm = nn.LayerNorm(width)
-        self.ff_in = Dense(width, 8 * width)  # GEGLU: first half value, second half gate
-        self.ff_out = Dense(4 * width, width)
+        self.ff_in = nn.Linear(width, 8 * width)  # GEGLU: first half value, second half gate
+        self.ff_out = nn.Linear(4 * width, width)
         self._kv: tuple[torch.Tensor, torch.Tensor] | None = None
         self._folded: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -43,8 +42,7 @@ class LatentPooling(nn.Module):
         return k.view(n, heads, d).transpose(0, 1), v.view(n, heads, d).transpose(0, 1)
 
     def folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A, B) as linear-layer weights (out, in): scores = LN(x) Aᵀ (already scaled by 1/sqrt(d)) and
-        output = softmax_h(scores) Bᵀ.
+        """(A, B) with scores = LN(x) @ A (already scaled by 1/sqrt(d)) and output = softmax_h(scores) @ B.
 
         Per head h: Q_h K_hᵀ = LN(x) (W_q,hᵀ K_hᵀ) and P_h V_h W_out,hᵀ = P_h (V_h W_out,hᵀ). Computed in float32.
         """
@@ -55,9 +53,7 @@ class LatentPooling(nn.Module):
         a = torch.einsum("hdw,hnd->whn", w_q, k) / d**0.5  # (width, h, n)
         b = torch.einsum("hnd,hwd->hnw", v, w_out)  # (h, n, width)
         dtype = self.latents.dtype
-        a_t = a.reshape(a.shape[0], -1).t().contiguous()  # (h * n, width)
-        b_t = b.reshape(-1, b.shape[-1]).t().contiguous()  # (width, h * n)
-        return a_t.to(dtype), b_t.to(dtype)
+        return a.reshape(a.shape[0], -1).to(dtype), b.reshape(-1, b.shape[-1]).to(dtype)
 
     def prepare(self) -> None:
         """Compute the constant latent keys/values (and the folded matrices) once, after weights are loaded."""
@@ -71,9 +67,9 @@ class LatentPooling(nn.Module):
         if folded:
             a, b = self._folded if self._folded is not None else self.folded_weights()
             heads, n = self.config.num_cross_heads, self.config.num_latents_value
-            scores = linear(x, a).view(*x.shape[:-1], heads, n)  # (..., h, n)
+            scores = (x @ a).unflatten(-1, (heads, n))  # (..., h, n)
             probs = torch.softmax(scores, dim=-1).flatten(-2)  # (..., h * n)
-            attended = linear(probs, b)  # (..., width)
+            attended = probs @ b  # (..., width)
         else:
             k, v = self._kv if self._kv is not None else self.latent_kv()
             heads, d = self.config.num_cross_heads, self.config.cross_dim_head

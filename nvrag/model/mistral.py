@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from nvrag.model.attention import (
@@ -19,7 +20,6 @@ from nvrag.model.attention import (
     varlen_attention,
 )
 from nvrag.model.config import MistralConfig
-from nvrag.model.dense import Dense
 
 
 class RMSNorm(nn.Module):
@@ -70,10 +70,10 @@ class SelfAttention(nn.Module):
         super().__init__()
         d = config.head_dim
         self.heads, self.kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, d
-        self.q = Dense(config.hidden_size, self.heads * d, bias=False)
-        self.k = Dense(config.hidden_size, self.kv_heads * d, bias=False)
-        self.v = Dense(config.hidden_size, self.kv_heads * d, bias=False)
-        self.o = Dense(self.heads * d, config.hidden_size, bias=False)
+        self.q = nn.Linear(config.hidden_size, self.heads * d, bias=False)
+        self.k = nn.Linear(config.hidden_size, self.kv_heads * d, bias=False)
+        self.v = nn.Linear(config.hidden_size, self.kv_heads * d, bias=False)
+        self.o = nn.Linear(self.heads * d, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
         lead = x.shape[:-1]  # (B, L) padded or (T,) packed
@@ -101,12 +101,12 @@ class SelfAttention(nn.Module):
 class SwiGLU(nn.Module):
     def __init__(self, config: MistralConfig) -> None:
         super().__init__()
-        self.gate = Dense(config.hidden_size, config.intermediate_size, bias=False, activation="silu")
-        self.up = Dense(config.hidden_size, config.intermediate_size, bias=False)
-        self.down = Dense(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.down(self.gate(x) * self.up(x))  # SiLU fused into the gate on the CPU
+        out: torch.Tensor = self.down(F.silu(self.gate(x)) * self.up(x))
         return out
 
 
