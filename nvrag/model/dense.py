@@ -45,7 +45,7 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ac
 @functools.cache
 def onednn_linear() -> bool:
     """Whether this torch has oneDNN's fused linear and it computes what ``F.linear`` does (checked once, on a
-    small probe per activation in float32; any error or disagreement means ``F.linear`` is used)."""
+    small probe per activation in bfloat16 and float32; any error or disagreement means ``F.linear``)."""
     built = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
     if not (built and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
         return False
@@ -53,11 +53,13 @@ def onednn_linear() -> bool:
     x, w, b = torch.randn(5, 3, 24, generator=g), torch.randn(40, 24, generator=g), torch.randn(40, generator=g)
     try:
         with torch.inference_mode():
-            for activation in _POST_OPS:
-                ours = _onednn(x, w, b, activation)  # type: ignore[arg-type]
-                theirs = _activate(F.linear(x, w, b), activation)  # type: ignore[arg-type]
-                if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4):
-                    return False
+            for dtype, (rtol, atol) in ((torch.bfloat16, (2**-6, 0.1)), (torch.float32, (1e-4, 1e-4))):
+                xd, wd, bd = x.to(dtype), w.to(dtype), b.to(dtype)
+                for activation in _POST_OPS:
+                    ours = _onednn(xd, wd, bd, activation).float()  # type: ignore[arg-type]
+                    theirs = _activate(F.linear(x, w, b), activation)  # type: ignore[arg-type]
+                    if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=rtol, atol=atol):
+                        return False
     except (RuntimeError, TypeError, NotImplementedError):
         return False
     return True
