@@ -12,7 +12,7 @@ Not taken, measured on this project's AMD EPYC machine: float32 through the same
 with MKL's sgemm, 1.15-1.45x slower than oneDNN for BERT's shapes there, and the bundled model's float32
 embedding ran 1.25x faster) let the peak memory of a run over many batch shapes grow from 684 to 1,019 MiB
 (3,000 texts of varied lengths); NV-Embed's layers through it were no faster in either dtype and took
-30-250 MiB more. Both stay on ``F.linear``.
+25-200 MiB more. Both stay on ``F.linear``.
 
 The results agree with ``F.linear`` to the rounding of the accumulation order (tests/model/test_dense.py).
 """
