@@ -21,13 +21,14 @@ DTYPE_NAMES = ("float32", "float16", "bfloat16")
 _ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo: bf16 dot products in hardware
 COMFORTABLE_SHARE = 0.5  # float32 weights above this share of memory: bfloat16 by default on the CPU
-CPU_BF16_WIDTH_STEP = 16  # on the CPU, bf16 kernels are set up per shape (oneDNN): fewer batch widths reuse them
+CPU_WIDTH_STEP = 16  # on the CPU, oneDNN sets kernels up per shape: fewer batch widths reuse them
 
 
-def cpu_bf16_width(width: int, limit: int) -> int:
-    """The width to pad a batch to for a bfloat16 pass on the CPU: ``width`` rounded up to a multiple of 16, but
-    not past ``limit`` (the model's longest input). Measured 5-10% faster (docs/performance.md)."""
-    return max(width, min(-(-width // CPU_BF16_WIDTH_STEP) * CPU_BF16_WIDTH_STEP, limit))
+def cpu_batch_width(width: int, limit: int) -> int:
+    """The width to pad a CPU batch to: ``width`` rounded up to a multiple of 16, but not past ``limit`` (the
+    model's longest input). In bfloat16 it measured 5-10% faster; and it bounds the number of batch shapes a
+    long run meets, each of which oneDNN keeps a kernel and buffers for (docs/performance.md)."""
+    return max(width, min(-(-width // CPU_WIDTH_STEP) * CPU_WIDTH_STEP, limit))
 
 
 def normalize_dtype(name: str) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
-from nvrag.embedder.dtypes import cpu_bf16_width, normalize_dtype
+from nvrag.embedder.dtypes import cpu_batch_width, normalize_dtype
 from nvrag.embedder.names import MINILM_DIMENSION, MINILM_LICENSE, MINILM_MAX_TOKENS, MINILM_NAME, MINILM_PACKAGE
 from nvrag.errors import CheckpointError, ConfigError, ModelUnavailableError
 
@@ -169,8 +169,8 @@ class MiniLMEmbedder(Embedder):
     def _forward_torch(self, batch: Sequence[Sequence[int]], width: int) -> FloatArray:
         import torch
 
-        if self.info.compute_dtype == "bfloat16" and self._on_cpu:
-            width = cpu_bf16_width(width, self.info.max_tokens)  # the extra columns are padding, masked out
+        if self._on_cpu:
+            width = cpu_batch_width(width, self.info.max_tokens)  # the extra columns are padding, masked out
         ids = torch.zeros((len(batch), width), dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, seq in enumerate(batch):

@@ -20,7 +20,7 @@ import torch
 from tokenizers import Tokenizer
 
 from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
-from nvrag.embedder.dtypes import cpu_bf16_width, normalize_dtype
+from nvrag.embedder.dtypes import cpu_batch_width, normalize_dtype
 from nvrag.embedder.names import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
 from nvrag.errors import CheckpointError, ConfigError, InstructionError
@@ -42,7 +42,7 @@ def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
 def _pad_width(
     input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor, width: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad a batch to ``width`` with EOS, masked out of attention and pooling (dtypes.cpu_bf16_width)."""
+    """Right-pad a batch to ``width`` with EOS, masked out of attention and pooling (dtypes.cpu_batch_width)."""
     extra = width - input_ids.shape[1]
     if extra <= 0:
         return input_ids, attention_mask, pool_mask
@@ -206,7 +206,7 @@ class NVEmbedEmbedder(Embedder):
                 "instruction"
             )
         if self.dtype == torch.bfloat16 and self.device.type == "cpu":
-            width = cpu_bf16_width(input_ids.shape[1], self.info.max_tokens)
+            width = cpu_batch_width(input_ids.shape[1], self.info.max_tokens)
             input_ids, attention_mask, pool_mask = _pad_width(input_ids, attention_mask, pool_mask, width)
         device = self.model.device
         with torch.inference_mode():

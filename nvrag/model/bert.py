@@ -27,7 +27,7 @@ class BertLayer(nn.Module):
         super().__init__()
         h = c.hidden_size
         self.heads = c.num_attention_heads
-        # bfloat16 on the CPU through oneDNN, the GELU fused into the matmul (dense.py)
+        # on the CPU through oneDNN, the GELU fused into the matmul (dense.py)
         self.query, self.key, self.value = Dense(h, h), Dense(h, h), Dense(h, h)
         self.attn_out = Dense(h, h)
         self.attn_norm = nn.LayerNorm(h, eps=c.layer_norm_eps)

@@ -1,18 +1,19 @@
-"""Linear layers with the GELU fused into the matmul on the CPU in bfloat16, through oneDNN (BERT's).
+"""Linear layers on the CPU through oneDNN, with the GELU fused into the matmul (the BERT encoder's).
 
 torch ships oneDNN's fused linear as ``torch.ops.mkldnn._linear_pointwise``, the op its own compiler (inductor)
-emits for CPU linear layers. ``linear`` uses it for bfloat16 CPU tensors when it is present and agrees with
-``F.linear`` on a probe (``onednn_linear``) and no gradient is wanted, and ``F.linear`` everywhere else.
-torch's ``F.linear`` runs CPU bfloat16 on oneDNN already (the same results, bit for bit, 2-7% slower), but the
-GELU after it was a second pass over the output that cost a third of the matmul; fused, it is applied before
-the output is rounded, so the output is rounded once, not twice. The bundled model's bfloat16 embedding ran
-about 10% faster at the same peak memory (docs/performance.md).
+emits for CPU linear layers. ``linear`` uses it for float32 and bfloat16 CPU tensors when it is present and
+agrees with ``F.linear`` on a probe (``onednn_linear``) and no gradient is wanted, and ``F.linear`` everywhere
+else (CUDA, float16, other builds). Measured on this project's AMD EPYC machine (docs/performance.md):
 
-Not taken, measured on this project's AMD EPYC machine: float32 through the same op (torch computes float32
-with MKL's sgemm, 1.15-1.45x slower than oneDNN for BERT's shapes there, and the bundled model's float32
-embedding ran 1.25x faster) let the peak memory of a run over many batch shapes grow from 684 to 1,019 MiB
-(3,000 texts of varied lengths); NV-Embed's layers through it were no faster in either dtype and took
-25-200 MiB more. Both stay on ``F.linear``.
+- bfloat16: torch's ``F.linear`` runs it on oneDNN already (the same results, bit for bit, 2-7% slower), but
+  the GELU after it was a second pass over the output that cost a third of the matmul; fused, it is applied
+  before the output is rounded, so the output is rounded once, not twice.
+- float32: ``F.linear`` computes it with MKL's sgemm, 1.15-1.45x slower than oneDNN for BERT's shapes there.
+
+oneDNN keeps a kernel and buffers per input shape: fed every batch width a corpus has, a float32 run's peak
+memory grew from 684 to 1,025 MiB; with the widths padded to multiples of 16 (``dtypes.cpu_batch_width``, what
+the bundled model's CPU batches get) it stayed at 578 MiB. NV-Embed's layers stay on ``F.linear``: through
+this op they were no faster in either dtype, whole process, and took 25-200 MiB more.
 
 The results agree with ``F.linear`` to the rounding of the accumulation order (tests/model/test_dense.py).
 """
@@ -75,13 +76,13 @@ def linear(
 ) -> torch.Tensor:
     """activation(x @ weight.T + bias) for x (..., in), weight (out, in); x must have the weight's dtype.
 
-    ``onednn`` None: oneDNN's fused op for bfloat16 CPU tensors when ``onednn_linear()`` and no gradient is
-    wanted (the op has no backward: the embedders run under ``torch.inference_mode``); True or False forces the
-    choice (tests compare the two; float32 works too)."""
+    ``onednn`` None: oneDNN's fused op for float32 and bfloat16 CPU tensors when ``onednn_linear()`` and no
+    gradient is wanted (the op has no backward: the embedders run under ``torch.inference_mode``); True or
+    False forces the choice (tests compare the two)."""
     if onednn is None:
         wants_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-        cpu_bf16 = x.device.type == "cpu" and x.dtype == torch.bfloat16
-        onednn = cpu_bf16 and not wants_grad and onednn_linear()
+        cpu = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+        onednn = cpu and not wants_grad and onednn_linear()
     if onednn:
         return _onednn(x, weight, bias, activation)
     return _activate(F.linear(x, weight, bias), activation)

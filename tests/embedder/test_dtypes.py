@@ -55,11 +55,11 @@ def test_what_the_user_asks_for_wins_and_mistakes_say_what_to_use() -> None:
         normalize_dtype("int4")
 
 
-def test_cpu_bf16_batches_are_padded_to_multiples_of_16_within_the_models_limit() -> None:
-    from nvrag.embedder.dtypes import cpu_bf16_width
+def test_cpu_batches_are_padded_to_multiples_of_16_within_the_models_limit() -> None:
+    from nvrag.embedder.dtypes import cpu_batch_width
 
-    assert [cpu_bf16_width(w, 256) for w in (1, 16, 17, 250, 256)] == [16, 16, 32, 256, 256]
-    assert cpu_bf16_width(250, 252) == 252 and cpu_bf16_width(300, 256) == 300  # never past the limit, never less
+    assert [cpu_batch_width(w, 256) for w in (1, 16, 17, 250, 256)] == [16, 16, 32, 256, 256]
+    assert cpu_batch_width(250, 252) == 252 and cpu_batch_width(300, 256) == 300  # never past the limit, never less
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
