@@ -75,6 +75,18 @@ def test_the_numpy_and_torch_engines_compute_the_same_vectors(reference: np.ndar
     assert on_numpy._model is None and on_torch._numpy_model is None  # each ran on its own engine only
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cpu_batches_reach_the_encoder_in_widths_of_16_and_the_padding_changes_nothing(dtype: str) -> None:
+    # few batch shapes keep oneDNN's per-shape kernels few (dtypes.cpu_batch_width); the padding is masked
+    padded, unpadded = MiniLMEmbedder(dtype=dtype, engine="torch"), MiniLMEmbedder(engine="numpy")
+    widths: list[int] = []
+    padded.model.register_forward_pre_hook(lambda _module, args: widths.append(args[0].shape[1]))
+    texts = ["short", "a text of a few more words than that", "Statins and survival. " * 80]  # 3, 11, 256 tokens
+    vectors = padded.embed_documents(texts)
+    assert widths and all(w % 16 == 0 for w in widths) and max(widths) == 256
+    np.testing.assert_allclose(vectors, unpadded.embed_documents(texts), atol=1e-6 if dtype == "float32" else 3e-2)
+
+
 def test_auto_sends_small_float32_cpu_batches_to_numpy_and_the_rest_to_torch() -> None:
     from nvrag.embedder.minilm import NUMPY_MAX_TOKENS
 
