@@ -17,7 +17,7 @@
     │   └── DatasetError         an evaluation dataset that is missing files or holds malformed lines
     ├── FilterError              a metadata filter that does not parse, or that the data cannot satisfy
     ├── InstructionError         an unknown task preset, or an instruction that leaves no room for the text
-    └── OverloadedError          more work queued for a model than its queue holds (retry later)
+    └── OverloadedError          more work queued or in flight than the server admits (retry after a pause)
 """
 
 from __future__ import annotations
@@ -84,7 +84,11 @@ class InstructionError(NvRagError):
 
 
 class OverloadedError(NvRagError):
-    """A model's queue of embedding work is full; retry shortly."""
+    """More work is queued or in flight than the server admits; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 __all__ = [

@@ -2,20 +2,23 @@
 own types. It knows nothing of LanceDB: it reads indexes through the Store interface and searches through
 Retrievers, as every other caller does.
 
-Routes: ``GET /health`` (no auth), ``GET /metrics`` (Prometheus), ``GET /v1/models``, ``POST /v1/embeddings``,
-``POST /v1/search``, ``GET /v1/indexes``, ``GET /v1/indexes/{name}``, ``POST /v1/indexes/{name}/documents``,
-``DELETE /v1/indexes/{name}/documents/{id}``. With an API key, every route but /health needs
-``Authorization: Bearer KEY``. Errors come in OpenAI's shape (``nvrag.api.errors``).
+Routes: ``GET /health`` and ``GET /ready`` (200 once every served model has run a forward pass, 503 before),
+``GET /live`` (200 while the process runs), ``GET /metrics`` (Prometheus), ``GET /v1/models``,
+``POST /v1/embeddings``, ``POST /v1/search``, ``GET /v1/indexes``, ``GET /v1/indexes/{name}``,
+``POST /v1/indexes/{name}/documents``, ``DELETE /v1/indexes/{name}/documents/{id}``. With an API key, every
+route but the probes needs ``Authorization: Bearer KEY``. Errors come in OpenAI's shape (``nvrag.api.errors``).
+What a request must be before a route sees it (Host, Origin, JSON bodies, the key, admission) is
+``nvrag.api.guard``'s.
 
-Handlers are plain functions run in FastAPI's thread pool, so forward passes never block the event loop.
-Wiring wraps each model in a CoalescingEmbedder: concurrent embedding work from every route is merged into
-that model's token-budget batches by one worker, behind a bounded queue (429 when it is full).
+Model routes are plain functions run in the thread pool, so forward passes never block the event loop; the
+probes and /metrics run on the loop itself and never wait behind them. Wiring wraps each model in a Scheduler
+(``nvrag.embedder.scheduler``): every route's embedding work shares that model's batches, large requests cut
+into slices so small ones never wait long, behind bounded queues (429 when they are full).
 """
 
 from __future__ import annotations
 
 import base64
-import secrets
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,29 +31,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nvrag import __version__
 from nvrag.api.errors import APIError, error_body, for_domain_error
+from nvrag.api.guard import Admission, BrowserGuard, KeyRequired
+from nvrag.api.limits import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_INPUTS, MAX_BODY_BYTES
 from nvrag.api.metrics import CONTENT_TYPE_LATEST, Metrics
 from nvrag.api.schemas import MAX_INPUT_CHARS, DocumentIn, EmbeddingsRequest, SearchRequest
 from nvrag.embedder import Embedder, get_spec, resolve_instruction
-from nvrag.embedder.coalescing import CoalescingEmbedder
-from nvrag.errors import IndexNotFoundError, NvRagError
+from nvrag.errors import IndexNotFoundError, NvRagError, OverloadedError
 from nvrag.indexer import IndexReport, IndexRequest, ItemsSource, reading
 from nvrag.indexer.engine import delete_documents
 from nvrag.retriever import Retriever, parse_filters
 from nvrag.schema import Document
 from nvrag.store import Store, check_index_name
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_INPUTS = 2048  # OpenAI's own limit of inputs per embeddings request
-
 
 @dataclass
 class APIContext:
     """What the API serves: the store, the models it embeds with (registry names, loaded on demand by
-    ``embedder_for``), a retriever per index, which indexes are exposed (None: all) and the API key."""
+    ``embedder_for``), a retriever per index, which indexes are exposed (None: all), the API key, and the
+    door's settings: the Host names answered (None: any), the web origins allowed to call (CORS and writes),
+    and the requests admitted at once."""
 
     store: Store
     models: Sequence[str]
@@ -60,94 +64,57 @@ class APIContext:
     run_index: Callable[[IndexRequest], IndexReport] | None = None  # None: documents cannot be written
     api_key: str | None = None
     max_inputs: int = DEFAULT_MAX_INPUTS
+    allowed_hosts: frozenset[str] | None = None
+    allowed_origins: frozenset[str] = frozenset()
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     ready: threading.Event = field(default_factory=threading.Event)
+    failed: str | None = None  # why warming up failed: /ready says so
+    on_ready: Callable[[str | None], None] | None = None  # told None once ready, or the reason it cannot be
     metrics: Metrics = field(default_factory=Metrics)
 
     def warm(self) -> None:
-        """Load the first served model and open the store; /health answers 200 from then on."""
-        if self.models:
-            self.embedder_for(self.models[0])
-        self.store.list_indexes()
-        self.ready.set()
-
-
-class BodyLimit:
-    """Refuse a request body over ``limit`` bytes before reading it: 411 without a Content-Length, 413 over."""
-
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        page = scope["type"] == "http" and (scope["path"] == "/ui" or scope["path"].startswith("/ui/"))
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH") and not page:
-            # (the web page at /ui bounds its own uploads: ten files of 20 MB)
-            headers = dict(scope["headers"])
-            declared = headers.get(b"content-length")
-            problem = None
-            if declared is None:
-                problem = (411, "send a Content-Length header with the request body", "length_required")
-            elif not declared.isdigit() or int(declared) > self.limit:
-                problem = (413, f"the request body is over {self.limit} bytes", "request_too_large")
-            if problem is not None:
-                status, message, code = problem
-                await JSONResponse(error_body(message, "invalid_request_error", code), status)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-class KeyRequired:
-    """With a key, every request but GET /health needs it, checked before the body is read (an unauthenticated
-    client learns nothing of the routes): programs send ``Authorization: Bearer KEY``; a browser on the web page
-    (/ui) sends it as the password of HTTP Basic auth, which the 401 there asks for. Compared in constant time."""
-
-    def __init__(self, app: ASGIApp, key: str | None) -> None:
-        self.app, self.key = app, key
-
-    def _problem(self, header: str) -> tuple[str, str] | None:
-        assert self.key is not None
-        scheme, _, value = header.partition(" ")
-        token = value.strip()
-        if scheme.lower() == "basic" and token:
-            try:
-                token = base64.b64decode(token, validate=True).decode("utf-8").partition(":")[2]
-            except (ValueError, UnicodeDecodeError):
-                token = ""
-        elif scheme.lower() != "bearer":
-            token = ""
-        if not token:
-            return "missing API key: send Authorization: Bearer KEY", "no_key"
-        if not secrets.compare_digest(token.encode(), self.key.encode()):
-            return "invalid API key", "invalid_api_key"
-        return None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.key is not None and scope["type"] in ("http", "websocket") and scope["path"] != "/health":
-            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-            problem = self._problem(header)
-            if problem is not None and scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})  # policy violation
-                return
-            if problem is not None:
-                page = scope["path"] == "/ui" or scope["path"].startswith("/ui/")
-                challenge = 'Basic realm="nvrag", charset="UTF-8"' if page else "Bearer"
-                body = error_body(problem[0], "authentication_error", problem[1])
-                await JSONResponse(body, 401, headers={"WWW-Authenticate": challenge})(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        """Load every served model and run a real forward pass through it (queries and documents), open the
+        store and each served index: /ready (and /health) answer 200 only then, so the first request after
+        ready is as fast as a warm one."""
+        try:
+            for name in self.models:
+                embedder = self.embedder_for(name)
+                embedder.embed_documents(["warm-up"])
+                embedder.embed_queries(["warm-up"])
+            for index in self.store.list_indexes():
+                if self.indexes is None or index in self.indexes:
+                    self.retriever_for(index)
+        except NvRagError as exc:
+            self.failed = str(exc)
+        except Exception as exc:  # anything else also leaves the server unready, saying why
+            self.failed = f"warming up failed: {type(exc).__name__}: {exc}"
+        else:
+            self.ready.set()
+        if self.on_ready is not None:
+            self.on_ready(self.failed)
 
 
 def build_api(ctx: APIContext) -> FastAPI:
     app = FastAPI(title="nvrag", version=__version__, docs_url="/docs", redoc_url=None)
     _handlers(app)
 
+    # the probes and /metrics are coroutines: they run on the event loop, never behind model work in the pool
     @app.get("/health")
-    def health() -> JSONResponse:
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        if ctx.failed is not None:
+            return JSONResponse(error_body(ctx.failed, "service_unavailable_error", "not_ready"), 503)
         if not ctx.ready.is_set():
-            return JSONResponse(error_body("loading the model", "service_unavailable_error", "loading"), 503)
+            message = "loading the models and running a first forward pass; retry shortly"
+            return JSONResponse(error_body(message, "service_unavailable_error", "loading"), 503)
         return JSONResponse({"status": "ok", "version": __version__})
 
+    @app.get("/live")
+    async def live() -> JSONResponse:
+        return JSONResponse({"status": "alive", "ready": ctx.ready.is_set(), "version": __version__})
+
     @app.get("/metrics")
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
@@ -178,7 +145,7 @@ def build_api(ctx: APIContext) -> FastAPI:
         prefix = embedder.query_prefix(instruction) if body.input_type == "query" else embedder.info.document_template
         if not body.truncate:
             _refuse_long(embedder, texts, prefix)
-        vectors, tokens = _embed_counted(embedder, texts, prefix)
+        vectors, tokens = embedder.embed_counted(texts, prefix)
         ctx.metrics.inputs.observe(len(texts))
         ctx.metrics.tokens.labels(name).inc(tokens)
         data = [
@@ -246,8 +213,19 @@ def build_api(ctx: APIContext) -> FastAPI:
             raise APIError(404, f"index {name!r} has no document {doc_id!r}", "not_found_error", "document_not_found")
         return {"index": name, "id": doc_id, "deleted": True, "chunks_removed": removed}
 
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    # added innermost first: a request meets the metrics, the guard, CORS, the key and then admission
+    refused = ctx.metrics.refused
+    app.add_middleware(
+        Admission, max_in_flight=ctx.max_in_flight, max_body_bytes=MAX_BODY_BYTES,
+        on_refused=lambda reason: refused.labels(reason).inc(),
+    )  # fmt: skip
     app.add_middleware(KeyRequired, key=ctx.api_key)  # before any body is read or validated
+    if ctx.allowed_origins:  # no CORS unless origins are named
+        app.add_middleware(
+            CORSMiddleware, allow_origins=sorted(ctx.allowed_origins), allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"], max_age=600,
+        )  # fmt: skip
+    app.add_middleware(BrowserGuard, hosts=ctx.allowed_hosts, origins=ctx.allowed_origins)
     app.add_middleware(_Measured, metrics=ctx.metrics)
     return app
 
@@ -272,7 +250,10 @@ def _handlers(app: FastAPI) -> None:
 
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, NvRagError)
-        return respond(*for_domain_error(exc))
+        status, body = for_domain_error(exc)
+        if isinstance(exc, OverloadedError):
+            return JSONResponse(body, status_code=status, headers={"Retry-After": str(exc.retry_after)})
+        return respond(status, body)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -300,12 +281,6 @@ def _handlers(app: FastAPI) -> None:
     }
     for kind, handler in handlers.items():
         app.add_exception_handler(kind, handler)
-
-
-def _embed_counted(embedder: Embedder, texts: list[str], prefix: str) -> tuple[np.ndarray, int]:
-    if isinstance(embedder, CoalescingEmbedder):
-        return embedder.embed_counted(texts, prefix)  # tokens counted by its worker, with the vectors
-    return embedder.embed_with_prefix(texts, prefix), sum(len(ids) for ids in embedder.tokenize(texts, prefix))
 
 
 def _refuse_long(embedder: Embedder, texts: list[str], prefix: str) -> None:

@@ -1,6 +1,10 @@
 """Prometheus metrics of one API server (prometheus-client, its own registry): requests by route and status,
-latency, requests in flight, embedding inputs per request, tokens embedded, and for each model its forward
-passes' rows and requests (dynamic batching) and its queue. Served at GET /metrics."""
+latency, requests in flight, requests refused at the door, embedding inputs per request, tokens embedded, and
+for each model its forward passes' rows and requests (dynamic batching), its queue, and how long work waited
+for the model and then ran on it. Served at GET /metrics.
+
+Every label comes from a fixed set (route templates, the standard methods, status codes, served models), so
+no client can grow the exposition by sending made-up paths or methods."""
 
 from __future__ import annotations
 
@@ -10,9 +14,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nvrag.embedder.coalescing import CoalescingEmbedder
+from nvrag.embedder.scheduler import Scheduler
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class Metrics:
@@ -53,18 +60,47 @@ class Metrics:
         self.queued = Gauge(
             "nvrag_queued_requests", "Embedding requests waiting for a model.", ["model"], registry=self.registry
         )
+        self.queued_tokens = Gauge(
+            "nvrag_queued_tokens", "Tokens waiting for a model.", ["model"], registry=self.registry
+        )
+        self.queue_seconds = Histogram(
+            "nvrag_queue_seconds",
+            "Time embedding work waited for its first forward pass, by model.",
+            ["model"],
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.compute_seconds = Histogram(
+            "nvrag_compute_seconds",
+            "Time from embedding work's first forward pass to its last, by model.",
+            ["model"],
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "nvrag_refused_requests",
+            "Requests refused with 429 before any work, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
 
-    def watch(self, embedder: CoalescingEmbedder) -> CoalescingEmbedder:
-        """Report a coalescing embedder's batches and queue (its on_batch hook, a gauge read at scrape time)."""
+    def watch(self, embedder: Scheduler) -> Scheduler:
+        """Report a model's batches, queue and waits (the scheduler's hooks; gauges read at scrape time)."""
         name = embedder.name
         rows, requests = self.forward_rows.labels(name), self.forward_requests.labels(name)
+        waited, ran = self.queue_seconds.labels(name), self.compute_seconds.labels(name)
 
         def on_batch(n_rows: int, n_requests: int) -> None:
             rows.observe(n_rows)
             requests.observe(n_requests)
 
-        embedder.on_batch = on_batch
+        def on_job(wait: float, run: float) -> None:
+            waited.observe(wait)
+            ran.observe(run)
+
+        embedder.on_batch, embedder.on_job = on_batch, on_job
         self.queued.labels(name).set_function(lambda: embedder.queued)
+        self.queued_tokens.labels(name).set_function(lambda: embedder.queued_tokens)
         return embedder
 
     def exposition(self) -> bytes:
@@ -92,7 +128,8 @@ class Metrics:
             finally:
                 self.in_flight.dec()
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
-                self.requests.labels(route, scope["method"], str(status)).inc()
+                method = scope["method"] if scope["method"] in METHODS else "other"
+                self.requests.labels(route, method, str(status)).inc()
                 self.latency.labels(route).observe(time.perf_counter() - started)
 
         return measured

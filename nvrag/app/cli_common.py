@@ -23,6 +23,7 @@ EXIT_OK = 0
 EXIT_INPUT_FAILURES = 1
 EXIT_USER_ERROR = 2
 EXIT_REPORT_FAILED = 3  # the index was written, but its run report could not be
+EXIT_PORT_IN_USE = 4  # serve/ui: the port is taken by another process (pass --port N)
 EXIT_BUSY = 75  # another process is writing the index (sysexits' EX_TEMPFAIL: try again later)
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 
@@ -32,7 +33,7 @@ app = typer.Typer(
         "Index documents with NV-Embed-v2 (or the bundled all-MiniLM-L6-v2) into LanceDB and search them.\n\n"
         "Exit codes: 0 success; 1 indexing finished but some inputs failed (listed in the report); "
         "2 a usage error or a user mistake (missing path, unknown index or model, model mismatch); "
-        "3 the index was written but its run report could not be; "
+        "3 the index was written but its run report could not be; 4 the port to serve on is in use; "
         "75 another process is writing the index (try again when it finishes); "
         "130 indexing stopped by Ctrl-C (run it again to continue)."
     ),

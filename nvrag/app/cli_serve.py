@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated
 
 import typer
 
+from nvrag.api.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_INPUTS
 from nvrag.app.cli_common import (
+    EXIT_PORT_IN_USE,
     DbOption,
     DtypeOption,
     ModelOption,
@@ -20,14 +23,36 @@ from nvrag.app.cli_common import (
     safe,
     user_errors,
 )
+from nvrag.app.devices import share_cpus
 from nvrag.app.settings import ENV_API_KEY, Settings
 from nvrag.app.wiring import build_api_app, build_mcp_server, open_store
+from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS
 from nvrag.errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ServedIndexes = Annotated[
     list[str] | None,
     typer.Option("--index", "-i", help="Serve only these indexes (repeat the option); default: every index."),
+]
+
+
+AllowedHosts = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-host",
+        help="Also answer requests whose Host header names this (repeat the option; '*' answers any). "
+        "By default a loopback server answers only localhost names and other binds only the bound address.",
+        show_default=False,
+    ),
+]
+AllowedOrigins = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-origin",
+        help="A web origin (https://app.example) whose pages may call the API from a browser (CORS; repeat the "
+        "option). By default no page of another origin may.",
+        show_default=False,
+    ),
 ]
 
 
@@ -43,7 +68,7 @@ def serve(
         typer.Option(
             "--api-key",
             envvar=ENV_API_KEY,
-            help=f"Require Authorization: Bearer KEY on every route but /health (or set {ENV_API_KEY}).",
+            help=f"Require Authorization: Bearer KEY on every route but the probes (or set {ENV_API_KEY}).",
             show_default=False,
         ),
     ] = None,
@@ -51,28 +76,48 @@ def serve(
         bool,
         typer.Option("--insecure-no-auth", help="Allow another address than loopback without an API key."),
     ] = False,
+    allowed_host: AllowedHosts = None,
+    allowed_origin: AllowedOrigins = None,
     max_inputs: Annotated[
         int, typer.Option("--max-inputs-per-request", min=1, help="Texts per /v1/embeddings request.")
-    ] = 2048,
+    ] = DEFAULT_MAX_INPUTS,
     ui: Annotated[
         bool,
         typer.Option(
             "--ui", help="Also serve the web search page at /ui (behind the same key: the browser asks for it)."
         ),
     ] = False,
+    max_in_flight: Annotated[
+        int,
+        typer.Option("--max-concurrent-requests", min=1, help="Requests answered at once; beyond it: 429."),
+    ] = DEFAULT_MAX_IN_FLIGHT,
     max_queued: Annotated[
         int,
         typer.Option("--max-queued-requests", min=1, help="Embedding requests waiting per model; beyond it: 429."),
-    ] = 256,
+    ] = DEFAULT_MAX_QUEUED,
+    max_queued_tokens: Annotated[
+        int,
+        typer.Option("--max-queued-tokens", min=1, help="Tokens waiting per model; beyond it: 429."),
+    ] = DEFAULT_MAX_QUEUED_TOKENS,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", min=1, help="Open connections; beyond it: 503.")
+    ] = DEFAULT_MAX_CONNECTIONS,
     model: ModelOption = None,
     model_path: ModelPathOption = None,
     dtype: DtypeOption = None,
     db: DbOption = None,
 ) -> None:
     """Serve the HTTP API: POST /v1/embeddings (OpenAI-compatible), GET /v1/models, POST /v1/search,
-    GET /v1/indexes, documents, GET /health, GET /metrics, and MCP at /mcp. Loopback only by default;
-    another address needs --api-key (or --insecure-no-auth). The model (--model, default auto) embeds
+    GET /v1/indexes, documents, GET /health (/ready, /live), GET /metrics, and MCP at /mcp. Loopback only by
+    default; another address needs --api-key (or --insecure-no-auth). The model (--model, default auto) embeds
     /v1/embeddings and new indexes; each index searches with its own model. Documentation at /docs."""
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise fail("nvrag serve needs the serve extra: pip install 'nvrag[serve]'") from None
+    from nvrag.api.runner import PortInUseError, bind
+    from nvrag.api.runner import serve as run_server
+
     with user_errors():
         if host not in LOOPBACK and not api_key and not insecure_no_auth:
             raise ConfigError(
@@ -81,7 +126,23 @@ def serve(
             )
         if api_key is not None and len(api_key) < 16:
             raise ConfigError("--api-key: use at least 16 characters (for example: openssl rand -hex 24)")
+        for origin in allowed_origin or ():
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ConfigError(f"--allowed-origin {origin}: give an origin as scheme://host[:port], no path")
+        try:
+            sock = bind(host, port)
+        except PortInUseError as exc:
+            raise fail(str(exc), EXIT_PORT_IN_USE) from None
+        threads = share_cpus()
         settings = Settings.from_env(db=db, dtype=dtype)
+        where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{sock.getsockname()[1]}"
+
+        def on_ready(problem: str | None) -> None:
+            if problem is None:
+                err.print(f"ready: {safe(where)}/v1 answers (every model has run a forward pass)")
+            else:
+                err.print(f"[bold red]error:[/] not ready: {safe(problem)}")
+
         server = build_api_app(
             settings,
             open_store(settings),
@@ -91,19 +152,22 @@ def serve(
             api_key=api_key,
             max_inputs=max_inputs,
             max_queued=max_queued,
+            max_queued_tokens=max_queued_tokens,
+            max_in_flight=max_in_flight,
             host=host,
+            allowed_hosts=allowed_host or (),
+            allowed_origins=allowed_origin or (),
             ui=ui,
+            on_ready=on_ready,
         )
-    try:
-        import uvicorn
-    except ImportError:
-        raise fail("nvrag serve needs the serve extra: pip install 'nvrag[serve]'") from None
-    where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    err.print(f"nvrag API on {safe(where)}/v1 (docs: {safe(where)}/docs; Ctrl-C stops it)")
+    err.print(
+        f"nvrag API on {safe(where)}/v1, loading its models (docs: {safe(where)}/docs; {threads} compute "
+        "threads; Ctrl-C stops it)"
+    )
     if host not in LOOPBACK:
         err.print(f"[yellow]warning:[/] listening on {safe(host)}: other machines can reach this API")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    uvicorn.run(server, host=host, port=port, log_level="warning")
+    run_server(server, sock, max_connections=max_connections)
 
 
 @app.command()

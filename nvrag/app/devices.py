@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from pathlib import Path
 
 from nvrag.errors import ConfigError
 
-__all__ = ["cuda_available", "nvidia_driver_possible", "parse_devices"]
+__all__ = ["cuda_available", "nvidia_driver_possible", "parse_devices", "share_cpus", "usable_cpus"]
 
 
 def cuda_available() -> bool:
@@ -44,3 +46,34 @@ def parse_devices(spec: str | None) -> tuple[str, ...]:
         if d != "cpu" and not (d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit())):
             raise ConfigError(f"--devices: {d!r} is not a device; use cpu, cuda or cuda:N, comma-separated")
     return devices
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may really use: its affinity mask, capped by a cgroup v2 CPU quota (a container
+    given 2 CPUs on a 64-core host sees 64 in os.cpu_count(), and 64 spinning threads would share 2)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text(encoding="ascii").split()[:2]
+        if quota != "max" and int(period) > 0:
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 quota here
+        pass
+    return max(1, cpus)
+
+
+def share_cpus() -> int:
+    """Set a server's compute threads before torch loads: one per usable CPU (``usable_cpus``; an explicit
+    OMP_NUM_THREADS wins), and OpenMP threads that sleep when idle instead of spinning, so a server beside
+    another busy process (another nvrag, a build) does not burn the CPUs that process needs. Returns the count."""
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or usable_cpus()
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # libgomp: idle threads sleep
+    os.environ.setdefault("KMP_BLOCKTIME", "0")  # Intel OpenMP's equivalent
+    if "torch" in sys.modules:  # too late for the environment: set torch's pool directly
+        import torch
+
+        torch.set_num_threads(threads)
+    return threads

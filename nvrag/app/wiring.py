@@ -272,14 +272,22 @@ def build_api_app(
     api_key: str | None,
     max_inputs: int,
     max_queued: int = 256,
+    max_queued_tokens: int | None = None,
+    max_in_flight: int | None = None,
     host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
+    allowed_origins: Sequence[str] = (),
     ui: bool = False,
+    on_ready: Callable[[str | None], None] | None = None,
 ) -> Any:
-    """The HTTP API's FastAPI app: one loaded embedder per model, shared by /v1/embeddings and the searches of
-    every index built with it; the model warms up in the background (/health says 503 until then)."""
+    """The HTTP API's FastAPI app: one loaded embedder per model behind one scheduler, shared by
+    /v1/embeddings and the searches of every index built with it; the models warm up in the background
+    (/ready says 503 until each has run a forward pass)."""
     from nvrag.api import APIContext, build_api
+    from nvrag.api.guard import allowed_hosts as hosts_for
+    from nvrag.api.limits import DEFAULT_MAX_IN_FLIGHT
     from nvrag.api.metrics import Metrics
-    from nvrag.embedder.coalescing import CoalescingEmbedder
+    from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUED_TOKENS, Scheduler
 
     for name in indexes or ():
         store.open(name)  # IndexNotFoundError naming the known ones
@@ -289,14 +297,17 @@ def build_api_app(
     metrics = Metrics()
     embedders: dict[str, Embedder] = {}
     loading = threading.Lock()
+    queued_tokens = max_queued_tokens or DEFAULT_MAX_QUEUED_TOKENS
+    in_flight = max_in_flight or DEFAULT_MAX_IN_FLIGHT
 
     def embedder_for(name: str) -> Embedder:
-        # one per model, behind one batching worker: every route's embedding work shares its batches
+        # one per model, behind one scheduler: every route's embedding work shares its batches
         with loading:
             if name not in embedders:
                 path = served.model_path if name == served.name else None
                 loaded = load_model(settings, name, model_path=path)
-                embedders[name] = metrics.watch(CoalescingEmbedder(loaded, max_queued=max_queued))
+                scheduler = Scheduler(loaded, max_queued=max_queued, max_queued_tokens=queued_tokens)
+                embedders[name] = metrics.watch(scheduler)
             return embedders[name]
 
     retrievers: dict[str, Retriever] = {}
@@ -322,6 +333,10 @@ def build_api_app(
         indexes=list(indexes) if indexes else None,
         api_key=api_key,
         max_inputs=max_inputs,
+        allowed_hosts=hosts_for(host, allowed_hosts),
+        allowed_origins=frozenset(allowed_origins),
+        max_in_flight=in_flight,
+        on_ready=on_ready,
         metrics=metrics,
     )
     app = build_api(ctx)
@@ -330,7 +345,12 @@ def build_api_app(
     agents = build_mcp(MCPContext(store, retriever_for, ctx.indexes))
     # the MCP endpoint, behind the same key (the API's middleware sees every request); its sessions need the
     # parent's lifespan, which a mounted app does not get on its own
-    app.mount("/mcp", agents.streamable_http_app(streamable_http_path="/", host=host))
+    # the API's BrowserGuard checks Host and Origin for every route, /mcp included, against --allowed-host and
+    # --allowed-origin: MCP's own check (loopback names only) would refuse the names the user allowed
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    unguarded = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    app.mount("/mcp", agents.streamable_http_app(streamable_http_path="/", transport_security=unguarded))
     web: Any = None
     if ui:
         selected = indexes[0] if indexes else None
@@ -341,6 +361,11 @@ def build_api_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> Any:
+        import anyio.to_thread
+
+        # every admitted request gets a thread at once: waiting happens in the scheduler, where it is bounded
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, in_flight + 8)
         threading.Thread(target=ctx.warm, name="nvrag-warm-up", daemon=True).start()
         # mounted apps get no lifespan of their own: run MCP's session manager and Gradio's queue from here
         async with contextlib.AsyncExitStack() as stack:

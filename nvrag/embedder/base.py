@@ -134,14 +134,32 @@ class Embedder(ABC):
     def _prefix_tokens(self, prefix: str) -> int:
         return len(self.token_spans(prefix)) if prefix else 0
 
+    def embed_counted(self, texts: Sequence[str], prefix: str) -> tuple[FloatArray, int]:
+        """The vectors of ``prefix + text`` for each text, and the model input tokens they took (special tokens
+        included, after truncation): what an API bills as usage."""
+        return self._embed_counted(texts, prefix)
+
+    def replica_set(self) -> Sequence[Embedder]:
+        """The copies of this model that can run forward passes at the same time (one per device); a scheduler
+        drives each from its own thread. One model on one device: itself."""
+        return (self,)
+
     def _embed(self, texts: Sequence[str], prefix: str) -> FloatArray:
+        return self._embed_counted(texts, prefix)[0]
+
+    def _embed_counted(self, texts: Sequence[str], prefix: str) -> tuple[FloatArray, int]:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
-            return out
+            return out, 0
         ids = self.tokenize(texts, prefix)
         for batch in token_budget_batches([len(x) for x in ids], self.batch_tokens, self.max_batch_size):
             vectors = self.forward([ids[i] for i in batch], prefix)
             out[batch] = vectors
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        normalised: FloatArray = (out / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-        return normalised
+        return normalise(out), sum(len(x) for x in ids)
+
+
+def normalise(vectors: FloatArray) -> FloatArray:
+    """Rows scaled to unit L2 norm (an all-zero row stays zero), float32."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    normalised: FloatArray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return normalised

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from nvrag.model import Backend, NVEmbedModel, available_backends, load_model, r
 
 EOS = "</s>"
 EOS_ID = 2
+# instructions are client input on a server: remember the token counts of the most recent ones only
+INSTRUCTION_CACHE_SIZE = 256
 
 
 def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
@@ -155,7 +159,8 @@ class NVEmbedEmbedder(Embedder):
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        self._instruction_lens: dict[str, int] = {}
+        self._instruction_lens: OrderedDict[str, int] = OrderedDict()  # least recently used first
+        self._instruction_lock = threading.Lock()
         self._model: NVEmbedModel | None = None
 
     @property
@@ -168,10 +173,17 @@ class NVEmbedEmbedder(Embedder):
         """Tokens of the instruction tokenised alone, without BOS: the count the reference masks."""
         if not instruction:
             return 0
-        if instruction not in self._instruction_lens:
-            ids = self._tokenizer.encode(instruction, add_special_tokens=False).ids
-            self._instruction_lens[instruction] = len(ids)
-        return self._instruction_lens[instruction]
+        with self._instruction_lock:
+            known = self._instruction_lens.get(instruction)
+            if known is not None:
+                self._instruction_lens.move_to_end(instruction)
+                return known
+        n = len(self._tokenizer.encode(instruction, add_special_tokens=False).ids)
+        with self._instruction_lock:
+            self._instruction_lens[instruction] = n
+            while len(self._instruction_lens) > INSTRUCTION_CACHE_SIZE:
+                self._instruction_lens.popitem(last=False)
+        return n
 
     def tokenize(self, texts: Sequence[str], prefix: str) -> list[list[int]]:
         encodings = self._tokenizer.encode_batch([prefix + text + EOS for text in texts])

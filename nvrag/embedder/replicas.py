@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from nvrag.embedder.base import Embedder, FloatArray, token_budget_batches
+from nvrag.embedder.base import Embedder, FloatArray, normalise, token_budget_batches
 from nvrag.errors import ConfigError
 
 
@@ -54,10 +54,13 @@ class ReplicatedEmbedder(Embedder):
     def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
         return self.replicas[0].forward(batch, prefix)
 
-    def _embed(self, texts: Sequence[str], prefix: str) -> FloatArray:
+    def replica_set(self) -> Sequence[Embedder]:
+        return tuple(self.replicas)
+
+    def _embed_counted(self, texts: Sequence[str], prefix: str) -> tuple[FloatArray, int]:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
-            return out
+            return out, 0
         ids = self.tokenize(texts, prefix)
         lengths = [len(x) for x in ids]
         batches = token_budget_batches(lengths, self.batch_tokens, self.max_batch_size)
@@ -71,6 +74,4 @@ class ReplicatedEmbedder(Embedder):
         futures = [self._pool.submit(run, r, mine) for r, mine in zip(self.replicas, plan, strict=True) if mine]
         for future in futures:
             future.result()
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        normalised: FloatArray = (out / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-        return normalised
+        return normalise(out), sum(lengths)

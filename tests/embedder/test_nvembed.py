@@ -137,3 +137,17 @@ def test_cpu_bfloat16_batches_are_padded_to_widths_of_16_with_masked_eos() -> No
     assert torch.equal(padded_pool[:, :4], pool) and int(padded_pool[:, 4:].sum()) == 0
     wide = torch.ones((1, 32), dtype=torch.long)
     assert _pad_width(wide, wide, wide, 32)[0] is wide  # already that wide: unchanged
+
+
+def test_instruction_lengths_are_remembered_for_the_recent_instructions_only() -> None:
+    """A server's clients choose instructions: 3,000 distinct ones must not grow the embedder without bound,
+    and a count evicted and asked again is still right."""
+    from nvrag.embedder.nvembed import INSTRUCTION_CACHE_SIZE
+
+    e = embedder("sdpa")
+    first = e.instruction_length("Instruct: task number 0\nQuery: ")
+    for i in range(3000):
+        n = e.instruction_length(f"Instruct: task number {i}\nQuery: ")
+        assert n == len(e._tokenizer.encode(f"Instruct: task number {i}\nQuery: ", add_special_tokens=False).ids)
+    assert len(e._instruction_lens) == INSTRUCTION_CACHE_SIZE
+    assert e.instruction_length("Instruct: task number 0\nQuery: ") == first  # evicted, then counted again
