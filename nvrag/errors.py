@@ -15,6 +15,7 @@
     │   └── ManifestVersionError an index whose manifest a newer nvrag wrote (or that cannot be read)
     ├── InputError               a corpus or query input that cannot be read (missing path, malformed file)
     │   └── DatasetError         an evaluation dataset that is missing files or holds malformed lines
+    ├── StorageError             the data directory cannot be written (full disk, read-only, permissions)
     ├── FilterError              a metadata filter that does not parse, or that the data cannot satisfy
     ├── InstructionError         an unknown task preset, or an instruction that leaves no room for the text
     └── OverloadedError          more work queued or in flight than the server admits (retry after a pause)
@@ -75,6 +76,11 @@ class DatasetError(InputError):
     """An evaluation dataset that is missing files or holds malformed lines."""
 
 
+class StorageError(NvRagError):
+    """The data directory cannot be written: a full disk, a read-only file system or missing permissions. What
+    was committed before stays readable; the same run again, once the cause is fixed, completes."""
+
+
 class FilterError(NvRagError):
     """A metadata filter that does not parse, or that cannot be applied to the stored metadata."""
 
@@ -107,5 +113,6 @@ __all__ = [
     "ModelUnavailableError",
     "NvRagError",
     "OverloadedError",
+    "StorageError",
     "UnknownModelError",
 ]

@@ -44,6 +44,7 @@ from nvrag.embedder import Embedder, get_spec, resolve_instruction
 from nvrag.errors import IndexNotFoundError, NvRagError, OverloadedError
 from nvrag.indexer import IndexReport, IndexRequest, ItemsSource, reading
 from nvrag.indexer.engine import delete_documents
+from nvrag.indexer.loaders import API_SOURCE_PREFIX, ORIGIN_API
 from nvrag.retriever import Retriever, parse_filters
 from nvrag.schema import Document
 from nvrag.store import Store, check_index_name
@@ -189,26 +190,31 @@ def build_api(ctx: APIContext) -> FastAPI:
         "/v1/indexes/{name}/documents",
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": documents_body}}}},
     )
-    async def add_documents(name: str, request: Request) -> dict[str, Any]:
+    async def add_documents(name: str, request: Request, replace_other_origins: bool = False) -> dict[str, Any]:
         """Index ``[{"id", "text", "title"?, "metadata"?}]`` into ``name`` (created if missing): documents
-        already there with the same text are unchanged, changed ones replaced; `nvrag index --json`'s report."""
+        already there with the same text are unchanged, changed ones replaced; `nvrag index --json`'s report.
+        A document of the same id added another way (from PATH by `nvrag index`, or uploaded in the page) is
+        kept and reported as failed, unless ``replace_other_origins=true``."""
         if ctx.run_index is None:
             raise APIError(403, "this server does not write indexes", "permission_error", "read_only")
         if ctx.indexes is not None and name not in ctx.indexes:
             _exposed(ctx, name)
         check_index_name(name)
         documents = _documents(await request.body(), ctx.max_inputs)
-        items = [Document(d.id, d.text, f"api:{d.id}", d.title, dict(d.metadata)) for d in documents]
+        items = [Document(d.id, d.text, f"{API_SOURCE_PREFIX}{d.id}", d.title, dict(d.metadata)) for d in documents]
         run = ctx.run_index
-        report = await run_in_threadpool(lambda: run(IndexRequest(name, ItemsSource(items))))
+        request_ = IndexRequest(name, ItemsSource(items, api=True), replace_other_origins=replace_other_origins)
+        report = await run_in_threadpool(lambda: run(request_))
         return report.to_dict()
 
     @app.delete("/v1/indexes/{name}/documents/{doc_id}")
-    def delete_document(name: str, doc_id: str) -> dict[str, Any]:
+    def delete_document(name: str, doc_id: str, replace_other_origins: bool = False) -> dict[str, Any]:
+        """Remove a document added through the API (another origin's only with ``replace_other_origins``)."""
         if ctx.run_index is None:
             raise APIError(403, "this server does not write indexes", "permission_error", "read_only")
         _exposed(ctx, name)
-        removed = delete_documents(ctx.store, name, [doc_id])
+        origins = None if replace_other_origins else {ORIGIN_API}
+        removed = delete_documents(ctx.store, name, [doc_id], origins=origins)
         if removed == 0:
             raise APIError(404, f"index {name!r} has no document {doc_id!r}", "not_found_error", "document_not_found")
         return {"index": name, "id": doc_id, "deleted": True, "chunks_removed": removed}

@@ -1,7 +1,8 @@
 """Errors in OpenAI's shape, ``{"error": {"message", "type", "code"}}``, for every failure the API returns.
 
-Domain errors become 400 (bad input), 404 (no such index or model), 409 (another writer holds the index) or
-422 (a body that does not validate), 429 (a model's queue is full); the message is the domain error's own line.
+Domain errors become 400 (bad input), 404 (no such index or model), 409 (another writer holds the index),
+422 (a body that does not validate), 429 (too much work queued) or 507 (the data directory cannot be written:
+a full disk, a read-only file system); the message is the domain error's own line.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nvrag.errors import (
     ModelMismatchError,
     NvRagError,
     OverloadedError,
+    StorageError,
     UnknownModelError,
 )
 
@@ -27,6 +29,7 @@ _STATUS: tuple[tuple[type[NvRagError], int, str, str], ...] = (
     (UnknownModelError, 404, "not_found_error", "model_not_found"),
     (IndexBusyError, 409, "conflict_error", "index_busy"),
     (OverloadedError, 429, "rate_limit_error", "queue_full"),
+    (StorageError, 507, "insufficient_storage_error", "storage_unavailable"),
     (ModelMismatchError, 400, "invalid_request_error", "model_mismatch"),
     (FilterError, 400, "invalid_request_error", "invalid_filter"),
     (InstructionError, 400, "invalid_request_error", "invalid_instruction"),

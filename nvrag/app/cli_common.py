@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from nvrag import __version__
 from nvrag.app.settings import ENV_DB, ENV_DTYPE, ENV_MODEL
-from nvrag.errors import IndexBusyError, NvRagError
+from nvrag.errors import IndexBusyError, NvRagError, StorageError
 from nvrag.indexer import StopFlag
 
 EXIT_OK = 0
@@ -24,6 +24,7 @@ EXIT_INPUT_FAILURES = 1
 EXIT_USER_ERROR = 2
 EXIT_REPORT_FAILED = 3  # the index was written, but its run report could not be
 EXIT_PORT_IN_USE = 4  # serve/ui: the port is taken by another process (pass --port N)
+EXIT_STORAGE = 5  # the data directory cannot be written (full disk, read-only, permissions): fix it, run again
 EXIT_BUSY = 75  # another process is writing the index (sysexits' EX_TEMPFAIL: try again later)
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 
@@ -34,6 +35,7 @@ app = typer.Typer(
         "Exit codes: 0 success; 1 indexing finished but some inputs failed (listed in the report); "
         "2 a usage error or a user mistake (missing path, unknown index or model, model mismatch); "
         "3 the index was written but its run report could not be; 4 the port to serve on is in use; "
+        "5 the data directory cannot be written (full, read-only): fix that and run the same command again; "
         "75 another process is writing the index (try again when it finishes); "
         "130 indexing stopped by Ctrl-C (run it again to continue)."
     ),
@@ -128,6 +130,8 @@ def user_errors() -> Iterator[None]:
         yield
     except IndexBusyError as exc:
         raise fail(str(exc), EXIT_BUSY) from None
+    except StorageError as exc:
+        raise fail(str(exc), EXIT_STORAGE) from None
     except NvRagError as exc:
         raise fail(str(exc)) from None
     except OSError as exc:

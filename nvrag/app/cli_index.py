@@ -62,7 +62,18 @@ def index(
     ] = None,
     overlap: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks (default 32).")] = None,
     prune: Annotated[
-        bool, typer.Option("--prune", help="Remove chunks of documents that are no longer in PATH.")
+        bool,
+        typer.Option(
+            "--prune",
+            help="Remove documents that are no longer in PATH (only PATH's own: API documents and uploads stay).",
+        ),
+    ] = False,
+    replace_other_origins: Annotated[
+        bool,
+        typer.Option(
+            "--replace-other-origins",
+            help="Let PATH's documents replace documents of the same id added through the API or uploaded.",
+        ),
     ] = False,
     vector_dtype: Annotated[
         str | None,
@@ -161,6 +172,7 @@ def index(
             quantization=quantize,
             prune=prune,
             reembed=reembed,
+            replace_other_origins=replace_other_origins,
             batch_size=batch_size,
             engine=engine,
             devices=parse_devices(devices),

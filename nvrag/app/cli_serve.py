@@ -26,7 +26,7 @@ from nvrag.app.cli_common import (
 from nvrag.app.devices import share_cpus
 from nvrag.app.settings import ENV_API_KEY, Settings
 from nvrag.app.wiring import build_api_app, build_mcp_server, open_store
-from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS
+from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS
 from nvrag.errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -99,6 +99,14 @@ def serve(
         int,
         typer.Option("--max-queued-tokens", min=1, help="Tokens waiting per model; beyond it: 429."),
     ] = DEFAULT_MAX_QUEUED_TOKENS,
+    max_queue_seconds: Annotated[
+        float,
+        typer.Option(
+            "--max-queue-seconds",
+            min=0.1,
+            help="Work waiting per model, in seconds at its measured speed; beyond: 429.",
+        ),
+    ] = DEFAULT_MAX_QUEUE_SECONDS,
     max_connections: Annotated[
         int, typer.Option("--max-connections", min=1, help="Open connections; beyond it: 503.")
     ] = DEFAULT_MAX_CONNECTIONS,
@@ -153,6 +161,7 @@ def serve(
             max_inputs=max_inputs,
             max_queued=max_queued,
             max_queued_tokens=max_queued_tokens,
+            max_queue_seconds=max_queue_seconds,
             max_in_flight=max_in_flight,
             host=host,
             allowed_hosts=allowed_host or (),

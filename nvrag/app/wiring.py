@@ -273,6 +273,7 @@ def build_api_app(
     max_inputs: int,
     max_queued: int = 256,
     max_queued_tokens: int | None = None,
+    max_queue_seconds: float | None = None,
     max_in_flight: int | None = None,
     host: str = "127.0.0.1",
     allowed_hosts: Sequence[str] = (),
@@ -287,7 +288,7 @@ def build_api_app(
     from nvrag.api.guard import allowed_hosts as hosts_for
     from nvrag.api.limits import DEFAULT_MAX_IN_FLIGHT
     from nvrag.api.metrics import Metrics
-    from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUED_TOKENS, Scheduler
+    from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED_TOKENS, Scheduler
 
     for name in indexes or ():
         store.open(name)  # IndexNotFoundError naming the known ones
@@ -298,6 +299,7 @@ def build_api_app(
     embedders: dict[str, Embedder] = {}
     loading = threading.Lock()
     queued_tokens = max_queued_tokens or DEFAULT_MAX_QUEUED_TOKENS
+    queue_seconds = max_queue_seconds or DEFAULT_MAX_QUEUE_SECONDS
     in_flight = max_in_flight or DEFAULT_MAX_IN_FLIGHT
 
     def embedder_for(name: str) -> Embedder:
@@ -306,7 +308,9 @@ def build_api_app(
             if name not in embedders:
                 path = served.model_path if name == served.name else None
                 loaded = load_model(settings, name, model_path=path)
-                scheduler = Scheduler(loaded, max_queued=max_queued, max_queued_tokens=queued_tokens)
+                scheduler = Scheduler(
+                    loaded, max_queued=max_queued, max_queued_tokens=queued_tokens, max_queue_seconds=queue_seconds
+                )
                 embedders[name] = metrics.watch(scheduler)
             return embedders[name]
 

@@ -18,9 +18,10 @@ the forward pass in flight, however large the requests ahead of it (the API test
 maximal request). Batching never changes a result beyond float rounding: every row is computed with the same
 mask and weights whatever shares its batch.
 
-Admission: at most ``max_queued`` jobs and ``max_queued_tokens`` tokens wait at once (a job alone is always
-admitted, so a maximal request still runs on an idle server); past either bound a call is refused at once with
-OverloadedError, whose ``retry_after`` estimates when the queue will have drained.
+Admission: at most ``max_queued`` jobs and ``max_queued_tokens`` tokens wait at once, and no more work than
+``max_queue_seconds`` of it at the model's measured throughput (a job alone is always admitted, so a maximal
+request still runs on an idle server); past any bound a call is refused at once with OverloadedError, whose
+``retry_after`` estimates when the queue will have drained.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from nvrag.errors import OverloadedError
 
 DEFAULT_MAX_QUEUED = 256
 DEFAULT_MAX_QUEUED_TOKENS = 1 << 20  # about 4,000 one-page documents, or 100,000 one-line queries
+DEFAULT_MAX_QUEUE_SECONDS = 10.0  # the longest wait the queue may promise, at the model's measured throughput
 AGING = 4
 MIN_FILL = 0.75
 
@@ -97,6 +99,7 @@ class Scheduler(Embedder):
         *,
         max_queued: int = DEFAULT_MAX_QUEUED,
         max_queued_tokens: int = DEFAULT_MAX_QUEUED_TOKENS,
+        max_queue_seconds: float | None = DEFAULT_MAX_QUEUE_SECONDS,
         on_batch: BatchHook | None = None,
         on_job: JobHook | None = None,
     ) -> None:
@@ -104,6 +107,7 @@ class Scheduler(Embedder):
         self.inner = inner
         self.notes = inner.notes
         self.max_queued, self.max_queued_tokens = max_queued, max_queued_tokens
+        self.max_queue_seconds = max_queue_seconds
         self.on_batch, self.on_job = on_batch, on_job
         self._cond = threading.Condition()
         self._pending: list[_Job] = []  # jobs with rows not yet handed to a worker
@@ -169,6 +173,15 @@ class Scheduler(Embedder):
                 f"{job.tokens} (the limit is {self.max_queued_tokens}); retry shortly",
                 self._retry_after(),
             )
+        rate = self._rate
+        if self._pending and rate > 0 and self.max_queue_seconds is not None:
+            wait = (self._queued_tokens + job.tokens) / rate
+            if wait > self.max_queue_seconds:
+                raise OverloadedError(
+                    f"{self.name} has about {self._queued_tokens / rate:.1f} s of work queued and this request "
+                    f"would wait {wait:.1f} s (the limit is {self.max_queue_seconds:g} s); retry shortly",
+                    self._retry_after(),
+                )
 
     def _retry_after(self) -> int:
         if self._rate <= 0:

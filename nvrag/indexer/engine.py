@@ -24,11 +24,11 @@ from nvrag.embedder import Embedder
 from nvrag.embedder.pinning import check_manifest_model, model_key, new_manifest, utc_now
 from nvrag.errors import ConfigError, ModelMismatchError, NvRagError
 from nvrag.indexer.chunking import check_settings, default_settings
-from nvrag.indexer.loaders import UPLOAD_PREFIX, LoadFailure, split_line
+from nvrag.indexer.loaders import ORIGIN_WORDS, UPLOAD_PREFIX, LoadFailure, document_origin, split_line
 from nvrag.indexer.reading import MAX_FAILURES_PER_FILE
 from nvrag.indexer.request import IndexRequest
 from nvrag.schema import Chunk, ChunkerSettings, IndexManifest
-from nvrag.store import Store, Table
+from nvrag.store import Store, Table, storage_errors
 from nvrag.store.base import TableWriter
 
 
@@ -109,7 +109,7 @@ class Engine(ABC):
         the run cleanly after the batch in flight.
         The run holds the index's write lock (IndexBusyError when another writer has it)."""
         self.check(request)
-        with self.store.writing(request.index):
+        with storage_errors(self.store.location), self.store.writing(request.index):
             return self._run(request, progress, stop)
 
     def check(self, request: IndexRequest) -> None:  # noqa: B027 (a hook: most engines refuse nothing more)
@@ -119,15 +119,34 @@ class Engine(ABC):
     def _run(self, request: IndexRequest, progress: ProgressFn | None, stop: StopFlag | None) -> IndexReport: ...
 
 
+OriginFn = Callable[[str], str]  # a stored document's id -> its origin (loaders.document_origin)
+
+
 class RunLedger:
     """The bookkeeping of one run, the same for every engine: documents seen (in load order), duplicates and
     empty documents reported, chunks already stored counted as unchanged, and stored chunks that a changed
-    document no longer has collected as stale. ``uploads``: the run indexes UI uploads (UPLOAD_PREFIX ids)."""
+    document no longer has collected as stale. ``uploads``: the run indexes UI uploads (UPLOAD_PREFIX ids).
 
-    def __init__(self, report: IndexReport, stored: dict[str, set[str]], *, uploads: bool = False) -> None:
+    Ownership: a run replaces a stored document only if it is of the run's ``origin`` (or with
+    ``replace_other_origins``); ``stored_origin`` tells a stored document's origin, asked only for documents
+    this run would change."""
+
+    def __init__(
+        self,
+        report: IndexReport,
+        stored: dict[str, set[str]],
+        *,
+        uploads: bool = False,
+        origin: str = "path",
+        stored_origin: OriginFn | None = None,
+        replace_other_origins: bool = False,
+    ) -> None:
         self.report = report
         self.stored = stored
         self.uploads = uploads
+        self.origin = origin
+        self.stored_origin = stored_origin
+        self.replace_other_origins = replace_other_origins
         self.seen_docs: set[str] = set()
         self.stale: set[str] = set()
         self._listed: dict[str, int] = {}
@@ -181,8 +200,21 @@ class RunLedger:
         if not chunk_ids:
             self.fail(source, "no text to index; skipped")
             return []
-        self.report.documents += 1
         have = self.stored.get(doc_id, set())
+        changes = bool(have) and have != set(chunk_ids)
+        owner = (
+            self.stored_origin(doc_id) if changes and self.stored_origin and not self.replace_other_origins else None
+        )
+        if owner is not None and owner != self.origin:
+            self.fail(
+                source,
+                f"document {doc_id!r} was added {ORIGIN_WORDS[owner]} and this run adds documents "
+                f"{ORIGIN_WORDS[self.origin]}: it is kept as it is (replacing it needs replace_other_origins: "
+                "nvrag index --replace-other-origins, or replace_other_origins=true over HTTP)",
+                doc_id,
+            )
+            return []
+        self.report.documents += 1
         self.stale |= have - set(chunk_ids)
         fresh = [i for i, c in enumerate(chunk_ids) if c not in have]
         self.report.chunks_unchanged += len(chunk_ids) - len(fresh)
@@ -228,7 +260,15 @@ def open_run(store: Store, embedder: Embedder, request: IndexRequest) -> Run:
             table = _rebuild(store, table.manifest, embedder, request)
             staged = True
     report = IndexReport(index=name, created=created)
-    ledger = RunLedger(report, table.chunk_ids_by_doc(), uploads=request.uploads)
+    stored = table.chunk_ids_by_doc()
+    ledger = RunLedger(
+        report,
+        stored,
+        uploads=request.uploads,
+        origin=request.origin,
+        stored_origin=lambda doc_id: stored_origins(table, {doc_id: stored[doc_id]})[doc_id],
+        replace_other_origins=request.replace_other_origins,
+    )
     return Run(request, table, table.writer(), staged, ledger, model_key(embedder))
 
 
@@ -304,7 +344,10 @@ def finish_run(store: Store, run: Run) -> IndexReport:
     if not report.interrupted:
         stale = ledger.stale
         if run.request.prune:
-            gone = set(ledger.stored) - ledger.seen_docs - _failed_documents(table, ledger)
+            unseen = {doc: ids for doc, ids in ledger.stored.items() if doc not in ledger.seen_docs}
+            origins = stored_origins(table, unseen)
+            # only this run's own origin is pruned: API documents and uploads are not in PATH, and stay
+            gone = {doc for doc in unseen if origins[doc] == ledger.origin} - _failed_documents(table, ledger)
             report.documents_removed = len(gone)
             for doc_id in gone:
                 stale |= ledger.stored[doc_id]
@@ -320,17 +363,35 @@ def finish_run(store: Store, run: Run) -> IndexReport:
     return report
 
 
-def delete_documents(store: Store, name: str, doc_ids: Sequence[str]) -> int:
-    """Remove documents from an index, under its write lock; how many chunks were removed."""
-    with store.writing(name):
+def delete_documents(store: Store, name: str, doc_ids: Sequence[str], *, origins: set[str] | None = None) -> int:
+    """Remove documents from an index, under its write lock; how many chunks were removed. ``origins``: remove
+    only documents of these origins (a document of another origin is refused with a ConfigError naming it)."""
+    with storage_errors(store.location), store.writing(name):
         table = store.open(name)
         stored = table.chunk_ids_by_doc()
-        gone = {c for doc in doc_ids for c in stored.get(doc, ())}
+        found = {doc: stored[doc] for doc in doc_ids if doc in stored}
+        if origins is not None:
+            for doc, origin in stored_origins(table, found).items():
+                if origin not in origins:
+                    raise ConfigError(
+                        f"document {doc!r} of index {name!r} was added {ORIGIN_WORDS[origin]}; it is not removed "
+                        "(removing it needs replace_other_origins)"
+                    )
+        gone = {c for ids in found.values() for c in ids}
         if gone:
             table.delete(gone)
             table.refresh_text_index()
             table.set_manifest(replace(table.manifest, updated_at=utc_now(), nvrag_version=__version__))
         return len(gone)
+
+
+def stored_origins(table: Table, docs: dict[str, set[str]]) -> dict[str, str]:
+    """The origin of each stored document named (doc id -> its stored chunk ids), from one chunk of each."""
+    firsts = {min(ids): doc for doc, ids in docs.items() if ids}
+    origins = {doc: document_origin(doc, "") for doc in docs}
+    for chunk in table.get(sorted(firsts)):
+        origins[chunk.doc_id] = document_origin(chunk.doc_id, chunk.source)
+    return origins
 
 
 def _failed_documents(table: Table, ledger: RunLedger) -> set[str]:

@@ -41,6 +41,23 @@ _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?\r?\n)---[ \t]*(?:\r?\n|\Z)", r
 
 
 UPLOAD_PREFIX = "upload:"  # document ids of UI uploads; reserved, so an upload never replaces another document
+API_SOURCE_PREFIX = "api:"  # the source of a document added through the HTTP API: "api:ID"
+
+# Who added a document (docs/security.md): each surface replaces and prunes only its own documents
+ORIGIN_PATH, ORIGIN_API, ORIGIN_UPLOAD = "path", "api", "upload"
+ORIGIN_WORDS = {
+    ORIGIN_PATH: "from a file or by a program",
+    ORIGIN_API: "through the HTTP API",
+    ORIGIN_UPLOAD: "as an upload in the web page",
+}
+
+
+def document_origin(doc_id: str, source: str) -> str:
+    """A stored document's origin, from what every chunk of it records: upload ids are reserved, API
+    documents' source is "api:ID", everything else came from PATH (the CLI, Python, Ray)."""
+    if doc_id.startswith(UPLOAD_PREFIX):
+        return ORIGIN_UPLOAD
+    return ORIGIN_API if source.startswith(API_SOURCE_PREFIX) else ORIGIN_PATH
 
 
 def split_line(source: str) -> tuple[str, int | None]:

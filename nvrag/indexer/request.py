@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nvrag.errors import ConfigError, InputError
 from nvrag.indexer.formats import TableColumns
-from nvrag.indexer.loaders import LoadFailure
+from nvrag.indexer.loaders import ORIGIN_API, ORIGIN_PATH, ORIGIN_UPLOAD, LoadFailure
 from nvrag.schema import ChunkerSettings, Document
 from nvrag.store import check_index_name
 
@@ -36,10 +36,12 @@ class PathSource:
 @dataclass(frozen=True)
 class ItemsSource:
     """Documents (and load failures) already read by the caller. ``uploads``: files uploaded in the web UI
-    (their ids carry UPLOAD_PREFIX; nothing else may)."""
+    (their ids carry UPLOAD_PREFIX; nothing else may); ``api``: documents sent to the HTTP API (their source
+    is "api:ID"). Either decides the run's origin (``IndexRequest.origin``)."""
 
     items: Iterable[Document | LoadFailure]
     uploads: bool = False
+    api: bool = False
 
 
 Source = PathSource | ItemsSource
@@ -99,6 +101,7 @@ class IndexRequest:
     quantization: str | None = None
     prune: bool = False
     reembed: bool = False
+    replace_other_origins: bool = False  # may replace documents another surface added (API, uploads, PATH)
     batch_size: int | None = None
     engine: str = "local"
     devices: tuple[str, ...] = ()
@@ -119,6 +122,16 @@ class IndexRequest:
     @property
     def uploads(self) -> bool:
         return isinstance(self.source, ItemsSource) and self.source.uploads
+
+    @property
+    def origin(self) -> str:
+        """Which surface this run writes for: its documents are of this origin, and it replaces (and prunes)
+        only documents of this origin unless ``replace_other_origins``."""
+        if isinstance(self.source, ItemsSource) and self.source.uploads:
+            return ORIGIN_UPLOAD
+        if isinstance(self.source, ItemsSource) and self.source.api:
+            return ORIGIN_API
+        return ORIGIN_PATH
 
 
 def check_request(r: IndexRequest) -> None:
@@ -142,6 +155,8 @@ def check_request(r: IndexRequest) -> None:
         raise ConfigError("--ray-address, --workers and --gpus-per-worker need --engine ray")
     if r.engine == "ray" and not isinstance(r.source, PathSource):
         raise ConfigError("--engine ray reads a path (its workers load the files); give a file or a directory")
+    if isinstance(r.source, ItemsSource) and r.source.uploads and r.source.api:
+        raise ConfigError("documents come either from uploads or from the API, not both")
     if r.uploads and r.prune:
         raise ConfigError("an upload cannot prune: it would remove every document that is not in the upload")
     if r.uploads and r.reembed:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nvrag.store.base import ScoredChunk, Store, Table, check_index_name
+from nvrag.store.base import ScoredChunk, Store, Table, check_index_name, storage_errors
 
 if TYPE_CHECKING:
     from nvrag.store.lancedb_store import LanceStore
@@ -23,4 +23,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["LanceStore", "ScoredChunk", "Store", "Table", "check_index_name"]
+__all__ = ["LanceStore", "ScoredChunk", "Store", "Table", "check_index_name", "storage_errors"]

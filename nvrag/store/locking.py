@@ -31,9 +31,13 @@ def _open(path: Path) -> int:
         # O_NOFOLLOW: a symlink planted where the lock goes is not followed to truncate its target
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as exc:
+        from nvrag.store.base import storage_error, storage_problem
+
+        code = storage_problem(exc)
+        if code is not None:  # a full, read-only or unwritable data directory: its own error and exit code
+            raise storage_error(str(path.parent), code) from None
         raise ConfigError(
-            f"cannot write to the data directory {path.parent} ({exc.strerror or exc}); check its permissions "
-            "or choose another --db"
+            f"cannot write to the data directory {path.parent} ({exc.strerror or exc}); check it or choose another --db"
         ) from None
 
 

@@ -267,3 +267,20 @@ def test_metric_labels_come_from_a_fixed_set(served: tuple[TestClient, APIContex
     assert "JUNK" not in text and "made/up" not in text and "no-such" not in text
     assert 'method="other"' in text and 'route="unmatched"' in text
     assert len(text) < before + 20_000  # a few new series, not hundreds
+
+
+def test_the_api_replaces_and_deletes_only_its_own_documents(served: tuple[TestClient, APIContext, Gate]) -> None:
+    client, ctx, _ = served  # "d1" was indexed by a program (source memory:d1), not through the API
+    got = client.post("/v1/indexes/docs/documents", json=[{"id": "d1", "text": "planted"}, {"id": "mine", "text": "x"}])
+    assert got.status_code == 200
+    report = got.json()
+    assert report["documents"] == 1 and [f["source"] for f in report["failures"]] == ["api:d1"]
+    refused = client.delete("/v1/indexes/docs/documents/d1")
+    assert refused.status_code == 400 and "was added from a file or by a program" in refused.json()["error"]["message"]
+    assert client.delete("/v1/indexes/docs/documents/mine").status_code == 200
+    forced = client.post(
+        "/v1/indexes/docs/documents?replace_other_origins=true", json=[{"id": "d1", "text": "replaced on purpose"}]
+    )
+    assert forced.status_code == 200 and forced.json()["failures"] == []
+    assert client.delete("/v1/indexes/docs/documents/d1?replace_other_origins=true").status_code == 200
+    assert ctx.store.open("docs").count() == 0

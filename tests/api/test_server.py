@@ -384,3 +384,32 @@ def test_truncate_false_refuses_a_long_input_and_a_full_queue_answers_429(url: s
         assert set(statuses) == {200, 429} and statuses.count(200) >= 1, statuses
         busy = next(a for a in answers if a.status_code == 429).json()["error"]
         assert busy["code"] == "queue_full" and "already queued" in busy["message"]
+
+
+def test_a_one_word_search_overtakes_a_maximal_embeddings_request(url: str) -> None:
+    """The scheduler cuts a large request into token-budget slices: a search sent while it runs is answered
+    before it ends (in the forward pass after the one in flight), not behind it. Order, not wall time, is
+    asserted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def rows_embedded() -> float:
+        text = httpx.get(f"{url}/metrics").text
+        (family,) = [f for f in text_string_to_metric_families(text) if f.name == "nvrag_forward_batch_rows"]
+        return sum(s.value for s in family.samples if s.name.endswith("_sum"))
+
+    big = {"model": MINILM, "input": [f"{i} " + "word " * 300 for i in range(256)]}  # 256 x 256 tokens
+    before = rows_embedded()
+    with ThreadPoolExecutor(1) as pool:
+        large = pool.submit(httpx.post, f"{url}/v1/embeddings", json=big, timeout=600)
+        deadline = time.monotonic() + 300  # a guard against a hang, not a speed check
+        while rows_embedded() == before:  # the large request is being computed
+            assert time.monotonic() < deadline and not large.done()
+            time.sleep(0.02)
+        search = httpx.post(f"{url}/v1/search", json={"index": "demo", "query": "hash", "k": 1}, timeout=300)
+        one = httpx.post(f"{url}/v1/embeddings", json={"model": MINILM, "input": "hash"}, timeout=300)
+        assert search.status_code == 200 and one.status_code == 200
+        assert not large.done()  # both small requests were answered while the large one was still running
+        assert rows_embedded() - before < 256  # ... before all of its rows had been embedded
+        assert large.result().status_code == 200

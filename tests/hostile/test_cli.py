@@ -106,10 +106,10 @@ def test_unwritable_data_directory(tmp_path: Path) -> None:
         changed = tmp_path / "d.txt"
         changed.write_text("more text", encoding="utf-8")
         run = nvrag("index", str(changed), "--index", "t", db=db, prefix=AS_A_USER)
-        assert run.returncode == 2
+        assert run.returncode == 5  # the data directory cannot be written
         assert one_error_line(run) == (
-            f"error: cannot write to the data directory {db} (Permission denied); check its permissions or choose "
-            "another --db"
+            f"error: the data directory {db} cannot be written by this user (Permission denied): make it writable "
+            "(or choose another --db), then run the same command again; it continues where it stopped"
         )
         found = nvrag("search", "text", "--index", "t", "--json", db=db, prefix=AS_A_USER)  # reading still works
         assert found.returncode == 0 and {h["doc_id"] for h in json.loads(found.stdout)} == {"c.txt", "e.txt"}
