@@ -5,7 +5,7 @@ from __future__ import annotations
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # one request body (413 over)
 DEFAULT_MAX_INPUTS = 2048  # texts per embeddings request, documents per documents request (OpenAI's own limit)
-DEFAULT_MAX_IN_FLIGHT = 64  # requests doing work at once (the rest: 429)
+DEFAULT_MAX_IN_FLIGHT = 32  # requests doing work at once (the rest: 429)
 DEFAULT_MAX_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # request bodies being received or held at once (429 over)
 BODY_IDLE_SECONDS = 10.0  # the longest pause between two parts of a body (408)
 BODY_TOTAL_SECONDS = 60.0  # the longest a whole body may take to arrive (408)

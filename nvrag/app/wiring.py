@@ -12,14 +12,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from nvrag.api.limits import DEFAULT_MAX_IN_FLIGHT
 from nvrag.app.devices import cuda_available
+from nvrag.app.services import Loader, Purpose, Services
 from nvrag.app.settings import ENV_UI_PASSWORD, ENV_UI_USER, Settings, default_db
 from nvrag.embedder import AUTO, Embedder, LoadOptions, choose_model, get_spec, load_embedder
 from nvrag.embedder.names import MINILM_NAME, NVEMBED_NAME
 from nvrag.embedder.pinning import check_pinned
 from nvrag.embedder.registry import ModelRecipe
+from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS, Scheduler
 from nvrag.errors import ConfigError
-from nvrag.indexer import Engine, Indexer, IndexReport, IndexRequest
+from nvrag.indexer import Engine, Indexer, IndexRequest
 from nvrag.retriever import Retriever, open_retriever
 from nvrag.schema import IndexManifest
 from nvrag.store import Store
@@ -189,34 +192,23 @@ def build_retriever(
     return open_retriever(store, index, load_options(settings, model_path, for_queries=True))
 
 
-class UploadRunner:
-    """Runs the UI's upload requests (into existing indexes), each with an engine whose model stays loaded:
-    one per model, so an upload to any index of that model reuses it."""
+def pooled_loader(settings: Settings, wrap: Callable[[Embedder], Embedder] | None = None) -> Loader:
+    """How Services loads a model: with these settings, query-only loads for searches, wrapped (a server's
+    scheduler) when ``wrap`` is given."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
-        self.settings, self.store = settings, store
-        self.engines: dict[str, Engine] = {}
+    def load(name: str, model_path: Path | None, purpose: Purpose) -> Embedder:
+        loaded = load_model(settings, name, model_path=model_path, for_queries=purpose == "queries")
+        return wrap(loaded) if wrap is not None else loaded
 
-    def __call__(self, request: IndexRequest) -> IndexReport:
-        current = self.store.manifest(request.index)
-        cached = self.engines.get(current.model)
-        if cached is None or cached.embedder.info.revision != current.model_revision:
-            self.engines[current.model], _ = index_engine(self.settings, self.store, request)
-        return self.engines[current.model].run(request)
+    return load
 
 
 def build_web_app(
-    settings: Settings,
-    store: Store,
-    index: str | None,
-    *,
-    retriever_for: Callable[[str], Retriever] | None = None,
-    run_index: Callable[[IndexRequest], IndexReport] | None = None,
-    mounted_at: str = "",
+    settings: Settings, store: Store, index: str | None, *, services: Services | None = None, mounted_at: str = ""
 ) -> Any:
-    """The UI's FastAPI app: retrievers cached per index, uploads indexed with the index's (or auto) model.
-    `nvrag serve --ui` passes its own retrievers and indexing (one loaded model for both) and its mount path;
-    the API key guards it there, so it takes no login of its own."""
+    """The UI's FastAPI app over ``services`` (its own unless given: `nvrag serve --ui` passes the server's, one
+    loaded model for the page, the API and MCP, with its mount path; the API key guards it there, so it takes
+    no login of its own). Uploads go into existing indexes with the index's model."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
     # Gradio writes what it receives to GRADIO_TEMP_DIR (default: /tmp/gradio, shared by every user of the
     # machine); this server's uploads go to a folder of its own, readable by this user only
@@ -224,32 +216,13 @@ def build_web_app(
     os.environ["GRADIO_TEMP_DIR"] = str(received)
     from nvrag.ui import UIContext, build_server
 
-    retrievers: dict[str, Retriever] = {}
-
-    def own_retriever_for(name: str) -> Retriever:
-        # Every write that changes an index updates its manifest (updated_at): reopen only then, so a search
-        # neither reloads the model nor rereads a FAISS file, and still sees rows added by an upload.
-        cached = retrievers.get(name)
-        current = store.manifest(name)
-        if cached is not None and cached.table.manifest == current:
-            return cached
-        info = cached.embedder.info if cached is not None else None
-        if (
-            cached is not None
-            and info is not None
-            and (info.name, info.revision) == (current.model, current.model_revision)
-        ):
-            retrievers[name] = Retriever(store.open(name), cached.embedder)  # same model: keep it loaded
-        else:
-            retrievers[name] = build_retriever(settings, store, name, None)
-        return retrievers[name]
-
+    services = services or Services(settings, store, pooled_loader(settings))
     local = "://" not in settings.db
     uploads = Path(settings.db).expanduser() / "uploads" if local else Path(default_db()) / "uploads"
     ctx = UIContext(
         store=store,
-        retriever_for=retriever_for or own_retriever_for,
-        run_index=run_index or UploadRunner(settings, store),
+        retriever_for=services.retriever,
+        run_index=services.run_index,
         upload_root=uploads,
         received_root=received,
         source_url=f"{mounted_at}/source",
@@ -271,10 +244,10 @@ def build_api_app(
     model_path: Path | None,
     api_key: str | None,
     max_inputs: int,
-    max_queued: int = 256,
-    max_queued_tokens: int | None = None,
-    max_queue_seconds: float | None = None,
-    max_in_flight: int | None = None,
+    max_queued: int = DEFAULT_MAX_QUEUED,
+    max_queued_tokens: int = DEFAULT_MAX_QUEUED_TOKENS,
+    max_queue_seconds: float = DEFAULT_MAX_QUEUE_SECONDS,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     host: str = "127.0.0.1",
     allowed_hosts: Sequence[str] = (),
     allowed_origins: Sequence[str] = (),
@@ -286,67 +259,44 @@ def build_api_app(
     (/ready says 503 until each has run a forward pass)."""
     from nvrag.api import APIContext, build_api
     from nvrag.api.guard import allowed_hosts as hosts_for
-    from nvrag.api.limits import DEFAULT_MAX_IN_FLIGHT
     from nvrag.api.metrics import Metrics
-    from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED_TOKENS, Scheduler
 
     for name in indexes or ():
         store.open(name)  # IndexNotFoundError naming the known ones
     served = choose(settings, model, model_path)
     index_models = {store.manifest(n).model for n in (indexes or store.list_indexes())}
-    names = [served.name, *sorted(index_models - {served.name})]
     metrics = Metrics()
-    embedders: dict[str, Embedder] = {}
-    loading = threading.Lock()
-    queued_tokens = max_queued_tokens or DEFAULT_MAX_QUEUED_TOKENS
-    queue_seconds = max_queue_seconds or DEFAULT_MAX_QUEUE_SECONDS
-    in_flight = max_in_flight or DEFAULT_MAX_IN_FLIGHT
 
-    def embedder_for(name: str) -> Embedder:
-        # one per model, behind one scheduler: every route's embedding work shares its batches
-        with loading:
-            if name not in embedders:
-                path = served.model_path if name == served.name else None
-                loaded = load_model(settings, name, model_path=path)
-                scheduler = Scheduler(
-                    loaded, max_queued=max_queued, max_queued_tokens=queued_tokens, max_queue_seconds=queue_seconds
-                )
-                embedders[name] = metrics.watch(scheduler)
-            return embedders[name]
+    def scheduled(loaded: Embedder) -> Embedder:
+        # one scheduler per model: every route's embedding work shares its batches
+        bounds = (max_queued, max_queued_tokens, max_queue_seconds)
+        return metrics.watch(
+            Scheduler(loaded, max_queued=bounds[0], max_queued_tokens=bounds[1], max_queue_seconds=bounds[2])
+        )
 
-    retrievers: dict[str, Retriever] = {}
-
-    def retriever_for(name: str) -> Retriever:
-        current = store.manifest(name)
-        cached = retrievers.get(name)
-        if cached is None or cached.table.manifest != current:
-            retrievers[name] = Retriever(store.open(name), embedder_for(current.model))  # checks the pinning
-        return retrievers[name]
-
-    def run_index(request: IndexRequest) -> IndexReport:
-        # documents go into an index with its own model; a new index gets the served model
-        model = store.manifest(request.index).model if store.exists(request.index) else served.name
-        return Indexer(store, embedder_for(model)).run(request)
-
+    services = Services(
+        settings, store, pooled_loader(settings, scheduled), served=(served.name, served.model_path),
+        indexes=indexes, shared=True,
+    )  # fmt: skip
     ctx = APIContext(
         store=store,
-        models=names,
-        embedder_for=embedder_for,
-        retriever_for=retriever_for,
-        run_index=run_index,
-        indexes=list(indexes) if indexes else None,
+        models=[served.name, *sorted(index_models - {served.name})],
+        embedder_for=services.embedder,
+        retriever_for=services.retriever,
+        run_index=services.run_index,
+        indexes=services.indexes,
         api_key=api_key,
         max_inputs=max_inputs,
         allowed_hosts=hosts_for(host, allowed_hosts),
         allowed_origins=frozenset(allowed_origins),
-        max_in_flight=in_flight,
+        max_in_flight=max_in_flight,
         on_ready=on_ready,
         metrics=metrics,
     )
     app = build_api(ctx)
     from nvrag.integrations.mcp import MCPContext, build_mcp
 
-    agents = build_mcp(MCPContext(store, retriever_for, ctx.indexes))
+    agents = build_mcp(MCPContext(store, services.retriever, services.indexes))
     # the MCP endpoint, behind the same key (the API's middleware sees every request); its sessions need the
     # parent's lifespan, which a mounted app does not get on its own
     # the API's BrowserGuard checks Host and Origin for every route, /mcp included, against --allowed-host and
@@ -358,9 +308,7 @@ def build_api_app(
     web: Any = None
     if ui:
         selected = indexes[0] if indexes else None
-        web = build_web_app(
-            settings, store, selected, retriever_for=retriever_for, run_index=run_index, mounted_at="/ui"
-        )
+        web = build_web_app(settings, store, selected, services=services, mounted_at="/ui")
         app.mount("/ui", web)
 
     @contextlib.asynccontextmanager
@@ -369,7 +317,7 @@ def build_api_app(
 
         # every admitted request gets a thread at once: waiting happens in the scheduler, where it is bounded
         limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(limiter.total_tokens, in_flight + 8)
+        limiter.total_tokens = max(limiter.total_tokens, max_in_flight + 8)
         threading.Thread(target=ctx.warm, name="nvrag-warm-up", daemon=True).start()
         # mounted apps get no lifespan of their own: run MCP's session manager and Gradio's queue from here
         async with contextlib.AsyncExitStack() as stack:
@@ -388,12 +336,5 @@ def build_mcp_server(settings: Settings, store: Store, indexes: Sequence[str] | 
 
     for name in indexes or ():
         store.open(name)  # IndexNotFoundError naming the known ones
-    retrievers: dict[str, Retriever] = {}
-
-    def retriever_for(name: str) -> Retriever:
-        cached = retrievers.get(name)
-        if cached is None or cached.table.manifest != store.manifest(name):
-            retrievers[name] = build_retriever(settings, store, name, None)
-        return retrievers[name]
-
-    return build_mcp(MCPContext(store, retriever_for, list(indexes) if indexes else None))
+    services = Services(settings, store, pooled_loader(settings), indexes=indexes)
+    return build_mcp(MCPContext(store, services.retriever, services.indexes))

@@ -18,10 +18,11 @@ the forward pass in flight, however large the requests ahead of it (the API test
 maximal request). Batching never changes a result beyond float rounding: every row is computed with the same
 mask and weights whatever shares its batch.
 
-Admission: at most ``max_queued`` jobs and ``max_queued_tokens`` tokens wait at once, and no more work than
-``max_queue_seconds`` of it at the model's measured throughput (a job alone is always admitted, so a maximal
-request still runs on an idle server); past any bound a call is refused at once with OverloadedError, whose
-``retry_after`` estimates when the queue will have drained.
+Admission: at most ``max_queued`` jobs and ``max_queued_tokens`` tokens wait at once, and a job is admitted
+only if the work ranked ahead of it and its own would finish within ``max_queue_seconds`` at the model's
+measured throughput, so small requests are still taken while bulk work waits. A job alone is always admitted
+(a maximal request still runs on an idle server). Past any bound a call is refused at once with
+OverloadedError, whose ``retry_after`` estimates when the queue will have drained.
 """
 
 from __future__ import annotations
@@ -175,11 +176,15 @@ class Scheduler(Embedder):
             )
         rate = self._rate
         if self._pending and rate > 0 and self.max_queue_seconds is not None:
-            wait = (self._queued_tokens + job.tokens) / rate
+            # the work that runs before this job ends: the jobs ranked ahead of it and its own, plus the share
+            # of passes the oldest job takes (one in AGING); a one-line query waits for little however much
+            # bulk work is queued, so it is not refused because of it
+            ahead = sum(j.pending_tokens for j in self._pending if j.rank() < job.rank()) + job.tokens
+            wait = ahead * AGING / (AGING - 1) / rate
             if wait > self.max_queue_seconds:
                 raise OverloadedError(
                     f"{self.name} has about {self._queued_tokens / rate:.1f} s of work queued and this request "
-                    f"would wait {wait:.1f} s (the limit is {self.max_queue_seconds:g} s); retry shortly",
+                    f"would take {wait:.1f} s to finish (the limit is {self.max_queue_seconds:g} s); retry shortly",
                     self._retry_after(),
                 )
 

@@ -29,7 +29,7 @@ from nvrag.indexer.reading import MAX_FAILURES_PER_FILE
 from nvrag.indexer.request import IndexRequest
 from nvrag.schema import Chunk, ChunkerSettings, IndexManifest
 from nvrag.store import Store, Table, storage_errors
-from nvrag.store.base import TableWriter
+from nvrag.store.base import TableWriter, document_groups
 
 
 @dataclass
@@ -148,7 +148,7 @@ class RunLedger:
         self.stored_origin = stored_origin
         self.replace_other_origins = replace_other_origins
         self.seen_docs: set[str] = set()
-        self.stale: set[str] = set()
+        self.stale: dict[str, set[str]] = {}  # doc id -> its stored chunks that its new version drops
         self._listed: dict[str, int] = {}
 
     def fail(self, source: str, reason: str, doc_id: str | None = None) -> None:
@@ -165,6 +165,11 @@ class RunLedger:
             return
         self._listed[where] = listed + 1
         self.report.failures.append(LoadFailure(source, reason, doc_id))
+
+    def release(self, doc_ids: Sequence[str]) -> set[str]:
+        """The stale chunks of these documents, handed to the commit that writes their new chunks (and so no
+        longer this ledger's to remove)."""
+        return {c for doc in doc_ids for c in self.stale.pop(doc, ())}
 
     def list_unlisted(self) -> None:
         for where, more in self.report.unlisted.items():
@@ -215,7 +220,9 @@ class RunLedger:
             )
             return []
         self.report.documents += 1
-        self.stale |= have - set(chunk_ids)
+        dropped = have - set(chunk_ids)
+        if dropped:
+            self.stale[doc_id] = dropped
         fresh = [i for i, c in enumerate(chunk_ids) if c not in have]
         self.report.chunks_unchanged += len(chunk_ids) - len(fresh)
         return fresh
@@ -342,18 +349,17 @@ def finish_run(store: Store, run: Run) -> IndexReport:
     report, ledger, table = run.report, run.ledger, run.table
     ledger.list_unlisted()
     if not report.interrupted:
-        stale = ledger.stale
+        gone: dict[str, set[str]] = dict(ledger.stale)  # stale chunks no commit took (the Ray engine's)
         if run.request.prune:
             unseen = {doc: ids for doc, ids in ledger.stored.items() if doc not in ledger.seen_docs}
             origins = stored_origins(table, unseen)
             # only this run's own origin is pruned: API documents and uploads are not in PATH, and stay
-            gone = {doc for doc in unseen if origins[doc] == ledger.origin} - _failed_documents(table, ledger)
-            report.documents_removed = len(gone)
-            for doc_id in gone:
-                stale |= ledger.stored[doc_id]
-        if stale:
-            table.delete(stale)
-            report.chunks_removed = len(stale)
+            pruned = {doc for doc in unseen if origins[doc] == ledger.origin} - _failed_documents(table, ledger)
+            report.documents_removed = len(pruned)
+            gone |= {doc: unseen[doc] for doc in pruned}
+        for group in document_groups(gone):  # whole documents per commit: a kill never halves one
+            table.delete(group)
+            report.chunks_removed += len(group)
         if run.staged:
             table = store.publish_staging(run.request.index)
             report.reembedded = True
@@ -378,8 +384,9 @@ def delete_documents(store: Store, name: str, doc_ids: Sequence[str], *, origins
                         "(removing it needs replace_other_origins)"
                     )
         gone = {c for ids in found.values() for c in ids}
+        for group in document_groups(found):  # whole documents per commit
+            table.delete(group)
         if gone:
-            table.delete(gone)
             table.refresh_text_index()
             table.set_manifest(replace(table.manifest, updated_at=utc_now(), nvrag_version=__version__))
         return len(gone)

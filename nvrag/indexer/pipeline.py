@@ -81,11 +81,18 @@ class Indexer(Engine):
         batch = request.batch_chunks
         seen = 0
         pending: list[Chunk] = []
+        pending_docs: list[str] = []  # whole documents only: a commit never holds part of one
 
-        def commit(chunks: list[Chunk]) -> None:
-            vectors = self.embedder.embed_documents([embedding_text(c, run.chunker.title_separator) for c in chunks])
-            run.writer.commit([run.writer.stage(chunks, vectors)])
+        def commit(chunks: list[Chunk], docs: list[str]) -> None:
+            # a document's new chunks and the removal of its old ones are one commit (TableWriter.commit)
+            replaced = ledger.release(docs)
+            staged = []
+            if chunks:
+                texts = [embedding_text(c, run.chunker.title_separator) for c in chunks]
+                staged = [run.writer.stage(chunks, self.embedder.embed_documents(texts))]
+            run.writer.commit(staged, replaced)
             report.chunks_added += len(chunks)
+            report.chunks_removed += len(replaced)
             if progress is not None:
                 progress(Progress(report.documents, report.chunks_added, seen, items_total=total))
 
@@ -102,15 +109,17 @@ class Indexer(Engine):
                 ledger.fail(item.source, str(exc), item.doc_id)
                 continue
             fresh = ledger.admit(item.doc_id, item.source, [c.chunk_id for c in chunks])
-            pending.extend(chunks[i] for i in fresh)
-            while len(pending) >= batch:
-                commit(pending[:batch])
-                pending = pending[batch:]
+            if fresh or item.doc_id in ledger.stale:
+                pending.extend(chunks[i] for i in fresh)
+                pending_docs.append(item.doc_id)
+            if len(pending) >= batch:  # at a document's end: a large document is one commit of its own
+                commit(pending, pending_docs)
+                pending, pending_docs = [], []
             if stop is not None and stop.requested:
                 report.interrupted = True
                 break
-        if pending and not report.interrupted:
-            commit(pending)
+        if pending_docs and not report.interrupted:
+            commit(pending, pending_docs)
         return finish_run(self.store, run)
 
 

@@ -13,7 +13,7 @@ import os
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,23 @@ def check_vectors(chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32], dim
         raise ValueError(f"expected vectors of shape ({len(chunks)}, {dimension}), got {vectors.shape}")
 
 
+DELETE_GROUP = 2000  # chunks removed per atomic delete when many go (prune): whole documents per group
+
+
+def document_groups(docs: dict[str, set[str]], limit: int = DELETE_GROUP) -> Iterator[set[str]]:
+    """The chunk ids of ``docs`` (doc id -> its chunk ids) in groups of whole documents of about ``limit``
+    chunks (a larger document is a group of its own), so that a delete killed between groups never leaves a
+    document half removed."""
+    group: set[str] = set()
+    for ids in docs.values():
+        if group and len(group) + len(ids) > limit:
+            yield group
+            group = set()
+        group |= ids
+    if group:
+        yield group
+
+
 @dataclass(frozen=True)
 class Staged:
     """A batch of chunks written by a writer's stage step but not committed: no reader sees it until
@@ -74,7 +91,11 @@ class Stager(ABC):
 
 class TableWriter(ABC):
     """The write path of one indexing run: stage batches (here, or in workers through ``stager``), commit
-    staged batches here (each commit atomic: a crash loses at most what is not committed), then finish."""
+    staged batches here (each commit atomic: a crash loses at most what is not committed), then finish.
+
+    ``commit(batches, replaced)`` removes the chunk ids ``replaced`` (the old chunks of the documents whose new
+    chunks the batches hold) in the same commit: a reader sees each of those documents wholly old or wholly
+    new, and a process killed at any point leaves it so."""
 
     @abstractmethod
     def stage(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged: ...
@@ -87,8 +108,8 @@ class TableWriter(ABC):
         )
 
     @abstractmethod
-    def commit(self, batches: Sequence[Staged]) -> None:
-        """Make staged batches visible, in one atomic commit."""
+    def commit(self, batches: Sequence[Staged], replaced: Collection[str] = ()) -> None:
+        """Make staged batches visible and remove the chunks ``replaced``, in one atomic commit."""
 
     def finish(self) -> None:  # noqa: B027 (a hook: in-process writers have nothing to finish)
         """End the run's writes (see rows committed from elsewhere)."""
@@ -104,12 +125,10 @@ class UpsertWriter(TableWriter):
         check_vectors(chunks, vectors, self.table.manifest.dimension)
         return Staged(len(chunks), (list(chunks), vectors))
 
-    def commit(self, batches: Sequence[Staged]) -> None:
-        if not batches:
-            return
+    def commit(self, batches: Sequence[Staged], replaced: Collection[str] = ()) -> None:
         chunks = [c for b in batches for c in b.data[0]]
-        vectors = np.concatenate([b.data[1] for b in batches])
-        self.table.upsert(chunks, vectors)
+        vectors = np.concatenate([b.data[1] for b in batches]) if batches else np.zeros((0, 0), np.float32)
+        self.table.replace(chunks, vectors, replaced)
 
 
 class Table(ABC):
@@ -139,7 +158,16 @@ class Table(ABC):
         """Insert chunks with their vectors, replacing rows with the same chunk id, in one atomic commit."""
 
     @abstractmethod
-    def delete(self, chunk_ids: Iterable[str]) -> None: ...
+    def delete(self, chunk_ids: Iterable[str]) -> None:
+        """Remove these chunks, in one atomic commit (callers bound how many: ``DELETE_GROUP``)."""
+
+    def replace(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32], replaced: Collection[str]) -> None:
+        """Upsert ``chunks`` and remove the chunks ``replaced`` together. Backends whose storage allows it do
+        both in one atomic commit (LanceDB, the SQLite sidecar); this default does one after the other."""
+        if chunks:
+            self.upsert(chunks, vectors)
+        if replaced:
+            self.delete(replaced)
 
     @abstractmethod
     def search(

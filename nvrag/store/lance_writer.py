@@ -11,7 +11,7 @@ Fragment writing and committing use pylance, as the store's reads do.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import lance
@@ -22,6 +22,7 @@ import pyarrow as pa
 from nvrag.schema import Chunk
 from nvrag.store.base import Staged, Stager, TableWriter, check_vectors
 from nvrag.store.lance_schema import chunk_schema, chunk_table
+from nvrag.store.lance_sql import quote
 
 if TYPE_CHECKING:
     from nvrag.store.lancedb_store import LanceTable
@@ -66,13 +67,19 @@ class LanceWriter(TableWriter):
         storage = str(lance.dataset(uri).data_storage_version)
         return LanceFragmentStager(uri, m.dimension, m.vector_dtype, m.quantization, storage)
 
-    def commit(self, batches: Sequence[Staged]) -> None:
+    def commit(self, batches: Sequence[Staged], replaced: Collection[str] = ()) -> None:
         tables = [b.data for b in batches if isinstance(b.data, pa.Table) and b.rows]
         fragments = [pickle.loads(f) for b in batches if isinstance(b.data, list) for f in b.data]
+        old = f"chunk_id IN ({', '.join(quote(x) for x in sorted(replaced))})" if replaced else None
         if tables:
             data = pa.concat_tables(tables)
-            self._lancedb.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+            merge = self._lancedb.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
+            if old is not None:  # the documents' old chunks go in the same commit as their new ones
+                merge = merge.when_not_matched_by_source_delete(old)
+            merge.execute(data)
             self.table.changed()
+        elif old is not None and not fragments:
+            self.table.delete(replaced)
         if fragments:
             uri = self.table.uri
             if self._dataset is None:
@@ -82,6 +89,9 @@ class LanceWriter(TableWriter):
             )
             self._appended = True
             self.table.changed()
+            if replaced:  # (the Ray engine's driver passes none: its old chunks go at the end of the run)
+                self._lancedb.checkout_latest()
+                self.table.delete(replaced)
 
     def finish(self) -> None:
         if self._appended:

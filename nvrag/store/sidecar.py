@@ -13,7 +13,7 @@ import hashlib
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,22 +113,34 @@ class SidecarTable(Table):
         return grouped
 
     def upsert(self, chunks: Sequence[Chunk], vectors: Vectors) -> None:
-        if not chunks:
+        self.replace(chunks, vectors, ())
+
+    def replace(self, chunks: Sequence[Chunk], vectors: Vectors, replaced: Collection[str]) -> None:
+        """The new vectors are saved first (a vector without a row is never returned), then one SQLite
+        transaction inserts the new rows and deletes the replaced ones (the switch readers see), then the
+        replaced vectors go (a crash before that leaves only unreachable vectors)."""
+        rows: list[tuple[object, ...]] = []
+        if chunks:
+            check_vectors(chunks, vectors, self._manifest.dimension)
+            latest = {c.chunk_id: i for i, c in enumerate(chunks)}  # a repeated id: the last one wins
+            order = sorted(latest.values())
+            ids = np.array([vector_id(chunks[i].chunk_id) for i in order], dtype=np.int64)
+            self._vectors.remove(ids)
+            self._vectors.add(ids, np.ascontiguousarray(vectors[order], dtype=np.float32))
+            self._vectors.save()
+            rows = [
+                (int(vid), *(row[k] for k in CHUNK_COLUMNS))
+                for vid, row in zip(ids, (chunks[i].to_row() for i in order), strict=True)
+            ]
+        stale = sorted({vector_id(c) for c in replaced} - {int(r[0]) for r in rows})  # type: ignore[call-overload]
+        if not rows and not stale:
             return
-        dim = self._manifest.dimension
-        check_vectors(chunks, vectors, dim)
-        latest = {c.chunk_id: i for i, c in enumerate(chunks)}  # a repeated id: the last one wins
-        order = sorted(latest.values())
-        ids = np.array([vector_id(chunks[i].chunk_id) for i in order], dtype=np.int64)
-        self._vectors.remove(ids)
-        self._vectors.add(ids, np.ascontiguousarray(vectors[order], dtype=np.float32))
-        self._vectors.save()
-        rows = [
-            (int(vid), *(row[k] for k in CHUNK_COLUMNS))
-            for vid, row in zip(ids, (chunks[i].to_row() for i in order), strict=True)
-        ]
         with self._db:
             self._db.executemany(f"INSERT OR REPLACE INTO {self._chunks} VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            self._db.executemany(f"DELETE FROM {self._chunks} WHERE vid = ?", [(v,) for v in stale])
+        if stale:
+            self._vectors.remove(np.array(stale, dtype=np.int64))
+            self._vectors.save()
 
     def delete(self, chunk_ids: Iterable[str]) -> None:
         vids = {vector_id(c) for c in chunk_ids}

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from nvrag.app.services import Services
 from nvrag.app.settings import Settings
-from nvrag.app.wiring import UploadRunner, index_engine, open_store
+from nvrag.app.wiring import index_engine, open_store, pooled_loader
 from nvrag.embedder import WordLengthEmbedder
 from nvrag.errors import ConfigError, ModelMismatchError
 from nvrag.indexer import Indexer, IndexRequest, ItemsSource, PathSource
@@ -77,12 +78,12 @@ def test_uploads_run_once_per_upload_with_the_model_kept_loaded(tmp_path: Path, 
     store = open_store(settings)
     for name in ("t", "u"):
         Indexer(store, WordLengthEmbedder()).run(IndexRequest(name, PathSource(corpus)))
-    runner = UploadRunner(settings, store)
+    services = Services(settings, store, pooled_loader(settings))
     runs: list[IndexRequest] = []
 
     def counted(request: IndexRequest) -> object:
         runs.append(request)
-        return runner(request)
+        return services.run_index(request)
 
     received = tmp_path / "received"
     received.mkdir()
@@ -92,18 +93,23 @@ def test_uploads_run_once_per_upload_with_the_model_kept_loaded(tmp_path: Path, 
         files.append(str(received / f"f{n}.txt"))
     ctx = UIContext(
         store=store,
-        retriever_for=lambda name: None,  # type: ignore[arg-type,return-value]
+        retriever_for=services.retriever,
         run_index=counted,  # type: ignore[arg-type]
         upload_root=tmp_path / "uploads",
         received_root=received,
     )
     assert callbacks.upload(ctx, "t", files).startswith("**Indexed into t:** 3 documents, 3 chunks added")
     assert len(runs) == 1  # every file of the upload in one run
-    (engine,) = runner.engines.values()
+    (model,) = services.loaded()
     assert callbacks.upload(ctx, "u", files[:1]).startswith("**Indexed into u:** 1 documents, 1 chunks added")
-    assert len(runs) == 2 and list(runner.engines.values()) == [engine]  # the loaded model was reused
-    assert runner.engines[FAKE].embedder is engine.embedder
+    assert len(runs) == 2 and services.loaded() == [model]  # the loaded model was reused
     assert isinstance(runs[0].source, ItemsSource) and runs[0].uploads
+    # searches load the query-only instance of the same model once, and keep it while the index is unchanged
+    first = services.retriever("t")
+    assert services.retriever("t") is first and len(services.loaded()) == 2
+    assert services.retriever("u").embedder is first.embedder
+    callbacks.upload(ctx, "t", files[1:2])  # unchanged bytes: nothing written, the same retriever
+    assert services.retriever("t") is first
 
 
 def test_an_upload_request_is_never_a_prune(tmp_path: Path) -> None:

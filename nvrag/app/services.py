@@ -1,0 +1,106 @@
+"""The services of a process that serves (`nvrag serve`, `nvrag ui`, `nvrag mcp`): built once by wiring and
+shared by every surface it runs (the API, MCP, the page, uploads), instead of one cache per surface.
+
+- A model pool: one loaded embedder per model and purpose, under one lock (two surfaces asking at once load it
+  once). A server shares one instance per model for queries and documents, behind its scheduler; the standalone
+  page keeps the query-only load for searches (float32 NumPy queries on a CPU) and a document load for uploads.
+- A retriever pool: one Retriever per index, reopened when the index's manifest changes (every write stamps
+  it), keeping the loaded model when the model is the same.
+- The indexes a surface may show, and indexing runs (uploads, API documents) with the pooled models.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from nvrag.app.settings import Settings
+from nvrag.embedder import Embedder
+from nvrag.embedder.names import NVEMBED_NAME
+from nvrag.errors import IndexNotFoundError
+from nvrag.indexer import Indexer, IndexReport, IndexRequest
+from nvrag.retriever import Retriever
+from nvrag.store import Store
+
+Purpose = Literal["queries", "documents"]
+Loader = Callable[[str, Path | None, Purpose], Embedder]  # (model, weights folder, purpose) -> a loaded model
+
+
+class Services:
+    """See the module. ``load`` loads a model (wiring's, with the settings); ``shared``: one instance per model
+    serves both purposes (a server); ``served``: the model (and weights folder) of new indexes and of
+    /v1/embeddings; ``indexes``: the indexes shown (None: all)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        load: Loader,
+        *,
+        served: tuple[str, Path | None] | None = None,
+        indexes: Sequence[str] | None = None,
+        shared: bool = False,
+    ) -> None:
+        self.settings, self.store, self._load = settings, store, load
+        self.served = served
+        self.indexes = list(indexes) if indexes else None
+        self.shared = shared
+        self._lock = threading.RLock()  # loads happen under it: a model loads once, whoever asks first
+        self._models: dict[tuple[str, Purpose], Embedder] = {}
+        self._retrievers: dict[str, Retriever] = {}
+
+    # -- models ---------------------------------------------------------------------------------------
+
+    def embedder(self, name: str, purpose: Purpose = "queries", revision: str | None = None) -> Embedder:
+        """The pooled model ``name`` for ``purpose`` (loaded on first use; reloaded if an index needs another
+        revision of it than the one loaded)."""
+        key = (name, "documents" if self.shared else purpose)
+        with self._lock:
+            loaded = self._models.get(key)
+            if loaded is None or (revision is not None and loaded.info.revision != revision):
+                loaded = self._models[key] = self._load(name, self._weights(name), key[1])
+            return loaded
+
+    def loaded(self) -> list[Embedder]:
+        with self._lock:
+            return list(self._models.values())
+
+    def _weights(self, name: str) -> Path | None:
+        if self.served is not None and name == self.served[0] and self.served[1] is not None:
+            return self.served[1]
+        return self.settings.nvembed_path if name == NVEMBED_NAME else None
+
+    # -- indexes ----------------------------------------------------------------------------------------
+
+    def visible(self) -> list[str]:
+        return [n for n in self.store.list_indexes() if self.indexes is None or n in self.indexes]
+
+    def check_visible(self, name: str) -> None:
+        if (self.indexes is not None and name not in self.indexes) or not self.store.exists(name):
+            known = ", ".join(self.visible()) or "none yet"
+            raise IndexNotFoundError(f"no index named {name!r} here (indexes: {known})")
+
+    def retriever(self, name: str) -> Retriever:
+        """The index's retriever: reopened only when a write changed its manifest, so a search neither reloads
+        the model nor rereads a FAISS file, and still sees rows added since."""
+        current = self.store.manifest(name)
+        with self._lock:
+            cached = self._retrievers.get(name)
+            if cached is None or cached.table.manifest != current:
+                embedder = self.embedder(current.model, "queries", current.model_revision)
+                self._retrievers[name] = Retriever(self.store.open(name), embedder)  # checks the pinning
+            return self._retrievers[name]
+
+    def run_index(self, request: IndexRequest) -> IndexReport:
+        """An indexing run (an upload, API documents) with the pooled model of the index (for a new index, the
+        served model)."""
+        if self.store.exists(request.index):
+            current = self.store.manifest(request.index)
+            model, revision = current.model, current.model_revision
+        elif self.served is not None:
+            model, revision = self.served[0], None
+        else:
+            raise IndexNotFoundError(f"no index named {request.index!r}; create it with nvrag index first")
+        return Indexer(self.store, self.embedder(model, "documents", revision)).run(request)
