@@ -6,9 +6,9 @@
   cross-site writes; and the JSON routes (``/v1/...``) take only ``application/json`` bodies, so an HTML form
   (``text/plain``, urlencoded, multipart: the bodies a page may send without asking) never reaches them.
 - ``KeyRequired``: with an API key, every route but the probes needs it, checked before the body is read.
-- ``Admission``: requests that start work are bounded in number and body bytes in flight; past a bound the
-  answer is an immediate 429 with ``Retry-After``. Bodies must announce their length (411), stay under the
-  limit (413) and arrive in time (408).
+- ``Admission``: requests that send work (POST, PUT, PATCH, DELETE) are bounded in number and body bytes in
+  flight; past a bound the answer is an immediate 429 with ``Retry-After``. Bodies must announce their length
+  (411), stay under the limit (413) and arrive in time (408).
 
 Probes (``/health``, ``/live``, ``/ready``) and ``/metrics`` pass every bound but the Host check: they never
 wait behind model work.
@@ -202,7 +202,9 @@ class Admission:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in PROBES or path == "/metrics":
+        # reads (GET, HEAD, OPTIONS) start no model work, and some are long-lived streams (MCP's and the page's
+        # event streams) that would hold a slot for minutes: only requests that send work are counted
+        if scope["type"] != "http" or scope["method"] not in WRITES or path in PROBES or path == "/metrics":
             await self.app(scope, receive, send)
             return
         method = scope["method"]

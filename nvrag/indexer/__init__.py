@@ -1,7 +1,8 @@
 """Loaders (files → Document), chunking (Document → Chunk), indexing requests and the engines that run them."""
 
 from nvrag.indexer.chunking import chunk_document, chunk_id
-from nvrag.indexer.engine import Engine, IndexReport, Progress, ProgressFn, StopFlag, embedding_text
+from nvrag.indexer.engine import Engine, Progress, ProgressFn, StopFlag, embedding_text
+from nvrag.indexer.ledger import IndexReport
 from nvrag.indexer.loaders import LoadFailure, load_corpus, load_jsonl
 from nvrag.indexer.pipeline import Indexer
 from nvrag.indexer.request import IndexRequest, ItemsSource, PathSource, RayOptions

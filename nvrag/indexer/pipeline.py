@@ -12,7 +12,6 @@ from nvrag.embedder import Embedder
 from nvrag.indexer.chunking import chunk_document
 from nvrag.indexer.engine import (
     Engine,
-    IndexReport,
     Progress,
     ProgressFn,
     StopFlag,
@@ -20,6 +19,7 @@ from nvrag.indexer.engine import (
     finish_run,
     open_run,
 )
+from nvrag.indexer.ledger import IndexReport
 from nvrag.indexer.loaders import LoadFailure, count_items, load_corpus
 from nvrag.indexer.request import DEFAULT_BATCH_CHUNKS, IndexRequest, ItemsSource, PathSource
 from nvrag.schema import Chunk, ChunkerSettings, Document

@@ -37,7 +37,6 @@ from nvrag.errors import ConfigError, NvRagError
 from nvrag.indexer.chunking import chunk_document
 from nvrag.indexer.engine import (
     Engine,
-    IndexReport,
     Progress,
     ProgressFn,
     Run,
@@ -47,6 +46,7 @@ from nvrag.indexer.engine import (
     open_run,
 )
 from nvrag.indexer.formats import TableColumns
+from nvrag.indexer.ledger import IndexReport
 from nvrag.indexer.loaders import LoadFailure, LoadUnit, load_unit, plan_units
 from nvrag.indexer.request import IndexRequest, PathSource, RayOptions
 from nvrag.schema import Chunk, ChunkerSettings

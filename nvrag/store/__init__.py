@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nvrag.store.base import ScoredChunk, Store, Table, check_index_name, storage_errors
+from nvrag.store.base import ScoredChunk, Store, Table, check_index_name
+from nvrag.store.failures import storage_errors
 
 if TYPE_CHECKING:
     from nvrag.store.lancedb_store import LanceStore

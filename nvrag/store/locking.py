@@ -31,7 +31,7 @@ def _open(path: Path) -> int:
         # O_NOFOLLOW: a symlink planted where the lock goes is not followed to truncate its target
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as exc:
-        from nvrag.store.base import storage_error, storage_problem
+        from nvrag.store.failures import storage_error, storage_problem
 
         code = storage_problem(exc)
         if code is not None:  # a full, read-only or unwritable data directory: its own error and exit code

@@ -111,3 +111,26 @@ def nvrag(*args: str, db: Path, prefix: tuple[str, ...] = (), timeout: float = G
 
 def no_traceback(run: Run) -> None:
     assert "Traceback" not in run.stderr and "Traceback" not in run.stdout, run.stderr[-3000:]
+
+
+# A live `nvrag serve` on the fake model over the demo corpus, for the modules that attack the API
+# (test_api.py, test_browser_api.py); module-scoped, so each module gets its own server
+FAKE_MODEL = "nvrag/fake-wordlen"
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import DEMO_CORPUS
+    from tests.e2e.test_cli_e2e import nvrag as cli
+
+    db = tmp_path_factory.mktemp("hostile-api") / "db"
+    built = cli("index", str(DEMO_CORPUS), "--index", "demo", "--model", FAKE_MODEL, db=db)
+    assert built.returncode == 0, built.stderr
+    return db
+
+
+@pytest.fixture(scope="module")
+def url(db: Path) -> Iterator[str]:
+    from tests.api.test_server import serve
+
+    yield from serve(db, "--model", FAKE_MODEL)

@@ -13,26 +13,10 @@ import httpx
 import pytest
 
 from nvrag.store import LanceStore
-from tests.api.test_server import serve
-from tests.conftest import DEMO_CORPUS
-from tests.e2e.test_cli_e2e import nvrag
 
 pytestmark = pytest.mark.slow
 FAKE = "nvrag/fake-wordlen"
 JSON = {"content-type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("hostile-api") / "db"
-    built = nvrag("index", str(DEMO_CORPUS), "--index", "demo", "--model", FAKE, db=db)
-    assert built.returncode == 0, built.stderr
-    return db
-
-
-@pytest.fixture(scope="module")
-def url(db: Path) -> Iterator[str]:
-    yield from serve(db, "--model", FAKE)
 
 
 def rows(db: Path) -> int:

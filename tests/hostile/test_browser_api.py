@@ -9,33 +9,16 @@ import http.server
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from nvrag.store import LanceStore
-from tests.api.test_server import serve
-from tests.conftest import DEMO_CORPUS
-from tests.e2e.test_cli_e2e import nvrag
 from tests.e2e.test_ui_browser import CHROMIUM, FLAGS
 
 pytestmark = pytest.mark.slow
 FAKE = "nvrag/fake-wordlen"
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("browser-api") / "db"
-    built = nvrag("index", str(DEMO_CORPUS), "--index", "demo", "--model", FAKE, db=db)
-    assert built.returncode == 0, built.stderr
-    return db
-
-
-@pytest.fixture(scope="module")
-def url(db: Path) -> Iterator[str]:
-    yield from serve(db, "--model", FAKE)
 
 
 def attacker_page(api: str) -> str:
