@@ -24,12 +24,15 @@ class PortInUseError(ConfigError):
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket on ``host:port``; PortInUseError if another process has it."""
+    """A listening TCP socket on ``host:port``; PortInUseError if another process has it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart reuses a port in TIME_WAIT
     try:
         sock.bind((host, port))
+        # listening now holds the port while the models load: with SO_REUSEADDR a second process could
+        # otherwise bind it too, and fail only later, in uvicorn's own listen
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:

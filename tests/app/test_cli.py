@@ -387,3 +387,19 @@ def test_info_says_what_the_cpu_computes_in_and_survives_a_gpu_only_setting(
     code, out, err = run("info", "--db", db, "--json")
     assert code == 0, err
     assert json.loads(out)["cpu_dtype"]["default"] == default.name
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_code_4(tmp_path: Path) -> None:
+    import socket
+
+    from tests.e2e.test_cli_e2e import nvrag
+
+    # another process listening there (a second `nvrag serve` meets the first one's socket listening from the
+    # moment it was bound, before its models load)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = nvrag("serve", "--port", str(port), "--model", "nvrag/fake-wordlen", db=tmp_path / "db", timeout=300)
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.strip() == f"error: port {port} on 127.0.0.1 is in use by another process; pass --port N"
