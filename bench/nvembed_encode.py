@@ -30,12 +30,12 @@ from typing import Any
 import torch
 
 from nvrag.embedder.base import token_budget_batches
-from nvrag.model import LatentConfig, MistralConfig, NVEmbedConfig, NVEmbedModel, available_backends, tiny_config
+from nvrag.model import LatentConfig, NVEmbedConfig, NVEmbedModel, available_backends, nvembed_text_config, tiny_config
 
 SHAPES: dict[str, NVEmbedConfig] = {
     "tiny": tiny_config(),
     "small": NVEmbedConfig(
-        text=MistralConfig(
+        text=nvembed_text_config(
             hidden_size=512, intermediate_size=1792, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2
         ),
         latent=LatentConfig(
@@ -46,7 +46,7 @@ SHAPES: dict[str, NVEmbedConfig] = {
     # issue 14's CPU checkpoint: the real structure scaled down (8 layers, 8 heads of 64, 2 KV heads; latent
     # attention 128 latents, 4 heads, inner 2,048)
     "issue14": NVEmbedConfig(
-        text=MistralConfig(
+        text=nvembed_text_config(
             hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2
         ),
         latent=LatentConfig(

@@ -9,9 +9,6 @@ The pool mask is the attention mask with its first ``instruction_lens`` position
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,25 +19,18 @@ import torch
 from tokenizers import Tokenizer
 
 from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
-from nvrag.embedder.dtypes import cpu_batch_width, normalize_dtype
+from nvrag.embedder.dtypes import cpu_batch_width
 from nvrag.embedder.names import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
+from nvrag.embedder.runtime import choose_backend, parse_dtype
+from nvrag.embedder.weights import weights_fingerprint
 from nvrag.errors import CheckpointError, ConfigError, InstructionError
-from nvrag.model import Backend, NVEmbedModel, available_backends, load_model, read_config
+from nvrag.model import NVEmbedModel, load_model, read_config
 
 EOS = "</s>"
 EOS_ID = 2
 # instructions are client input on a server: remember the token counts of the most recent ones only
 INSTRUCTION_CACHE_SIZE = 256
-
-
-def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """``None`` → bfloat16 on CUDA, float32 (exact) on CPU; otherwise one of float32, float16, bfloat16.
-    (The loader, registry.load_embedder, picks the default by the CPU and the checkpoint's size: dtypes.py.)"""
-    if name is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    dtype: torch.dtype = getattr(torch, normalize_dtype(name))  # float32 | float16 | bfloat16: torch's names
-    return dtype
 
 
 def _pad_width(
@@ -55,64 +45,6 @@ def _pad_width(
         torch.nn.functional.pad(attention_mask, (0, extra), value=0),
         torch.nn.functional.pad(pool_mask, (0, extra), value=0),
     )
-
-
-def checkpoint_fp32_bytes(folder: Path) -> int | None:
-    """What a checkpoint's weights take in float32: the shards' total size, scaled by their stored dtype's width
-    (read from the first shard's safetensors header). None where the folder has no readable shards."""
-    shards = sorted(folder.glob("*.safetensors"))
-    if not shards:
-        return None
-    try:
-        with shards[0].open("rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            if not 0 < header_len <= 100_000_000:
-                return None
-            header = json.loads(f.read(header_len))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(header, dict):
-        return None
-    widths = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
-    tensors = [v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
-    stored = widths.get(str(tensors[0].get("dtype")), 4) if tensors else 4
-    return sum(p.stat().st_size for p in shards) * 4 // stored
-
-
-def weights_fingerprint(folder: Path) -> str:
-    """A cheap identity of a checkpoint: config, shard index, and each shard's size, header and edges.
-
-    Hashing all 15.7 GB of the real weights would take minutes; this reads a few MiB and still tells apart
-    checkpoints that differ in shape, dtype or (in practice) content.
-    """
-    digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors.index.json"):
-        path = folder / name
-        if path.is_file():
-            digest.update(path.read_bytes())
-    for shard in sorted(folder.glob("*.safetensors")):
-        size = shard.stat().st_size
-        digest.update(f"{shard.name}:{size}".encode())
-        with shard.open("rb") as f:
-            header = int.from_bytes(f.read(8), "little")
-            digest.update(f.read(min(header, 1 << 24)))
-            digest.update(f.read(1 << 20))
-            f.seek(max(0, size - (1 << 20)))
-            digest.update(f.read(1 << 20))
-    return "sha256:" + digest.hexdigest()[:16]
-
-
-def choose_backend(requested: str, device: torch.device, dtype: torch.dtype) -> Backend:
-    available = available_backends(device, dtype)
-    if requested == "auto":
-        return "flash" if "flash" in available else "sdpa"
-    if requested not in ("eager", "sdpa", "varlen", "flash"):
-        raise ConfigError(f"unknown attention backend {requested!r}; use auto, eager, sdpa, varlen or flash")
-    if requested not in available:
-        reason = "flash-attn is not installed" if importlib.util.find_spec("flash_attn") is None else ""
-        reason = reason or "it needs a CUDA device and float16/bfloat16"
-        raise ConfigError(f"attention backend 'flash' is not available here: {reason}")
-    return requested
 
 
 class NVEmbedEmbedder(Embedder):

@@ -106,7 +106,8 @@ def nvembed_folder(model_path: Path | None) -> Path:
 
 
 def _load_nvembed(options: LoadOptions) -> Embedder:
-    from nvrag.embedder.nvembed import NVEmbedEmbedder, checkpoint_fp32_bytes  # torch, tokenizers, the model
+    from nvrag.embedder.nvembed import NVEmbedEmbedder  # torch, tokenizers, the model
+    from nvrag.embedder.weights import checkpoint_fp32_bytes
 
     folder = nvembed_folder(options.model_path)
     dtype = choose_dtype(options.dtype, options.device, fp32_bytes=checkpoint_fp32_bytes(folder))

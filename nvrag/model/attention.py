@@ -1,4 +1,5 @@
-"""Bidirectional self-attention backends. All compute softmax(QKᵀ/√d)V over the non-padding keys.
+"""Self-attention backends, bidirectional or causal (optionally within a sliding window). All compute
+softmax(QKᵀ/√d)V over the non-padding keys a query may see.
 
 - ``eager``: the readable reference, an additive key-padding mask, softmax in float32.
 - ``sdpa``: torch's scaled_dot_product_attention with a boolean key-padding mask (padded batches).
@@ -41,24 +42,64 @@ def _repeat_kv(x: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
     return x if groups == 1 else x.repeat_interleave(groups, dim=dim)
 
 
-def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+def visible_keys(key_mask: torch.Tensor, *, causal: bool = False, window: int | None = None) -> torch.Tensor:
+    """Boolean (B, 1, L, L) or (B, 1, 1, L): which keys each query sees. Padding keys never; with ``causal``
+    only keys at or before the query, and with ``window`` only the last ``window`` of those."""
+    keys = key_mask[:, None, None, :].bool()
+    if not causal:
+        return keys
+    length = key_mask.shape[1]
+    position = torch.arange(length, device=key_mask.device)
+    offset = position[:, None] - position[None, :]  # query - key
+    allowed = offset >= 0
+    if window is not None:
+        allowed = allowed & (offset < window)
+    return keys & allowed[None, None]
+
+
+def eager_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor,
+    *,
+    causal: bool = False,
+    window: int | None = None,
+) -> torch.Tensor:
     """q (B, H, L, d), k/v (B, Hkv, L, d), key_mask (B, L) with 1 for real tokens → (B, H, L, d)."""
     groups = q.shape[1] // k.shape[1]
     k, v = _repeat_kv(k, groups, 1), _repeat_kv(v, groups, 1)
     scores = (q @ k.transpose(-1, -2)) / (q.shape[-1] ** 0.5)  # (B, H, L, L)
-    additive = (1.0 - key_mask[:, None, None, :].to(scores.dtype)) * torch.finfo(scores.dtype).min
+    seen = visible_keys(key_mask, causal=causal, window=window)
+    additive = (~seen).to(scores.dtype) * torch.finfo(scores.dtype).min
     probs = torch.softmax(scores + additive, dim=-1, dtype=torch.float32).to(q.dtype)
     return probs @ v
 
 
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+def sdpa_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor,
+    *,
+    causal: bool = False,
+    window: int | None = None,
+) -> torch.Tensor:
     """Same contract as eager_attention."""
     groups = q.shape[1] // k.shape[1]
     k, v = _repeat_kv(k, groups, 1), _repeat_kv(v, groups, 1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :].bool())
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=visible_keys(key_mask, causal=causal, window=window))
 
 
-def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+def varlen_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    *,
+    causal: bool = False,
+    window: int | None = None,
+) -> torch.Tensor:
     """q (T, H, d), k/v (T, Hkv, d), cu_seqlens (B+1,) → (T, H, d); sequences never see each other."""
     groups = q.shape[1] // k.shape[1]
     out = torch.empty_like(q)
@@ -67,16 +108,31 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
         qs = q[start:end].transpose(0, 1)  # (H, n, d)
         ks = _repeat_kv(k[start:end], groups, 1).transpose(0, 1)
         vs = _repeat_kv(v[start:end], groups, 1).transpose(0, 1)
-        out[start:end] = F.scaled_dot_product_attention(qs, ks, vs).transpose(0, 1)
+        if causal and window is not None and end - start > window:
+            mask = visible_keys(torch.ones(1, end - start, device=q.device), causal=True, window=window)[0]
+            out[start:end] = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask).transpose(0, 1)
+        else:
+            out[start:end] = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal).transpose(0, 1)
     return out
 
 
 def flash_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    *,
+    causal: bool = False,
+    window: int | None = None,
 ) -> torch.Tensor:
     """flash-attn's padding-free kernel; same contract as varlen_attention. GQA is native to the kernel."""
     from flash_attn import flash_attn_varlen_func  # optional dependency (the `gpu` extra)
 
     cu = cu_seqlens.to(torch.int32)
-    out: torch.Tensor = flash_attn_varlen_func(q, k, v, cu, cu, max_seqlen, max_seqlen, causal=False)
+    # flash-attn's window (left, right): a query sees keys at most ``left`` positions back; -1 is unbounded
+    left = window - 1 if causal and window is not None else -1
+    out: torch.Tensor = flash_attn_varlen_func(
+        q, k, v, cu, cu, max_seqlen, max_seqlen, causal=causal, window_size=(left, -1)
+    )
     return out

@@ -1,4 +1,5 @@
-"""NV-Embed configuration: dataclasses read from a checkpoint's config.json, with a tiny preset for tests."""
+"""NV-Embed configuration: dataclasses read from a checkpoint's config.json, with a tiny preset for tests.
+The backbone is a DecoderConfig (model/decoder_config.py) with bidirectional attention."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nvrag.errors import CheckpointError
+from nvrag.model.decoder_config import DecoderConfig, RopeConfig
 
 # What a config.json may claim before anything is built from it: generous (NV-Embed-v2 and BERT-large fit many
 # times over), but a hostile or corrupt file cannot make nvrag build a billion layers or name-map entries.
@@ -60,22 +62,9 @@ def check_sizes(where: str, config: object) -> None:
             raise CheckpointError(f"{where}: {name} is {value}; it must be between 1 and {limit}")
 
 
-@dataclass(frozen=True)
-class MistralConfig:
-    """The bidirectional Mistral backbone (``text_config`` in config.json)."""
-
-    vocab_size: int = 32000
-    hidden_size: int = 4096
-    intermediate_size: int = 14336
-    num_hidden_layers: int = 32
-    num_attention_heads: int = 32
-    num_key_value_heads: int = 8
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+def nvembed_text_config(**fields: Any) -> DecoderConfig:
+    """NV-Embed's backbone: Mistral made bidirectional, no sliding window (NVEMBED.md)."""
+    return DecoderConfig(family="mistral", causal=False, **fields)
 
 
 @dataclass(frozen=True)
@@ -92,7 +81,7 @@ class LatentConfig:
 
 @dataclass(frozen=True)
 class NVEmbedConfig:
-    text: MistralConfig = field(default_factory=MistralConfig)
+    text: DecoderConfig = field(default_factory=nvembed_text_config)
     latent: LatentConfig = field(default_factory=LatentConfig)
 
     @classmethod
@@ -104,7 +93,7 @@ class NVEmbedConfig:
         if not isinstance(text, dict):
             raise CheckpointError("config.json has no 'text_config' object")
         try:
-            text_config = MistralConfig(
+            text_config = nvembed_text_config(
                 vocab_size=int(text["vocab_size"]),
                 hidden_size=int(text["hidden_size"]),
                 intermediate_size=int(text["intermediate_size"]),
@@ -112,7 +101,7 @@ class NVEmbedConfig:
                 num_attention_heads=int(text["num_attention_heads"]),
                 num_key_value_heads=int(text.get("num_key_value_heads") or text["num_attention_heads"]),
                 rms_norm_eps=float(text.get("rms_norm_eps", 1e-5)),
-                rope_theta=float(text.get("rope_theta", 10000.0)),
+                rope=RopeConfig(theta=float(text.get("rope_theta", 10000.0))),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"config.json text_config: missing or invalid {exc}") from exc
@@ -155,7 +144,7 @@ class NVEmbedConfig:
 def tiny_config() -> NVEmbedConfig:
     """The shape of the shared test fixture (nvembed-tiny): for tests and benchmarks of the code paths."""
     return NVEmbedConfig(
-        text=MistralConfig(
+        text=nvembed_text_config(
             vocab_size=32000,
             hidden_size=64,
             intermediate_size=128,

@@ -1,4 +1,5 @@
-"""Load an NV-Embed checkpoint folder: config.json, sharded safetensors through the index file.
+"""Load a checkpoint folder (NV-Embed, or a Hugging Face decoder): config.json, safetensors (sharded through
+the index file or single).
 
 One explicit name map (ours → checkpoint's) covers every parameter; every key and shape is checked, and
 missing or unexpected keys are named. Tensors are read straight onto the target device and cast to the target
@@ -12,33 +13,58 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from torch import nn
 
 from nvrag.errors import CheckpointError
 from nvrag.model.config import NVEmbedConfig, read_config_json
+from nvrag.model.decoder_config import DecoderConfig
+from nvrag.model.embedding import DecoderEmbeddingModel
 from nvrag.model.nvembed import NVEmbedModel
+from nvrag.model.pooling import PoolingSpec
 from nvrag.model.skeleton import skeleton
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
 
+# our decoder module names → Hugging Face's (MistralModel, LlamaModel, Qwen2Model, Qwen3Model)
+_DECODER_PARTS = {
+    "attn_norm": "input_layernorm",
+    "attn.q_norm": "self_attn.q_norm",
+    "attn.k_norm": "self_attn.k_norm",
+    "attn.q": "self_attn.q_proj",
+    "attn.k": "self_attn.k_proj",
+    "attn.v": "self_attn.v_proj",
+    "attn.o": "self_attn.o_proj",
+    "mlp_norm": "post_attention_layernorm",
+    "mlp.gate": "mlp.gate_proj",
+    "mlp.up": "mlp.up_proj",
+    "mlp.down": "mlp.down_proj",
+}
+
+
+def decoder_name(ours: str, prefix: str) -> str:
+    """The checkpoint name of one of our ``backbone.*`` parameters, under ``prefix`` (e.g. "model.")."""
+    name = ours.removeprefix("backbone.")
+    if name == "embed.weight":
+        return f"{prefix}embed_tokens.weight"
+    if name == "norm.weight":
+        return f"{prefix}norm.weight"
+    _, layer, rest = name.split(".", 2)  # layers.{i}.{part}.{weight|bias}
+    part, leaf = rest.rsplit(".", 1)
+    return f"{prefix}layers.{layer}.{_DECODER_PARTS[part]}.{leaf}"
+
+
+def decoder_name_map(model: nn.Module, prefix: str = "") -> dict[str, str]:
+    """Our parameter name → the checkpoint's, for every ``backbone.*`` parameter of ``model``."""
+    return {name: decoder_name(name, prefix) for name, _ in model.named_parameters() if name.startswith("backbone.")}
+
+
 def name_map(config: NVEmbedConfig) -> dict[str, str]:
     """Our parameter name → the reference checkpoint's name, for every parameter of the model."""
-    names = {"backbone.embed.weight": "embedding_model.embed_tokens.weight"}
-    for i in range(config.text.num_hidden_layers):
-        ours, theirs = f"backbone.layers.{i}", f"embedding_model.layers.{i}"
-        names |= {
-            f"{ours}.attn_norm.weight": f"{theirs}.input_layernorm.weight",
-            f"{ours}.attn.q.weight": f"{theirs}.self_attn.q_proj.weight",
-            f"{ours}.attn.k.weight": f"{theirs}.self_attn.k_proj.weight",
-            f"{ours}.attn.v.weight": f"{theirs}.self_attn.v_proj.weight",
-            f"{ours}.attn.o.weight": f"{theirs}.self_attn.o_proj.weight",
-            f"{ours}.mlp_norm.weight": f"{theirs}.post_attention_layernorm.weight",
-            f"{ours}.mlp.gate.weight": f"{theirs}.mlp.gate_proj.weight",
-            f"{ours}.mlp.up.weight": f"{theirs}.mlp.up_proj.weight",
-            f"{ours}.mlp.down.weight": f"{theirs}.mlp.down_proj.weight",
-        }
-    names["backbone.norm.weight"] = "embedding_model.norm.weight"
+    with skeleton():
+        model = NVEmbedModel(config)
+    names = decoder_name_map(model, "embedding_model.")
     cross, ff = "latent_attention_model.cross_attend_blocks.0", "latent_attention_model.cross_attend_blocks.1"
     names |= {
         "pool.latents": "latent_attention_model.latents",
@@ -96,22 +122,59 @@ def load_model(
 ) -> NVEmbedModel:
     """Build the model from a checkpoint folder in ``dtype`` on ``device``, every key and shape checked."""
     config = read_config(folder)
-    device = torch.device(device)
     with skeleton():
         model = NVEmbedModel(config)
-    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    names = name_map(config)
-    assert set(names) == set(expected), "name map out of date with the model"  # a bug in nvrag, not the user's
+    load_weights(folder, model, name_map(config), shard_map(folder), dtype=dtype, device=torch.device(device))
+    return model.eval().requires_grad_(False).prepare()
+
+
+# keys a decoder checkpoint may carry that an embedding model does not use
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+IGNORED_KEYS = ("lm_head.weight", "score.weight")
+
+
+def load_decoder(
+    folder: Path,
+    config: DecoderConfig,
+    pooling: PoolingSpec,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> DecoderEmbeddingModel:
+    """A Hugging Face decoder checkpoint (keys bare or under ``model.``) as a DecoderEmbeddingModel."""
+    with skeleton():
+        model = DecoderEmbeddingModel(config, pooling)
     shards = shard_map(folder)
+    prefix = "model." if "embed_tokens.weight" not in shards and "model.embed_tokens.weight" in shards else ""
+    for key in list(shards):
+        if key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
+            del shards[key]
+    load_weights(folder, model, decoder_name_map(model, prefix), shards, dtype=dtype, device=torch.device(device))
+    return model.eval().requires_grad_(False)
+
+
+def load_weights(
+    folder: Path,
+    model: nn.Module,
+    names: dict[str, str],
+    shards: dict[str, Path],
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> None:
+    """Assign every parameter of ``model`` (built in a skeleton) from the checkpoint key ``names`` gives it,
+    cast to ``dtype`` on ``device`` one tensor at a time; missing, unexpected and misshapen keys are named."""
+    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert set(names) == set(expected), "name map out of date with the model"  # a bug in nvrag, not the user's
     wanted = set(names.values())
     missing = sorted(wanted - set(shards))
     unexpected = sorted(set(shards) - wanted)
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing keys: {', '.join(missing)}")
+            parts.append(f"missing keys: {_some(missing)}")
         if unexpected:
-            parts.append(f"unexpected keys: {', '.join(unexpected)}")
+            parts.append(f"unexpected keys: {_some(unexpected)}")
         raise CheckpointError(f"{folder}: checkpoint does not match its config.json ({'; '.join(parts)})")
     state: dict[str, torch.Tensor] = {}
     by_file: dict[Path, list[str]] = {}
@@ -128,4 +191,8 @@ def load_model(
                     )
                 state[ours] = f.get_tensor(theirs).to(dtype)
     model.load_state_dict(state, strict=True, assign=True)
-    return model.eval().requires_grad_(False).prepare()
+
+
+def _some(keys: list[str], shown: int = 8) -> str:
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more

@@ -11,7 +11,7 @@ import pytest
 from nvrag.embedder import LoadOptions, load_embedder
 from nvrag.embedder.dtypes import choose_dtype, choose_query_dtype, cpu_flags, native_bf16, normalize_dtype
 from nvrag.embedder.minilm import MiniLMEmbedder
-from nvrag.embedder.nvembed import checkpoint_fp32_bytes
+from nvrag.embedder.weights import checkpoint_fp32_bytes
 from nvrag.errors import ConfigError
 from tests.conftest import NVEMBED_TINY
 

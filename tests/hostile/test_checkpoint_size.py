@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nvrag.embedder.nvembed import checkpoint_fp32_bytes
+from nvrag.embedder.weights import checkpoint_fp32_bytes
 
 
 def shard(folder: Path, payload: bytes) -> Path:

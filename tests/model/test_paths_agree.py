@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nvrag.model import LatentConfig, MistralConfig, NVEmbedConfig, NVEmbedModel, available_backends
+from nvrag.model import LatentConfig, NVEmbedConfig, NVEmbedModel, available_backends, nvembed_text_config
 from nvrag.model.attention import eager_attention, sdpa_attention, varlen_attention
 
 CONFIG = NVEmbedConfig(
-    text=MistralConfig(
+    text=nvembed_text_config(
         vocab_size=100,
         hidden_size=48,
         intermediate_size=96,

@@ -1,0 +1,33 @@
+"""Where and how a PyTorch embedder computes: its dtype and attention backend, chosen once with one message."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from nvrag.embedder.dtypes import normalize_dtype
+from nvrag.errors import ConfigError
+from nvrag.model import Backend, available_backends
+
+
+def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """``None`` → bfloat16 on CUDA, float32 (exact) on CPU; otherwise one of float32, float16, bfloat16.
+    (The loader, registry.load_embedder, picks the default by the CPU and the checkpoint's size: dtypes.py.)"""
+    if name is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype: torch.dtype = getattr(torch, normalize_dtype(name))  # float32 | float16 | bfloat16: torch's names
+    return dtype
+
+
+def choose_backend(requested: str, device: torch.device, dtype: torch.dtype) -> Backend:
+    available = available_backends(device, dtype)
+    if requested == "auto":
+        return "flash" if "flash" in available else "sdpa"
+    if requested not in ("eager", "sdpa", "varlen", "flash"):
+        raise ConfigError(f"unknown attention backend {requested!r}; use auto, eager, sdpa, varlen or flash")
+    if requested not in available:
+        reason = "flash-attn is not installed" if importlib.util.find_spec("flash_attn") is None else ""
+        reason = reason or "it needs a CUDA device and float16/bfloat16"
+        raise ConfigError(f"attention backend 'flash' is not available here: {reason}")
+    return requested

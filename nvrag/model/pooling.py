@@ -1,0 +1,58 @@
+"""Pooling as data: which hidden states make a sequence's vector.
+
+- ``last``: the last real token's state (the appended EOS of Qwen3, gte-Qwen2, e5-mistral). Batches are
+  right-padded here, so it is position ``length - 1`` of each row, whatever side the reference padded on.
+- ``mean``: the mean over the tokens the pool mask keeps: every real token, or, where the pooling config
+  says ``include_prompt: false``, the real tokens after the prompt (the caller builds that mask).
+- ``cls``: the first token's state.
+- NV-Embed's latent attention is a layer applied before ``mean`` (model/latent.py, model/nvembed.py).
+
+Normalisation and Matryoshka cuts happen after pooling, in the embedder: cut to ``dimensions``, then
+normalise (normalising first and cutting after gives vectors that are not unit length).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+PoolingKind = Literal["last", "mean", "cls"]
+POOLING_KINDS: tuple[PoolingKind, ...] = ("last", "mean", "cls")
+
+
+@dataclass(frozen=True)
+class PoolingSpec:
+    kind: PoolingKind = "mean"
+    include_prompt: bool = True  # mean: prompt tokens count (sentence-transformers' include_prompt)
+
+
+def pool_padded(
+    hidden: torch.Tensor, pool_mask: torch.Tensor, lengths: torch.Tensor, kind: PoolingKind
+) -> torch.Tensor:
+    """hidden (B, L, H) right-padded, pool_mask (B, L), lengths (B,) → float32 (B, H)."""
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    if kind == "last":
+        return hidden[rows, lengths - 1].float()
+    if kind == "cls":
+        return hidden[:, 0].float()
+    weights = pool_mask.to(torch.float32).unsqueeze(-1)  # (B, L, 1)
+    return (hidden.float() * weights).sum(dim=1) / weights.sum(dim=1)
+
+
+def pool_packed(
+    hidden: torch.Tensor, pool_weights: torch.Tensor, cu_seqlens: torch.Tensor, kind: PoolingKind
+) -> torch.Tensor:
+    """hidden (T, H) packed, pool_weights (T,), cu_seqlens (B+1,) → float32 (B, H)."""
+    if kind == "last":
+        return hidden[cu_seqlens[1:] - 1].float()
+    if kind == "cls":
+        return hidden[cu_seqlens[:-1]].float()
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    segment = torch.repeat_interleave(torch.arange(len(lengths), device=hidden.device), lengths)
+    summed = torch.zeros(len(lengths), hidden.shape[-1], dtype=torch.float32, device=hidden.device)
+    summed.index_add_(0, segment, hidden.float() * pool_weights.float()[:, None])
+    counts = torch.zeros(len(lengths), dtype=torch.float32, device=hidden.device)
+    counts.index_add_(0, segment, pool_weights.float())
+    return summed / counts[:, None]
