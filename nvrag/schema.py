@@ -151,7 +151,7 @@ class FilterCondition:
 # 1: the first manifests (``table`` "" meant the index's own name; storage fields added later with defaults).
 # 2: ``table`` always names the physical table; every field is written. nvrag.store.manifests migrates.
 # 3: ``compute_dtype``, what the model computed the vectors in (bfloat16 became a CPU default).
-MANIFEST_SCHEMA_VERSION = 3
+MANIFEST_SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,8 @@ class IndexManifest:
     vector_dtype: str = "float32"  # how vectors are stored: float32, or float16 (half the memory)
     quantization: str = "none"  # "binary": a sign-bit copy of each vector is searched, the full vectors rescore
     compute_dtype: str = "float32"  # what the model computed in when the index was built: float32 or bfloat16
+    model_path: str = ""  # the folder the weights were loaded from ("" for bundled models); reused while it
+    # still holds the weights of model_revision
 
     def __post_init__(self) -> None:
         if not self.table:

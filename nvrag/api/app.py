@@ -63,6 +63,8 @@ class APIContext:
     retriever_for: Callable[[str], Retriever]
     indexes: Sequence[str] | None = None
     run_index: Callable[[IndexRequest], IndexReport] | None = None  # None: documents cannot be written
+    # (index, document ids, origins or None) -> chunks removed; None: delete_documents on the store
+    delete_documents: Callable[[str, Sequence[str], set[str] | None], int] | None = None
     api_key: str | None = None
     max_inputs: int = DEFAULT_MAX_INPUTS
     allowed_hosts: frozenset[str] | None = None
@@ -214,7 +216,10 @@ def build_api(ctx: APIContext) -> FastAPI:
             raise APIError(403, "this server does not write indexes", "permission_error", "read_only")
         _exposed(ctx, name)
         origins = None if replace_other_origins else {ORIGIN_API}
-        removed = delete_documents(ctx.store, name, [doc_id], origins=origins)
+        if ctx.delete_documents is not None:
+            removed = ctx.delete_documents(name, [doc_id], origins)
+        else:
+            removed = delete_documents(ctx.store, name, [doc_id], origins=origins)
         if removed == 0:
             raise APIError(404, f"index {name!r} has no document {doc_id!r}", "not_found_error", "document_not_found")
         return {"index": name, "id": doc_id, "deleted": True, "chunks_removed": removed}

@@ -68,7 +68,18 @@ ModelPathOption = Annotated[
     Path | None,
     typer.Option(
         "--model-path",
-        help="Load the model from this checkpoint folder (an NV-Embed checkpoint, recognised by its config.json).",
+        help="Load the model from this checkpoint folder: NV-Embed, or a Qwen3/Qwen2/Mistral/Llama embedder with "
+        "its sentence-transformers files (recognised by its own files; see docs/models.md). An index remembers it.",
+        show_default=False,
+    ),
+]
+DimensionsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--dimensions",
+        min=1,
+        help="Matryoshka models (Qwen3-Embedding, NVIDIA's Llama embedders): cut vectors to N dimensions, then "
+        "normalise. An index records it; other models refuse it.",
         show_default=False,
     ),
 ]

@@ -19,6 +19,7 @@ from nvrag.app.cli_common import (
     EXIT_INTERRUPTED,
     EXIT_REPORT_FAILED,
     DbOption,
+    DimensionsOption,
     DtypeOption,
     IndexOption,
     InstructionOption,
@@ -148,6 +149,7 @@ def index(
         ),
     ] = None,
     model_path: ModelPathOption = None,
+    dimensions: DimensionsOption = None,
     dtype: DtypeOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -167,6 +169,7 @@ def index(
             PathSource(path, _columns(id_column, text_column, title_column, metadata_columns)),
             model=model,
             model_path=model_path,
+            dimensions=dimensions,
             chunker=_chunker(chunk_tokens, overlap),
             vector_dtype=vector_dtype,
             quantization=quantize,
@@ -276,12 +279,13 @@ def embed(
         str | None,
         typer.Option(
             "--prefix",
-            help="A raw instruction string put before every text exactly as given (NV-Embed's reference "
-            "`instruction` argument: no template; empty means passage mode). Excludes --query.",
+            help="A raw prompt put before every text exactly as given, in place of the model's prompt (documents "
+            'and queries alike; for NV-Embed, the reference\'s `instruction` argument). --prefix "" means none.',
         ),
     ] = None,
     model: ModelOption = None,
     model_path: ModelPathOption = None,
+    dimensions: DimensionsOption = None,
     max_length: Annotated[
         int | None, typer.Option("--max-length", help="Truncate inputs to N tokens (BOS and instruction included).")
     ] = None,
@@ -300,8 +304,8 @@ def embed(
             raise InputError("nothing to embed: give texts as arguments or --input FILE (or '-' for stdin)")
         if (task or instruction) and not query:
             raise ConfigError("--task and --instruction apply to queries; add --query")
-        if prefix is not None and query:
-            raise ConfigError("--prefix is a raw instruction used as is; give either --prefix or --query, not both")
+        if prefix is not None and (task or instruction):
+            raise ConfigError("--prefix replaces the prompt exactly; give either --prefix or --task/--instruction")
         settings = Settings.from_env()
         if dtype or device:
             settings = replace(settings, dtype=dtype, device=device)
@@ -311,7 +315,12 @@ def embed(
         if output is not None and not output.parent.is_dir():
             raise ConfigError(f"--output {output}: the directory {output.parent} does not exist; create it first")
         embedder = load_model(
-            settings, choice.name, model_path=choice.model_path, max_length=max_length, for_queries=query
+            settings,
+            choice.name,
+            model_path=choice.model_path,
+            max_length=max_length,
+            for_queries=query,
+            dimensions=dimensions,
         )
         err.print(model_lines(choice.reason, choice.license, embedder.notes))
         if prefix is not None:

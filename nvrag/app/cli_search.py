@@ -286,5 +286,6 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
     for column in ("model", "dim", "max tokens", "license", "about"):
         models.add_column(column)
     for s in REGISTRY.values():
-        models.add_row(s.name, str(s.dimension), str(s.max_tokens), s.license, s.description)
+        limit = str(s.max_tokens) if s.max_tokens is not None else "checkpoint's"
+        models.add_row(s.name, str(s.dimension), limit, s.license, s.description)
     out.print(models)

@@ -18,10 +18,14 @@ from typing import Literal
 
 from nvrag.app.settings import Settings
 from nvrag.embedder import Embedder
+from nvrag.embedder.matryoshka import matryoshka
 from nvrag.embedder.names import NVEMBED_NAME
+from nvrag.embedder.pinning import weights_for_index
 from nvrag.errors import IndexNotFoundError
 from nvrag.indexer import Indexer, IndexReport, IndexRequest
+from nvrag.indexer.engine import delete_documents
 from nvrag.retriever import Retriever
+from nvrag.schema import IndexManifest
 from nvrag.store import Store
 
 Purpose = Literal["queries", "documents"]
@@ -53,15 +57,23 @@ class Services:
 
     # -- models ---------------------------------------------------------------------------------------
 
-    def embedder(self, name: str, purpose: Purpose = "queries", revision: str | None = None) -> Embedder:
-        """The pooled model ``name`` for ``purpose`` (loaded on first use; reloaded if an index needs another
-        revision of it than the one loaded)."""
+    def embedder(
+        self, name: str, purpose: Purpose = "queries", revision: str | None = None, weights: Path | None = None
+    ) -> Embedder:
+        """The pooled model ``name`` for ``purpose`` (loaded on first use, from ``weights`` unless the server
+        names its own; reloaded if an index needs another revision of it than the one loaded)."""
         key = (name, "documents" if self.shared else purpose)
         with self._lock:
             loaded = self._models.get(key)
             if loaded is None or (revision is not None and loaded.info.revision != revision):
-                loaded = self._models[key] = self._load(name, self._weights(name), key[1])
+                loaded = self._models[key] = self._load(name, self._weights(name) or weights, key[1])
             return loaded
+
+    def _index_embedder(self, manifest: IndexManifest, purpose: Purpose) -> Embedder:
+        """The pooled model of an index, from the folder it was built from when nothing else names one."""
+        weights = weights_for_index(manifest, self._weights(manifest.model))
+        loaded = self.embedder(manifest.model, purpose, manifest.model_revision, weights)
+        return matryoshka(loaded, manifest.dimension)  # one loaded model, whatever --dimensions its indexes have
 
     def loaded(self) -> list[Embedder]:
         with self._lock:
@@ -89,7 +101,7 @@ class Services:
         with self._lock:
             cached = self._retrievers.get(name)
             if cached is None or cached.table.manifest != current:
-                embedder = self.embedder(current.model, "queries", current.model_revision)
+                embedder = self._index_embedder(current, "queries")
                 self._retrievers[name] = Retriever(self.store.open(name), embedder)  # checks the pinning
             return self._retrievers[name]
 
@@ -97,10 +109,25 @@ class Services:
         """An indexing run (an upload, API documents) with the pooled model of the index (for a new index, the
         served model)."""
         if self.store.exists(request.index):
-            current = self.store.manifest(request.index)
-            model, revision = current.model, current.model_revision
+            embedder = self._index_embedder(self.store.manifest(request.index), "documents")
         elif self.served is not None:
-            model, revision = self.served[0], None
+            embedder = self.embedder(self.served[0], "documents")
         else:
             raise IndexNotFoundError(f"no index named {request.index!r}; create it with nvrag index first")
-        return Indexer(self.store, self.embedder(model, "documents", revision)).run(request)
+        report = Indexer(self.store, embedder).run(request)
+        if report.chunks_added or report.chunks_removed:
+            self.forget(request.index)
+        return report
+
+    def delete_documents(self, index: str, doc_ids: Sequence[str], origins: set[str] | None) -> int:
+        """Remove documents (of ``origins`` only, when given); searches see it at once."""
+        removed = delete_documents(self.store, index, doc_ids, origins=origins)
+        if removed:
+            self.forget(index)
+        return removed
+
+    def forget(self, index: str) -> None:
+        """Drop the cached retriever of an index this process wrote: a write in the same second as the last
+        leaves the manifest unchanged, so the cache cannot tell by the manifest alone."""
+        with self._lock:
+            self._retrievers.pop(index, None)

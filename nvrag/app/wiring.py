@@ -17,18 +17,22 @@ from nvrag.app.devices import cuda_available
 from nvrag.app.services import Loader, Purpose, Services
 from nvrag.app.settings import ENV_UI_PASSWORD, ENV_UI_USER, Settings, default_db
 from nvrag.embedder import AUTO, Embedder, LoadOptions, choose_model, get_spec, load_embedder
-from nvrag.embedder.names import MINILM_NAME, NVEMBED_NAME
-from nvrag.embedder.pinning import check_pinned
+from nvrag.embedder.checkpoint import MODEL_TYPE_ALIASES
+from nvrag.embedder.families import folder_model_name, known_model
+from nvrag.embedder.names import LOCAL_PREFIX, MINILM_NAME, NVEMBED_NAME
+from nvrag.embedder.pinning import check_pinned, weights_for_index
 from nvrag.embedder.registry import ModelRecipe
 from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS, Scheduler
 from nvrag.errors import ConfigError
 from nvrag.indexer import Engine, Indexer, IndexRequest
+from nvrag.model.decoder_config import FAMILIES
 from nvrag.retriever import Retriever, open_retriever
 from nvrag.schema import IndexManifest
 from nvrag.store import Store
 
 # config.json model_type of a --model-path folder → the registry model that loads it
 PATH_KINDS = {"nvembed": NVEMBED_NAME, "bert": MINILM_NAME}
+DECODER_TYPES = frozenset(FAMILIES) | frozenset(MODEL_TYPE_ALIASES)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ def _nvembed_weights(settings: Settings) -> Path | None:
 
 
 def model_path_kind(model_path: Path) -> str:
-    """The registry model that loads a checkpoint folder, from its config.json's ``model_type``."""
+    """The model name a checkpoint folder loads as: NV-Embed or the bundled model from config.json's
+    ``model_type``; a supported decoder by its hub id (a hub cache snapshot) or as ``local:STYLE/FOLDER``."""
     config = model_path / "config.json"
     if not config.is_file():
         raise ConfigError(f"--model-path {model_path}: no config.json there; give a model checkpoint folder")
@@ -86,12 +91,14 @@ def model_path_kind(model_path: Path) -> str:
         kind = json.loads(config.read_text(encoding="utf-8")).get("model_type")
     except (OSError, json.JSONDecodeError, AttributeError) as exc:
         raise ConfigError(f"--model-path {model_path}: cannot read config.json ({exc})") from exc
-    if kind not in PATH_KINDS:
-        raise ConfigError(
-            f"--model-path {model_path}: model_type {kind!r} is not supported; nvrag loads NV-Embed checkpoints "
-            "(model_type 'nvembed') and all-MiniLM-L6-v2 folders (model_type 'bert')"
-        )
-    return PATH_KINDS[kind]
+    if kind in PATH_KINDS:
+        return PATH_KINDS[kind]
+    if kind in DECODER_TYPES:
+        return folder_model_name(model_path)
+    raise ConfigError(
+        f"--model-path {model_path}: model_type {kind!r} is not supported; nvrag loads NV-Embed checkpoints, "
+        f"all-MiniLM-L6-v2 folders and decoder embedders ({', '.join(sorted(DECODER_TYPES))})"
+    )
 
 
 def choose(settings: Settings, requested: str | None, model_path: Path | None = None) -> ModelChoice:
@@ -99,8 +106,13 @@ def choose(settings: Settings, requested: str | None, model_path: Path | None = 
     wanted = requested or settings.model
     if model_path is not None:
         name = model_path_kind(model_path)
-        if wanted.strip().lower() != AUTO and get_spec(wanted).name != name:
-            raise ConfigError(f"--model {wanted} and --model-path {model_path} (a {name} checkpoint) disagree")
+        if wanted.strip().lower() != AUTO:
+            spec = get_spec(wanted)
+            decoder_folder = name.startswith(LOCAL_PREFIX) or known_model(name) is not None
+            if decoder_folder and known_model(spec.name) is not None:
+                name = spec.name  # a known hub model's weights in a folder of the user's
+            elif spec.name != name:
+                raise ConfigError(f"--model {wanted} and --model-path {model_path} (a {name} checkpoint) disagree")
         return ModelChoice(name, f"{name} from {model_path}", get_spec(name).license, model_path)
     if wanted.strip().lower() == AUTO:
         weights = _nvembed_weights(settings)
@@ -111,7 +123,12 @@ def choose(settings: Settings, requested: str | None, model_path: Path | None = 
 
 
 def load_options(
-    settings: Settings, model_path: Path | None = None, max_length: int | None = None, *, for_queries: bool = False
+    settings: Settings,
+    model_path: Path | None = None,
+    max_length: int | None = None,
+    *,
+    for_queries: bool = False,
+    dimensions: int | None = None,
 ) -> LoadOptions:
     device = settings.device or ("cuda" if cuda_available() else "cpu")
     return LoadOptions(
@@ -122,6 +139,7 @@ def load_options(
         attention=settings.attention,
         devices=settings.devices,
         for_queries=for_queries,
+        dimensions=dimensions,
     )
 
 
@@ -132,10 +150,12 @@ def load_model(
     model_path: Path | None = None,
     max_length: int | None = None,
     for_queries: bool = False,
+    dimensions: int | None = None,
 ) -> Embedder:
     if model_path is None and name == NVEMBED_NAME:
         model_path = settings.nvembed_path
-    return load_embedder(name, load_options(settings, model_path, max_length, for_queries=for_queries))
+    options = load_options(settings, model_path, max_length, for_queries=for_queries, dimensions=dimensions)
+    return load_embedder(name, options)
 
 
 def model_recipe(settings: Settings, choice: ModelChoice) -> ModelRecipe:
@@ -163,7 +183,8 @@ def index_model(settings: Settings, store: Store, request: IndexRequest) -> Mode
         manifest = store.manifest(request.index)
         _check_requested(manifest, request.model, request.model_path, writing=True)
         reason = f"{manifest.model}, the model index {request.index!r} was built with"
-        return ModelChoice(manifest.model, reason, get_spec(manifest.model).license, request.model_path)
+        weights = weights_for_index(manifest, request.model_path or _configured(settings, manifest.model))
+        return ModelChoice(manifest.model, reason, get_spec(manifest.model).license, weights)
     return choose(settings, request.model, request.model_path)
 
 
@@ -173,7 +194,10 @@ def index_engine(
     """The engine that runs ``request`` (the one place an engine is picked) and the model it loaded."""
     choice = index_model(settings, store, request)
     settings = replace(settings, devices=request.devices)
-    embedder = load_model(settings, choice.name, model_path=choice.model_path)
+    dimensions = request.dimensions
+    if dimensions is None and store.exists(request.index) and not request.reembed:
+        dimensions = store.manifest(request.index).dimension  # a Matryoshka index keeps its cut
+    embedder = load_model(settings, choice.name, model_path=choice.model_path, dimensions=dimensions)
     choice = replace(choice, notes=embedder.notes)
     if request.engine == "ray":
         from nvrag.indexer.ray_engine import RayEngine
@@ -187,9 +211,13 @@ def build_retriever(
 ) -> Retriever:
     manifest = store.manifest(index)
     _check_requested(manifest, requested_model, model_path, writing=False)
-    if model_path is None:
-        model_path = settings.nvembed_path if manifest.model == NVEMBED_NAME else None
-    return open_retriever(store, index, load_options(settings, model_path, for_queries=True))
+    weights = weights_for_index(manifest, model_path or _configured(settings, manifest.model))
+    return open_retriever(store, index, load_options(settings, weights, for_queries=True))
+
+
+def _configured(settings: Settings, name: str) -> Path | None:
+    """The weights folder the settings give for a model (NVRAG_NVEMBED_PATH for NV-Embed)."""
+    return settings.nvembed_path if name == NVEMBED_NAME else None
 
 
 def pooled_loader(settings: Settings, wrap: Callable[[Embedder], Embedder] | None = None) -> Loader:
@@ -284,6 +312,7 @@ def build_api_app(
         embedder_for=services.embedder,
         retriever_for=services.retriever,
         run_index=services.run_index,
+        delete_documents=services.delete_documents,
         indexes=services.indexes,
         api_key=api_key,
         max_inputs=max_inputs,

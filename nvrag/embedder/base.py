@@ -57,6 +57,8 @@ class ModelInfo:
     license: str
     default_instruction: str | None = None
     compute_dtype: str = "float32"  # what the forward pass computes in: float32, bfloat16 or float16
+    source: str = ""  # the checkpoint folder the weights came from ("" for bundled models)
+    matryoshka: bool = False  # trained so that a vector's leading dimensions are an embedding too
 
     @property
     def takes_instructions(self) -> bool:

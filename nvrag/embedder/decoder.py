@@ -19,7 +19,15 @@ import torch
 from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
 from nvrag.embedder.checkpoint import FolderFacts, query_template, read_folder
 from nvrag.embedder.dtypes import cpu_batch_width
-from nvrag.embedder.families import GENERIC_LICENSE, KnownModel, Style, decide_causal, hub_id_of_folder, known_model
+from nvrag.embedder.families import (
+    GENERIC_LICENSE,
+    KnownModel,
+    Style,
+    decide_causal,
+    folder_model_name,
+    hub_id_of_folder,
+    known_model,
+)
 from nvrag.embedder.families import style_of as find_style
 from nvrag.embedder.hf_tokenizer import load_tokenizer, prompt_length
 from nvrag.embedder.runtime import choose_backend, parse_dtype
@@ -32,12 +40,6 @@ from nvrag.model.pooling import PoolingSpec
 
 DEFAULT_MAX_TOKENS = 8192  # when the folder names no max_seq_length
 PROMPT_CACHE_SIZE = 256  # prompt token counts remembered (prompts are client input on a server)
-LOCAL_PREFIX = "local:"
-
-
-def local_name(style: Style | None, folder: Path) -> str:
-    """The name an index records for a folder that is not a known hub model."""
-    return f"{LOCAL_PREFIX}{style.name if style else 'decoder'}/{folder.name}"
 
 
 class DecoderEmbedder(Embedder):
@@ -76,7 +78,7 @@ class DecoderEmbedder(Embedder):
         torch_device = torch.device(device)
         torch_dtype = parse_dtype(dtype, torch_device)
         info = ModelInfo(
-            name=known.hub_id if known else local_name(style, folder),
+            name=known.hub_id if known else folder_model_name(folder),
             revision=weights_fingerprint(folder),
             dimension=self.dimensions or config.hidden_size,
             max_tokens=max_tokens,
@@ -86,6 +88,8 @@ class DecoderEmbedder(Embedder):
             or (style.license if style else GENERIC_LICENSE),
             default_instruction=default_instruction,
             compute_dtype=str(torch_dtype).removeprefix("torch."),
+            source=str(folder.resolve()),
+            matryoshka=bool(style and style.matryoshka),
         )
         super().__init__(info, batch_tokens=batch_tokens)
         self.folder, self.facts, self.style, self.config = folder, facts, style, config

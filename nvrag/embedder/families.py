@@ -9,7 +9,10 @@ record. Torch-free: the CLI lists these without loading a model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from nvrag.embedder.checkpoint import read_folder
+from nvrag.embedder.names import LOCAL_PREFIX
 from nvrag.errors import CheckpointError
 
 
@@ -124,6 +127,18 @@ def hub_id_of_folder(parts: tuple[str, ...]) -> str | None:
         if part.startswith("models--"):
             return part.removeprefix("models--").replace("--", "/", 1)
     return None
+
+
+def folder_model_name(folder: Path) -> str:
+    """The name an index records for a decoder folder: its hub id (a hub cache snapshot of a known model), else
+    ``local:STYLE/FOLDER``."""
+    hub_id = hub_id_of_folder(folder.resolve().parts)
+    known = known_model(hub_id) if hub_id else None
+    if known is not None:
+        return known.hub_id
+    facts = read_folder(folder)
+    style = style_of(facts.model_type, facts.pooling)
+    return f"{LOCAL_PREFIX}{style.name if style else 'decoder'}/{folder.resolve().name}"
 
 
 def decide_causal(config: dict[str, object], remote_code: bool, style: Style | None, where: str) -> bool:

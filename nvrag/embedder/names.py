@@ -14,3 +14,5 @@ NVEMBED_NAME = "nvidia/NV-Embed-v2"
 NVEMBED_LICENSE = "CC-BY-NC-4.0"
 NVEMBED_DIMENSION = 4096
 DEFAULT_MAX_LENGTH = 32768  # NV-Embed-v2's max_length
+
+LOCAL_PREFIX = "local:"  # names of decoder models loaded from folders nvrag does not know by hub id

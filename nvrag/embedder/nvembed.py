@@ -80,6 +80,7 @@ class NVEmbedEmbedder(Embedder):
             license=NVEMBED_LICENSE,
             default_instruction=DEFAULT_QUERY_INSTRUCTION,
             compute_dtype=str(torch_dtype).removeprefix("torch."),
+            source=str(folder.resolve()),
         )
         super().__init__(info, batch_tokens=batch_tokens)
         self.folder = folder

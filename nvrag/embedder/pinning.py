@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from nvrag import __version__
 from nvrag.embedder.base import Embedder
-from nvrag.errors import ModelMismatchError
+from nvrag.embedder.weights import weights_fingerprint
+from nvrag.errors import ModelMismatchError, ModelUnavailableError
 from nvrag.schema import ChunkerSettings, IndexManifest
 
 
@@ -39,6 +41,7 @@ def new_manifest(
         vector_dtype=vector_dtype,
         quantization=quantization,
         compute_dtype=info.compute_dtype,
+        model_path=info.source,
     )
 
 
@@ -75,3 +78,23 @@ def check_manifest_model(manifest: IndexManifest, embedder: Embedder, *, writing
     """Refuse to put vectors of one model into (or search with them) an index built with another."""
     info = embedder.info
     check_pinned(manifest, info.name, info.revision, info.dimension, writing=writing)
+
+
+def weights_for_index(manifest: IndexManifest, given: Path | None) -> Path | None:
+    """Where to load an index's model from: ``given`` (--model-path, or a configured path) if any; else the
+    folder the index was built from while it still holds the same weights (the recorded fingerprint decides);
+    else None (the model's own place: bundled, or the Hugging Face cache). A recorded folder that is gone or
+    now holds other weights is one ModelUnavailableError saying what to pass."""
+    if given is not None or not manifest.model_path:
+        return given
+    folder = Path(manifest.model_path)
+    where = f"index {manifest.name!r} was built with {manifest.model} from {folder}"
+    if not (folder / "config.json").is_file():
+        raise ModelUnavailableError(f"{where}, which no longer holds a checkpoint; pass --model-path with its weights")
+    found = weights_fingerprint(folder)
+    if found != manifest.model_revision:
+        raise ModelUnavailableError(
+            f"{where}, which now holds other weights ({found}, not {manifest.model_revision}); pass --model-path "
+            "with the weights it was built with"
+        )
+    return folder

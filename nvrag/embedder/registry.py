@@ -13,8 +13,10 @@ from pathlib import Path
 from nvrag.embedder.base import Embedder
 from nvrag.embedder.dtypes import choose_dtype, choose_query_dtype
 from nvrag.embedder.fake import FAKE_NAME, WordLengthEmbedder
+from nvrag.embedder.families import KNOWN, STYLES
 from nvrag.embedder.names import (
     DEFAULT_MAX_LENGTH,
+    LOCAL_PREFIX,
     MINILM_DIMENSION,
     MINILM_LICENSE,
     MINILM_MAX_TOKENS,
@@ -25,7 +27,8 @@ from nvrag.embedder.names import (
 )
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
 from nvrag.embedder.replicas import ReplicatedEmbedder
-from nvrag.errors import ModelUnavailableError, UnknownModelError
+from nvrag.embedder.weights import checkpoint_fp32_bytes
+from nvrag.errors import ConfigError, ModelUnavailableError, UnknownModelError
 
 AUTO = "auto"
 
@@ -44,6 +47,7 @@ class LoadOptions:
     devices: tuple[str, ...] = ()  # more than one: a replica per device (ReplicatedEmbedder)
     for_queries: bool = False  # queries only (a retriever): MiniLM then computes float32 on the CPU, small batches
     # on its NumPy engine (no torch)
+    dimensions: int | None = None  # Matryoshka models: cut vectors to this many dimensions (None: all)
 
 
 def default_batch_tokens(device: str, model: str = "minilm") -> int:
@@ -59,7 +63,7 @@ def default_batch_tokens(device: str, model: str = "minilm") -> int:
 class ModelSpec:
     name: str
     dimension: int
-    max_tokens: int
+    max_tokens: int | None  # None: as the checkpoint's files say
     query_template: str
     document_template: str
     license: str
@@ -88,26 +92,31 @@ def _load_minilm(options: LoadOptions) -> Embedder:
     return embedder
 
 
-def nvembed_folder(model_path: Path | None) -> Path:
+def hub_folder(hub_id: str, model_path: Path | None) -> Path:
     """The local checkpoint folder: the given path, or the Hugging Face cache (offline) or hub download."""
     if model_path is not None:
         return model_path
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:  # pragma: no cover - huggingface_hub is a dependency
-        raise ModelUnavailableError("huggingface_hub is needed to find NV-Embed-v2 weights") from exc
+        raise ModelUnavailableError(f"huggingface_hub is needed to find {hub_id} weights") from exc
+    patterns = ["*.json", "*.safetensors", "tokenizer*", "*/config.json"]
     try:
-        return Path(snapshot_download(NVEMBED_NAME, allow_patterns=["*.json", "*.safetensors", "tokenizer*"]))
+        return Path(snapshot_download(hub_id, allow_patterns=patterns))
     except Exception as exc:  # the hub raises many types (offline, auth, network); all mean "not available"
+        where = "--model-path / NVRAG_NVEMBED_PATH" if hub_id == NVEMBED_NAME else "--model-path"
         raise ModelUnavailableError(
-            f"{NVEMBED_NAME} weights are not available locally ({type(exc).__name__}); download them with "
-            f"`huggingface-cli download {NVEMBED_NAME}` or point --model-path / NVRAG_NVEMBED_PATH at a folder"
+            f"{hub_id} weights are not available locally ({type(exc).__name__}); download them with "
+            f"`huggingface-cli download {hub_id}` or point {where} at a folder"
         ) from exc
+
+
+def nvembed_folder(model_path: Path | None) -> Path:
+    return hub_folder(NVEMBED_NAME, model_path)
 
 
 def _load_nvembed(options: LoadOptions) -> Embedder:
     from nvrag.embedder.nvembed import NVEmbedEmbedder  # torch, tokenizers, the model
-    from nvrag.embedder.weights import checkpoint_fp32_bytes
 
     folder = nvembed_folder(options.model_path)
     dtype = choose_dtype(options.dtype, options.device, fp32_bytes=checkpoint_fp32_bytes(folder))
@@ -122,6 +131,36 @@ def _load_nvembed(options: LoadOptions) -> Embedder:
     )
     embedder.notes = (dtype.note,) if dtype.note else ()
     return embedder
+
+
+def _decoder_loader(hub_id: str | None) -> Callable[[LoadOptions], Embedder]:
+    """The loader of a decoder embedder: a known hub model (from the cache or --model-path), or, for
+    ``hub_id`` None, any supported folder given by --model-path."""
+
+    def load(options: LoadOptions) -> Embedder:
+        from nvrag.embedder.decoder import DecoderEmbedder  # torch, tokenizers, the model
+
+        if hub_id is None and options.model_path is None:
+            raise ModelUnavailableError(
+                "this model was loaded from a local folder that nvrag does not know now; pass --model-path with it"
+            )
+        folder = hub_folder(hub_id, options.model_path) if hub_id else options.model_path
+        assert folder is not None
+        dtype = choose_dtype(options.dtype, options.device, fp32_bytes=checkpoint_fp32_bytes(folder))
+        embedder = DecoderEmbedder(
+            folder,
+            name=hub_id,
+            device=options.device,
+            dtype=dtype.name,
+            max_length=options.max_length,
+            batch_tokens=options.batch_tokens or default_batch_tokens(options.device, "nvembed"),
+            attention=options.attention,
+            dimensions=options.dimensions,
+        )
+        embedder.notes = (dtype.note,) if dtype.note else ()
+        return embedder
+
+    return load
 
 
 def _load_fake(options: LoadOptions) -> Embedder:
@@ -165,13 +204,43 @@ REGISTRY: dict[str, ModelSpec] = {
             loader=_load_fake,
             default_instruction="query",
         ),
+        *(
+            ModelSpec(
+                name=known.hub_id,
+                aliases=known.aliases,
+                dimension=known.dimension,
+                max_tokens=None,  # the checkpoint's sentence_bert_config.json says
+                query_template="",  # the checkpoint's config_sentence_transformers.json says
+                document_template="",
+                license=known.license or known.style_info.license,
+                description=f"{known.description}; {known.style_info.name} family"
+                + ("; Matryoshka (--dimensions)" if known.style_info.matryoshka else ""),
+                loader=_decoder_loader(known.hub_id),
+            )
+            for known in KNOWN
+        ),
     )
 }
+
+# a decoder loaded from a folder nvrag does not know by name: indexes record "local:STYLE/FOLDER"
+LOCAL_DECODER = ModelSpec(
+    name="local",
+    dimension=0,
+    max_tokens=None,
+    query_template="",
+    document_template="",
+    license="see the checkpoint's model card",
+    description="a supported decoder checkpoint folder (--model-path)",
+    loader=_decoder_loader(None),
+)
 
 
 def get_spec(name: str) -> ModelSpec:
     """The registry entry for a model name or alias (case-insensitive)."""
     wanted = name.strip().lower()
+    if wanted.startswith(LOCAL_PREFIX):
+        style = next((s for s in STYLES if wanted.startswith(f"{LOCAL_PREFIX}{s.name}/")), None)
+        return replace(LOCAL_DECODER, name=name.strip(), license=style.license if style else LOCAL_DECODER.license)
     for spec in REGISTRY.values():
         if wanted == spec.name.lower() or wanted in (a.lower() for a in spec.aliases):
             return spec
@@ -190,7 +259,13 @@ def load_embedder(name: str, options: LoadOptions | None = None) -> Embedder:
         return ReplicatedEmbedder([spec.loader(replace(options, device=d, devices=())) for d in options.devices])
     if len(options.devices) == 1:
         options = replace(options, device=options.devices[0], devices=())
-    return spec.loader(options)
+    embedder = spec.loader(options)
+    if options.dimensions is not None and options.dimensions != embedder.dimension:
+        raise ConfigError(
+            f"--dimensions {options.dimensions}: {embedder.name} is not Matryoshka-trained; its vectors are "
+            f"{embedder.dimension} dimensions"
+        )
+    return embedder
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ class IndexRequest:
     source: Source
     model: str | None = None
     model_path: Path | None = None
+    dimensions: int | None = None  # Matryoshka models: vectors cut to this many dimensions (a new index, or --reembed)
     chunker: ChunkerSettings | None = None
     vector_dtype: str | None = None
     quantization: str | None = None
@@ -117,7 +118,8 @@ class IndexRequest:
     @property
     def explicit_model(self) -> bool:
         """Whether the request names a model (or a checkpoint) rather than leaving the choice to the index."""
-        return self.model_path is not None or (self.model is not None and self.model.strip().lower() != "auto")
+        named = self.model is not None and self.model.strip().lower() != "auto"
+        return self.model_path is not None or named or self.dimensions is not None
 
     @property
     def uploads(self) -> bool:

@@ -36,7 +36,12 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "compute_dtype": data.get("compute_dtype", "unrecorded")}
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}  # from version N to N + 1
+def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 did not record where the weights were loaded from: unknown, so searches name them again."""
+    return {**data, "model_path": data.get("model_path", "")}
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}  # from version N to N + 1
 
 
 def migrate(data: dict[str, Any], key: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nvrag.app.cli import app
+from nvrag.embedder.families import KNOWN
 
 FAKE = "nvrag/fake-wordlen"
 runner = CliRunner()
@@ -63,7 +64,8 @@ def test_index_search_info_json(tmp_path: Path, corpus: Path) -> None:
     (entry,) = info["indexes"]
     assert entry["rows"] == 2
     assert entry["manifest"]["model"] == FAKE and entry["manifest"]["dimension"] == 8
-    assert {m["name"] for m in info["models"]} == {"all-MiniLM-L6-v2", "nvidia/NV-Embed-v2", FAKE}
+    decoders = {m.hub_id for m in KNOWN}
+    assert {m["name"] for m in info["models"]} == {"all-MiniLM-L6-v2", "nvidia/NV-Embed-v2", FAKE} | decoders
 
 
 @pytest.mark.usefixtures("clean_env")
