@@ -41,6 +41,7 @@ from nvrag.api.limits import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_INPUTS, MAX_BODY
 from nvrag.api.metrics import CONTENT_TYPE_LATEST, Metrics
 from nvrag.api.schemas import MAX_INPUT_CHARS, DocumentIn, EmbeddingsRequest, SearchRequest
 from nvrag.embedder import Embedder, get_spec, resolve_instruction
+from nvrag.embedder.matryoshka import cut
 from nvrag.errors import IndexNotFoundError, NvRagError, OverloadedError
 from nvrag.indexer import IndexReport, IndexRequest, ItemsSource, reading
 from nvrag.indexer.engine import delete_documents
@@ -135,13 +136,15 @@ def build_api(ctx: APIContext) -> FastAPI:
         if any(len(t) > MAX_INPUT_CHARS for t in texts):
             raise APIError(400, f"an input is over {MAX_INPUT_CHARS} characters", code="input_too_long")
         embedder = ctx.embedder_for(name)
-        if body.dimensions is not None and body.dimensions != embedder.dimension:
-            raise APIError(
-                400,
-                f"{name} was not trained for truncated embeddings: leave out dimensions "
-                f"(it returns {embedder.dimension})",
-                code="unsupported_dimensions",
+        dimensions = body.dimensions if body.dimensions != embedder.dimension else None
+        if dimensions is not None and not (embedder.info.matryoshka and dimensions <= embedder.dimension):
+            why = (
+                f"{name} vectors can be cut to 1 to {embedder.dimension} dimensions"
+                if embedder.info.matryoshka
+                else f"{name} was not trained for truncated embeddings: leave out dimensions (it returns "
+                f"{embedder.dimension})"
             )
+            raise APIError(400, why, code="unsupported_dimensions")
         if body.input_type == "document" and (body.task or body.instruction):
             raise APIError(400, "task and instruction apply to queries: add input_type=query", code="invalid_value")
         instruction = resolve_instruction(body.task, body.instruction) if body.input_type == "query" else None
@@ -149,6 +152,8 @@ def build_api(ctx: APIContext) -> FastAPI:
         if not body.truncate:
             _refuse_long(embedder, texts, prefix)
         vectors, tokens = embedder.embed_counted(texts, prefix)
+        if dimensions is not None:
+            vectors = cut(vectors, dimensions)  # Matryoshka: the leading dimensions, normalised again
         ctx.metrics.inputs.observe(len(texts))
         ctx.metrics.tokens.labels(name).inc(tokens)
         data = [

@@ -32,7 +32,7 @@ from nvrag.embedder.families import style_of as find_style
 from nvrag.embedder.hf_tokenizer import load_tokenizer, prompt_length
 from nvrag.embedder.runtime import choose_backend, parse_dtype
 from nvrag.embedder.weights import weights_fingerprint
-from nvrag.errors import ConfigError, InstructionError
+from nvrag.errors import ConfigError
 from nvrag.model.decoder_config import decoder_config_from_hf
 from nvrag.model.embedding import DecoderEmbeddingModel
 from nvrag.model.loading import load_decoder
@@ -154,14 +154,9 @@ class DecoderEmbedder(Embedder):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, : len(ids)] = 1
         pool_mask = attention_mask.clone()
-        skip = self.prompt_tokens(prefix)
-        if skip:
-            pool_mask[:, :skip] = 0
-            if bool((pool_mask.sum(dim=1) == 0).any()):
-                raise InstructionError(
-                    f"the prompt takes {skip} tokens and the max length is {self.info.max_tokens}: no text token "
-                    "is left to embed; raise --max-length or shorten the prompt"
-                )
+        # include_prompt false: the prompt's positions leave the mean (a text that is all prompt pools to a zero
+        # vector, as in sentence-transformers)
+        pool_mask[:, : self.prompt_tokens(prefix)] = 0
         model = self.model
         with torch.inference_mode():
             vectors = model(

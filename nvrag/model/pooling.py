@@ -19,6 +19,9 @@ from typing import Literal
 import torch
 
 PoolingKind = Literal["last", "mean", "cls"]
+# a mean over no token (a text all prompt, with include_prompt false) is a zero vector, as sentence-transformers
+# computes it (its token count is clamped to 1e-9); NV-Embed's embedder refuses such inputs before they get here
+EMPTY = 1e-9
 POOLING_KINDS: tuple[PoolingKind, ...] = ("last", "mean", "cls")
 
 
@@ -38,7 +41,7 @@ def pool_padded(
     if kind == "cls":
         return hidden[:, 0].float()
     weights = pool_mask.to(torch.float32).unsqueeze(-1)  # (B, L, 1)
-    return (hidden.float() * weights).sum(dim=1) / weights.sum(dim=1)
+    return (hidden.float() * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=EMPTY)
 
 
 def pool_packed(
@@ -55,4 +58,4 @@ def pool_packed(
     summed.index_add_(0, segment, hidden.float() * pool_weights.float()[:, None])
     counts = torch.zeros(len(lengths), dtype=torch.float32, device=hidden.device)
     counts.index_add_(0, segment, pool_weights.float())
-    return summed / counts[:, None]
+    return summed / counts.clamp(min=EMPTY)[:, None]

@@ -23,10 +23,10 @@ STYLES = ("qwen3-embedding", "gte-qwen2", "e5-mistral", "llama-nemotron-embed")
 ATOL = 1e-5
 
 
-def nvrag(*args: str, db: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def nvrag(*args: str, db: Path, timeout: float = 600, **extra: str) -> subprocess.CompletedProcess[str]:
     """The real CLI. ``timeout`` only guards against a hang."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NVRAG_")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NVRAG_DB=str(db))
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NVRAG_DB=str(db), **extra)
     return subprocess.run(
         [sys.executable, "-m", "nvrag", *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
@@ -107,3 +107,42 @@ def test_an_index_remembers_its_weights_folder(tmp_path: Path) -> None:
     refused = nvrag("search", "alpha", "--index", "q", db=db)
     assert refused.returncode != 0
     assert "now holds other weights" in refused.stderr and "pass --model-path" in refused.stderr
+
+
+def hub_cache(root: Path, hub_id: str, style: str) -> Path:
+    """A Hugging Face cache holding ``style``'s fixture as ``hub_id`` (as `huggingface-cli download` leaves it)."""
+    repo = root / "hub" / ("models--" + hub_id.replace("/", "--"))
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(FAMILY / style, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision, encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("hub_id", "style"),
+    [
+        ("Qwen/Qwen3-Embedding-0.6B", "qwen3-embedding"),
+        ("Alibaba-NLP/gte-Qwen2-1.5B-instruct", "gte-qwen2"),
+        ("intfloat/e5-mistral-7b-instruct", "e5-mistral"),
+        ("nvidia/llama-nemotron-embed-1b-v2", "llama-nemotron-embed"),
+    ],
+)
+def test_a_registered_model_resolves_from_the_hub_cache_and_takes_task_presets(
+    tmp_path: Path, hub_id: str, style: str
+) -> None:
+    """--model NAME finds the weights in the local cache; --task MSMARCO formats NV-Embed's MSMARCO instruction
+    through the family's template, which is exactly each model card's web-search prompt (Llama: no
+    instructions, its query prompt)."""
+    home = hub_cache(tmp_path / "hf", hub_id, style)
+    case = next(c for c in golden(style)["cases"] if c["name"] == "query_card_capital")
+    source, out = tmp_path / "q.jsonl", tmp_path / "q.npy"
+    source.write_text(json.dumps(case["items"][0]["text"]) + "\n", encoding="utf-8")
+    done = nvrag(
+        "embed", "--model", hub_id, "--query", "--task", "MSMARCO", "--input", str(source), "--output", str(out),
+        "--max-length", str(golden(style)["max_length"]), "--dtype", "float32",
+        db=tmp_path / "db", HF_HOME=str(home),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"model: {hub_id} as requested" in done.stderr
+    np.testing.assert_allclose(np.load(out)[0], case["items"][0]["embedding"], atol=ATOL)
