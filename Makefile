@@ -25,7 +25,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[ui]"
+	$(BIN)/pip install --quiet -e ".[ui,serve]"
 	@touch $@
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml

@@ -127,6 +127,17 @@ def safe(value: object) -> str:
     return escape(text)
 
 
+def require_extra(command: str, extra: str, modules: tuple[str, ...]) -> None:
+    """One line naming the extra to install when a module ``command`` needs is missing, never a traceback."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise fail(
+            f"nvrag {command} needs the {extra} extra ({', '.join(missing)} missing): pip install 'nvrag[{extra}]'"
+        )
+
+
 def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
     """Print one red error line (``message`` is data: escaped) and return the Exit to raise."""
     err.print(f"[bold red]error:[/] {safe(message)}")

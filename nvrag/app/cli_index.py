@@ -44,6 +44,7 @@ from nvrag.embedder import resolve_instruction
 from nvrag.errors import ConfigError, InputError
 from nvrag.indexer import IndexReport, IndexRequest, PathSource, RayOptions, reading
 from nvrag.indexer.formats import TableColumns
+from nvrag.indexer.loaders import SUPPORTED_SUFFIXES
 from nvrag.schema import ChunkerSettings
 
 
@@ -194,6 +195,9 @@ def index(
         raise fail(report_error, EXIT_REPORT_FAILED)
     if report.failed:
         raise typer.Exit(EXIT_INPUT_FAILURES)
+    if report.documents == 0 and report.skipped and not report.interrupted:
+        known = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        raise fail(f"{path}: no document nvrag can read was found there; it reads {known}", EXIT_INPUT_FAILURES)
 
 
 def _columns(id_column: str, text_column: str, title_column: str, metadata: str | None) -> TableColumns:
@@ -207,6 +211,14 @@ def _print_report(report: IndexReport, as_json: bool) -> None:
         return
     for failure in report.failures:
         err.print(f"[yellow]skipped[/] {safe(failure.source)}: {safe(failure.reason)}")
+    if report.skipped:
+        kinds = ", ".join(f"{safe(suffix)} x{n}" for suffix, n in sorted(report.skipped.items()))
+        err.print(f"[yellow]skipped[/] files of types nvrag does not read: {kinds}")
+    if report.not_in_path:
+        err.print(
+            f"{report.not_in_path} documents of the index are not in PATH any more (or come from another PATH); "
+            "--prune removes them"
+        )
     name = safe(repr(report.index))
     if report.chunks_added == 0 and report.chunks_removed == 0 and not report.reembedded:
         err.print(

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table as RichTable
 
 from nvrag.app.cli_common import (
+    EXIT_PORT_IN_USE,
     DbOption,
     DtypeOption,
     IndexOption,
@@ -21,8 +22,10 @@ from nvrag.app.cli_common import (
     TaskOption,
     app,
     err,
+    fail,
     model_lines,
     out,
+    require_extra,
     safe,
     user_errors,
 )
@@ -221,19 +224,25 @@ def ui(
     Set NVRAG_UI_USER and NVRAG_UI_PASSWORD to require a login. Uploads are limited to .txt, .md and .jsonl
     files of 20 MB and stored, with sanitised names, under the data directory's uploads/ folder.
     """
+    require_extra("ui", "ui", ("gradio", "fastapi", "uvicorn"))
+    from nvrag.api.runner import PortInUseError, bind
+    from nvrag.api.runner import serve as run_server
+
     with user_errors():
+        try:
+            sock = bind(host, port)  # before anything is announced: a port in use is one line, exit 4
+        except PortInUseError as exc:
+            raise fail(str(exc), EXIT_PORT_IN_USE) from None
         settings = Settings.from_env(db=db, dtype=dtype)
         store = open_store(settings)
         if index is not None and not store.exists(index):
             store.open(index)  # raises IndexNotFoundError naming the known indexes
         server = build_web_app(settings, store, index)
-    where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+    where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{sock.getsockname()[1]}/"
     err.print(f"nvrag UI on {safe(where)} (Ctrl-C stops it)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] listening on {safe(host)}: other machines can reach this UI")
-    import uvicorn
-
-    uvicorn.run(server, host=host, port=port, log_level="warning")
+    run_server(server, sock)
 
 
 @app.command()

@@ -20,6 +20,7 @@ from nvrag.app.cli_common import (
     app,
     err,
     fail,
+    require_extra,
     safe,
     user_errors,
 )
@@ -54,6 +55,9 @@ AllowedOrigins = Annotated[
         show_default=False,
     ),
 ]
+
+
+SERVE_MODULES = ("fastapi", "uvicorn", "prometheus_client", "mcp")  # the serve extra
 
 
 @app.command()
@@ -119,10 +123,9 @@ def serve(
     GET /v1/indexes, documents, GET /health (/ready, /live), GET /metrics, and MCP at /mcp. Loopback only by
     default; another address needs --api-key (or --insecure-no-auth). The model (--model, default auto) embeds
     /v1/embeddings and new indexes; each index searches with its own model. Documentation at /docs."""
-    try:
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise fail("nvrag serve needs the serve extra: pip install 'nvrag[serve]'") from None
+    require_extra("serve", "serve", SERVE_MODULES)
+    if ui:
+        require_extra("serve --ui", "ui", ("gradio",))
     from nvrag.api.runner import PortInUseError, bind
     from nvrag.api.runner import serve as run_server
 
@@ -187,6 +190,7 @@ def mcp(
 ) -> None:
     """Serve nvrag's tools to an agent over stdio (Model Context Protocol): search, list_indexes,
     get_document. Configure your agent to run `nvrag mcp --index NAME`; nothing but the protocol goes to stdout."""
+    require_extra("mcp", "serve", ("mcp",))
     with user_errors():
         settings = Settings.from_env(db=db, dtype=dtype)
         server = build_mcp_server(settings, open_store(settings), index)

@@ -31,7 +31,7 @@ class Settings:
     device: str | None = None  # None: cuda when available, else cpu
     nvembed_path: Path | None = None  # a local NV-Embed-v2 checkpoint folder
     dtype: str | None = None  # None: embedder.dtypes.choose_dtype (bf16 on CUDA and native-bf16 CPUs)
-    attention: str = "auto"  # NV-Embed attention backend
+    attention: str = "auto"  # attention backend of the PyTorch decoders (NV-Embed and the decoder embedders)
     store: str = "lancedb"  # lancedb | faiss
     devices: tuple[str, ...] = ()  # several: one model replica per device (--devices)
 

@@ -124,9 +124,11 @@ class Embedder(ABC):
         """Embed with a raw prefix, used as is (for NV-Embed, the reference's ``instruction`` argument)."""
         return self._embed(texts, prefix)
 
-    def query_prefix(self, instruction: str | None) -> str:
-        template = self.info.query_template
-        if not self.info.takes_instructions:
+    def query_prefix(self, instruction: str | None, template: str | None = None) -> str:
+        """The prompt before a query: ``template`` (the model's own, or the one an index recorded) with the
+        instruction (or the model's default) where it says ``{instruction}``."""
+        template = self.info.query_template if template is None else template
+        if "{instruction}" not in template:
             return template
         chosen = instruction if instruction is not None else self.info.default_instruction
         if chosen is None or not chosen.strip():

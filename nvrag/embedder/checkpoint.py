@@ -174,7 +174,8 @@ def _optional_json_list(path: Path) -> list[Any] | None:
     from nvrag.model.config import CONFIG_MAX_BYTES
 
     try:
-        raw = path.read_bytes()[: CONFIG_MAX_BYTES + 1]
+        with path.open("rb") as f:
+            raw = f.read(CONFIG_MAX_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:

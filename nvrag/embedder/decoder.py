@@ -17,11 +17,10 @@ import numpy as np
 import torch
 
 from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
-from nvrag.embedder.checkpoint import FolderFacts, query_template, read_folder
+from nvrag.embedder.checkpoint import query_template, read_folder
 from nvrag.embedder.dtypes import cpu_batch_width
 from nvrag.embedder.families import (
     GENERIC_LICENSE,
-    KnownModel,
     Style,
     decide_causal,
     folder_model_name,
@@ -69,7 +68,6 @@ class DecoderEmbedder(Embedder):
         max_tokens = max_length or facts.max_seq_length or min(limit, DEFAULT_MAX_TOKENS)
         if not 2 <= max_tokens <= limit:
             raise ConfigError(f"max length {max_tokens} is outside 2..{limit} (the model's positions)")
-        self.full_dimension = config.hidden_size
         self.dimensions = check_dimensions(dimensions, style, config.hidden_size, str(folder))
         query_prompt = facts.query_prompt
         if known and known.query_prompt_name and known.query_prompt_name in facts.prompts:
@@ -97,9 +95,9 @@ class DecoderEmbedder(Embedder):
         self.backend = choose_backend(attention, torch_device, torch_dtype)
         self.pooling = PoolingSpec(kind=facts.pooling, include_prompt=facts.include_prompt)  # type: ignore[arg-type]
         self._tokenizer = load_tokenizer(folder)
-        self._spans = load_tokenizer(folder)  # untruncated: the chunker reads whole documents
-        self._tokenizer.enable_truncation(max_tokens)
-        self._specials = len(self._spans.encode("").ids)
+        self._specials = len(self._tokenizer.encode("").ids)
+        if max_tokens <= self._specials:
+            raise ConfigError(f"max length {max_tokens} leaves no room beside {self._specials} special tokens")
         self._prompt_lens: OrderedDict[str, int] = OrderedDict()
         self._prompt_lock = threading.Lock()
         self._model: DecoderEmbeddingModel | None = None
@@ -121,10 +119,19 @@ class DecoderEmbedder(Embedder):
         return full.lower() if self.facts.lower_case else full
 
     def tokenize(self, texts: Sequence[str], prefix: str) -> list[list[int]]:
-        return [e.ids for e in self._tokenizer.encode_batch([self._text(prefix, t) for t in texts])]
+        """The ids of ``prefix + text``: the text's tokens cut to leave room for the special tokens, which are
+        then added (as transformers truncates: the appended EOS survives)."""
+        room = self.info.max_tokens - self._specials
+        encodings = self._tokenizer.encode_batch([self._text(prefix, t) for t in texts], add_special_tokens=False)
+        out = []
+        for encoding in encodings:
+            if len(encoding.ids) > room:
+                encoding.truncate(room)
+            out.append(self._tokenizer.post_process(encoding).ids)
+        return out
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        spans = self._spans.encode(text, add_special_tokens=False).offsets
+        spans = self._tokenizer.encode(text, add_special_tokens=False).offsets
         # byte-level and metaspace tokens often carry the space before a word: start the span at the word
         return [(start + 1 if end - start > 1 and text[start].isspace() else start, end) for start, end in spans]
 
@@ -137,7 +144,7 @@ class DecoderEmbedder(Embedder):
             if known is not None:
                 self._prompt_lens.move_to_end(prefix)
                 return known
-        n = prompt_length(self._spans, self._text(prefix, ""))
+        n = prompt_length(self._tokenizer, self._text(prefix, ""))
         with self._prompt_lock:
             self._prompt_lens[prefix] = n
             while len(self._prompt_lens) > PROMPT_CACHE_SIZE:
@@ -184,9 +191,3 @@ def check_dimensions(dimensions: int | None, style: Style | None, full: int, whe
     if not 1 <= dimensions <= full:
         raise ConfigError(f"--dimensions {dimensions}: {style.name} vectors can be cut to 1 to {full} dimensions")
     return dimensions
-
-
-def describe(known: KnownModel | None, facts: FolderFacts) -> str:
-    """One line on what a folder was read as, for the CLI's model line."""
-    what = known.description if known else f"{facts.model_type} decoder, {facts.pooling} pooling"
-    return f"{what} from {facts.folder}"

@@ -29,6 +29,14 @@ def checkpoint_fp32_bytes(folder: Path) -> int | None:
     return sum(p.stat().st_size for p in shards) * 4 // stored
 
 
+SENTENCE_TRANSFORMERS_FILES = (
+    "modules.json",
+    "1_Pooling/config.json",
+    "config_sentence_transformers.json",
+    "sentence_bert_config.json",
+)
+
+
 def weights_fingerprint(folder: Path) -> str:
     """A cheap identity of a checkpoint: config, shard index, and each shard's size, header and edges.
 
@@ -40,6 +48,12 @@ def weights_fingerprint(folder: Path) -> str:
         path = folder / name
         if path.is_file():
             digest.update(path.read_bytes())
+    # sentence-transformers' files change what a decoder embedder computes (pooling, prompts, length); folders
+    # without them (NV-Embed's) keep the fingerprints they always had
+    for name in SENTENCE_TRANSFORMERS_FILES:
+        path = folder / name
+        if path.is_file():
+            digest.update(f"{name}:".encode() + path.read_bytes()[: 1 << 20])
     for shard in sorted(folder.glob("*.safetensors")):
         size = shard.stat().st_size
         digest.update(f"{shard.name}:{size}".encode())

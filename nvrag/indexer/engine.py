@@ -24,8 +24,8 @@ from nvrag.embedder.pinning import check_manifest_model, model_key, new_manifest
 from nvrag.errors import ConfigError, ModelMismatchError, NvRagError
 from nvrag.indexer.chunking import check_settings, default_settings
 from nvrag.indexer.ledger import IndexReport, RunLedger, failed_documents, stored_origins
-from nvrag.indexer.loaders import ORIGIN_WORDS
-from nvrag.indexer.request import IndexRequest
+from nvrag.indexer.loaders import ORIGIN_WORDS, unsupported_files
+from nvrag.indexer.request import IndexRequest, PathSource
 from nvrag.schema import Chunk, ChunkerSettings, IndexManifest
 from nvrag.store import Store, Table, storage_errors
 from nvrag.store.base import TableWriter, document_groups
@@ -201,6 +201,8 @@ def finish_run(store: Store, run: Run) -> IndexReport:
     run only stamps the manifest: its next run finishes the job."""
     run.writer.finish()
     report, ledger, table = run.report, run.ledger, run.table
+    if isinstance(run.request.source, PathSource):
+        report.skipped = unsupported_files(run.request.source.path)
     ledger.list_unlisted()
     if not report.interrupted:
         gone: dict[str, set[str]] = dict(ledger.stale)  # stale chunks no commit took (the Ray engine's)
@@ -211,6 +213,11 @@ def finish_run(store: Store, run: Run) -> IndexReport:
             pruned = {doc for doc in unseen if origins[doc] == ledger.origin} - failed_documents(table, ledger)
             report.documents_removed = len(pruned)
             gone |= {doc: unseen[doc] for doc in pruned}
+        elif isinstance(run.request.source, PathSource):
+            unseen = {doc: ids for doc, ids in ledger.stored.items() if doc not in ledger.seen_docs}
+            origins = stored_origins(table, unseen)
+            mine = {doc for doc in unseen if origins[doc] == ledger.origin}
+            report.not_in_path = len(mine - failed_documents(table, ledger))
         for group in document_groups(gone):  # whole documents per commit: a kill never halves one
             table.delete(group)
             report.chunks_removed += len(group)

@@ -29,6 +29,8 @@ class IndexReport:
     interrupted: bool = False  # stopped early (Ctrl-C); a re-run continues where it stopped
     # failures past the first MAX_FAILURES_PER_FILE of a file: counted here, listed as one line per file
     unlisted: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # files of PATH nvrag does not read, by suffix
+    not_in_path: int = 0  # documents of the index (from files) that this run's PATH no longer has (no --prune)
 
     @property
     def failed(self) -> int:
@@ -46,6 +48,8 @@ class IndexReport:
             "reembedded": self.reembedded,
             "interrupted": self.interrupted,
             "failures": [{"source": f.source, "reason": f.reason} for f in self.failures],
+            "skipped": dict(sorted(self.skipped.items())),
+            "not_in_path": self.not_in_path,
         }
 
 

@@ -160,6 +160,22 @@ def count_items(path: Path) -> int | None:
     return 1
 
 
+def unsupported_files(path: Path) -> dict[str, int]:
+    """Files under a directory that nvrag does not read, counted by suffix (lower case; "(none)" for files
+    without one): what a run's report names as skipped. Empty for a single file (refused up front)."""
+    counts: dict[str, int] = {}
+    if not path.is_dir():
+        return counts
+    for _, dirs, files in os.walk(path, followlinks=False):
+        dirs.sort()
+        for name in files:
+            suffix = Path(name).suffix.lower()
+            if suffix not in SUPPORTED_SUFFIXES:
+                key = suffix or "(none)"
+                counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def _directory_files(root: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Candidate files below root, sorted. Symlinked directories are not followed (no loops); symlinked files
     are, and a broken or looping one fails when it is read, with its reason. Directories that cannot be listed

@@ -97,7 +97,9 @@ class Retriever:
             if len(q) > MAX_QUERY_CHARS:
                 raise ConfigError(f"a query is {len(q)} characters long; the limit is {MAX_QUERY_CHARS}")
         needs_vectors = mode != "bm25" or mmr_lambda is not None
-        vectors = self.embedder.embed_queries(list(queries), instruction=instruction) if needs_vectors else None
+        # the prompt the index recorded (the model's at build time), with this search's instruction
+        prefix = self.embedder.query_prefix(instruction, self.table.manifest.query_template)
+        vectors = self.embedder.embed_with_prefix(list(queries), prefix) if needs_vectors else None
         depth = k if mode == "dense" and mmr_lambda is None else max(HYBRID_DEPTH if mode == "hybrid" else k, 4 * k)
         results = []
         for i, query in enumerate(queries):

@@ -49,6 +49,8 @@ def test_index_search_info_json(tmp_path: Path, corpus: Path) -> None:
         "reembedded": False,
         "interrupted": False,
         "failures": [],
+        "skipped": {},
+        "not_in_path": 0,
     }
     assert "model: nvrag/fake-wordlen as requested (license MIT)" in err
 
@@ -391,7 +393,8 @@ def test_info_says_what_the_cpu_computes_in_and_survives_a_gpu_only_setting(
     assert json.loads(out)["cpu_dtype"]["default"] == default.name
 
 
-def test_serve_on_a_port_in_use_is_one_line_and_exit_code_4(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [("serve", "--model", "nvrag/fake-wordlen"), ("ui",)])
+def test_serve_and_ui_on_a_port_in_use_are_one_line_and_exit_code_4(tmp_path: Path, command: tuple[str, ...]) -> None:
     import socket
 
     from tests.e2e.test_cli_e2e import nvrag
@@ -402,6 +405,6 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_code_4(tmp_path: Path) -> N
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
-        done = nvrag("serve", "--port", str(port), "--model", "nvrag/fake-wordlen", db=tmp_path / "db", timeout=300)
+        done = nvrag(*command, "--port", str(port), db=tmp_path / "db", timeout=300)
     assert done.returncode == 4, done.stderr
     assert done.stderr.strip() == f"error: port {port} on 127.0.0.1 is in use by another process; pass --port N"

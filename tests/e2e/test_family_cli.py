@@ -37,13 +37,13 @@ def golden(style: str) -> dict[str, Any]:
     return data
 
 
-def embed(tmp: Path, style: str, texts: list[str], *flags: str) -> np.ndarray:
+def embed(tmp: Path, style: str, texts: list[str], *flags: str, **env: str) -> np.ndarray:
     source, out = tmp / f"{style}.jsonl", tmp / f"{style}.npy"
     source.write_text("".join(json.dumps(t) + "\n" for t in texts), encoding="utf-8")
     max_length = str(golden(style)["max_length"])
     done = nvrag(
         "embed", "--model-path", str(FAMILY / style), "--input", str(source), "--output", str(out),
-        "--max-length", max_length, "--dtype", "float32", *flags, db=tmp / "db",
+        "--max-length", max_length, "--dtype", "float32", *flags, db=tmp / "db", **env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return np.load(out)
@@ -56,6 +56,16 @@ def test_embed_reproduces_every_case_with_the_default_prompts(tmp_path: Path, st
         items = [i for c in cases if c["kind"] == kind for i in c["items"]]
         got = embed(tmp_path, style, [i["text"] for i in items], *flags)
         np.testing.assert_allclose(got, [i["embedding"] for i in items], atol=ATOL, err_msg=f"{style} {kind}")
+
+
+@pytest.mark.parametrize("attention", ["eager", "varlen"])
+def test_every_attention_path_through_the_cli(tmp_path: Path, attention: str) -> None:
+    """NVRAG_ATTENTION reaches the decoder engine: the padding-free and the readable paths reproduce the
+    goldens of a bidirectional and a causal family."""
+    for style in ("gte-qwen2", "e5-mistral"):
+        items = [i for c in golden(style)["cases"] if c["kind"] == "document" for i in c["items"]]
+        got = embed(tmp_path, style, [i["text"] for i in items], NVRAG_ATTENTION=attention)
+        np.testing.assert_allclose(got, [i["embedding"] for i in items], atol=ATOL, err_msg=f"{style} {attention}")
 
 
 def test_prefix_replaces_the_prompt_in_both_modes(tmp_path: Path) -> None:

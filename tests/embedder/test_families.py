@@ -118,7 +118,7 @@ def test_dropping_the_appended_eos_is_caught() -> None:
 
 
 def test_appending_qwen3s_configured_eos_instead_is_caught() -> None:
-    im_end = load("qwen3-embedding")._spans.token_to_id("<|im_end|>")
+    im_end = load("qwen3-embedding")._tokenizer.token_to_id("<|im_end|>")
 
     def swap(e: DecoderEmbedder) -> None:
         original = e.tokenize

@@ -32,6 +32,8 @@ def test_first_run_adds_everything_and_writes_the_manifest(store: LanceStore, fa
         "reembedded": False,
         "interrupted": False,
         "failures": [],
+        "skipped": {},
+        "not_in_path": 0,
     }
     manifest = store.open("t").manifest
     assert (manifest.model, manifest.model_revision, manifest.dimension) == ("nvrag/fake-wordlen", "1", 8)

@@ -1,0 +1,45 @@
+"""Everyday management of what was indexed: list an index's documents, drop an index (under its write lock,
+so never while a writer runs). Removing documents is ``engine.delete_documents``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from nvrag.indexer.loaders import document_origin
+from nvrag.schema import JSONValue
+from nvrag.store import Store
+from nvrag.store.failures import storage_errors
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """One document of an index: its id, origin (path, api or upload), source and how many chunks it has."""
+
+    id: str
+    origin: str
+    source: str
+    chunks: int
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        return dict(asdict(self))
+
+
+def list_documents(store: Store, name: str) -> list[StoredDocument]:
+    """Every document of index ``name``, sorted by id (IndexNotFoundError naming the known indexes)."""
+    table = store.open(name)
+    grouped = table.chunk_ids_by_doc()
+    first = {doc: min(ids) for doc, ids in grouped.items() if ids}
+    sources = {chunk.doc_id: chunk.source for chunk in table.get(sorted(first.values()))}
+    return [
+        StoredDocument(doc, document_origin(doc, sources.get(doc, "")), sources.get(doc, ""), len(grouped[doc]))
+        for doc in sorted(grouped)
+    ]
+
+
+def drop_index(store: Store, name: str) -> int:
+    """Remove index ``name`` and its rows; how many rows it had. Refused (IndexBusyError) while another process
+    writes it; IndexNotFoundError if there is none."""
+    with storage_errors(store.location), store.writing(name):
+        rows = store.open(name).count()
+        store.drop(name)
+        return rows

@@ -1,0 +1,124 @@
+"""`nvrag documents`, `nvrag delete` and `nvrag drop` in process (fake model, real LanceDB), and drop refused
+while another process holds the index's write lock."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from nvrag.store import LanceStore
+from tests.app.test_cli import FAKE, run
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    corpus = tmp_path / "docs.jsonl"
+    rows = [{"id": "a", "text": "one two three"}, {"id": "b", "text": "four five"}, {"id": "c", "text": "six"}]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    path = str(tmp_path / "db")
+    code, _, err = run("index", str(corpus), "--index", "t", "--model", FAKE, "--db", path)
+    assert code == 0, err
+    return path
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_documents_lists_every_document(db: str) -> None:
+    code, out, err = run("documents", "t", "--db", db, "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert [(d["id"], d["origin"], d["chunks"]) for d in listed] == [
+        ("a", "path", 1),
+        ("b", "path", 1),
+        ("c", "path", 1),
+    ]
+    assert all(d["source"].endswith("docs.jsonl:" + str(n)) for n, d in enumerate(listed, start=1))
+    code, out, _ = run("documents", "t", "--db", db)
+    assert code == 0 and "3 documents in t" in out
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_delete_removes_documents_and_asks_first(db: str) -> None:
+    code, _, err = run("delete", "t", "b", "--db", db, input="n\n")
+    assert (code == 1 and "nothing was changed" in err) or "Add --yes" in err
+    code, _, err = run("delete", "t", "b", "zz", "--yes", "--db", db)
+    assert code == 2 and "has no document 'zz'; nothing was deleted" in err
+    code, _, err = run("delete", "t", "b", "--yes", "--db", db)
+    assert code == 0 and "deleted 1 documents (1 chunks)" in err
+    assert [d["id"] for d in json.loads(run("documents", "t", "--db", db, "--json")[1])] == ["a", "c"]
+    assert json.loads(run("search", "five", "--index", "t", "--db", db, "--json")[1])[0]["doc_id"] != "b"
+
+
+def hold_lock(db: str, started: multiprocessing.synchronize.Event, done: multiprocessing.synchronize.Event) -> None:
+    store = LanceStore(db)
+    with store.writing("t"):
+        started.set()
+        done.wait(60)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_drop_removes_an_index_but_not_while_it_is_written(db: str) -> None:
+    code, _, err = run("drop", "t", "--db", db)  # no terminal to ask on, no --yes
+    assert code == 2 and "Add --yes to confirm" in err
+    ctx = multiprocessing.get_context("spawn")
+    started, done = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=hold_lock, args=(db, started, done))
+    holder.start()
+    try:
+        assert started.wait(60)
+        code, _, err = run("drop", "t", "--yes", "--db", db)
+        assert code == 75, err  # another process writes it
+    finally:
+        done.set()
+        holder.join(60)
+    code, _, err = run("drop", "t", "--yes", "--db", db)
+    assert code == 0 and "removed index 't' (3 chunks)" in err
+    assert json.loads(run("info", "--db", db, "--json")[1])["indexes"] == []
+    code, _, err = run("drop", "t", "--yes", "--db", db)
+    assert code == 2 and "no index named 't'" in err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_a_run_names_what_it_skipped_and_what_left_path(tmp_path: Path) -> None:
+    folder, db = tmp_path / "notes", str(tmp_path / "db")
+    folder.mkdir()
+    for name, text in (("a.txt", "alpha"), ("e.md", "epsilon"), ("b.rtf", "x"), ("c.RTF", "x"), ("README", "x")):
+        (folder / name).write_text(text, encoding="utf-8")
+    code, out, err = run("index", str(folder), "--index", "n", "--model", FAKE, "--db", db, "--json")
+    assert code == 0, err
+    assert json.loads(out)["skipped"] == {"(none)": 1, ".rtf": 2}
+    code, _, err = run("index", str(folder), "--index", "n", "--db", db)
+    assert "skipped files of types nvrag does not read: (none) x1, .rtf x2" in err
+    (folder / "e.md").unlink()
+    code, out, err = run("index", str(folder), "--index", "n", "--db", db, "--json")
+    assert code == 0 and json.loads(out)["not_in_path"] == 1
+    code, _, err = run("index", str(folder), "--index", "n", "--db", db)
+    assert "1 documents of the index are not in PATH any more" in err and "--prune removes them" in err
+    code, out, _ = run("index", str(folder), "--index", "n", "--db", db, "--prune", "--json")
+    assert (json.loads(out)["documents_removed"], json.loads(out)["not_in_path"]) == (1, 0)
+
+    unreadable = tmp_path / "rtf-only"
+    unreadable.mkdir()
+    (unreadable / "x.rtf").write_text("x", encoding="utf-8")
+    code, _, err = run("index", str(unreadable), "--index", "r", "--model", FAKE, "--db", db)
+    assert code == 1 and "no document nvrag can read was found there; it reads" in err and ".pdf" in err
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "extra"), [("mcp", "mcp", "serve"), ("serve", "prometheus_client", "serve")]
+)
+def test_a_missing_extra_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: str, module: str, extra: str
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    code, _, err = run(command, "--db", str(tmp_path / "db"))
+    assert code == 2
+    assert (
+        err.strip()
+        == f"error: nvrag {command} needs the {extra} extra ({module} missing): pip install 'nvrag[{extra}]'"
+    )
