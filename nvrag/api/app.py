@@ -46,6 +46,7 @@ from nvrag.errors import IndexNotFoundError, NvRagError, OverloadedError
 from nvrag.indexer import IndexReport, IndexRequest, ItemsSource, reading
 from nvrag.indexer.engine import delete_documents
 from nvrag.indexer.loaders import API_SOURCE_PREFIX, ORIGIN_API
+from nvrag.indexer.manage import list_documents
 from nvrag.retriever import Retriever, parse_filters
 from nvrag.schema import Document
 from nvrag.store import Store, check_index_name
@@ -190,6 +191,12 @@ def build_api(ctx: APIContext) -> FastAPI:
     def index(name: str) -> dict[str, Any]:
         _exposed(ctx, name)
         return _index_card(ctx, name)
+
+    @app.get("/v1/indexes/{name}/documents")
+    def list_index_documents(name: str) -> dict[str, Any]:
+        """The index's documents: id, origin (path, api or upload), source and number of chunks."""
+        _exposed(ctx, name)
+        return {"object": "list", "data": [d.to_dict() for d in list_documents(ctx.store, name)]}
 
     documents_body = {"type": "array", "items": DocumentIn.model_json_schema(), "maxItems": ctx.max_inputs}
 

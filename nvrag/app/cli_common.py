@@ -102,7 +102,7 @@ QueryDtypeOption = Annotated[
         show_default=False,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.", metavar="")]
 TaskOption = Annotated[
     str | None, typer.Option("--task", "-t", help="Query instruction preset by task name, e.g. SciFact.")
 ]
@@ -115,9 +115,10 @@ InstructionOption = Annotated[
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def model_lines(reason: str, license: str, notes: Sequence[str] = ()) -> str:
-    """``model: REASON (license L)`` and the loaded model's notes (e.g. why it runs in bfloat16), a line each."""
-    return "\n".join([f"model: {safe(reason)} (license {safe(license)})", *map(safe, notes)])
+def model_lines(reason: str, license: str, notes: Sequence[str] = (), computes: str = "") -> str:
+    """``model: REASON (license L), computing in DTYPE (why)`` and the loaded model's notes, a line each."""
+    dtype = f", computing in {safe(computes)}" if computes else ""
+    return "\n".join([f"model: {safe(reason)} (license {safe(license)}){dtype}", *map(safe, notes)])
 
 
 def safe(value: object) -> str:
@@ -189,7 +190,7 @@ def version_callback(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.", metavar="")
     ] = False,
 ) -> None:
     """nvrag: retrieval with NV-Embed-v2 over LanceDB."""

@@ -1,4 +1,4 @@
-"""`nvrag index`, `nvrag embed` and `nvrag optimize`: what goes into an index."""
+"""`nvrag index` and `nvrag optimize`: what goes into an index."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import contextlib
 import datetime as dt
 import json
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from nvrag.app.cli_common import (
@@ -22,11 +20,9 @@ from nvrag.app.cli_common import (
     DimensionsOption,
     DtypeOption,
     IndexOption,
-    InstructionOption,
     JsonOption,
     ModelOption,
     ModelPathOption,
-    TaskOption,
     app,
     err,
     fail,
@@ -39,10 +35,9 @@ from nvrag.app.cli_common import (
 from nvrag.app.devices import parse_devices
 from nvrag.app.progress import index_progress
 from nvrag.app.settings import Settings
-from nvrag.app.wiring import choose, index_engine, load_model, open_store
-from nvrag.embedder import resolve_instruction
-from nvrag.errors import ConfigError, InputError
-from nvrag.indexer import IndexReport, IndexRequest, PathSource, RayOptions, reading
+from nvrag.app.wiring import index_engine, open_store
+from nvrag.errors import ConfigError
+from nvrag.indexer import Engine, IndexReport, IndexRequest, PathSource, RayOptions
 from nvrag.indexer.formats import TableColumns
 from nvrag.indexer.loaders import SUPPORTED_SUFFIXES
 from nvrag.schema import ChunkerSettings
@@ -68,6 +63,7 @@ def index(
         typer.Option(
             "--prune",
             help="Remove documents that are no longer in PATH (only PATH's own: API documents and uploads stay).",
+            metavar="",
         ),
     ] = False,
     replace_other_origins: Annotated[
@@ -75,6 +71,7 @@ def index(
         typer.Option(
             "--replace-other-origins",
             help="Let PATH's documents replace documents of the same id added through the API or uploaded.",
+            metavar="",
         ),
     ] = False,
     vector_dtype: Annotated[
@@ -113,6 +110,7 @@ def index(
             "--reembed",
             help="Allow another model or chunker for an existing index: rebuild it beside the old one and "
             "switch when done (the old index stays searchable until then).",
+            metavar="",
         ),
     ] = False,
     id_column: Annotated[str, typer.Option("--id-column", help="Tables and JSON: the id column.")] = "id",
@@ -152,6 +150,15 @@ def index(
     model_path: ModelPathOption = None,
     dimensions: DimensionsOption = None,
     dtype: DtypeOption = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="After this run, keep the index in step with PATH until Ctrl-C: new and changed files are "
+            "embedded, deleted ones removed (as --prune), one line per change.",
+            metavar="",
+        ),
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -182,12 +189,17 @@ def index(
             devices=parse_devices(devices),
             ray=RayOptions(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker),
         )
+        if watch and engine != "local":
+            raise ConfigError("--watch runs the local engine; leave out --engine ray")
         runner, choice = index_engine(settings, open_store(settings), request, on_status=err.print)
-        model_line = model_lines(choice.reason, choice.license, choice.notes)
+        model_line = model_lines(choice.reason, choice.license, choice.notes, choice.computes)
         with interruptible() as stop, index_progress(err, first_line=model_line) as progress:
             report = runner.run(request, progress, stop)
     report_error = _write_report(settings, index, report)
     _print_report(report, as_json)
+    if watch and not report.interrupted:
+        _watch(settings, replace(request, prune=True, reembed=False), runner, path)
+        return
     if report.interrupted:
         err.print(f"stopped early: {report.chunks_added} chunks were stored; run the same command again to continue")
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -198,6 +210,33 @@ def index(
     if report.documents == 0 and report.skipped and not report.interrupted:
         known = ", ".join(sorted(SUPPORTED_SUFFIXES))
         raise fail(f"{path}: no document nvrag can read was found there; it reads {known}", EXIT_INPUT_FAILURES)
+
+
+def _watch(settings: Settings, request: IndexRequest, runner: Engine, path: Path) -> None:
+    """Re-run ``request`` on every change under ``path`` until Ctrl-C, a line per run (watching.py)."""
+    from nvrag.app.watching import watch_and_rerun
+
+    def again() -> IndexReport:
+        with user_errors(), interruptible() as stop:
+            return runner.run(request, None, stop)
+
+    def said(changed: list[Path], report: IndexReport) -> None:
+        _write_report(settings, request.index, report)
+        for failure in report.failures:
+            err.print(f"[yellow]skipped[/] {safe(failure.source)}: {safe(failure.reason)}")
+        names = ", ".join(safe(c.name) for c in changed[:3]) + (
+            f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        )
+        err.print(
+            f"{dt.datetime.now().strftime('%H:%M:%S')} {names} changed: {report.chunks_added} chunks added, "
+            f"{report.chunks_removed} removed, {report.documents_removed} documents removed, {report.failed} failed"
+        )
+
+    local = "://" not in settings.db
+    ignore = (Path(settings.db).expanduser(),) if local else ()
+    err.print(f"watching {safe(path)} for changes (Ctrl-C stops)")
+    watch_and_rerun(path, again, said, ignore=ignore)
+    err.print("stopped watching")
 
 
 def _columns(id_column: str, text_column: str, title_column: str, metadata: str | None) -> TableColumns:
@@ -262,128 +301,6 @@ def _chunker(chunk_tokens: int | None, overlap: int | None) -> ChunkerSettings |
     return ChunkerSettings(
         chunk_tokens=size, overlap_tokens=overlap if overlap is not None else min(default.overlap_tokens, size // 4)
     )
-
-
-@app.command()
-def embed(
-    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed (or use --input).")] = None,
-    input_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--input",
-            help="JSON lines: each a JSON string or an object with a 'text' field; '-' reads stdin.",
-        ),
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write .npy (float32 [n, dim]) or .jsonl; default stdout.")
-    ] = None,
-    query: Annotated[
-        bool,
-        typer.Option(
-            "--query",
-            help="Embed as queries (with the instruction); the bundled model then computes float32 on a CPU "
-            "unless --dtype says otherwise.",
-        ),
-    ] = False,
-    task: TaskOption = None,
-    instruction: InstructionOption = None,
-    prefix: Annotated[
-        str | None,
-        typer.Option(
-            "--prefix",
-            help="A raw prompt put before every text exactly as given, in place of the model's prompt (documents "
-            'and queries alike; for NV-Embed, the reference\'s `instruction` argument). --prefix "" means none.',
-        ),
-    ] = None,
-    model: ModelOption = None,
-    model_path: ModelPathOption = None,
-    dimensions: DimensionsOption = None,
-    max_length: Annotated[
-        int | None, typer.Option("--max-length", help="Truncate inputs to N tokens (BOS and instruction included).")
-    ] = None,
-    dtype: DtypeOption = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda if present).")
-    ] = None,
-    devices: Annotated[
-        str | None, typer.Option("--devices", help="One replica per device: cuda:0,cuda:1,... or auto.")
-    ] = None,
-) -> None:
-    """Embed texts as documents (default) or queries; output JSON lines or a .npy array, in input order."""
-    with user_errors():
-        items = list(texts or []) + (_read_texts(input_file) if input_file is not None else [])
-        if not items:
-            raise InputError("nothing to embed: give texts as arguments or --input FILE (or '-' for stdin)")
-        if (task or instruction) and not query:
-            raise ConfigError("--task and --instruction apply to queries; add --query")
-        if prefix is not None and (task or instruction):
-            raise ConfigError("--prefix replaces the prompt exactly; give either --prefix or --task/--instruction")
-        settings = Settings.from_env()
-        if dtype or device:
-            settings = replace(settings, dtype=dtype, device=device)
-        if devices:
-            settings = replace(settings, devices=parse_devices(devices))
-        choice = choose(settings, model, model_path)
-        if output is not None and not output.parent.is_dir():
-            raise ConfigError(f"--output {output}: the directory {output.parent} does not exist; create it first")
-        embedder = load_model(
-            settings,
-            choice.name,
-            model_path=choice.model_path,
-            max_length=max_length,
-            for_queries=query,
-            dimensions=dimensions,
-        )
-        err.print(model_lines(choice.reason, choice.license, embedder.notes))
-        if prefix is not None:
-            vectors = embedder.embed_with_prefix(items, prefix)
-        elif query:
-            vectors = embedder.embed_queries(items, instruction=resolve_instruction(task, instruction))
-        else:
-            vectors = embedder.embed_documents(items)
-        try:
-            if output is not None and output.suffix == ".npy":
-                np.save(output, vectors.astype(np.float32))
-                err.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 to {safe(output)}")
-                return
-            lines = "".join(json.dumps({"embedding": [float(x) for x in v]}) + "\n" for v in vectors)
-            if output is None:
-                sys.stdout.write(lines)
-            else:
-                output.write_text(lines, encoding="utf-8")
-                err.print(f"wrote {len(vectors)} embeddings to {safe(output)}")
-        except OSError as exc:
-            raise ConfigError(f"--output {output}: cannot write it ({exc.strerror or exc})") from None
-
-
-def _read_texts(path: Path) -> list[str]:
-    if str(path) == "-":
-        lines = sys.stdin.read().splitlines()
-        where = "stdin"
-    else:
-        try:
-            lines = reading.read_bytes(path).decode("utf-8").splitlines()
-        except (OSError, ValueError) as exc:  # missing, not a regular file, too large, not UTF-8
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise InputError(f"--input {path}: cannot read it ({reason})") from None
-        where = str(path)
-    texts: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(
-                f"{where} line {number}: not JSON; each line must be a JSON string or an object with 'text'"
-            ) from None
-        if isinstance(value, dict) and isinstance(value.get("text"), str):
-            texts.append(value["text"])
-        elif isinstance(value, str):
-            texts.append(value)
-        else:
-            raise InputError(f"{where} line {number}: expected a JSON string or an object with a 'text' string")
-    return texts
 
 
 @app.command()

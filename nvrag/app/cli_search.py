@@ -84,8 +84,6 @@ def search(
         if not store.exists(index):
             store.open(index)  # raises IndexNotFoundError naming the known indexes
         retriever = build_retriever(settings, store, index, model, model_path)
-        for note in retriever.embedder.notes:
-            err.print(safe(note))
         text = resolve_instruction(task, instruction)
         if text is not None and not retriever.embedder.info.takes_instructions:
             err.print(f"note: {safe(retriever.embedder.name)} takes no query instruction; searching without it")
@@ -102,6 +100,10 @@ def search(
             mmr_lambda=mmr_lambda,
             rrf_k=rrf_k,
         )
+    # after the search: a mistake above is one line; this one says how the queries were computed
+    err.print(f"model: {safe(retriever.embedder.name)}, computing queries in {safe(retriever.embedder.computes)}")
+    for note in retriever.embedder.notes:
+        err.print(safe(note))
     if as_json:
         out.print_json(data=[h.to_dict() for h in hits])
         return
@@ -143,7 +145,8 @@ def eval_command(
     split: Annotated[str, typer.Option("--split", help="Which qrels/SPLIT.tsv to evaluate.")] = "test",
     mode: Annotated[str, typer.Option("--mode", help="dense, bm25 or hybrid.")] = "dense",
     chunked: Annotated[
-        bool, typer.Option("--chunked", help="Evaluate a chunked index (a document scores as its best chunk).")
+        bool,
+        typer.Option("--chunked", help="Evaluate a chunked index (a document scores as its best chunk).", metavar=""),
     ] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write DIR/metrics.json and DIR/metrics.png.")
@@ -170,7 +173,7 @@ def eval_command(
         store = open_store(settings)
         choice = choose(settings, model, model_path)
         embedder = load_model(settings, choice.name, model_path=choice.model_path)
-        err.print(model_lines(choice.reason, choice.license, embedder.notes))
+        err.print(model_lines(choice.reason, choice.license, embedder.notes, embedder.computes))
         if text is not None:
             note = "" if embedder.info.takes_instructions else f" (ignored: {embedder.name} takes no instruction)"
             err.print(f"query instruction: {safe(repr(text))}{safe(note)}")
@@ -278,9 +281,12 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
     out.print(f"data directory: {safe(settings.db)}")
     out.print(f"dtype on this CPU: {cpu_dtype.name} ({safe(cpu_dtype.reason)}); --dtype float32 for exact vectors")
     if tables:
+        # an index name is what one types next: never cut it (the other columns wrap instead)
         table = RichTable(title="indexes")
-        for column in ("index", "model", "dim", "dtype", "rows", "chunker", "updated"):
-            table.add_column(column)
+        widest = max(len(safe(t.manifest.name)) for t in tables)
+        table.add_column("index", min_width=widest, no_wrap=True)
+        for column in ("model", "dim", "dtype", "rows", "chunker", "updated"):
+            table.add_column(column, overflow="fold")
         for t in tables:
             m = t.manifest
             chunker = f"{m.chunker.chunk_tokens}/{m.chunker.overlap_tokens}"

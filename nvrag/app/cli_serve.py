@@ -78,7 +78,7 @@ def serve(
     ] = None,
     insecure_no_auth: Annotated[
         bool,
-        typer.Option("--insecure-no-auth", help="Allow another address than loopback without an API key."),
+        typer.Option("--insecure-no-auth", help="Allow another address than loopback without an API key.", metavar=""),
     ] = False,
     allowed_host: AllowedHosts = None,
     allowed_origin: AllowedOrigins = None,
@@ -88,7 +88,9 @@ def serve(
     ui: Annotated[
         bool,
         typer.Option(
-            "--ui", help="Also serve the web search page at /ui (behind the same key: the browser asks for it)."
+            "--ui",
+            help="Also serve the web search page at /ui (behind the same key: the browser asks for it).",
+            metavar="",
         ),
     ] = False,
     max_in_flight: Annotated[

@@ -42,6 +42,7 @@ class ModelChoice:
     license: str
     model_path: Path | None = None
     notes: tuple[str, ...] = ()  # the loaded embedder's notes (how it chose its dtype, when worth saying)
+    computes: str = ""  # the loaded embedder's dtype and why (Embedder.computes)
 
 
 def open_store(settings: Settings) -> Store:
@@ -198,7 +199,7 @@ def index_engine(
     if dimensions is None and store.exists(request.index) and not request.reembed:
         dimensions = store.manifest(request.index).dimension  # a Matryoshka index keeps its cut
     embedder = load_model(settings, choice.name, model_path=choice.model_path, dimensions=dimensions)
-    choice = replace(choice, notes=embedder.notes)
+    choice = replace(choice, notes=embedder.notes, computes=embedder.computes)
     if request.engine == "ray":
         from nvrag.indexer.ray_engine import RayEngine
 

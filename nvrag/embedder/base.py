@@ -74,6 +74,7 @@ class Embedder(ABC):
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
         self.notes: tuple[str, ...] = ()  # lines worth showing the user about how it loaded (set by the loader)
+        self.dtype_reason = ""  # why it computes in info.compute_dtype, in words (set by the loader)
 
     # -- what a model supplies -------------------------------------------------------------------
 
@@ -99,6 +100,12 @@ class Embedder(ABC):
     @property
     def name(self) -> str:
         return self.info.name
+
+    @property
+    def computes(self) -> str:
+        """``bfloat16 (the CPU computes it natively: ...)``: the dtype it computes in, and why."""
+        dtype = self.info.compute_dtype
+        return f"{dtype} ({self.dtype_reason})" if self.dtype_reason else dtype
 
     @property
     def dimension(self) -> int:

@@ -89,6 +89,7 @@ def _load_minilm(options: LoadOptions) -> Embedder:
         engine="auto" if options.for_queries else "torch",  # queries: small float32 CPU batches on NumPy
     )
     embedder.notes = (dtype.note,) if dtype.note else ()
+    embedder.dtype_reason = dtype.reason
     return embedder
 
 
@@ -130,6 +131,7 @@ def _load_nvembed(options: LoadOptions) -> Embedder:
         folded=options.folded,
     )
     embedder.notes = (dtype.note,) if dtype.note else ()
+    embedder.dtype_reason = dtype.reason
     return embedder
 
 
@@ -158,6 +160,7 @@ def _decoder_loader(hub_id: str | None) -> Callable[[LoadOptions], Embedder]:
             dimensions=options.dimensions,
         )
         embedder.notes = (dtype.note,) if dtype.note else ()
+        embedder.dtype_reason = dtype.reason
         return embedder
 
     return load

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nvrag.embedder import Embedder
+from nvrag.errors import ConfigError
 from nvrag.evaluation.beir import Dataset, load_dataset
 from nvrag.evaluation.metrics import METRICS, RECALL_CUTOFFS, Run, mean_metrics, per_query_metrics
 from nvrag.indexer import Indexer, IndexReport, Progress, load_jsonl
@@ -65,10 +66,11 @@ class EvalResult:
         }
 
 
-def eval_index_name(dataset: str, model: str, chunked: bool) -> str:
-    """A stable index name per dataset, model and chunking, within the 64 characters an index name allows."""
+def eval_index_name(dataset: str, model: str, chunked: bool, dtype: str = "float32") -> str:
+    """A stable index name per dataset, model, chunking and compute dtype (float32, the exact one, unnamed),
+    within the 64 characters an index name allows."""
     slug = re.sub(r"[^a-z0-9]+", "-", f"{dataset}-{model}".lower()).strip("-")
-    name = f"eval-{slug}-{'chunked' if chunked else 'doc'}"
+    name = f"eval-{slug}-{'chunked' if chunked else 'doc'}" + ("" if dtype == "float32" else f"-{dtype}")
     if len(name) > 64:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         name = f"{name[:55]}-{digest}"
@@ -90,11 +92,19 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate ``embedder`` (and/or BM25) on a BEIR dataset folder; see the module docstring."""
     data = load_dataset(dataset_dir, split)
-    name = index or eval_index_name(data.name, embedder.name, chunked)
+    computes = embedder.info.compute_dtype
+    name = index or eval_index_name(data.name, embedder.name, chunked, computes)
     chunker = default_settings(embedder.max_text_tokens) if chunked else whole_documents()
     started = time.perf_counter()
     if store.exists(name):
-        chunker = store.open(name).manifest.chunker  # reuse it as built; the model check still applies
+        built = store.open(name).manifest
+        if built.compute_dtype not in (computes, "unrecorded"):
+            # its vectors are another dtype's: reusing them would report that dtype's figures as this one's
+            raise ConfigError(
+                f"index {name!r} was built computing in {built.compute_dtype}, and this evaluation computes in "
+                f"{computes}: pass --dtype {built.compute_dtype} to reuse it, or remove it (nvrag drop {name})"
+            )
+        chunker = built.chunker  # reuse it as built; the model check still applies
     indexer = Indexer(store, embedder, chunker=chunker, on_progress=on_progress)
     report = indexer.index(name, load_jsonl(data.corpus))
     indexed = time.perf_counter()

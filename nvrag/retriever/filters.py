@@ -42,8 +42,16 @@ def _value(token: str) -> str | float:
     return token
 
 
+_OR = re.compile(r"\s+or\s+(?=(?:[^']*'[^']*')*[^']*$)", re.IGNORECASE)
+
+
 def parse_condition(text: str) -> FilterCondition:
     match = _CONDITION.match(text)
+    if match is None and _OR.search(text):
+        raise FilterError(
+            f"filter {text.strip()!r}: `or` is not supported; conditions join with `and`, and alternatives of one "
+            "field are `field in (a, b)`"
+        )
     if match is None:
         raise FilterError(
             f"cannot read the filter condition {text.strip()!r}: write `field = value`, `field >= 3` or "

@@ -286,3 +286,11 @@ def test_the_api_replaces_and_deletes_only_its_own_documents(served: tuple[TestC
     assert forced.status_code == 200 and forced.json()["failures"] == []
     assert client.delete("/v1/indexes/docs/documents/d1?replace_other_origins=true").status_code == 200
     assert ctx.store.open("docs").count() == 0
+
+
+def test_an_index_lists_its_documents(served: tuple[TestClient, APIContext, Gate]) -> None:
+    client = served[0]
+    got = client.get("/v1/indexes/docs/documents")
+    assert got.status_code == 200
+    assert got.json()["data"] == [{"id": "d1", "origin": "path", "source": "memory:d1", "chunks": 1}]
+    assert client.get("/v1/indexes/nope/documents").json()["error"]["code"] == "index_not_found"

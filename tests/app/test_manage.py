@@ -8,7 +8,9 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from nvrag.app.cli import app
 from nvrag.store import LanceStore
 from tests.app.test_cli import FAKE, run
 
@@ -122,3 +124,27 @@ def test_a_missing_extra_is_one_line_naming_it(
         err.strip()
         == f"error: nvrag {command} needs the {extra} extra ({module} missing): pip install 'nvrag[{extra}]'"
     )
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_info_never_cuts_an_index_name(tmp_path: Path) -> None:
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"id": "a", "text": "one"}) + "\n", encoding="utf-8")
+    db, name = str(tmp_path / "db"), "eval-nfcorpus-all-minilm-l6-v2-doc-bfloat16-and-some-more"
+    assert run("index", str(corpus), "--index", name, "--model", FAKE, "--db", db)[0] == 0
+    runner_narrow = CliRunner()
+    result = runner_narrow.invoke(app, ["info", "--db", db], env={"COLUMNS": "60"})
+    assert result.exit_code == 0 and name in result.stdout
+
+
+def test_flags_show_no_value_in_help() -> None:
+    result = CliRunner().invoke(app, ["index", "--help"], env={"COLUMNS": "160"})
+    flag_lines = [line for line in result.stdout.splitlines() if "--prune" in line or "--reembed " in line]
+    assert flag_lines and not any("<bool>" in line for line in flag_lines)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_the_model_line_names_the_dtype_and_why(tmp_path: Path) -> None:
+    code, _, err = run("embed", "hello", "--model", "all-MiniLM-L6-v2", "--dtype", "bfloat16")
+    assert code == 0, err
+    assert "model: all-MiniLM-L6-v2 as requested (license Apache-2.0), computing in bfloat16 (as requested)" in err

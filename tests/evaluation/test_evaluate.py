@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nvrag.embedder import WordLengthEmbedder
-from nvrag.errors import DatasetError
+from nvrag.errors import ConfigError, DatasetError
 from nvrag.evaluation import evaluate, load_dataset
 from nvrag.store import LanceStore
 
@@ -90,3 +90,23 @@ def test_other_splits_are_listed(tmp_path: Path) -> None:
     folder = write_dataset(tmp_path / "tiny")
     with pytest.raises(DatasetError, match=r"no qrels/dev\.tsv \(splits present: test\); choose one with --split"):
         load_dataset(folder, "dev")
+
+
+def test_an_index_of_another_compute_dtype_is_not_reused(
+    tmp_path: Path, store: LanceStore, fake: WordLengthEmbedder
+) -> None:
+    """An evaluation in bfloat16 gets its own index; one named explicitly but built in another dtype is refused
+    with one line, rather than reporting that dtype's figures as this one's."""
+    import dataclasses
+
+    folder = write_dataset(tmp_path / "tiny")
+    exact = evaluate(folder, store, fake, instruction="q")
+    half = WordLengthEmbedder()
+    half.info = dataclasses.replace(half.info, compute_dtype="bfloat16")
+    other = evaluate(folder, store, half, instruction="q")
+    assert (exact.index, other.index) == (
+        "eval-tiny-nvrag-fake-wordlen-doc",
+        "eval-tiny-nvrag-fake-wordlen-doc-bfloat16",
+    )
+    with pytest.raises(ConfigError, match="built computing in float32, and this evaluation computes in bfloat16"):
+        evaluate(folder, store, half, instruction="q", index=exact.index)

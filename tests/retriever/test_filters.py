@@ -38,6 +38,7 @@ def test_blank_filters_are_no_filter() -> None:
         ("kind in ()", "`in` needs at least one value"),
         ("n in (1, a)", "mix of numbers and text"),
         ("lang = en and", "cannot read the filter condition"),
+        ("lang = en or lang = de", "`or` is not supported; .* `field in \\(a, b\\)`"),
     ],
 )
 def test_mistakes_are_named(text: str, message: str) -> None:
