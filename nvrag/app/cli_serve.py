@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Annotated
 
 import typer
@@ -28,7 +29,7 @@ from nvrag.app.devices import share_cpus
 from nvrag.app.settings import ENV_API_KEY, Settings
 from nvrag.app.wiring import build_api_app, build_mcp_server, open_store
 from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS
-from nvrag.errors import ConfigError
+from nvrag.errors import ConfigError, NvRagError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ServedIndexes = Annotated[
@@ -192,8 +193,18 @@ def mcp(
 ) -> None:
     """Serve nvrag's tools to an agent over stdio (Model Context Protocol): search, list_indexes,
     get_document. Configure your agent to run `nvrag mcp --index NAME`; nothing but the protocol goes to stdout."""
-    require_extra("mcp", "serve", ("mcp",))
+    from nvrag.integrations.mcp_refusal import refuse_startup
+
+    try:
+        require_extra("mcp", "serve", ("mcp",))
+    except typer.Exit:
+        refuse_startup("the serve extra is missing: pip install 'nvrag[serve]'", sys.stdin, sys.stdout)
+        raise
     with user_errors():
-        settings = Settings.from_env(db=db, dtype=dtype)
-        server = build_mcp_server(settings, open_store(settings), index)
+        try:
+            settings = Settings.from_env(db=db, dtype=dtype)
+            server = build_mcp_server(settings, open_store(settings), index)
+        except NvRagError as exc:  # the agent hears it too, as an error answer to its first request
+            refuse_startup(str(exc), sys.stdin, sys.stdout)
+            raise
     server.run("stdio")

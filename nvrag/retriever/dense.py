@@ -12,10 +12,11 @@ import numpy.typing as npt
 
 from nvrag.embedder import Embedder
 from nvrag.embedder.pinning import check_manifest_model
-from nvrag.errors import ConfigError
+from nvrag.errors import ConfigError, FilterError
 from nvrag.retriever.fusion import DEFAULT_RRF_K, mmr, rrf
 from nvrag.schema import FilterCondition, Hit
 from nvrag.store import ScoredChunk, Table
+from nvrag.store.base import COLUMN_FIELDS
 
 MAX_K = 1000
 MAX_QUERY_CHARS = 10_000
@@ -110,7 +111,25 @@ class Retriever:
             if mmr_lambda is not None and vector is not None:
                 candidates = self._diversify(vector, candidates, k, mmr_lambda)
             results.append([_hit(rank, c) for rank, c in enumerate(candidates[:k], start=1)])
+        if filters and not any(results):
+            self._check_fields(filters)  # nothing matched: a misspelt field says so instead
         return results
+
+    def _check_fields(self, filters: Sequence[FilterCondition]) -> None:
+        """FilterError naming a filtered field that no chunk of the index has, with the fields it has."""
+        own = set(COLUMN_FIELDS)
+        asked = [c.field for c in filters if c.field not in own]
+        if not asked:
+            return
+        fields = self.table.metadata_fields()
+        if fields is None:  # too large an index to list its fields for a message
+            return
+        unknown = [f for f in dict.fromkeys(asked) if f not in fields]
+        if unknown:
+            known = ", ".join(sorted(own) + sorted(fields))
+            raise FilterError(
+                f"no document of index {self.table.manifest.name!r} has the field {unknown[0]!r}; its fields: {known}"
+            )
 
     def _candidates(
         self,

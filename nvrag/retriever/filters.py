@@ -10,7 +10,8 @@
 
 ``doc_id``, ``source``, ``title`` and ``chunk_no`` are the chunk's own fields; any other name is a metadata key
 (top level). A bare number is a number; a quoted one ('2020') is text. A condition on a key a chunk does not
-have is false, and a numeric condition is false for a value that is not a number.
+have is false, and a numeric condition is false for a value that is not a number; a search that finds nothing
+because no chunk of the index has a filtered key says so, listing the keys there are (``Retriever``).
 """
 
 from __future__ import annotations

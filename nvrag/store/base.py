@@ -129,6 +129,9 @@ class UpsertWriter(TableWriter):
         self.table.replace(chunks, vectors, replaced)
 
 
+METADATA_SCAN_ROWS = 200_000  # metadata_fields reads at most this many chunks
+
+
 class Table(ABC):
     """One index: its manifest, its chunks and their vectors."""
 
@@ -185,6 +188,18 @@ class Table(ABC):
     @abstractmethod
     def get(self, chunk_ids: Sequence[str]) -> list[Chunk]:
         """The stored chunks with these ids, in the order given (missing ids are left out)."""
+
+    def metadata_fields(self, max_rows: int = METADATA_SCAN_ROWS) -> set[str] | None:
+        """The metadata keys any chunk has (top level), or None for an index of more than ``max_rows`` chunks
+        (too costly to read for a message). Read in batches of whole chunks."""
+        ids = sorted(c for chunk_ids in self.chunk_ids_by_doc().values() for c in chunk_ids)
+        if len(ids) > max_rows:
+            return None
+        fields: set[str] = set()
+        for i in range(0, len(ids), 1000):
+            for chunk in self.get(ids[i : i + 1000]):
+                fields.update(chunk.metadata)
+        return fields
 
     @abstractmethod
     def vectors(self, chunk_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:

@@ -12,6 +12,7 @@ load lancedb. Writes and index builds open the LanceDB table on first use.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ import pyarrow as pa
 
 from nvrag.errors import ConfigError, FilterError
 from nvrag.schema import CHUNK_COLUMNS, Chunk, FilterCondition, IndexManifest
-from nvrag.store.base import ManifestStore, ScoredChunk, Table, TableWriter
+from nvrag.store.base import METADATA_SCAN_ROWS, ManifestStore, ScoredChunk, Table, TableWriter
 from nvrag.store.lance_schema import chunk_schema, sign_bits
 from nvrag.store.lance_sql import quote, where_sql
 
@@ -223,6 +224,13 @@ class LanceTable(Table):
             for scored in _scored(rows, lambda r: 0.0):
                 found[scored.chunk.chunk_id] = scored.chunk
         return [found[x] for x in chunk_ids if x in found]
+
+    def metadata_fields(self, max_rows: int = METADATA_SCAN_ROWS) -> set[str] | None:
+        if self.count() > max_rows:
+            return None
+        batches = self._dataset.to_batches(columns=["metadata"])  # one column, streamed
+        values = (json.loads(text or "{}") for batch in batches for text in batch.column(0).to_pylist())
+        return {key for value in values if isinstance(value, dict) for key in value}
 
     def vectors(self, chunk_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         found: dict[str, npt.NDArray[np.float32]] = {}

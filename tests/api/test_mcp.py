@@ -94,3 +94,27 @@ def test_the_http_endpoint_is_behind_the_api_key(keyed: str) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789"}):
         answer = httpx.post(f"{keyed}/mcp/", json=hello, headers=headers)
         assert answer.status_code == 401 and answer.json()["error"]["type"] == "authentication_error"
+
+
+def test_a_server_that_cannot_start_tells_the_agent_why(tmp_path: Path) -> None:
+    """An agent gets nvrag's line as the JSON-RPC error answering its initialize request (not just a closed
+    connection), and the line goes to stderr too; the exit code is the CLI's."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NVRAG_")}
+    env.update(HF_HUB_OFFLINE="1", NVRAG_DB=str(tmp_path / "db"))
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "nvrag", "mcp", "--index", "nope"],
+        input=json.dumps(initialize) + "\n", capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    answer = json.loads(done.stdout)
+    assert answer["id"] == 1 and answer["error"]["code"] == -32603
+    assert answer["error"]["message"].startswith("nvrag mcp cannot start: no index named 'nope'")
+    assert done.stderr.startswith("error: no index named 'nope'")

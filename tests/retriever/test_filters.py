@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nvrag.errors import FilterError
@@ -44,3 +46,25 @@ def test_blank_filters_are_no_filter() -> None:
 def test_mistakes_are_named(text: str, message: str) -> None:
     with pytest.raises(FilterError, match=message):
         parse_filters([text])
+
+
+@pytest.mark.parametrize("kind", ["lance", "faiss"])
+def test_a_misspelt_field_is_named_with_the_fields_there_are(tmp_path: Path, kind: str) -> None:
+    from nvrag.embedder import WordLengthEmbedder
+    from nvrag.indexer import Indexer
+    from nvrag.retriever import Retriever
+    from nvrag.schema import Document
+    from nvrag.store import LanceStore
+    from nvrag.store.faiss_store import FaissStore
+
+    store = FaissStore(tmp_path / "f") if kind == "faiss" else LanceStore(str(tmp_path / "l"))
+    fake = WordLengthEmbedder()
+    docs = [Document("a", "aa bb", "x", metadata={"lang": "en"}), Document("b", "ccc", "y", metadata={"year": 2020})]
+    Indexer(store, fake).index("t", docs)
+    retriever = Retriever(store.open("t"), fake)
+    with pytest.raises(
+        FilterError, match=r"has the field 'lnag'; its fields: chunk_no, doc_id, source, title, lang, year"
+    ):
+        retriever.search("aa", instruction="q", filters=parse_filters(["lnag = en"]))
+    assert retriever.search("aa", instruction="q", filters=parse_filters(["lang = fr"])) == []  # a real field
+    assert [h.doc_id for h in retriever.search("aa", instruction="q", filters=parse_filters(["lang = en"]))] == ["a"]

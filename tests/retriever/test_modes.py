@@ -63,7 +63,6 @@ def test_hybrid_scores_are_the_rrf_of_each_retrievers_rank(retriever: Retriever)
         ("doc_id = 'B'", {"B"}),
         ("chunk_no = 0", {"A", "B", "C", "D"}),
         ("kind = dessert", {"C"}),
-        ("nope = x", set()),
         ("year = 'unknown'", {"D"}),
     ],
 )
@@ -71,6 +70,12 @@ def test_hybrid_scores_are_the_rrf_of_each_retrievers_rank(retriever: Retriever)
 def test_filters_apply_before_ranking(retriever: Retriever, expression: str, expected: set[str], mode: str) -> None:
     hits = retriever.search("apple banana", k=4, instruction="q", mode=mode, filters=parse_filters([expression]))  # type: ignore[arg-type]
     assert set(ids(hits)) == expected
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_a_field_no_document_has_is_named(retriever: Retriever, mode: str) -> None:
+    with pytest.raises(FilterError, match="has the field 'nope'; its fields: chunk_no, doc_id, source, title, "):
+        retriever.search("apple banana", k=4, instruction="q", mode=mode, filters=parse_filters(["nope = x"]))  # type: ignore[arg-type]
 
 
 def test_a_filter_of_the_wrong_type_for_a_column_is_named(retriever: Retriever) -> None:
