@@ -30,8 +30,9 @@ from nvrag.app.cli_common import (
     user_errors,
 )
 from nvrag.app.progress import index_progress
+from nvrag.app.serving import build_web_app
 from nvrag.app.settings import Settings
-from nvrag.app.wiring import build_retriever, build_web_app, choose, load_model, open_store
+from nvrag.app.wiring import build_retriever, choose, load_model, open_store
 from nvrag.embedder import REGISTRY, TASK_INSTRUCTIONS, resolve_instruction
 from nvrag.embedder.dtypes import choose_dtype
 from nvrag.errors import ConfigError, ManifestVersionError

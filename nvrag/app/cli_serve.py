@@ -26,8 +26,9 @@ from nvrag.app.cli_common import (
     user_errors,
 )
 from nvrag.app.devices import share_cpus
+from nvrag.app.serving import build_api_app, build_mcp_server
 from nvrag.app.settings import ENV_API_KEY, Settings
-from nvrag.app.wiring import build_api_app, build_mcp_server, open_store
+from nvrag.app.wiring import open_store
 from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS
 from nvrag.errors import ConfigError, NvRagError
 

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from nvrag.api.limits import DEFAULT_MAX_IN_FLIGHT
 from nvrag.app.devices import cuda_available
-from nvrag.app.services import Loader, Purpose, Services
-from nvrag.app.settings import ENV_UI_PASSWORD, ENV_UI_USER, Settings, default_db
+from nvrag.app.settings import Settings
 from nvrag.embedder import AUTO, Embedder, LoadOptions, choose_model, get_spec, load_embedder
 from nvrag.embedder.checkpoint import MODEL_TYPE_ALIASES
 from nvrag.embedder.families import folder_model_name, known_model
 from nvrag.embedder.names import LOCAL_PREFIX, MINILM_NAME, NVEMBED_NAME
 from nvrag.embedder.pinning import check_pinned, weights_for_index
 from nvrag.embedder.registry import ModelRecipe
-from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS, Scheduler
 from nvrag.errors import ConfigError
 from nvrag.indexer import Engine, Indexer, IndexRequest
 from nvrag.model.decoder_config import FAMILIES
@@ -219,152 +212,3 @@ def build_retriever(
 def _configured(settings: Settings, name: str) -> Path | None:
     """The weights folder the settings give for a model (NVRAG_NVEMBED_PATH for NV-Embed)."""
     return settings.nvembed_path if name == NVEMBED_NAME else None
-
-
-def pooled_loader(settings: Settings, wrap: Callable[[Embedder], Embedder] | None = None) -> Loader:
-    """How Services loads a model: with these settings, query-only loads for searches, wrapped (a server's
-    scheduler) when ``wrap`` is given."""
-
-    def load(name: str, model_path: Path | None, purpose: Purpose) -> Embedder:
-        loaded = load_model(settings, name, model_path=model_path, for_queries=purpose == "queries")
-        return wrap(loaded) if wrap is not None else loaded
-
-    return load
-
-
-def build_web_app(
-    settings: Settings, store: Store, index: str | None, *, services: Services | None = None, mounted_at: str = ""
-) -> Any:
-    """The UI's FastAPI app over ``services`` (its own unless given: `nvrag serve --ui` passes the server's, one
-    loaded model for the page, the API and MCP, with its mount path; the API key guards it there, so it takes
-    no login of its own). Uploads go into existing indexes with the index's model."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
-    # Gradio writes what it receives to GRADIO_TEMP_DIR (default: /tmp/gradio, shared by every user of the
-    # machine); this server's uploads go to a folder of its own, readable by this user only
-    received = Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.mkdtemp(prefix="nvrag-received-"))
-    os.environ["GRADIO_TEMP_DIR"] = str(received)
-    from nvrag.ui import UIContext, build_server
-
-    services = services or Services(settings, store, pooled_loader(settings))
-    local = "://" not in settings.db
-    uploads = Path(settings.db).expanduser() / "uploads" if local else Path(default_db()) / "uploads"
-    ctx = UIContext(
-        store=store,
-        retriever_for=services.retriever,
-        run_index=services.run_index,
-        upload_root=uploads,
-        received_root=received,
-        source_url=f"{mounted_at}/source",
-    )
-    if mounted_at:
-        return build_server(ctx, index)
-    user, password = os.environ.get(ENV_UI_USER), os.environ.get(ENV_UI_PASSWORD)
-    if bool(user) != bool(password):
-        raise ConfigError(f"set both {ENV_UI_USER} and {ENV_UI_PASSWORD} to require a login, or neither")
-    return build_server(ctx, index, auth=(user, password) if user and password else None)
-
-
-def build_api_app(
-    settings: Settings,
-    store: Store,
-    *,
-    indexes: Sequence[str] | None,
-    model: str | None,
-    model_path: Path | None,
-    api_key: str | None,
-    max_inputs: int,
-    max_queued: int = DEFAULT_MAX_QUEUED,
-    max_queued_tokens: int = DEFAULT_MAX_QUEUED_TOKENS,
-    max_queue_seconds: float = DEFAULT_MAX_QUEUE_SECONDS,
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-    host: str = "127.0.0.1",
-    allowed_hosts: Sequence[str] = (),
-    allowed_origins: Sequence[str] = (),
-    ui: bool = False,
-    on_ready: Callable[[str | None], None] | None = None,
-) -> Any:
-    """The HTTP API's FastAPI app: one loaded embedder per model behind one scheduler, shared by
-    /v1/embeddings and the searches of every index built with it; the models warm up in the background
-    (/ready says 503 until each has run a forward pass)."""
-    from nvrag.api import APIContext, build_api
-    from nvrag.api.guard import allowed_hosts as hosts_for
-    from nvrag.api.metrics import Metrics
-
-    for name in indexes or ():
-        store.open(name)  # IndexNotFoundError naming the known ones
-    served = choose(settings, model, model_path)
-    index_models = {store.manifest(n).model for n in (indexes or store.list_indexes())}
-    metrics = Metrics()
-
-    def scheduled(loaded: Embedder) -> Embedder:
-        # one scheduler per model: every route's embedding work shares its batches
-        bounds = (max_queued, max_queued_tokens, max_queue_seconds)
-        return metrics.watch(
-            Scheduler(loaded, max_queued=bounds[0], max_queued_tokens=bounds[1], max_queue_seconds=bounds[2])
-        )
-
-    services = Services(
-        settings, store, pooled_loader(settings, scheduled), served=(served.name, served.model_path),
-        indexes=indexes, shared=True,
-    )  # fmt: skip
-    ctx = APIContext(
-        store=store,
-        models=[served.name, *sorted(index_models - {served.name})],
-        embedder_for=services.embedder,
-        retriever_for=services.retriever,
-        run_index=services.run_index,
-        delete_documents=services.delete_documents,
-        indexes=services.indexes,
-        api_key=api_key,
-        max_inputs=max_inputs,
-        allowed_hosts=hosts_for(host, allowed_hosts),
-        allowed_origins=frozenset(allowed_origins),
-        max_in_flight=max_in_flight,
-        on_ready=on_ready,
-        metrics=metrics,
-    )
-    app = build_api(ctx)
-    from nvrag.integrations.mcp import MCPContext, build_mcp
-
-    agents = build_mcp(MCPContext(store, services.retriever, services.indexes))
-    # the MCP endpoint, behind the same key (the API's middleware sees every request); its sessions need the
-    # parent's lifespan, which a mounted app does not get on its own
-    # the API's BrowserGuard checks Host and Origin for every route, /mcp included, against --allowed-host and
-    # --allowed-origin: MCP's own check (loopback names only) would refuse the names the user allowed
-    from mcp.server.transport_security import TransportSecuritySettings
-
-    unguarded = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    app.mount("/mcp", agents.streamable_http_app(streamable_http_path="/", transport_security=unguarded))
-    web: Any = None
-    if ui:
-        selected = indexes[0] if indexes else None
-        web = build_web_app(settings, store, selected, services=services, mounted_at="/ui")
-        app.mount("/ui", web)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Any) -> Any:
-        import anyio.to_thread
-
-        # every admitted request gets a thread at once: waiting happens in the scheduler, where it is bounded
-        limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(limiter.total_tokens, max_in_flight + 8)
-        threading.Thread(target=ctx.warm, name="nvrag-warm-up", daemon=True).start()
-        # mounted apps get no lifespan of their own: run MCP's session manager and Gradio's queue from here
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(agents.session_manager.run())
-            if web is not None:
-                await stack.enter_async_context(web.router.lifespan_context(web))
-            yield
-
-    app.router.lifespan_context = lifespan
-    return app
-
-
-def build_mcp_server(settings: Settings, store: Store, indexes: Sequence[str] | None) -> Any:
-    """The MCP server of `nvrag mcp` (stdio): each index searched with its own model, loaded once."""
-    from nvrag.integrations.mcp import MCPContext, build_mcp
-
-    for name in indexes or ():
-        store.open(name)  # IndexNotFoundError naming the known ones
-    services = Services(settings, store, pooled_loader(settings), indexes=indexes)
-    return build_mcp(MCPContext(store, services.retriever, services.indexes))

@@ -108,6 +108,8 @@ def index_info(ctx: UIContext, index: str | None) -> str:
         ("model", m.model),
         ("license", m.license),
         ("dimension", str(m.dimension)),
+        ("computed in", m.compute_dtype),
+        ("stored as", m.vector_dtype + (", with binary quantisation" if m.quantization == "binary" else "")),
         ("rows (chunks)", str(table.count())),
         ("chunker", f"{m.chunker.mode}, {m.chunker.chunk_tokens} tokens, {m.chunker.overlap_tokens} overlap"),
         ("model revision", m.model_revision),
@@ -115,7 +117,7 @@ def index_info(ctx: UIContext, index: str | None) -> str:
         ("updated", m.updated_at),
     ]
     body = "\n".join(f"| {k} | {md(v)} |" for k, v in rows)
-    return f"### Index {md(index)}\n\n| | |\n| --- | --- |\n{body}"
+    return f"### Index {md(index)}\n\n| field | value |\n| --- | --- |\n{body}"
 
 
 def safe_name(name: str) -> str:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 
+from nvrag.app.serving import build_api_app
 from nvrag.app.settings import Settings
-from nvrag.app.wiring import build_api_app
 from nvrag.embedder.decoder import DecoderEmbedder
 from nvrag.indexer import Indexer, IndexRequest
 from nvrag.indexer.request import ItemsSource

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from nvrag.app.services import Services
+from nvrag.app.serving import pooled_loader
 from nvrag.app.settings import Settings
-from nvrag.app.wiring import index_engine, open_store, pooled_loader
+from nvrag.app.wiring import index_engine, open_store
 from nvrag.embedder import WordLengthEmbedder
 from nvrag.errors import ConfigError, ModelMismatchError
 from nvrag.indexer import Indexer, IndexRequest, ItemsSource, PathSource

@@ -79,7 +79,10 @@ def test_index_info_shows_the_manifest(ctx: UIContext) -> None:
         "| model | nvrag/fake-wordlen |",
         "| license | MIT |",
         "| dimension | 8 |",
+        "| computed in | float32 |",
+        "| stored as | float32 |",
         "| rows (chunks) | 2 |",
+        "| field | value |\n| --- | --- |",  # a header row with names, not a blank one
     ):
         assert expected in info
     assert "No index selected" in callbacks.index_info(ctx, None)
