@@ -42,7 +42,7 @@ from nvrag.api.metrics import CONTENT_TYPE_LATEST, Metrics
 from nvrag.api.schemas import MAX_INPUT_CHARS, DocumentIn, EmbeddingsRequest, SearchRequest
 from nvrag.embedder import Embedder, get_spec, resolve_instruction
 from nvrag.embedder.matryoshka import cut
-from nvrag.errors import IndexNotFoundError, NvRagError, OverloadedError
+from nvrag.errors import NvRagError, OverloadedError
 from nvrag.indexer import IndexReport, IndexRequest, ItemsSource, reading
 from nvrag.indexer.engine import delete_documents
 from nvrag.indexer.loaders import API_SOURCE_PREFIX, ORIGIN_API
@@ -50,6 +50,7 @@ from nvrag.indexer.manage import list_documents
 from nvrag.retriever import Retriever, parse_filters
 from nvrag.schema import Document
 from nvrag.store import Store, check_index_name
+from nvrag.store.visibility import check_visible, visible_indexes
 
 
 @dataclass
@@ -184,7 +185,7 @@ def build_api(ctx: APIContext) -> FastAPI:
 
     @app.get("/v1/indexes")
     def indexes() -> dict[str, Any]:
-        names = [n for n in ctx.store.list_indexes() if ctx.indexes is None or n in ctx.indexes]
+        names = visible_indexes(ctx.store, ctx.indexes)
         return {"object": "list", "data": [_index_card(ctx, n) for n in names]}
 
     @app.get("/v1/indexes/{name}")
@@ -355,9 +356,7 @@ def _served(ctx: APIContext, requested: str) -> str:
 
 
 def _exposed(ctx: APIContext, name: str) -> None:
-    if (ctx.indexes is not None and name not in ctx.indexes) or not ctx.store.exists(name):
-        known = [n for n in ctx.store.list_indexes() if ctx.indexes is None or n in ctx.indexes]
-        raise IndexNotFoundError(f"no index named {name!r} here (indexes: {', '.join(known) or 'none yet'})")
+    check_visible(ctx.store, ctx.indexes, name)
 
 
 def _model_card(name: str) -> dict[str, Any]:

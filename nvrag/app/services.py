@@ -27,6 +27,7 @@ from nvrag.indexer.engine import delete_documents
 from nvrag.retriever import Retriever
 from nvrag.schema import IndexManifest
 from nvrag.store import Store
+from nvrag.store.visibility import check_visible, visible_indexes
 
 Purpose = Literal["queries", "documents"]
 Loader = Callable[[str, Path | None, Purpose], Embedder]  # (model, weights folder, purpose) -> a loaded model
@@ -87,12 +88,10 @@ class Services:
     # -- indexes ----------------------------------------------------------------------------------------
 
     def visible(self) -> list[str]:
-        return [n for n in self.store.list_indexes() if self.indexes is None or n in self.indexes]
+        return visible_indexes(self.store, self.indexes)
 
     def check_visible(self, name: str) -> None:
-        if (self.indexes is not None and name not in self.indexes) or not self.store.exists(name):
-            known = ", ".join(self.visible()) or "none yet"
-            raise IndexNotFoundError(f"no index named {name!r} here (indexes: {known})")
+        check_visible(self.store, self.indexes, name)
 
     def retriever(self, name: str) -> Retriever:
         """The index's retriever: reopened only when a write changed its manifest, so a search neither reloads

@@ -24,6 +24,7 @@ from nvrag.embedder import resolve_instruction
 from nvrag.errors import ConfigError, IndexNotFoundError, NvRagError
 from nvrag.retriever import MODES, Retriever, parse_filters
 from nvrag.store import Store
+from nvrag.store.visibility import check_visible, visible_indexes
 
 MAX_K = 50
 MAX_QUERY_CHARS = 10_000
@@ -38,12 +39,10 @@ class MCPContext:
     indexes: Sequence[str] | None = None
 
     def served(self) -> list[str]:
-        return [n for n in self.store.list_indexes() if self.indexes is None or n in self.indexes]
+        return visible_indexes(self.store, self.indexes)
 
     def check(self, index: str) -> None:
-        if index not in self.served():
-            known = ", ".join(self.served()) or "none yet"
-            raise IndexNotFoundError(f"no index named {index!r} here (indexes: {known})")
+        check_visible(self.store, self.indexes, index)
 
 
 def _told(tool: Callable[..., Any]) -> Callable[..., Any]:
