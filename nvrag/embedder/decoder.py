@@ -29,7 +29,7 @@ from nvrag.embedder.families import (
 )
 from nvrag.embedder.families import style_of as find_style
 from nvrag.embedder.hf_tokenizer import load_tokenizer, prompt_length
-from nvrag.embedder.runtime import choose_backend, parse_dtype
+from nvrag.embedder.runtime import choose_backend, parse_dtype, right_padded
 from nvrag.embedder.weights import weights_fingerprint
 from nvrag.errors import ConfigError
 from nvrag.model.decoder_config import decoder_config_from_hf
@@ -155,15 +155,9 @@ class DecoderEmbedder(Embedder):
         width = max(len(ids) for ids in batch)
         if self.device.type == "cpu" and self.dtype == torch.bfloat16:
             width = cpu_batch_width(width, self.info.max_tokens)  # oneDNN keeps one kernel per width
-        input_ids = torch.zeros((len(batch), width), dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, : len(ids)] = 1
-        pool_mask = attention_mask.clone()
         # include_prompt false: the prompt's positions leave the mean (a text that is all prompt pools to a zero
-        # vector, as in sentence-transformers)
-        pool_mask[:, : self.prompt_tokens(prefix)] = 0
+        # vector, as in sentence-transformers); padding is masked, so any id pads
+        input_ids, attention_mask, pool_mask = right_padded(batch, 0, self.prompt_tokens(prefix), width)
         model = self.model
         with torch.inference_mode():
             vectors = model(

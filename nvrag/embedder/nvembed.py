@@ -22,7 +22,7 @@ from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
 from nvrag.embedder.dtypes import cpu_batch_width
 from nvrag.embedder.names import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
-from nvrag.embedder.runtime import choose_backend, parse_dtype
+from nvrag.embedder.runtime import choose_backend, parse_dtype, right_padded
 from nvrag.embedder.weights import weights_fingerprint
 from nvrag.errors import CheckpointError, ConfigError, InstructionError
 from nvrag.model import NVEmbedModel, load_model, read_config
@@ -131,15 +131,7 @@ class NVEmbedEmbedder(Embedder):
         self, batch: Sequence[Sequence[int]], prefix: str
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask, pool_mask), each (B, L), right-padded with EOS to the longest row."""
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), EOS_ID, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, : len(ids)] = 1
-        pool_mask = attention_mask.clone()
-        pool_mask[:, : self.instruction_length(prefix)] = 0
-        return input_ids, attention_mask, pool_mask
+        return right_padded(batch, EOS_ID, self.instruction_length(prefix))
 
     def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
         input_ids, attention_mask, pool_mask = self.build_inputs(batch, prefix)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 
 import torch
 
@@ -31,3 +32,19 @@ def choose_backend(requested: str, device: torch.device, dtype: torch.dtype) -> 
         reason = reason or "it needs a CUDA device and float16/bfloat16"
         raise ConfigError(f"attention backend 'flash' is not available here: {reason}")
     return requested
+
+
+def right_padded(
+    batch: Sequence[Sequence[int]], pad_id: int, skip: int = 0, width: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, pool_mask), each (B, L): rows right-padded with ``pad_id`` to the longest
+    (or ``width``, if wider), the pool mask leaving out each row's first ``skip`` positions (a prompt)."""
+    width = max(width, *(len(ids) for ids in batch))
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    pool_mask = attention_mask.clone()
+    pool_mask[:, :skip] = 0
+    return input_ids, attention_mask, pool_mask
