@@ -22,10 +22,10 @@ import base64
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -37,7 +37,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from nvrag import __version__
 from nvrag.api.errors import APIError, error_body, for_domain_error
 from nvrag.api.guard import Admission, BrowserGuard, KeyRequired
-from nvrag.api.limits import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_INPUTS, MAX_BODY_BYTES
+from nvrag.api.limits import (
+    DEFAULT_DOCUMENTS_LISTED,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_INPUTS,
+    MAX_BODY_BYTES,
+    MAX_DOCUMENTS_LISTED,
+)
 from nvrag.api.metrics import CONTENT_TYPE_LATEST, Metrics
 from nvrag.api.schemas import MAX_INPUT_CHARS, DocumentIn, EmbeddingsRequest, SearchRequest
 from nvrag.embedder import Embedder, get_spec, resolve_instruction
@@ -194,10 +200,16 @@ def build_api(ctx: APIContext) -> FastAPI:
         return _index_card(ctx, name)
 
     @app.get("/v1/indexes/{name}/documents")
-    def list_index_documents(name: str) -> dict[str, Any]:
-        """The index's documents: id, origin (path, api or upload), source and number of chunks."""
+    def list_index_documents(
+        name: str,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_DOCUMENTS_LISTED)] = DEFAULT_DOCUMENTS_LISTED,
+    ) -> dict[str, Any]:
+        """The index's documents, sorted by id, a page at a time: id, origin (path, api or upload), source and
+        number of chunks."""
         _exposed(ctx, name)
-        return {"object": "list", "data": [d.to_dict() for d in list_documents(ctx.store, name)]}
+        page = list_documents(ctx.store, name, offset, limit)
+        return {"object": "list", "data": [d.to_dict() for d in page], "offset": offset, "limit": limit}
 
     documents_body = {"type": "array", "items": DocumentIn.model_json_schema(), "maxItems": ctx.max_inputs}
 

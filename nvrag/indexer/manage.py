@@ -24,15 +24,17 @@ class StoredDocument:
         return dict(asdict(self))
 
 
-def list_documents(store: Store, name: str) -> list[StoredDocument]:
-    """Every document of index ``name``, sorted by id (IndexNotFoundError naming the known indexes)."""
+def list_documents(store: Store, name: str, offset: int = 0, limit: int | None = None) -> list[StoredDocument]:
+    """The documents of index ``name``, sorted by id, from ``offset`` (at most ``limit`` of them; None: all);
+    IndexNotFoundError naming the known indexes. Only the listed documents' chunks are read."""
     table = store.open(name)
     grouped = table.chunk_ids_by_doc()
-    first = {doc: min(ids) for doc, ids in grouped.items() if ids}
-    sources = {chunk.doc_id: chunk.source for chunk in table.get(sorted(first.values()))}
+    page = sorted(grouped)[offset : None if limit is None else offset + limit]
+    first = [min(grouped[doc]) for doc in page if grouped[doc]]
+    sources = {chunk.doc_id: chunk.source for chunk in table.get(first)}
     return [
         StoredDocument(doc, document_origin(doc, sources.get(doc, "")), sources.get(doc, ""), len(grouped[doc]))
-        for doc in sorted(grouped)
+        for doc in page
     ]
 
 

@@ -294,3 +294,6 @@ def test_an_index_lists_its_documents(served: tuple[TestClient, APIContext, Gate
     assert got.status_code == 200
     assert got.json()["data"] == [{"id": "d1", "origin": "path", "source": "memory:d1", "chunks": 1}]
     assert client.get("/v1/indexes/nope/documents").json()["error"]["code"] == "index_not_found"
+    # a page at a time, bounded whatever the client asks
+    assert client.get("/v1/indexes/docs/documents?offset=1").json()["data"] == []
+    assert client.get("/v1/indexes/docs/documents?limit=100000").status_code == 422

@@ -39,6 +39,9 @@ def test_documents_lists_every_document(db: str) -> None:
     assert all(d["source"].endswith("docs.jsonl:" + str(n)) for n, d in enumerate(listed, start=1))
     code, out, _ = run("documents", "t", "--db", db)
     assert code == 0 and "3 documents in t" in out
+    from nvrag.indexer import list_documents
+
+    assert [d.id for d in list_documents(LanceStore(db), "t", offset=1, limit=1)] == ["b"]
 
 
 @pytest.mark.usefixtures("clean_env")
