@@ -163,7 +163,6 @@ def build_api(ctx: APIContext) -> FastAPI:
         if dimensions is not None:
             vectors = cut(vectors, dimensions)  # Matryoshka: the leading dimensions, normalised again
         ctx.metrics.inputs.observe(len(texts))
-        ctx.metrics.tokens.labels(name).inc(tokens)
         data = [
             {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
             for i, v in enumerate(vectors)

@@ -85,18 +85,21 @@ class Metrics:
         )
 
     def watch(self, embedder: Scheduler) -> Scheduler:
-        """Report a model's batches, queue and waits (the scheduler's hooks; gauges read at scrape time)."""
+        """Report a model's batches, queue, waits and tokens (the scheduler's hooks; gauges read at scrape
+        time)."""
         name = embedder.name
         rows, requests = self.forward_rows.labels(name), self.forward_requests.labels(name)
         waited, ran = self.queue_seconds.labels(name), self.compute_seconds.labels(name)
+        tokens = self.tokens.labels(name)
 
         def on_batch(n_rows: int, n_requests: int) -> None:
             rows.observe(n_rows)
             requests.observe(n_requests)
 
-        def on_job(wait: float, run: float) -> None:
+        def on_job(wait: float, run: float, embedded: int) -> None:
             waited.observe(wait)
             ran.observe(run)
+            tokens.inc(embedded)  # every caller's: /v1/embeddings, searches, documents, MCP, the page
 
         embedder.on_batch, embedder.on_job = on_batch, on_job
         self.queued.labels(name).set_function(lambda: embedder.queued)

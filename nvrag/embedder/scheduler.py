@@ -46,7 +46,8 @@ AGING = 4
 MIN_FILL = 0.75
 
 BatchHook = Callable[[int, int], None]  # (rows in a forward pass, jobs those rows came from)
-JobHook = Callable[[float, float], None]  # (seconds a job waited for its first forward pass, seconds it ran)
+# (seconds a job waited for its first forward pass, seconds it ran, its tokens), for each job that succeeded
+JobHook = Callable[[float, float, int], None]
 
 
 @dataclass(eq=False)
@@ -241,8 +242,8 @@ class Scheduler(Embedder):
                 if job.error is None:
                     job.out = normalise(job.out)
                 job.done.set()
-                if self.on_job is not None and job.started is not None:
-                    self.on_job(job.started - job.submitted, ended - job.started)
+                if self.on_job is not None and job.started is not None and job.error is None:
+                    self.on_job(job.started - job.submitted, ended - job.started, job.tokens)
             if self.on_batch is not None:
                 self.on_batch(len(rows), len(jobs))
 

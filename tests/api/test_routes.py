@@ -297,3 +297,20 @@ def test_an_index_lists_its_documents(served: tuple[TestClient, APIContext, Gate
     # a page at a time, bounded whatever the client asks
     assert client.get("/v1/indexes/docs/documents?offset=1").json()["data"] == []
     assert client.get("/v1/indexes/docs/documents?limit=100000").status_code == 422
+
+
+def test_every_route_that_embeds_counts_its_tokens(served: tuple[TestClient, APIContext, Gate]) -> None:
+    """Searches count the tokens of their queries as /v1/embeddings counts its inputs' (one counter, fed by
+    the scheduler for every caller)."""
+    client, ctx, model = served
+
+    def counted() -> float:
+        return ctx.metrics.tokens.labels(FAKE_NAME)._value.get()  # type: ignore[no-any-return]
+
+    before = counted()
+    assert client.post("/v1/search", json={"index": "docs", "query": "alpha beta", "k": 1}).status_code == 200
+    prefix = model.query_prefix(None, ctx.store.manifest("docs").query_template)
+    searched = len(model.tokenize(["alpha beta"], prefix)[0])
+    assert counted() == before + searched
+    assert client.post("/v1/embeddings", json=EMBED).status_code == 200
+    assert counted() == before + searched + len(model.tokenize(EMBED["input"], "")[0])

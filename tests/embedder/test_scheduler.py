@@ -60,7 +60,7 @@ def test_waiting_calls_share_forward_passes_and_each_gets_its_own_rows() -> None
     seen: list[tuple[int, int]] = []
     waits: list[tuple[float, float]] = []
     batcher = Scheduler(
-        inner, on_batch=lambda rows, jobs: seen.append((rows, jobs)), on_job=lambda w, r: waits.append((w, r))
+        inner, on_batch=lambda rows, jobs: seen.append((rows, jobs)), on_job=lambda w, r, t: waits.append((w, r))
     )
     alone = WordLengthEmbedder()
     with ThreadPoolExecutor(12) as pool:
