@@ -56,6 +56,7 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
             filters = gr.Textbox(
                 label="Metadata filter",
                 placeholder="e.g. lang = en and year >= 2020",
+                info=callbacks.filter_fields(ctx, selected),
                 elem_id="filters",
                 max_length=callbacks.MAX_QUERY_CHARS,
             )
@@ -79,16 +80,20 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
             choices = callbacks.index_choices(ctx)
             return text, callbacks.index_info(ctx, index_name), gr.update(choices=choices, value=index_name)
 
-        def refresh_indexes(current: str | None) -> tuple[Any, str]:
+        def refresh_indexes(current: str | None) -> tuple[Any, str, Any]:
             # on every page load: indexes created since the server started (by the CLI, say) appear
             choices = callbacks.index_choices(ctx)
             value = current if current in choices else (index if index in choices else next(iter(choices), None))
-            return gr.update(choices=choices, value=value), callbacks.index_info(ctx, value)
+            fields = gr.update(info=callbacks.filter_fields(ctx, value))
+            return gr.update(choices=choices, value=value), callbacks.index_info(ctx, value), fields
 
-        blocks.load(refresh_indexes, index_box, [index_box, info])
+        def index_chosen(name: str | None) -> tuple[str, Any]:
+            return callbacks.index_info(ctx, name), gr.update(info=callbacks.filter_fields(ctx, name))
+
+        blocks.load(refresh_indexes, index_box, [index_box, info, filters])
         query.submit(run_search, inputs, results)
         search_button.click(run_search, inputs, results)
-        index_box.change(lambda name: callbacks.index_info(ctx, name), index_box, info)
+        index_box.change(index_chosen, index_box, [info, filters])
         upload_button.click(run_upload, [index_box, files], [report, info, index_box])
     return blocks
 

@@ -26,7 +26,8 @@ from nvrag.ui.render import md, message, result_cards
 DEFAULT_TASK = "(model default)"
 CUSTOM_TASK = "Custom instruction"
 TASK_CHOICES = [DEFAULT_TASK, *sorted(TASK_INSTRUCTIONS), CUSTOM_TASK]
-MAX_K = 50
+MAX_K = 50  # documents per page of results
+CHUNKS_PER_DOCUMENT = 4  # chunks searched per document shown: a document's other passages fill its card
 MAX_QUERY_CHARS = 1000
 UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".jsonl")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -85,7 +86,7 @@ def search(
             chosen = resolve_instruction(task=task)
         hits = retriever.search(
             query,
-            k_int,
+            k_int * CHUNKS_PER_DOCUMENT,  # deeper, so that k documents fill their cards after grouping
             instruction=chosen,
             mode=mode,  # checked against MODES above
             filters=parse_filters([filters or ""]),
@@ -95,7 +96,7 @@ def search(
         return message(f"{prefix}{exc}", error=True)
     if not hits:
         return message("No results." + (" Nothing matched the filter." if (filters or "").strip() else ""))
-    return result_cards(hits, query, ctx.source_url, index, mode)
+    return result_cards(hits, query, ctx.source_url, index, mode, limit=k_int)
 
 
 def index_info(ctx: UIContext, index: str | None) -> str:
@@ -118,6 +119,22 @@ def index_info(ctx: UIContext, index: str | None) -> str:
     ]
     body = "\n".join(f"| {k} | {md(v)} |" for k, v in rows)
     return f"### Index {md(index)}\n\n| field | value |\n| --- | --- |\n{body}"
+
+
+def filter_fields(ctx: UIContext, index: str | None) -> str:
+    """What the filter box can name for ``index``: the chunk's own fields and its metadata keys (none listed for
+    an index too large to scan)."""
+    own = "doc_id, source, title, chunk_no"
+    if not index or not ctx.store.exists(index):
+        return f"Fields: {own}, and the documents' metadata keys"
+    try:
+        keys = ctx.store.open(index).metadata_fields()
+    except NvRagError:
+        keys = None
+    if keys is None:
+        return f"Fields: {own}, and the documents' metadata keys"
+    listed = ", ".join(sorted(keys)[:40]) + (" ..." if len(keys) > 40 else "")
+    return f"Fields: {own}" + (f"; metadata: {listed}" if keys else "; this index has no metadata keys")
 
 
 def safe_name(name: str) -> str:

@@ -1,4 +1,5 @@
-"""HTML for search results: cards with rank, a score bar, the source, highlighted query terms, the full chunk.
+"""HTML for search results: a card per document with its rank, a score bar (ranks for hybrid), the source,
+highlighted query terms, the full chunk and the document's other matching chunks.
 
 Every piece of indexed text is HTML-escaped before it is highlighted: documents cannot inject markup.
 """
@@ -68,6 +69,7 @@ CSS = """
 .nvrag-text mark { background: #fff3b0; padding: 0 1px; }
 .nvrag-message { padding: 10px 14px; border-radius: 8px; background: #f6f8fa; border: 1px solid #d0d7de; }
 .nvrag-error { background: #fff1f0; border-color: #ffa39e; }
+.nvrag-more-item { border-top: 1px dashed #d0d7de; margin-top: 6px; padding-top: 6px; }
 """
 
 
@@ -119,34 +121,71 @@ def _snippet(text: str) -> str:
     return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1].rstrip() + "…"
 
 
-def result_cards(hits: Sequence[Hit], query: str, source_url: str | None, index: str, mode: str = "dense") -> str:
-    """One card per hit. ``source_url`` is the route that serves a hit's local source file (None: no links)."""
+def by_document(hits: Sequence[Hit]) -> list[list[Hit]]:
+    """The hits grouped by document, in the order of each document's best hit (its chunks best first)."""
+    groups: dict[str, list[Hit]] = {}
+    for hit in hits:
+        groups.setdefault(hit.doc_id, []).append(hit)
+    return list(groups.values())
+
+
+def _source(hit: Hit, source_url: str | None, index: str) -> str:
+    source = html.escape(hit.source) + (f" (page {hit.page})" if hit.page is not None else "")
+    if source_url is None:
+        return source
+    href = f"{source_url}/{quote(index, safe='')}/{quote(hit.chunk_id, safe='')}"
+    return f'<a href="{href}" target="_blank" rel="noopener">{source}</a>'
+
+
+def _score(hit: Hit, top: float, mode: str) -> str:
+    """Dense and BM25 scores with a bar relative to the top hit; hybrid (RRF) scores are not on a scale a bar
+    means anything on, so its ranks are shown instead."""
+    if mode == "hybrid":
+        dense = f"#{hit.dense_rank}" if hit.dense_rank is not None else "-"
+        bm25 = f"#{hit.bm25_rank}" if hit.bm25_rank is not None else "-"
+        return (
+            f'<span class="nvrag-score" title="reciprocal rank fusion of both rankings">'
+            f"fused #{hit.rank} (dense {dense}, BM25 {bm25})</span>"
+        )
+    width = 0.0 if top <= 0 else max(0.0, min(1.0, hit.score / top)) * 100
+    return (
+        f'<span class="nvrag-score">{hit.score:.3f}</span>'
+        f'<span class="nvrag-bar" title="score relative to the top hit"><div style="width:{width:.0f}%"></div></span>'
+    )
+
+
+def result_cards(
+    hits: Sequence[Hit], query: str, source_url: str | None, index: str, mode: str = "dense", limit: int | None = None
+) -> str:
+    """One card per document (at most ``limit``), in the order of its best chunk: that chunk's snippet, the full
+    chunk on demand, and the document's other matching chunks under "more from this document". ``source_url``
+    is the route that serves a hit's local source (None: no links)."""
     terms = query_terms(query)
     top = max((h.score for h in hits), default=0.0)
     cards = []
-    for hit in hits:
-        width = 0.0 if top <= 0 else max(0.0, min(1.0, hit.score / top)) * 100
-        source = html.escape(hit.source) + (f" (page {hit.page})" if hit.page is not None else "")
-        if source_url is not None:
-            href = f"{source_url}/{quote(index, safe='')}/{quote(hit.chunk_id, safe='')}"
-            source = f'<a href="{href}" target="_blank" rel="noopener">{source}</a>'
-        title = f'<div class="nvrag-title">{html.escape(hit.title)}</div>' if hit.title else ""
-        detail = ""
-        if mode == "hybrid":
-            dense = f"#{hit.dense_rank}" if hit.dense_rank is not None else "-"
-            bm25 = f"#{hit.bm25_rank}" if hit.bm25_rank is not None else "-"
-            detail = f" <span>(dense {dense}, BM25 {bm25})</span>"
+    for position, group in enumerate(by_document(hits)[:limit], start=1):
+        best = group[0]
+        title = f'<div class="nvrag-title">{html.escape(best.title)}</div>' if best.title else ""
+        more = ""
+        if len(group) > 1:
+            passages = "".join(
+                f'<div class="nvrag-more-item">{_score(h, top, mode)} '
+                f'<div class="nvrag-text">{highlight(_snippet(h.text), terms)}</div>'
+                f"<small>{_source(h, source_url, index)}</small></div>"
+                for h in group[1:]
+            )
+            more = (
+                f'<details data-testid="more"><summary>{len(group) - 1} more from this document</summary>'
+                f"{passages}</details>"
+            )
         cards.append(
-            f'<div class="nvrag-card" data-testid="hit" data-doc-id="{html.escape(hit.doc_id)}">'
-            f'<div class="nvrag-head"><span class="nvrag-rank">#{hit.rank}</span>'
-            f'<span class="nvrag-score">{hit.score:.3f}</span>'
-            f'<span class="nvrag-bar" title="score relative to the top hit">'
-            f'<div style="width:{width:.0f}%"></div></span>'
-            f"<span>{html.escape(hit.doc_id)}</span>{detail}</div>"
+            f'<div class="nvrag-card" data-testid="hit" data-doc-id="{html.escape(best.doc_id)}">'
+            f'<div class="nvrag-head"><span class="nvrag-rank">#{position}</span>{_score(best, top, mode)}'
+            f"<span>{html.escape(best.doc_id)}</span></div>"
             f"{title}"
-            f'<div class="nvrag-text">{highlight(_snippet(hit.text), terms)}</div>'
-            f"<details><summary>Full chunk · {source}</summary>"
-            f'<div class="nvrag-text">{highlight(hit.text, terms)}</div></details>'
-            "</div>"
+            f'<div class="nvrag-text">{highlight(_snippet(best.text), terms)}</div>'
+            f"<details><summary>Full chunk · {_source(best, source_url, index)}</summary>"
+            f'<div class="nvrag-text">{highlight(best.text, terms)}</div></details>'
+            f"{more}</div>"
         )
     return "\n".join(cards)

@@ -126,3 +126,33 @@ def test_safe_names(name: str, safe: str) -> None:
 def test_highlighting_helpers() -> None:
     assert query_terms("How to hash a FILE? file hash") == ["hash", "file"]
     assert highlight("<i>Hash</i> files", ["hash"]) == "&lt;i&gt;<mark>Hash</mark>&lt;/i&gt; files"
+
+
+def test_one_card_per_document_with_its_other_passages(tmp_path: Path) -> None:
+    from nvrag.schema import ChunkerSettings
+
+    store = LanceStore(str(tmp_path / "db"))
+    fake = WordLengthEmbedder()
+    docs = [Document("long", "aa bb cc dd ee ff", "/tmp/l.txt"), Document("short", "gg", "/tmp/s.txt")]
+    Indexer(store, fake, chunker=ChunkerSettings(chunk_tokens=2, overlap_tokens=0)).index("g", docs)
+    ctx = UIContext(
+        store=store,
+        retriever_for=lambda name: Retriever(store.open(name), fake),
+        run_index=Indexer(store, fake).run,
+        upload_root=tmp_path / "uploads",
+    )
+    page = search(ctx, "aa", index="g")
+    assert page.count('data-testid="hit"') == 2  # two documents, four chunks
+    assert page.count('data-doc-id="long"') == 1 and "2 more from this document" in page
+    assert search(ctx, "aa", index="g", k=1).count('data-testid="hit"') == 1
+    hybrid = search(ctx, "aa", index="g", mode="hybrid")
+    assert "nvrag-bar" not in hybrid and "fused #1 (dense #" in hybrid  # RRF as ranks, not a bar against 1.0
+
+
+def test_the_filter_box_lists_the_fields_of_the_index(ctx: UIContext) -> None:
+    assert callbacks.filter_fields(ctx, "t") == "Fields: doc_id, source, title, chunk_no; metadata: lang"
+    assert callbacks.filter_fields(ctx, "empty").endswith("this index has no metadata keys")
+    assert (
+        callbacks.filter_fields(ctx, None)
+        == "Fields: doc_id, source, title, chunk_no, and the documents' metadata keys"
+    )
