@@ -11,8 +11,9 @@ from typing import Any
 
 from nvrag.errors import NvRagError
 from nvrag.indexer import reading
-from nvrag.indexer.loaders import split_line
+from nvrag.indexer.loaders import HTML_SUFFIXES, LoadUnit, load_unit, split_line
 from nvrag.retriever import MODES
+from nvrag.schema import Document
 from nvrag.ui import callbacks
 from nvrag.ui.callbacks import TASK_CHOICES, UIContext
 from nvrag.ui.render import CSS
@@ -98,6 +99,8 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
     return blocks
 
 
+EXTRACTED_SUFFIXES = HTML_SUFFIXES | {".pdf", ".docx"}  # sources shown as their extracted text
+
 SOURCE_HEADERS = {
     # an indexed file is shown as inert text: never sniffed into HTML, never run, never framed or fetched from
     "X-Content-Type-Options": "nosniff",
@@ -122,6 +125,11 @@ def source_text(ctx: UIContext, index_name: str, chunk_id: str) -> str | None:
     recorded = split_line(raw)[0] if not os.path.lexists(raw) else raw
     if not os.path.isabs(recorded) or os.path.realpath(recorded) != recorded:
         return None
+    if Path(recorded).suffix.lower() in EXTRACTED_SUFFIXES:
+        # a PDF, DOCX or HTML file is shown as the text nvrag extracted from it, not as its raw bytes
+        unit = LoadUnit(recorded, found[0].doc_id)
+        texts = [d.text for d in load_unit(unit) if isinstance(d, Document) and d.doc_id == found[0].doc_id]
+        return texts[0] if texts else None
     try:
         data = reading.read_bytes(Path(recorded))
         return reading.decode_text(data)[0]
