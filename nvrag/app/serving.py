@@ -52,6 +52,7 @@ def build_web_app(
         store=store,
         retriever_for=services.retriever,
         run_index=services.run_index,
+        delete_documents=services.delete_documents,
         upload_root=uploads,
         received_root=received,
         source_url=f"{mounted_at}/source",

@@ -14,7 +14,7 @@ from nvrag.indexer import reading
 from nvrag.indexer.loaders import HTML_SUFFIXES, LoadUnit, load_unit, split_line
 from nvrag.retriever import MODES
 from nvrag.schema import Document
-from nvrag.ui import callbacks
+from nvrag.ui import callbacks, documents
 from nvrag.ui.callbacks import TASK_CHOICES, UIContext
 from nvrag.ui.render import CSS
 
@@ -70,6 +70,19 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
             )
             upload_button = gr.Button("Upload and index", elem_id="upload-button")
             report = gr.Markdown(elem_id="report")
+        with gr.Tab("Documents"):
+            with gr.Row():
+                origin = gr.Dropdown(choices=list(documents.ORIGINS), value="any", label="Origin", elem_id="origin")
+                contains = gr.Textbox(label="Id or source contains", elem_id="contains", max_length=1000)
+                list_button = gr.Button("List", elem_id="list-documents")
+            table = gr.Dataframe(
+                headers=documents.COLUMNS, interactive=False, elem_id="documents", wrap=True, max_height=480
+            )
+            with gr.Row():
+                doc_id = gr.Textbox(label="Document id to delete", elem_id="delete-id", max_length=1000)
+                confirm = gr.Checkbox(label="Yes, delete it from the index", elem_id="delete-confirm")
+                delete_button = gr.Button("Delete", variant="stop", elem_id="delete-document")
+            deleted = gr.Markdown(elem_id="deleted")
 
         inputs = [index_box, query, task, instruction, k, mode, filters]
 
@@ -96,6 +109,17 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
         search_button.click(run_search, inputs, results)
         index_box.change(index_chosen, index_box, [info, filters])
         upload_button.click(run_upload, [index_box, files], [report, info, index_box])
+
+        def listed(name: str | None, kind: str, text: str) -> list[list[str]]:
+            return documents.document_rows(ctx, name, kind, text or "")
+
+        def run_delete(name: str | None, doc: str, sure: bool, kind: str, text: str) -> tuple[str, Any, bool]:
+            said = documents.delete_document(ctx, name, doc or "", bool(sure))
+            return said, documents.document_rows(ctx, name, kind, text or ""), False
+
+        list_button.click(listed, [index_box, origin, contains], table)
+        contains.submit(listed, [index_box, origin, contains], table)
+        delete_button.click(run_delete, [index_box, doc_id, confirm, origin, contains], [deleted, table, confirm])
     return blocks
 
 

@@ -45,6 +45,8 @@ class UIContext:
     source_url: str | None = "/source"  # None: no links to source files (e.g. when a login is required)
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     received_root: Path | None = None  # where the web server puts the bytes it receives; uploads come from here
+    # (index, document ids, origins or None) -> chunks removed; None: delete_documents on the store
+    delete_documents: Callable[[str, Sequence[str], set[str] | None], int] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
 

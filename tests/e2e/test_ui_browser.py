@@ -125,3 +125,23 @@ def test_an_index_built_by_the_cli_appears_after_a_reload(page: object, ui_db: P
     first = page.locator("[data-testid=hit]").first  # type: ignore[attr-defined]
     first.wait_for(timeout=120_000)
     assert first.get_attribute("data-doc-id") == "notes.md"
+
+
+def test_the_documents_tab_lists_filters_and_deletes_after_confirmation(page: object) -> None:
+    page.get_by_role("tab", name="Documents").click()  # type: ignore[attr-defined]
+    page.locator("#contains textarea, #contains input").first.fill("hashlib.n")  # type: ignore[attr-defined]
+    page.locator("#list-documents").click()  # type: ignore[attr-defined]
+    table = page.locator("#documents")  # type: ignore[attr-defined]
+    first_cell = table.locator("[data-testid=cell-0-0]")
+    first_cell.wait_for(timeout=120_000)
+    assert first_cell.inner_text().strip() == "hashlib.new"
+    assert "hashlib.file_digest" not in table.inner_text()  # filtered by the id
+    page.locator("#delete-id textarea, #delete-id input").first.fill("hashlib.new")  # type: ignore[attr-defined]
+    page.locator("#delete-document").click()  # type: ignore[attr-defined]
+    said = page.locator("#deleted")  # type: ignore[attr-defined]
+    said.get_by_text("Tick the confirmation box").wait_for(timeout=60_000)  # nothing deleted without it
+    page.locator("#delete-confirm input").click()  # type: ignore[attr-defined]
+    page.locator("#delete-document").click()  # type: ignore[attr-defined]
+    said.get_by_text("from demo (1 chunks)").wait_for(timeout=60_000)
+    assert "hashlib.new" in said.inner_text() and "(1 chunks)" in said.inner_text()
+    assert "hashlib.new" not in [line.strip() for line in table.inner_text().splitlines()]
