@@ -379,11 +379,13 @@ class LanceStore(ManifestStore):
 
     def _open_table(self, manifest: IndexManifest, key: str) -> LanceTable:
         physical = manifest.table
-        # The manifest is written before the table is created, so a crash in between leaves a manifest
-        # with no table: create the empty table now rather than fail.
-        if physical not in self._tables():
+        if physical not in self._tables():  # the manifest is written first: a crash in between left no table
             schema = chunk_schema(manifest.dimension, manifest.vector_dtype, manifest.quantization)
-            self._db.create_table(physical, schema=schema)
+            try:  # a reader opening the index as its writer creates it: whichever is second finds the table
+                self._db.create_table(physical, schema=schema)
+            except ValueError:
+                if physical not in self._tables():
+                    raise
         return LanceTable(self, manifest, key)
 
     def _drop_physical(self, manifest: IndexManifest) -> None:

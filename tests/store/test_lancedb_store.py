@@ -289,3 +289,23 @@ def test_reads_see_this_process_writes(store: LanceStore) -> None:
     table.delete(["c0"])
     assert [c.chunk_id for c in table.get(["c0", "c1"])] == ["c1"]
     assert [h.chunk.chunk_id for h in table.search(unit([[1, 0, 0, 0]])[0], 5)] == ["c1"]
+
+
+def test_a_reader_opening_an_index_the_writer_is_creating_does_not_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer records the manifest, then creates the table; a reader opening the index in between creates
+    the empty table itself. Whichever of the two creates it second must not fail ("already exists")."""
+    writer = LanceStore(str(tmp_path / "db"))
+    writer.create(manifest("docs"))  # manifest and table
+    reader = LanceStore(str(tmp_path / "db"))
+    stale = reader.manifest("docs")
+    real, looks = reader._tables, []
+
+    def tables() -> set[str]:  # its first look came before the writer's table existed
+        looks.append(1)
+        return set() if len(looks) == 1 else real()
+
+    monkeypatch.setattr(reader, "_tables", tables)
+    table = reader._open_table(stale, "docs")
+    assert table.count() == 0 and len(looks) == 2  # it tried to create the table, and found the writer's
