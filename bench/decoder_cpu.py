@@ -34,10 +34,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cpu_embed import documents  # the same NFCorpus documents (title + text) as the bundled model's bench
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO.parent / "shared" / "fixtures" / "family" / "qwen3-embedding"
-NFCORPUS = REPO.parent / "shared" / "data" / "nfcorpus" / "corpus.jsonl"
 SHAPE = {
     "vocab_size": 151669,
     "hidden_size": 1024,
@@ -47,17 +47,6 @@ SHAPE = {
     "num_key_value_heads": 8,
     "head_dim": 128,
 }
-
-
-def documents(n: int) -> list[str]:
-    texts = []
-    with NFCORPUS.open(encoding="utf-8") as f:
-        for line in f:
-            doc = json.loads(line)
-            texts.append(f"{doc.get('title', '')} {doc['text']}".strip())
-            if len(texts) == n:
-                break
-    return texts
 
 
 def write_checkpoint(folder: Path) -> None:
