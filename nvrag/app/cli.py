@@ -16,7 +16,7 @@ try:  # Typer 0.2x vendors Click and raises its own copies of Click's exceptions
 except ImportError:  # older Typer: Click itself
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
-from nvrag.app import cli_embed, cli_index, cli_manage, cli_search, cli_serve  # noqa: F401  (importing registers their commands)
+from nvrag.app import cli_embed, cli_index, cli_manage, cli_rerank, cli_search, cli_serve  # noqa: F401  (importing registers their commands)
 from nvrag.app.cli_common import EXIT_INPUT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, app, fail
 
 __all__ = ["EXIT_INPUT_FAILURES", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USER_ERROR", "app", "main"]

@@ -3,8 +3,10 @@ domain errors become a red line and exit code 2."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +18,8 @@ from rich.markup import escape
 
 from nvrag import __version__
 from nvrag.app.settings import ENV_DB, ENV_DTYPE, ENV_MODEL
-from nvrag.errors import IndexBusyError, NvRagError, StorageError
-from nvrag.indexer import StopFlag
+from nvrag.errors import IndexBusyError, InputError, NvRagError, StorageError
+from nvrag.indexer import StopFlag, reading
 
 EXIT_OK = 0
 EXIT_INPUT_FAILURES = 1
@@ -194,3 +196,35 @@ def main_options(
     ] = False,
 ) -> None:
     """nvrag: retrieval with NV-Embed-v2 over LanceDB."""
+
+
+def read_json_texts(path: Path) -> list[str]:
+    """``--input FILE``: JSON lines, each a JSON string or an object with a 'text' string ('-': stdin); the file
+    read through the indexer's bounded reader. InputError names the line that is neither."""
+    if str(path) == "-":
+        lines = sys.stdin.read().splitlines()
+        where = "stdin"
+    else:
+        try:
+            lines = reading.read_bytes(path).decode("utf-8").splitlines()
+        except (OSError, ValueError) as exc:  # missing, not a regular file, too large, not UTF-8
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InputError(f"--input {path}: cannot read it ({reason})") from None
+        where = str(path)
+    texts: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(
+                f"{where} line {number}: not JSON; each line must be a JSON string or an object with 'text'"
+            ) from None
+        if isinstance(value, dict) and isinstance(value.get("text"), str):
+            texts.append(value["text"])
+        elif isinstance(value, str):
+            texts.append(value)
+        else:
+            raise InputError(f"{where} line {number}: expected a JSON string or an object with a 'text' string")
+    return texts

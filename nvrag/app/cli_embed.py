@@ -21,6 +21,7 @@ from nvrag.app.cli_common import (
     app,
     err,
     model_lines,
+    read_json_texts,
     safe,
     user_errors,
 )
@@ -29,7 +30,6 @@ from nvrag.app.settings import Settings
 from nvrag.app.wiring import choose, load_model
 from nvrag.embedder import resolve_instruction
 from nvrag.errors import ConfigError, InputError
-from nvrag.indexer import reading
 
 
 @app.command()
@@ -80,7 +80,7 @@ def embed(
 ) -> None:
     """Embed texts as documents (default) or queries; output JSON lines or a .npy array, in input order."""
     with user_errors():
-        items = list(texts or []) + (_read_texts(input_file) if input_file is not None else [])
+        items = list(texts or []) + (read_json_texts(input_file) if input_file is not None else [])
         if not items:
             raise InputError("nothing to embed: give texts as arguments or --input FILE (or '-' for stdin)")
         if (task or instruction) and not query:
@@ -123,33 +123,3 @@ def embed(
                 err.print(f"wrote {len(vectors)} embeddings to {safe(output)}")
         except OSError as exc:
             raise ConfigError(f"--output {output}: cannot write it ({exc.strerror or exc})") from None
-
-
-def _read_texts(path: Path) -> list[str]:
-    if str(path) == "-":
-        lines = sys.stdin.read().splitlines()
-        where = "stdin"
-    else:
-        try:
-            lines = reading.read_bytes(path).decode("utf-8").splitlines()
-        except (OSError, ValueError) as exc:  # missing, not a regular file, too large, not UTF-8
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise InputError(f"--input {path}: cannot read it ({reason})") from None
-        where = str(path)
-    texts: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(
-                f"{where} line {number}: not JSON; each line must be a JSON string or an object with 'text'"
-            ) from None
-        if isinstance(value, dict) and isinstance(value.get("text"), str):
-            texts.append(value["text"])
-        elif isinstance(value, str):
-            texts.append(value)
-        else:
-            raise InputError(f"{where} line {number}: expected a JSON string or an object with a 'text' string")
-    return texts

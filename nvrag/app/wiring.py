@@ -19,6 +19,7 @@ from nvrag.embedder.registry import ModelRecipe
 from nvrag.errors import ConfigError
 from nvrag.indexer import Engine, Indexer, IndexRequest
 from nvrag.model.decoder_config import FAMILIES
+from nvrag.reranker import Reranker, load_reranker
 from nvrag.retriever import Retriever, open_retriever
 from nvrag.schema import IndexManifest
 from nvrag.store import Store
@@ -207,6 +208,14 @@ def build_retriever(
     _check_requested(manifest, requested_model, model_path, writing=False)
     weights = weights_for_index(manifest, model_path or _configured(settings, manifest.model))
     return open_retriever(store, index, load_options(settings, weights, for_queries=True))
+
+
+def load_rerank_model(settings: Settings, name_or_path: str | Path, max_length: int | None = None) -> Reranker:
+    """The reranker a folder or known hub id names, on the settings' device, dtype and attention backend."""
+    device = settings.device or ("cuda" if cuda_available() else "cpu")
+    return load_reranker(
+        name_or_path, device=device, dtype=settings.dtype, max_length=max_length, attention=settings.attention
+    )
 
 
 def _configured(settings: Settings, name: str) -> Path | None:

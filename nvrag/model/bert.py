@@ -10,6 +10,7 @@ same (``tests/embedder/test_minilm.py`` compares them with sentence-transformers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -59,13 +60,17 @@ class BertEncoder(nn.Module):
         self.embed_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.layers = nn.ModuleList(BertLayer(c) for _ in range(c.num_hidden_layers))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) token ids and 0/1 mask → (B, T, hidden) last hidden state (padded rows are garbage)."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T) token ids and 0/1 mask (and segment ids: 0 for a single text or the first of a pair, 1 for the
+        second; all 0 when None) → (B, T, hidden) last hidden state (padded rows are garbage)."""
         t = input_ids.shape[1]
         if t > self.config.max_position_embeddings:
             raise ValueError(f"{t} tokens: the model has {self.config.max_position_embeddings} positions")
         positions = torch.arange(t, device=input_ids.device)
-        x = self.word(input_ids) + self.position(positions) + self.token_type.weight[0]
+        segments = self.token_type.weight[0] if token_type_ids is None else self.token_type(token_type_ids)
+        x = self.word(input_ids) + self.position(positions) + segments
         hidden: torch.Tensor = self.embed_norm(x)
         mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): every query sees the real tokens
         for layer in self.layers:
@@ -85,12 +90,22 @@ def load_bert(
     with skeleton():
         model = BertEncoder(config)
     weights = folder / "model.safetensors"
+    load_checked(weights, model, lambda stored: check_checkpoint(weights, config, stored), device)
+    cast_dense(model, matmul_dtype)
+    return model.to(device).eval()
+
+
+def load_checked(
+    weights: Path,
+    model: nn.Module,
+    check: Callable[[dict[str, tuple[int, ...]]], dict[str, str]],
+    device: torch.device | str,
+) -> None:
+    """Assign ``model``'s parameters (built in a skeleton) from one safetensors file, in float32; ``check`` gets
+    the stored key → shape and returns our name → the stored name, raising CheckpointError on any mismatch."""
     state: dict[str, torch.Tensor] = {}
     with safe_open(str(weights), framework="pt", device=str(device)) as f:
         stored = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 - not a dict
-        names = check_checkpoint(weights, config, stored)
-        for ours, theirs in names.items():
+        for ours, theirs in check(stored).items():
             state[ours] = f.get_tensor(theirs).float()
     model.load_state_dict(state, strict=True, assign=True)
-    cast_dense(model, matmul_dtype)
-    return model.to(device).eval()

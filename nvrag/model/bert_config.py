@@ -108,13 +108,24 @@ def parameter_shapes(c: BertConfig) -> dict[str, tuple[int, ...]]:
 def check_checkpoint(weights: Path, c: BertConfig, stored: Mapping[str, tuple[int, ...]]) -> dict[str, str]:
     """``stored``: the checkpoint's key → shape. Every parameter present with its shape, nothing unexpected (the
     unused pooler and position-id buffer aside), or CheckpointError naming what is wrong. Returns name_map(c)."""
-    names = name_map(c)
+    return check_names(weights, name_map(c), parameter_shapes(c), stored, UNUSED_KEYS)
+
+
+def check_names(
+    weights: Path,
+    names: Mapping[str, str],
+    shapes: Mapping[str, tuple[int, ...]],
+    stored: Mapping[str, tuple[int, ...]],
+    unused: tuple[str, ...] = (),
+) -> dict[str, str]:
+    """Our name → stored name for every parameter, each stored with its shape; a stored key nobody reads (other
+    than those starting with one of ``unused``) is an error too. CheckpointError names the first problems."""
     missing = sorted(set(names.values()) - set(stored))
-    unexpected = sorted(k for k in set(stored) - set(names.values()) if not k.startswith(UNUSED_KEYS))
+    unexpected = sorted(k for k in set(stored) - set(names.values()) if not k.startswith(unused))
     if missing or unexpected:
         raise CheckpointError(f"{weights}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
-    for ours, expected in parameter_shapes(c).items():
+    for ours, expected in shapes.items():
         found = tuple(stored[names[ours]])
         if found != expected:
             raise CheckpointError(f"{weights}: {names[ours]} has shape {found}, expected {expected}")
-    return names
+    return dict(names)

@@ -22,6 +22,7 @@ from nvrag.model.embedding import DecoderEmbeddingModel
 from nvrag.model.nvembed import NVEmbedModel
 from nvrag.model.pooling import PoolingSpec
 from nvrag.model.skeleton import skeleton
+from nvrag.model.token_scorer import TokenScorer
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -150,6 +151,38 @@ def load_decoder(
         if key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
             del shards[key]
     load_weights(folder, model, decoder_name_map(model, prefix), shards, dtype=dtype, device=torch.device(device))
+    return model.eval().requires_grad_(False)
+
+
+def load_token_scorer(
+    folder: Path,
+    config: DecoderConfig,
+    token_ids: tuple[int, ...],
+    *,
+    tied: bool,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> TokenScorer:
+    """A Hugging Face causal LM checkpoint (``*ForCausalLM``) as a TokenScorer for ``token_ids``: the backbone
+    as load_decoder reads it, and only the chosen rows of ``lm_head.weight`` (or, where ``tied`` and the file
+    has no lm_head, of the input embeddings, as transformers ties them)."""
+    with skeleton():
+        model = TokenScorer(config, token_ids)
+    shards = shard_map(folder)
+    prefix = "model." if "embed_tokens.weight" not in shards and "model.embed_tokens.weight" in shards else ""
+    head_key = "lm_head.weight" if "lm_head.weight" in shards else f"{prefix}embed_tokens.weight"
+    if head_key != "lm_head.weight" and not tied:
+        raise CheckpointError(f"{folder}: no lm_head.weight, and config.json does not tie it to the embeddings")
+    for key in list(shards):
+        if key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
+            del shards[key]
+    load_weights(folder, model, decoder_name_map(model, prefix), shards, dtype=dtype, device=torch.device(device))
+    with safe_open(str(shard_map(folder)[head_key]), framework="pt", device=str(device)) as f:
+        rows = f.get_slice(head_key)
+        vocab, width = rows.get_shape()
+        if width != config.hidden_size or not all(0 <= i < vocab for i in token_ids):
+            raise CheckpointError(f"{folder}: {head_key} has shape {[vocab, width]}; it cannot score {list(token_ids)}")
+        model.head = torch.cat([rows[i : i + 1] for i in token_ids]).to(dtype)
     return model.eval().requires_grad_(False)
 
 

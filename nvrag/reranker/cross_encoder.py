@@ -1,0 +1,130 @@
+"""Sequence-classification cross-encoders (BERT: the ms-marco MiniLM cross-encoders and others of its form),
+scored as sentence-transformers' CrossEncoder and the model cards' transformers code score them.
+
+Input: the checkpoint's tokenizer.json encodes the pair (``[CLS] query [SEP] document [SEP]``, segment ids 0
+then 1), truncated ``longest_first`` to the max length (the longer of the two loses tokens first; an empty
+document keeps its [SEP]). Score: the single logit, through the activation config.json names
+(``sentence_transformers.activation_fn``, or sentence-transformers 3's ``sbert_ce_default_activation_function``):
+Identity, Sigmoid or Tanh. Where the config names none, the raw logit: sentence-transformers would apply a
+sigmoid there, which keeps the order and changes only the scale (docs/reranking.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nvrag.embedder.base import FloatArray
+from nvrag.embedder.dtypes import cpu_batch_width
+from nvrag.errors import CheckpointError, ConfigError
+from nvrag.model.bert_config import BertConfig
+from nvrag.model.cross_encoder import BertClassifier, load_bert_classifier, num_labels_of
+from nvrag.reranker.base import PairInput, Reranker, RerankerInfo
+from nvrag.reranker.tokens import load_pair_tokenizer
+
+ACTIVATIONS = {
+    "torch.nn.modules.linear.Identity": "identity",
+    "torch.nn.Identity": "identity",
+    "torch.nn.modules.activation.Sigmoid": "sigmoid",
+    "torch.nn.Sigmoid": "sigmoid",
+    "torch.nn.modules.activation.Tanh": "tanh",
+    "torch.nn.Tanh": "tanh",
+}
+SCORE_WORDS = {"identity": "the logit", "sigmoid": "sigmoid of the logit", "tanh": "tanh of the logit"}
+
+
+def activation_of(config: dict[str, Any], where: str) -> str:
+    """identity | sigmoid | tanh: what config.json names (identity where it names nothing)."""
+    st = config.get("sentence_transformers")
+    path = st.get("activation_fn") if isinstance(st, dict) else None
+    path = path if path is not None else config.get("sbert_ce_default_activation_function")
+    if path is None:
+        return "identity"
+    if path not in ACTIVATIONS:
+        raise CheckpointError(
+            f"{where}: the activation {str(path)[:100]!r} is not supported (nvrag applies Identity, Sigmoid or Tanh)"
+        )
+    return ACTIVATIONS[path]
+
+
+class CrossEncoderReranker(Reranker):
+    def __init__(
+        self,
+        folder: Path,
+        config: dict[str, Any],
+        *,
+        name: str,
+        revision: str,
+        license: str,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        max_length: int | None = None,
+        batch_tokens: int = 8192,
+    ) -> None:
+        where = f"{folder}/config.json"
+        self.bert = BertConfig.from_dict(config, where)
+        if num_labels_of(config, where) != 1:
+            raise CheckpointError(
+                f"{where}: the classifier has {num_labels_of(config, where)} labels; a reranker gives one score"
+            )
+        self.activation = activation_of(config, where)
+        self.tokenizer, limit = load_pair_tokenizer(folder)
+        positions = self.bert.max_position_embeddings
+        max_tokens = max_length or min(limit or positions, positions)
+        if not 4 <= max_tokens <= positions:
+            raise ConfigError(f"max length {max_tokens} is outside 4..{positions} (the model's positions)")
+        self.tokenizer.enable_truncation(max_tokens, strategy="longest_first")
+        info = RerankerInfo(
+            name=name,
+            revision=revision,
+            kind="cross-encoder",
+            max_tokens=max_tokens,
+            license=license,
+            score=SCORE_WORDS[self.activation],
+            compute_dtype=str(dtype).removeprefix("torch."),
+            source=str(folder.resolve()),
+        )
+        super().__init__(info, batch_tokens=batch_tokens)
+        self.folder, self.device, self.dtype = folder, torch.device(device), dtype
+        self.pad_id = int(config.get("pad_token_id") or 0)
+        self._model: BertClassifier | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> BertClassifier:
+        with self._lock:
+            if self._model is None:
+                self._model = load_bert_classifier(
+                    self.folder, self.bert, 1, device=self.device, matmul_dtype=self.dtype
+                )
+            return self._model
+
+    def encode(self, query: str, documents: Sequence[str], instruction: str | None) -> list[PairInput]:
+        encodings = self.tokenizer.encode_batch([(query, d) for d in documents])
+        return [PairInput(ids=e.ids, segments=e.type_ids, truncated=bool(e.overflowing)) for e in encodings]
+
+    def forward(self, batch: Sequence[PairInput]) -> FloatArray:
+        width = max(len(p.ids) for p in batch)
+        if self.device.type == "cpu":
+            width = cpu_batch_width(width, self.info.max_tokens)  # oneDNN keeps one kernel per width
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        segments = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, pair in enumerate(batch):
+            n = len(pair.ids)
+            ids[row, :n] = torch.tensor(pair.ids)
+            segments[row, :n] = torch.tensor(pair.segments)
+            mask[row, :n] = 1
+        model = self.model
+        with torch.inference_mode():
+            logits = model(ids.to(self.device), mask.to(self.device), segments.to(self.device))[:, 0]
+        if self.activation == "sigmoid":
+            logits = torch.sigmoid(logits)
+        elif self.activation == "tanh":
+            logits = torch.tanh(logits)
+        return np.asarray(logits.cpu().numpy(), dtype=np.float32)

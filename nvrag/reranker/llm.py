@@ -1,0 +1,135 @@
+"""LLM rerankers in Qwen3-Reranker's form: a causal language model asked whether a document meets the query,
+scored by the probability of "yes" against "no" at the last position.
+
+The input, as the model card's transformers code builds it (QwenLM/Qwen3-Embedding,
+examples/qwen3_reranker_transformers.py):
+
+    PREFIX + tokens("<Instruct>: {instruction}\\n<Query>: {query}\\n<Document>: {document}") + SUFFIX
+
+PREFIX is the system turn and the user turn's opening, SUFFIX closes the user turn and opens the assistant's
+with an empty think block. The middle part is tokenised alone, truncated (from the right: the document's end
+goes first) to ``max_length - len(PREFIX) - len(SUFFIX)``. The reference left-pads its batches and reads the
+last column; batches here are right-padded and read each row's own last token, which is the same (RoPE sees
+relative positions only, padding is masked). Score = softmax([logit(no), logit(yes)])[1] = sigmoid(yes - no).
+
+A query (with its instruction) that leaves no room for any of the document is refused: truncating it would
+score a pair the user did not ask about.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nvrag.embedder.base import FloatArray
+from nvrag.embedder.dtypes import cpu_batch_width
+from nvrag.embedder.runtime import choose_backend, right_padded
+from nvrag.errors import CheckpointError, ConfigError, InputError
+from nvrag.model.decoder_config import decoder_config_from_hf
+from nvrag.model.loading import load_token_scorer
+from nvrag.model.token_scorer import TokenScorer
+from nvrag.reranker.base import PairInput, Reranker, RerankerInfo
+from nvrag.reranker.tokens import load_pair_tokenizer, truncation_side
+
+PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+YES, NO = "yes", "no"
+DEFAULT_MAX_TOKENS = 8192  # the model card's max_length
+
+
+def format_pair(instruction: str, query: str, document: str) -> str:
+    return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+
+
+class LLMReranker(Reranker):
+    def __init__(
+        self,
+        folder: Path,
+        config: dict[str, Any],
+        *,
+        name: str,
+        revision: str,
+        license: str,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        max_length: int | None = None,
+        batch_tokens: int = 8192,
+        attention: str = "auto",
+    ) -> None:
+        self.decoder = decoder_config_from_hf(config)
+        if not self.decoder.causal:
+            raise CheckpointError(f"{folder}/config.json: an LLM reranker is a causal language model")
+        self.tokenizer, _ = load_pair_tokenizer(folder)
+        self.prefix = self.tokenizer.encode(PREFIX, add_special_tokens=False).ids
+        self.suffix = self.tokenizer.encode(SUFFIX, add_special_tokens=False).ids
+        token_ids = tuple(self.tokenizer.token_to_id(t) for t in (NO, YES))
+        if any(t is None for t in token_ids):
+            raise CheckpointError(f"{folder}/tokenizer.json: no single token for 'yes' and 'no'")
+        self.token_ids: tuple[int, int] = token_ids  # type: ignore[assignment]  # checked above
+        positions = int(config.get("max_position_embeddings") or DEFAULT_MAX_TOKENS)
+        max_tokens = max_length or min(positions, DEFAULT_MAX_TOKENS)
+        fixed = len(self.prefix) + len(self.suffix)
+        if not fixed < max_tokens <= positions:
+            raise ConfigError(
+                f"max length {max_tokens} is outside {fixed + 1}..{positions} (the template's {fixed} tokens, the "
+                "model's positions)"
+            )
+        self.room = max_tokens - fixed
+        self.tokenizer.enable_truncation(self.room, strategy="longest_first", direction=truncation_side(folder))
+        info = RerankerInfo(
+            name=name,
+            revision=revision,
+            kind="llm",
+            max_tokens=max_tokens,
+            license=license,
+            score="P(yes)",
+            compute_dtype=str(dtype).removeprefix("torch."),
+            source=str(folder.resolve()),
+            default_instruction=DEFAULT_INSTRUCTION,
+        )
+        super().__init__(info, batch_tokens=batch_tokens)
+        self.folder, self.device, self.dtype = folder, torch.device(device), dtype
+        self.tied = bool(config.get("tie_word_embeddings", False))
+        self.backend = choose_backend(attention, self.device, dtype)
+        self._model: TokenScorer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> TokenScorer:
+        with self._lock:
+            if self._model is None:
+                self._model = load_token_scorer(
+                    self.folder, self.decoder, self.token_ids, tied=self.tied, dtype=self.dtype, device=self.device
+                )
+            return self._model
+
+    def encode(self, query: str, documents: Sequence[str], instruction: str | None) -> list[PairInput]:
+        chosen = DEFAULT_INSTRUCTION if instruction is None else instruction
+        head = self.tokenizer.encode(format_pair(chosen, query, ""))
+        if head.overflowing:
+            raise InputError(
+                f"the query and instruction take over {self.room} tokens, leaving no room for a document within "
+                f"the reranker's max length {self.info.max_tokens}; shorten them or raise --max-length"
+            )
+        encodings = self.tokenizer.encode_batch([format_pair(chosen, query, d) for d in documents])
+        return [PairInput(ids=self.prefix + e.ids + self.suffix, truncated=bool(e.overflowing)) for e in encodings]
+
+    def forward(self, batch: Sequence[PairInput]) -> FloatArray:
+        width = max(len(p.ids) for p in batch)
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16:
+            width = cpu_batch_width(width, self.info.max_tokens)
+        input_ids, attention_mask, _ = right_padded([p.ids for p in batch], 0, 0, width)
+        model = self.model
+        with torch.inference_mode():
+            logits = model.logits(input_ids.to(self.device), attention_mask.to(self.device), backend=self.backend)
+        no, yes = logits[:, 0], logits[:, 1]
+        return np.asarray(torch.sigmoid(yes - no).cpu().numpy(), dtype=np.float32)

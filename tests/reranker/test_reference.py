@@ -1,0 +1,125 @@
+"""Checkpoints of other shapes than the shared fixtures, scored against the references themselves (the dev
+extra's transformers and sentence-transformers): a Qwen3 LLM reranker with untied embeddings, biases and its
+own head_dim through the model card's code, and a BERT cross-encoder naming Sigmoid through CrossEncoder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nvrag.reranker import load_reranker
+from nvrag.reranker.llm import DEFAULT_INSTRUCTION, PREFIX, SUFFIX, format_pair
+from tests.conftest import REPO
+
+FAMILY = REPO.parent / "shared" / "fixtures" / "family"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+QUERY = "What is the capital of China?"
+DOCUMENTS = [
+    "The capital of China is Beijing.",
+    "Gravity is a force that attracts two bodies towards each other.",
+    "",
+    "Beijing " * 80,  # cut at max length
+]
+MAX_LENGTH = 96
+
+
+def with_tokenizer(model: object, folder: Path, style: str) -> Path:
+    model.save_pretrained(folder)  # type: ignore[attr-defined]
+    for name in TOKENIZER_FILES:
+        if (FAMILY / style / name).is_file():
+            shutil.copy(FAMILY / style / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(7)
+    config = Qwen3Config(
+        vocab_size=151669,
+        hidden_size=24,
+        intermediate_size=40,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=10,
+        attention_bias=True,
+        tie_word_embeddings=False,
+        rope_theta=10000.0,
+        max_position_embeddings=512,
+    )
+    model = Qwen3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # norms and biases away from their initial values
+    return with_tokenizer(model, tmp_path_factory.mktemp("qwen3-reranker-other"), "qwen3-reranker")
+
+
+def card_scores(folder: Path, query: str, documents: list[str], instruction: str) -> np.ndarray:
+    """The Qwen3-Reranker model card's transformers code (process_inputs + compute_logits)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    prefix = tokenizer.encode(PREFIX, add_special_tokens=False)
+    suffix = tokenizer.encode(SUFFIX, add_special_tokens=False)
+    pairs = [format_pair(instruction, query, d) for d in documents]
+    inputs = tokenizer(
+        pairs,
+        padding=False,
+        truncation="longest_first",
+        return_attention_mask=False,
+        max_length=MAX_LENGTH - len(prefix) - len(suffix),
+    )
+    for i, ids in enumerate(inputs["input_ids"]):
+        inputs["input_ids"][i] = prefix + ids + suffix
+    batch = tokenizer.pad(inputs, padding=True, return_tensors="pt")
+    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
+    with torch.no_grad():
+        logits = model(**batch).logits[:, -1, :]
+    stacked = torch.stack([logits[:, no], logits[:, yes]], dim=1)
+    return torch.nn.functional.log_softmax(stacked, dim=1)[:, 1].exp().numpy()
+
+
+@pytest.mark.parametrize("instruction", [DEFAULT_INSTRUCTION, "Find code"])
+def test_an_untied_qwen3_reranker_with_biases_matches_the_model_card_code(qwen_folder: Path, instruction: str) -> None:
+    ours = load_reranker(qwen_folder, dtype="float32", max_length=MAX_LENGTH)
+    got = ours.score(QUERY, DOCUMENTS, instruction)
+    np.testing.assert_allclose(got, card_scores(qwen_folder, QUERY, DOCUMENTS, instruction), atol=1e-5)
+    assert ours.encode(QUERY, DOCUMENTS, instruction)[-1].truncated
+    assert float(np.ptp(got)) > 1e-3  # the documents score differently, or this proves little
+
+
+def test_a_bert_cross_encoder_naming_sigmoid_matches_cross_encoder(tmp_path: Path) -> None:
+    from sentence_transformers import CrossEncoder
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(3)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        intermediate_size=80,
+        max_position_embeddings=128,
+        num_labels=1,
+    )
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    folder = with_tokenizer(model, tmp_path / "bert-other", "bert-cross-encoder")
+    data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    data["sentence_transformers"] = {"activation_fn": "torch.nn.modules.activation.Sigmoid"}
+    (folder / "config.json").write_text(json.dumps(data), encoding="utf-8")
+    reference = CrossEncoder(str(folder), device="cpu", max_length=64, model_kwargs={"dtype": torch.float32})
+    expected = reference.predict([(QUERY, d) for d in DOCUMENTS], batch_size=8)
+    got = load_reranker(folder, dtype="float32", max_length=64).score(QUERY, DOCUMENTS)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert float(got.min()) > 0 and float(got.max()) < 1  # the sigmoid was applied
