@@ -85,6 +85,8 @@ class Hit(Chunk):
     dense_score: float | None = None
     bm25_rank: int | None = None
     bm25_score: float | None = None
+    retrieval_rank: int | None = None  # reranked searches: the rank the first stage gave it (``rank`` is the final)
+    rerank_score: float | None = None  # reranked searches: the reranker's score (``score`` stays the retrieval's)
 
     @classmethod
     def of(

@@ -104,6 +104,26 @@ QueryDtypeOption = Annotated[
         show_default=False,
     ),
 ]
+RerankOption = Annotated[
+    str | None,
+    typer.Option(
+        "--rerank",
+        help="Rerank the first --rerank-depth candidates with this reranker: a checkpoint folder (BERT "
+        "cross-encoder or Qwen3-Reranker style) or a known hub id in the Hugging Face cache.",
+        show_default=False,
+    ),
+]
+RerankDepthOption = Annotated[
+    int, typer.Option("--rerank-depth", min=1, max=1000, help="How many first-stage candidates the reranker scores.")
+]
+RerankInstructionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--rerank-instruction",
+        help="What relevance means to an LLM reranker (default: its own); cross-encoders take none.",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.", metavar="")]
 TaskOption = Annotated[
     str | None, typer.Option("--task", "-t", help="Query instruction preset by task name, e.g. SciFact.")

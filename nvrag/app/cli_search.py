@@ -19,6 +19,9 @@ from nvrag.app.cli_common import (
     ModelOption,
     ModelPathOption,
     QueryDtypeOption,
+    RerankDepthOption,
+    RerankInstructionOption,
+    RerankOption,
     TaskOption,
     app,
     err,
@@ -29,16 +32,18 @@ from nvrag.app.cli_common import (
     safe,
     user_errors,
 )
+from nvrag.app.cli_rerank import instruction_note, reranker_line
 from nvrag.app.progress import index_progress
 from nvrag.app.serving import build_web_app
 from nvrag.app.settings import Settings
-from nvrag.app.wiring import build_retriever, choose, load_model, open_store
+from nvrag.app.wiring import build_retriever, choose, load_model, load_rerank_model, open_store
 from nvrag.embedder import REGISTRY, TASK_INSTRUCTIONS, resolve_instruction
 from nvrag.embedder.dtypes import choose_dtype
 from nvrag.errors import ConfigError, ManifestVersionError
 from nvrag.evaluation import METRICS, evaluate
 from nvrag.evaluation.plot import save_plot
-from nvrag.retriever import MODES, parse_filters
+from nvrag.retriever import DEFAULT_RERANK_DEPTH, MODES, parse_filters
+from nvrag.retriever.dense import check_rerank
 
 
 @app.command()
@@ -70,13 +75,17 @@ def search(
     rrf_k: Annotated[
         int, typer.Option("--rrf-k", min=1, help="Reciprocal rank fusion constant (hybrid mode; 1 or more).")
     ] = 60,
+    rerank: RerankOption = None,
+    rerank_depth: RerankDepthOption = DEFAULT_RERANK_DEPTH,
+    rerank_instruction: RerankInstructionOption = None,
     model: ModelOption = None,
     model_path: ModelPathOption = None,
     dtype: QueryDtypeOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Search an index with its own model; --model other than the index's is refused."""
+    """Search an index with its own model; --model other than the index's is refused. --rerank adds a second
+    stage: the first --rerank-depth candidates scored by a reranker (each hit keeps its retrieval rank and score)."""
     with user_errors():
         if not query.strip():
             raise ConfigError("the query is empty; give some text to search for")
@@ -91,6 +100,14 @@ def search(
         if mode not in MODES:
             raise ConfigError(f"unknown --mode {mode!r}; use dense, bm25 or hybrid")
         conditions = parse_filters(filters or [])
+        if rerank is None and (rerank_instruction is not None or rerank_depth != DEFAULT_RERANK_DEPTH):
+            raise ConfigError("--rerank-depth and --rerank-instruction apply with --rerank MODEL_OR_PATH")
+        reranker = load_rerank_model(settings, rerank) if rerank is not None else None
+        if reranker is not None:
+            check_rerank(k, rerank_depth, mmr_lambda)  # before any search: a wrong depth is one line
+            note = instruction_note(reranker, rerank_instruction)
+            if note:
+                err.print(note.replace("--instruction", "--rerank-instruction"))
         hits = retriever.search(
             query,
             k,
@@ -100,11 +117,16 @@ def search(
             min_score=min_score,
             mmr_lambda=mmr_lambda,
             rrf_k=rrf_k,
+            reranker=reranker,
+            rerank_depth=rerank_depth,
+            rerank_instruction=rerank_instruction,
         )
     # after the search: a mistake above is one line; this one says how the queries were computed
     err.print(f"model: {safe(retriever.embedder.name)}, computing queries in {safe(retriever.embedder.computes)}")
     for note in retriever.embedder.notes:
         err.print(safe(note))
+    if reranker is not None:
+        err.print(reranker_line(reranker))
     if as_json:
         out.print_json(data=[h.to_dict() for h in hits])
         return
@@ -120,13 +142,17 @@ def search(
         return
     table = RichTable(show_lines=False, title=f"{len(hits)} hits for {safe(repr(query))} in {safe(repr(index))}")
     table.add_column("#", justify="right")
+    if reranker is not None:
+        table.add_column("rerank", justify="right")
+        table.add_column("was", justify="right")  # the first stage's rank
     table.add_column("score", justify="right")
     table.add_column("doc_id")
     table.add_column("text")
     for hit in hits:
         snippet = " ".join(hit.text.split())
         snippet = snippet if len(snippet) <= 160 else snippet[:157] + "..."
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", safe(hit.doc_id), safe(snippet))
+        reranks = (f"{hit.rerank_score:.4f}", f"#{hit.retrieval_rank}") if reranker is not None else ()
+        table.add_row(str(hit.rank), *reranks, f"{hit.score:.3f}", safe(hit.doc_id), safe(snippet))
     out.print(table)
 
 

@@ -13,12 +13,15 @@ import numpy.typing as npt
 from nvrag.embedder import Embedder
 from nvrag.embedder.pinning import check_manifest_model
 from nvrag.errors import ConfigError, FilterError
+from nvrag.reranker import Reranker, ranked
 from nvrag.retriever.fusion import DEFAULT_RRF_K, mmr, rrf
 from nvrag.schema import FilterCondition, Hit
 from nvrag.store import ScoredChunk, Table
 from nvrag.store.base import COLUMN_FIELDS
 
 MAX_K = 1000
+DEFAULT_RERANK_DEPTH = 50  # first-stage candidates a reranker scores
+MAX_RERANK_DEPTH = 1000
 MAX_QUERY_CHARS = 10_000
 Mode = Literal["dense", "bm25", "hybrid"]
 MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
@@ -52,6 +55,9 @@ class Retriever:
         min_score: float | None = None,
         mmr_lambda: float | None = None,
         rrf_k: int = DEFAULT_RRF_K,
+        reranker: Reranker | None = None,
+        rerank_depth: int = DEFAULT_RERANK_DEPTH,
+        rerank_instruction: str | None = None,
     ) -> list[Hit]:
         """The k best chunks for ``query``; see ``search_many`` for the options."""
         return self.search_many(
@@ -63,6 +69,9 @@ class Retriever:
             min_score=min_score,
             mmr_lambda=mmr_lambda,
             rrf_k=rrf_k,
+            reranker=reranker,
+            rerank_depth=rerank_depth,
+            rerank_instruction=rerank_instruction,
         )[0]
 
     def search_many(
@@ -76,6 +85,9 @@ class Retriever:
         min_score: float | None = None,
         mmr_lambda: float | None = None,
         rrf_k: int = DEFAULT_RRF_K,
+        reranker: Reranker | None = None,
+        rerank_depth: int = DEFAULT_RERANK_DEPTH,
+        rerank_instruction: str | None = None,
     ) -> list[list[Hit]]:
         """Search several queries; dense query vectors are embedded in one batched call.
 
@@ -85,6 +97,10 @@ class Retriever:
         - ``min_score``: drop hits whose final score is lower (cosine, BM25 or RRF, by mode).
         - ``mmr_lambda``: re-rank the candidates by maximal marginal relevance (1 = relevance only, 0 = most
           diverse); scores stay the retrievers' own, ranks follow the MMR order.
+        - ``reranker``: score the first ``rerank_depth`` candidates (dense, bm25 or hybrid, after filters and
+          ``min_score``) with it and return the k best by its score; each hit keeps its retrieval ``score`` and
+          ``retrieval_rank`` and gains ``rerank_score`` (``rerank_instruction``: the reranker's own instruction,
+          for LLM rerankers; None for its default).
         """
         if not 1 <= k <= MAX_K:
             raise ConfigError(f"k must be between 1 and {MAX_K} (got {k})")
@@ -94,6 +110,8 @@ class Retriever:
             raise ConfigError(f"MMR lambda must be between 0 and 1 (got {mmr_lambda})")
         if rrf_k < 1:
             raise ConfigError(f"the RRF constant (--rrf-k) must be 1 or more (got {rrf_k})")
+        if reranker is not None:
+            check_rerank(k, rerank_depth, mmr_lambda)
         for q in queries:
             if len(q) > MAX_QUERY_CHARS:
                 raise ConfigError(f"a query is {len(q)} characters long; the limit is {MAX_QUERY_CHARS}")
@@ -102,6 +120,8 @@ class Retriever:
         prefix = self.embedder.query_prefix(instruction, self.table.manifest.query_template)
         vectors = self.embedder.embed_with_prefix(list(queries), prefix) if needs_vectors else None
         depth = k if mode == "dense" and mmr_lambda is None else max(HYBRID_DEPTH if mode == "hybrid" else k, 4 * k)
+        if reranker is not None:
+            depth = max(depth, rerank_depth)
         results = []
         for i, query in enumerate(queries):
             vector = vectors[i] if vectors is not None else None
@@ -110,6 +130,10 @@ class Retriever:
                 candidates = [c for c in candidates if c.score >= min_score]
             if mmr_lambda is not None and vector is not None:
                 candidates = self._diversify(vector, candidates, k, mmr_lambda)
+            if reranker is not None:
+                first = [_hit(rank, c) for rank, c in enumerate(candidates[:rerank_depth], start=1)]
+                results.append(reranked(reranker, query, first, k, rerank_instruction))
+                continue
             results.append([_hit(rank, c) for rank, c in enumerate(candidates[:k], start=1)])
         if filters and not any(results):
             self._check_fields(filters)  # nothing matched: a misspelt field says so instead
@@ -148,8 +172,8 @@ class Retriever:
         if mode == "bm25":
             return [_Candidate(s, s.score, bm25=(r, s.score)) for r, s in enumerate(bm25, start=1)]
         by_id: dict[str, _Candidate] = {}
-        for name, ranked in (("dense", dense), ("bm25", bm25)):
-            for rank, s in enumerate(ranked, start=1):
+        for name, listed in (("dense", dense), ("bm25", bm25)):
+            for rank, s in enumerate(listed, start=1):
                 c = by_id.setdefault(s.chunk.chunk_id, _Candidate(s, 0.0))
                 if name == "dense":
                     c.item, c.dense = s, (rank, s.score)  # the dense copy carries the vector
@@ -171,6 +195,23 @@ class Retriever:
             else np.zeros((0, len(query)), dtype=np.float32)
         )
         return [candidates[i] for i in mmr(query, matrix, k, lambda_)]
+
+
+def check_rerank(k: int, depth: int, mmr_lambda: float | None) -> None:
+    if not k <= depth <= MAX_RERANK_DEPTH:
+        raise ConfigError(f"the rerank depth must be between k ({k}) and {MAX_RERANK_DEPTH} (got {depth})")
+    if mmr_lambda is not None:
+        raise ConfigError("MMR and reranking each set the final order; use one of them")
+
+
+def reranked(reranker: Reranker, query: str, hits: list[Hit], k: int, instruction: str | None) -> list[Hit]:
+    """``hits`` (the first stage's, in its order) ordered by the reranker's scores of their texts, the k best;
+    ties keep the first stage's order."""
+    scores = reranker.score(query, [h.text for h in hits], instruction)
+    return [
+        replace(hits[r.index], rank=rank, retrieval_rank=hits[r.index].rank, rerank_score=r.relevance_score)
+        for rank, r in enumerate(ranked(scores, k), start=1)
+    ]
 
 
 def _hit(rank: int, c: _Candidate) -> Hit:

@@ -79,3 +79,42 @@ def test_the_table_and_one_line_errors(tmp_path: Path) -> None:
     embedder = nvrag("rerank", "q", "d", "--model-path", str(FAMILY / "qwen3-embedding"), db=tmp_path)
     assert embedder.returncode == 2 and "is not a reranker nvrag runs" in embedder.stderr
     assert len(embedder.stderr.strip().splitlines()) == 1
+
+
+def test_search_rerank_orders_the_first_stage_as_nvrag_rerank_scores_it(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    texts = [
+        "Beijing is the capital of China.",
+        "Paris is the capital of France.",
+        "Gravity pulls masses together.",
+        "The Great Wall of China is long.",
+        "Rome was not built in a day.",
+        "Tokyo is a large city in Japan.",
+    ]
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    db = tmp_path / "db"
+    assert nvrag("index", str(corpus), "--index", "cities", db=db).returncode == 0
+    query, model = "capital of China", str(FAMILY / "bert-cross-encoder")
+    first = nvrag("search", query, "--index", "cities", "-k", "5", "--json", db=db)
+    assert first.returncode == 0, first.stderr
+    stage = json.loads(first.stdout)
+    done = nvrag("search", query, "--index", "cities", "-k", "3", "--rerank", model, "--rerank-depth", "5",
+                 "--dtype", "float32", "--json", db=db)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "reranker: local:cross-encoder/bert-cross-encoder" in done.stderr
+    hits = json.loads(done.stdout)
+    scored = rerank(tmp_path, "bert-cross-encoder", query, [h["text"] for h in stage])
+    expected = scored["results"][:3]
+    assert [h["chunk_id"] for h in hits] == [stage[r["index"]]["chunk_id"] for r in expected]
+    for hit, result in zip(hits, expected, strict=True):
+        assert hit["rerank_score"] == pytest.approx(result["relevance_score"], abs=1e-5)
+        assert hit["retrieval_rank"] == result["index"] + 1
+        assert hit["score"] == pytest.approx(stage[result["index"]]["score"], abs=1e-6)
+    table = nvrag("search", query, "--index", "cities", "-k", "3", "--rerank", model, "--rerank-depth", "5", db=db)
+    assert table.returncode == 0 and "rerank" in table.stdout and "was" in table.stdout
+    shallow = nvrag("search", query, "--index", "cities", "-k", "10", "--rerank", model, db=db)
+    assert shallow.returncode == 0  # depth 50 >= k 10: fine
+    wrong = nvrag("search", query, "--index", "cities", "-k", "10", "--rerank", model, "--rerank-depth", "5", db=db)
+    assert wrong.returncode == 2 and "rerank depth must be between k (10)" in wrong.stderr
+    alone = nvrag("search", query, "--index", "cities", "--rerank-depth", "5", db=db)
+    assert alone.returncode == 2 and "apply with --rerank" in alone.stderr
