@@ -69,6 +69,12 @@ class Chunk:
 CHUNK_COLUMNS = ("chunk_id", "doc_id", "source", "chunk_no", "title", "text", "start", "end", "metadata")
 
 
+def passage_text(chunk: Chunk, separator: str = "\n") -> str:
+    """A chunk as a passage: its document's title (when there is one), the separator, then its text. What the
+    indexer embeds and a reranker scores (the separator is the index's ``ChunkerSettings.title_separator``)."""
+    return f"{chunk.title}{separator}{chunk.text}" if chunk.title else chunk.text
+
+
 @dataclass(frozen=True)
 class Hit(Chunk):
     """One search result: a stored chunk (every Chunk field) with its rank and scores. Built with ``Hit.of``.

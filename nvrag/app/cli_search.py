@@ -181,6 +181,11 @@ def eval_command(
     index: Annotated[
         str | None, typer.Option("--index", help="Index to build or reuse (default: eval-DATASET-MODEL-doc|chunked).")
     ] = None,
+    rerank: RerankOption = None,
+    rerank_depth: Annotated[
+        int, typer.Option("--rerank-depth", min=1, max=100, help="Documents per query the reranker reorders.")
+    ] = DEFAULT_RERANK_DEPTH,
+    rerank_instruction: RerankInstructionOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -188,7 +193,8 @@ def eval_command(
 
     Follows the MTEB protocol by default (one vector per document from title + " " + text, queries with the
     task's instruction, a query's own id never counted), so results compare with published figures. The
-    index is built once and reused: re-running embeds nothing.
+    index is built once and reused: re-running embeds nothing. --rerank scores the same run reranked too (each
+    query's first --rerank-depth documents reordered), the two rows side by side.
     """
     with user_errors():
         if mode not in MODES:
@@ -198,12 +204,17 @@ def eval_command(
         text = resolve_instruction(task, instruction)
         settings = Settings.from_env(db=db, dtype=dtype)
         store = open_store(settings)
+        if rerank is None and (rerank_instruction is not None or rerank_depth != DEFAULT_RERANK_DEPTH):
+            raise ConfigError("--rerank-depth and --rerank-instruction apply with --rerank MODEL_OR_PATH")
+        reranker = load_rerank_model(settings, rerank) if rerank is not None else None
         choice = choose(settings, model, model_path)
         embedder = load_model(settings, choice.name, model_path=choice.model_path)
         err.print(model_lines(choice.reason, choice.license, embedder.notes, embedder.computes))
         if text is not None:
             note = "" if embedder.info.takes_instructions else f" (ignored: {embedder.name} takes no instruction)"
             err.print(f"query instruction: {safe(repr(text))}{safe(note)}")
+        if reranker is not None:
+            err.print(reranker_line(reranker))
         with index_progress(err) as on_progress:
             result = evaluate(
                 dataset,
@@ -215,6 +226,9 @@ def eval_command(
                 chunked=chunked,
                 index=index,
                 on_progress=on_progress,
+                reranker=reranker,
+                rerank_depth=rerank_depth,
+                rerank_instruction=rerank_instruction,
             )
         if output is not None:
             output.mkdir(parents=True, exist_ok=True)
@@ -231,9 +245,17 @@ def eval_command(
         out.print_json(data=result.to_json())
         return
     table = RichTable(title=safe(f"{result.dataset} ({result.split}) - {result.model} - {result.mode}"))
+    if result.reranked is not None:
+        err.print(f"reranked {result.queries} queries in {result.reranked.seconds:.1f} s")
+        table.add_column("run")
     for name in METRICS:
         table.add_column(name, justify="right")
-    table.add_row(*(f"{100 * result.metrics[name]:.2f}" for name in METRICS))
+    if result.reranked is None:
+        table.add_row(*(f"{100 * result.metrics[name]:.2f}" for name in METRICS))
+    else:
+        rows = (("retrieval", result.metrics), (f"reranked top {result.reranked.depth}", result.reranked.metrics))
+        for label, metrics in rows:
+            table.add_row(label, *(f"{100 * metrics[name]:.2f}" for name in METRICS))
     out.print(table)
     if output is not None:
         out.print(f"wrote {safe(output / 'metrics.json')} and {safe(output / 'metrics.png')}")

@@ -26,7 +26,7 @@ from nvrag.indexer.chunking import check_settings, default_settings
 from nvrag.indexer.ledger import IndexReport, RunLedger, failed_documents, stored_origins
 from nvrag.indexer.loaders import ORIGIN_WORDS, unsupported_files
 from nvrag.indexer.request import IndexRequest, PathSource
-from nvrag.schema import Chunk, ChunkerSettings, IndexManifest
+from nvrag.schema import ChunkerSettings, IndexManifest, passage_text
 from nvrag.store import Store, Table, storage_errors
 from nvrag.store.base import TableWriter, document_groups
 
@@ -53,9 +53,7 @@ class StopFlag:
         self.requested = True
 
 
-def embedding_text(chunk: Chunk, separator: str = "\n") -> str:
-    """What is embedded for a chunk: its document's title (when there is one), the separator, then its text."""
-    return f"{chunk.title}{separator}{chunk.text}" if chunk.title else chunk.text
+embedding_text = passage_text  # what is embedded for a chunk (schema.passage_text)
 
 
 class Engine(ABC):

@@ -15,7 +15,7 @@ from nvrag.embedder.pinning import check_manifest_model
 from nvrag.errors import ConfigError, FilterError
 from nvrag.reranker import Reranker, ranked
 from nvrag.retriever.fusion import DEFAULT_RRF_K, mmr, rrf
-from nvrag.schema import FilterCondition, Hit
+from nvrag.schema import FilterCondition, Hit, passage_text
 from nvrag.store import ScoredChunk, Table
 from nvrag.store.base import COLUMN_FIELDS
 
@@ -132,7 +132,8 @@ class Retriever:
                 candidates = self._diversify(vector, candidates, k, mmr_lambda)
             if reranker is not None:
                 first = [_hit(rank, c) for rank, c in enumerate(candidates[:rerank_depth], start=1)]
-                results.append(reranked(reranker, query, first, k, rerank_instruction))
+                separator = self.table.manifest.chunker.title_separator
+                results.append(reranked(reranker, query, first, k, rerank_instruction, separator))
                 continue
             results.append([_hit(rank, c) for rank, c in enumerate(candidates[:k], start=1)])
         if filters and not any(results):
@@ -204,10 +205,12 @@ def check_rerank(k: int, depth: int, mmr_lambda: float | None) -> None:
         raise ConfigError("MMR and reranking each set the final order; use one of them")
 
 
-def reranked(reranker: Reranker, query: str, hits: list[Hit], k: int, instruction: str | None) -> list[Hit]:
-    """``hits`` (the first stage's, in its order) ordered by the reranker's scores of their texts, the k best;
-    ties keep the first stage's order."""
-    scores = reranker.score(query, [h.text for h in hits], instruction)
+def reranked(
+    reranker: Reranker, query: str, hits: list[Hit], k: int, instruction: str | None, separator: str = "\n"
+) -> list[Hit]:
+    """``hits`` (the first stage's, in its order) ordered by the reranker's scores of their passages (title and
+    text, as the index embedded them: schema.passage_text), the k best; ties keep the first stage's order."""
+    scores = reranker.score(query, [passage_text(h, separator) for h in hits], instruction)
     return [
         replace(hits[r.index], rank=rank, retrieval_rank=hits[r.index].rank, rerank_score=r.relevance_score)
         for rank, r in enumerate(ranked(scores, k), start=1)

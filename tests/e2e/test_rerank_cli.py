@@ -118,3 +118,20 @@ def test_search_rerank_orders_the_first_stage_as_nvrag_rerank_scores_it(tmp_path
     assert wrong.returncode == 2 and "rerank depth must be between k (10)" in wrong.stderr
     alone = nvrag("search", query, "--index", "cities", "--rerank-depth", "5", db=db)
     assert alone.returncode == 2 and "apply with --rerank" in alone.stderr
+
+
+def test_eval_rerank_prints_both_runs(tmp_path: Path) -> None:
+    from tests.evaluation.test_evaluate import write_dataset
+
+    folder = write_dataset(tmp_path / "tiny")
+    model = str(FAMILY / "bert-cross-encoder")
+    plain = nvrag("eval", str(folder), "--json", db=tmp_path / "db")
+    assert plain.returncode == 0, plain.stderr
+    done = nvrag("eval", str(folder), "--rerank", model, "--rerank-depth", "3", "--json", db=tmp_path / "db")
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["metrics"] == json.loads(plain.stdout)["metrics"]  # the retrieval run is the same run
+    assert body["reranked"]["model"] == "local:cross-encoder/bert-cross-encoder" and body["reranked"]["depth"] == 3
+    assert set(body["reranked"]["metrics"]) == set(body["metrics"])
+    table = nvrag("eval", str(folder), "--rerank", model, db=tmp_path / "db")
+    assert table.returncode == 0 and "retrieval" in table.stdout and "reranked top 50" in table.stdout

@@ -11,6 +11,7 @@ from nvrag.embedder import WordLengthEmbedder
 from nvrag.errors import ConfigError, DatasetError
 from nvrag.evaluation import evaluate, load_dataset
 from nvrag.store import LanceStore
+from tests.reranker.fakes import ShortestFirst
 
 
 def write_dataset(folder: Path, qrels: str = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n") -> Path:
@@ -110,3 +111,23 @@ def test_an_index_of_another_compute_dtype_is_not_reused(
     )
     with pytest.raises(ConfigError, match="built computing in float32, and this evaluation computes in bfloat16"):
         evaluate(folder, store, half, instruction="q", index=exact.index)
+
+
+def test_a_reranked_run_is_scored_beside_the_retrieval_run(
+    tmp_path: Path, store: LanceStore, fake: WordLengthEmbedder
+) -> None:
+    folder = write_dataset(tmp_path / "tiny")
+    # shortest passage first: q1's first four documents become bb, ccc, then aaaa and "yy q" (4 characters each,
+    # tied: retrieval order, aaaa first), so its relevant d1 is third (nDCG 1/log2(4) = 0.5, MRR 1/3); q2's
+    # relevant "bb" is the shortest (1.0)
+    result = evaluate(folder, store, fake, instruction="q", reranker=ShortestFirst(), rerank_depth=4)
+    assert result.metrics["nDCG@10"] == 1.0  # the retrieval run is unchanged
+    assert result.reranked is not None
+    assert result.reranked.metrics["nDCG@10"] == pytest.approx(0.75)
+    assert result.reranked.metrics["MRR@10"] == pytest.approx((1 / 3 + 1) / 2)
+    assert result.reranked.metrics["Recall@100"] == 1.0  # reranking reorders, never drops
+    assert json.loads(json.dumps(result.to_json()))["reranked"]["depth"] == 4
+    shallow = evaluate(folder, store, fake, instruction="q", reranker=ShortestFirst(), rerank_depth=1)
+    assert shallow.reranked is not None and shallow.reranked.metrics == shallow.metrics  # one document: no change
+    with pytest.raises(ConfigError, match="rerank depth must be between 1 and 100"):
+        evaluate(folder, store, fake, reranker=ShortestFirst(), rerank_depth=101)

@@ -4,20 +4,18 @@ checks the logic; the shared BERT cross-encoder fixture checks it with a real mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pytest
 
 from nvrag.embedder import WordLengthEmbedder
-from nvrag.embedder.base import FloatArray
 from nvrag.errors import ConfigError
 from nvrag.indexer import Indexer
-from nvrag.reranker import PairInput, Reranker, RerankerInfo, load_reranker
+from nvrag.reranker import load_reranker
 from nvrag.retriever import Retriever
 from nvrag.schema import Document
 from nvrag.store import LanceStore
 from tests.conftest import REPO
+from tests.reranker.fakes import SharedWords
 
 BERT = REPO.parent / "shared" / "fixtures" / "family" / "bert-cross-encoder"
 DOCS = [
@@ -27,22 +25,6 @@ DOCS = [
     Document("d4", "x yy zzz", "s4"),
     Document("d5", "zzz zzz zzz", "s5"),
 ]
-
-
-class SharedWords(Reranker):
-    """Score = how many of the document's words are in the query (by hand: count them)."""
-
-    def __init__(self) -> None:
-        super().__init__(RerankerInfo("shared-words", "1", "cross-encoder", 512, "MIT", "shared words"))
-        self.seen: list[list[str]] = []
-
-    def encode(self, query: str, documents: Sequence[str], instruction: str | None) -> list[PairInput]:
-        self.seen.append(list(documents))
-        words = set(query.split())
-        return [PairInput(ids=[sum(w in words for w in d.split())] + [0] * len(d.split())) for d in documents]
-
-    def forward(self, batch: Sequence[PairInput]) -> FloatArray:
-        return np.array([p.ids[0] for p in batch], dtype=np.float32)
 
 
 @pytest.fixture
@@ -100,3 +82,12 @@ def test_a_real_cross_encoder_orders_the_candidates_by_its_scores(retriever: Ret
     expected = [stage[i].doc_id for i in np.argsort(-scores, kind="stable")]
     assert [h.doc_id for h in hits] == expected
     assert [h.rerank_score for h in hits] == pytest.approx(sorted(scores.tolist(), reverse=True), abs=1e-6)
+
+
+def test_the_reranker_reads_the_title_and_text_as_the_index_embedded_them(
+    store: LanceStore, fake: WordLengthEmbedder
+) -> None:
+    Indexer(store, fake).index("titled", [Document("t1", "zzz body", "s1", title="Heading")])
+    reranker = SharedWords()
+    Retriever(store.open("titled"), fake).search("zzz", k=1, reranker=reranker, rerank_depth=1)
+    assert reranker.seen == [["Heading\nzzz body"]]
