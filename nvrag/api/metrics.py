@@ -101,7 +101,7 @@ class Metrics:
             ran.observe(run)
             tokens.inc(embedded)  # every caller's: /v1/embeddings, searches, documents, MCP, the page
 
-        embedder.on_batch, embedder.on_job = on_batch, on_job
+        embedder.queue.on_batch, embedder.queue.on_job = on_batch, on_job
         self.queued.labels(name).set_function(lambda: embedder.queued)
         self.queued_tokens.labels(name).set_function(lambda: embedder.queued_tokens)
         return embedder

@@ -204,7 +204,7 @@ def test_a_full_scheduler_queue_answers_429_with_retry_after(tmp_path: Path) -> 
     ctx = context(store, model)
     scheduler = ctx.embedder_for(FAKE_NAME)
     assert isinstance(scheduler, Scheduler)
-    scheduler.max_queued = 1
+    scheduler.queue.max_queued = 1
     with TestClient(build_api(ctx), base_url=BASE) as client, ThreadPoolExecutor(2) as pool:
         model.gate.clear()
         held = pool.submit(client.post, "/v1/embeddings", json=EMBED)

@@ -17,7 +17,8 @@ from nvrag.embedder import WordLengthEmbedder
 from nvrag.embedder.base import FloatArray
 from nvrag.embedder.minilm import MiniLMEmbedder
 from nvrag.embedder.replicas import ReplicatedEmbedder
-from nvrag.embedder.scheduler import AGING, Scheduler
+from nvrag.embedder.scheduler import Scheduler
+from nvrag.embedder.work_queue import AGING
 from nvrag.errors import OverloadedError
 
 
