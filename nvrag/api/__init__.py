@@ -9,7 +9,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nvrag.api.app import APIContext, build_api
+    from nvrag.api.app import build_api
+    from nvrag.api.context import APIContext
 
 __all__ = ["APIContext", "build_api"]
 
@@ -17,4 +18,4 @@ __all__ = ["APIContext", "build_api"]
 def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module("nvrag.api.app"), name)
+    return getattr(importlib.import_module("nvrag.api.context" if name == "APIContext" else "nvrag.api.app"), name)

@@ -4,11 +4,11 @@ Retrievers, as every other caller does.
 
 Routes: ``GET /health`` and ``GET /ready`` (200 once every served model has run a forward pass, 503 before),
 ``GET /live`` (200 while the process runs), ``GET /metrics`` (Prometheus), ``GET /v1/models``,
-``POST /v1/embeddings``, ``POST /v1/search``, ``GET /v1/indexes``, ``GET /v1/indexes/{name}``,
-``POST /v1/indexes/{name}/documents``, ``DELETE /v1/indexes/{name}/documents/{id}``. With an API key, every
-route but the probes needs ``Authorization: Bearer KEY``. Errors come in OpenAI's shape (``nvrag.api.errors``).
-What a request must be before a route sees it (Host, Origin, JSON bodies, the key, admission) is
-``nvrag.api.guard``'s.
+``POST /v1/embeddings``, ``POST /v1/rerank`` (rerank_routes.py), ``POST /v1/search``, ``GET /v1/indexes``,
+``GET /v1/indexes/{name}``, ``POST /v1/indexes/{name}/documents``, ``DELETE /v1/indexes/{name}/documents/{id}``.
+With an API key, every route but the probes needs ``Authorization: Bearer KEY``. Errors come in OpenAI's
+shape (``nvrag.api.errors``). What a request must be before a route sees it (Host, Origin, JSON bodies, the
+key, admission) is ``nvrag.api.guard``'s.
 
 Model routes are plain functions run in the thread pool, so forward passes never block the event loop; the
 probes and /metrics run on the loop itself and never wait behind them. Wiring wraps each model in a Scheduler
@@ -19,9 +19,7 @@ into slices so small ones never wait long, behind bounded queues (429 when they 
 from __future__ import annotations
 
 import base64
-import threading
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import numpy as np
@@ -35,75 +33,28 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nvrag import __version__
+from nvrag.api.context import APIContext
 from nvrag.api.errors import APIError, error_body, for_domain_error
 from nvrag.api.guard import Admission, BrowserGuard, KeyRequired
 from nvrag.api.limits import (
     DEFAULT_DOCUMENTS_LISTED,
-    DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_MAX_INPUTS,
     MAX_BODY_BYTES,
     MAX_DOCUMENTS_LISTED,
 )
 from nvrag.api.metrics import CONTENT_TYPE_LATEST, Metrics
+from nvrag.api.rerank_routes import rerank_router, reranker_card, served_reranker
 from nvrag.api.schemas import MAX_INPUT_CHARS, DocumentIn, EmbeddingsRequest, SearchRequest
 from nvrag.embedder import Embedder, get_spec, resolve_instruction
 from nvrag.embedder.matryoshka import cut
 from nvrag.errors import NvRagError, OverloadedError
-from nvrag.indexer import IndexReport, IndexRequest, ItemsSource, reading
+from nvrag.indexer import IndexRequest, ItemsSource, reading
 from nvrag.indexer.engine import delete_documents
 from nvrag.indexer.loaders import API_SOURCE_PREFIX, ORIGIN_API
 from nvrag.indexer.manage import list_documents
-from nvrag.retriever import Retriever, parse_filters
+from nvrag.retriever import parse_filters
 from nvrag.schema import Document
-from nvrag.store import Store, check_index_name
+from nvrag.store import check_index_name
 from nvrag.store.visibility import check_visible, visible_indexes
-
-
-@dataclass
-class APIContext:
-    """What the API serves: the store, the models it embeds with (registry names, loaded on demand by
-    ``embedder_for``), a retriever per index, which indexes are exposed (None: all), the API key, and the
-    door's settings: the Host names answered (None: any), the web origins allowed to call (CORS and writes),
-    and the requests admitted at once."""
-
-    store: Store
-    models: Sequence[str]
-    embedder_for: Callable[[str], Embedder]
-    retriever_for: Callable[[str], Retriever]
-    indexes: Sequence[str] | None = None
-    run_index: Callable[[IndexRequest], IndexReport] | None = None  # None: documents cannot be written
-    # (index, document ids, origins or None) -> chunks removed; None: delete_documents on the store
-    delete_documents: Callable[[str, Sequence[str], set[str] | None], int] | None = None
-    api_key: str | None = None
-    max_inputs: int = DEFAULT_MAX_INPUTS
-    allowed_hosts: frozenset[str] | None = None
-    allowed_origins: frozenset[str] = frozenset()
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    ready: threading.Event = field(default_factory=threading.Event)
-    failed: str | None = None  # why warming up failed: /ready says so
-    on_ready: Callable[[str | None], None] | None = None  # told None once ready, or the reason it cannot be
-    metrics: Metrics = field(default_factory=Metrics)
-
-    def warm(self) -> None:
-        """Load every served model and run a real forward pass through it (queries and documents), open the
-        store and each served index: /ready (and /health) answer 200 only then, so the first request after
-        ready is as fast as a warm one."""
-        try:
-            for name in self.models:
-                embedder = self.embedder_for(name)
-                embedder.embed_documents(["warm-up"])
-                embedder.embed_queries(["warm-up"])
-            for index in self.store.list_indexes():
-                if self.indexes is None or index in self.indexes:
-                    self.retriever_for(index)
-        except NvRagError as exc:
-            self.failed = str(exc)
-        except Exception as exc:  # anything else also leaves the server unready, saying why
-            self.failed = f"warming up failed: {type(exc).__name__}: {exc}"
-        else:
-            self.ready.set()
-        if self.on_ready is not None:
-            self.on_ready(self.failed)
 
 
 def build_api(ctx: APIContext) -> FastAPI:
@@ -131,7 +82,10 @@ def build_api(ctx: APIContext) -> FastAPI:
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(name) for name in ctx.models]}
+        cards = [_model_card(name) for name in ctx.models] + [reranker_card(r) for r in ctx.rerankers.values()]
+        return {"object": "list", "data": cards}
+
+    app.include_router(rerank_router(ctx))
 
     @app.post("/v1/embeddings")
     def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
@@ -177,6 +131,7 @@ def build_api(ctx: APIContext) -> FastAPI:
             raise APIError(400, "the query is empty", code="empty_query")
         retriever = ctx.retriever_for(body.index)
         filters = [body.filter] if isinstance(body.filter, str) else list(body.filter or [])
+        reranker = served_reranker(ctx, body.rerank) if body.rerank is not False else None
         hits = retriever.search(
             body.query,
             body.k,
@@ -185,8 +140,12 @@ def build_api(ctx: APIContext) -> FastAPI:
             filters=parse_filters(filters),
             min_score=body.min_score,
             mmr_lambda=body.mmr,
+            reranker=reranker,
+            rerank_depth=body.rerank_depth,
+            rerank_instruction=body.rerank_instruction,
         )
-        return {"index": body.index, "model": retriever.embedder.name, "hits": [h.to_dict() for h in hits]}
+        reranked = {"reranker": reranker.name} if reranker is not None else {}
+        return {"index": body.index, "model": retriever.embedder.name, **reranked, "hits": [h.to_dict() for h in hits]}
 
     @app.get("/v1/indexes")
     def indexes() -> dict[str, Any]:
@@ -377,6 +336,7 @@ def _model_card(name: str) -> dict[str, Any]:
         "object": "model",
         "created": 0,
         "owned_by": "nvrag",
+        "kind": "embedding",
         "dimension": spec.dimension,
         "max_tokens": spec.max_tokens,
         "license": spec.license,

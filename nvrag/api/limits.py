@@ -6,6 +6,7 @@ from __future__ import annotations
 MAX_BODY_BYTES = 16 * 1024 * 1024  # one request body (413 over)
 DEFAULT_DOCUMENTS_LISTED = 1000  # documents per page of GET /v1/indexes/NAME/documents
 MAX_DOCUMENTS_LISTED = 10_000  # the largest page a client may ask for (limit=)
+DEFAULT_MAX_RERANK_DOCUMENTS = 1000  # documents per rerank request (Cohere's own limit)
 DEFAULT_MAX_INPUTS = 2048  # texts per embeddings request, documents per documents request (OpenAI's own limit)
 DEFAULT_MAX_IN_FLIGHT = 32  # requests doing work at once (the rest: 429)
 DEFAULT_MAX_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # request bodies being received or held at once (429 over)

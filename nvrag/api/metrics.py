@@ -9,12 +9,16 @@ no client can grow the exposition by sending made-up paths or methods."""
 from __future__ import annotations
 
 import time
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nvrag.embedder.scheduler import Scheduler
+from nvrag.reranker.scheduler import RerankScheduler
+
+Watched = TypeVar("Watched", Scheduler, RerankScheduler)  # a served model's scheduler: an embedder's or a reranker's
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -84,7 +88,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch(self, embedder: Scheduler) -> Scheduler:
+    def watch(self, embedder: Watched) -> Watched:
         """Report a model's batches, queue, waits and tokens (the scheduler's hooks; gauges read at scrape
         time)."""
         name = embedder.name

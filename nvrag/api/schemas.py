@@ -47,6 +47,33 @@ class SearchRequest(BaseModel):
     instruction: str | None = Field(default=None, max_length=MAX_QUERY_CHARS)
     min_score: float | None = None
     mmr: float | None = Field(default=None, ge=0.0, le=1.0)
+    rerank: bool | str = Field(
+        default=False, description="true: rerank with the served reranker; or the name of a served reranker"
+    )
+    rerank_depth: int = Field(default=50, ge=1, le=1000)
+    rerank_instruction: str | None = Field(default=None, max_length=MAX_QUERY_CHARS)
+
+
+class RerankDocument(BaseModel):
+    """A document to rerank given as an object: its ``text`` (other fields are the client's, ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str = Field(max_length=MAX_INPUT_CHARS)
+
+
+class RerankRequest(BaseModel):
+    """POST /v1/rerank (also /rerank and /v2/rerank): Cohere's and Jina's body; ``instruction`` is nvrag's
+    extension (what relevance means to an LLM reranker). ``model`` may be left out when one reranker is served."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    query: str = Field(max_length=MAX_QUERY_CHARS)
+    documents: list[str | RerankDocument]
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool = False
+    instruction: str | None = Field(default=None, max_length=MAX_QUERY_CHARS)
 
 
 class DocumentIn(BaseModel):

@@ -113,6 +113,15 @@ RerankOption = Annotated[
         show_default=False,
     ),
 ]
+RerankModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--rerank-model",
+        help="Also serve this reranker (a checkpoint folder or a known hub id in the Hugging Face cache): "
+        "searches may rerank with it.",
+        show_default=False,
+    ),
+]
 RerankDepthOption = Annotated[
     int, typer.Option("--rerank-depth", min=1, max=1000, help="How many first-stage candidates the reranker scores.")
 ]

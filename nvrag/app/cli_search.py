@@ -21,6 +21,7 @@ from nvrag.app.cli_common import (
     QueryDtypeOption,
     RerankDepthOption,
     RerankInstructionOption,
+    RerankModelOption,
     RerankOption,
     TaskOption,
     app,
@@ -268,6 +269,7 @@ def ui(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 7860,
+    rerank_model: RerankModelOption = None,
     dtype: DtypeOption = None,
     db: DbOption = None,
 ) -> None:
@@ -289,7 +291,8 @@ def ui(
         store = open_store(settings)
         if index is not None and not store.exists(index):
             store.open(index)  # raises IndexNotFoundError naming the known indexes
-        server = build_web_app(settings, store, index)
+        reranker = load_rerank_model(settings, rerank_model) if rerank_model is not None else None
+        server = build_web_app(settings, store, index, reranker=reranker)
     where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{sock.getsockname()[1]}/"
     err.print(f"nvrag UI on {safe(where)} (Ctrl-C stops it)")
     if host not in ("127.0.0.1", "localhost", "::1"):

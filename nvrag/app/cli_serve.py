@@ -18,6 +18,7 @@ from nvrag.app.cli_common import (
     ModelOption,
     ModelPathOption,
     QueryDtypeOption,
+    RerankModelOption,
     app,
     err,
     fail,
@@ -28,7 +29,7 @@ from nvrag.app.cli_common import (
 from nvrag.app.devices import share_cpus
 from nvrag.app.serving import build_api_app, build_mcp_server
 from nvrag.app.settings import ENV_API_KEY, Settings
-from nvrag.app.wiring import open_store
+from nvrag.app.wiring import load_rerank_model, open_store
 from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS
 from nvrag.errors import ConfigError, NvRagError
 
@@ -120,10 +121,12 @@ def serve(
     ] = DEFAULT_MAX_CONNECTIONS,
     model: ModelOption = None,
     model_path: ModelPathOption = None,
+    rerank_model: RerankModelOption = None,
     dtype: DtypeOption = None,
     db: DbOption = None,
 ) -> None:
-    """Serve the HTTP API: POST /v1/embeddings (OpenAI-compatible), GET /v1/models, POST /v1/search,
+    """Serve the HTTP API: POST /v1/embeddings (OpenAI-compatible), POST /v1/rerank (with --rerank-model; Cohere
+    and Jina's shape), GET /v1/models, POST /v1/search,
     GET /v1/indexes, documents, GET /health (/ready, /live), GET /metrics, and MCP at /mcp. Loopback only by
     default; another address needs --api-key (or --insecure-no-auth). The model (--model, default auto) embeds
     /v1/embeddings and new indexes; each index searches with its own model. Documentation at /docs."""
@@ -175,6 +178,7 @@ def serve(
             allowed_origins=allowed_origin or (),
             ui=ui,
             on_ready=on_ready,
+            rerank_model=rerank_model,
         )
     err.print(
         f"nvrag API on {safe(where)}/v1, loading its models (docs: {safe(where)}/docs; {threads} compute "
@@ -189,6 +193,7 @@ def serve(
 @app.command()
 def mcp(
     index: ServedIndexes = None,
+    rerank_model: RerankModelOption = None,
     dtype: QueryDtypeOption = None,
     db: DbOption = None,
 ) -> None:
@@ -204,7 +209,8 @@ def mcp(
     with user_errors():
         try:
             settings = Settings.from_env(db=db, dtype=dtype)
-            server = build_mcp_server(settings, open_store(settings), index)
+            reranker = load_rerank_model(settings, rerank_model) if rerank_model is not None else None
+            server = build_mcp_server(settings, open_store(settings), index, reranker)
         except NvRagError as exc:  # the agent hears it too, as an error answer to its first request
             refuse_startup(str(exc), sys.stdin, sys.stdout)
             raise

@@ -14,10 +14,12 @@ from typing import Any
 from nvrag.api.limits import DEFAULT_MAX_IN_FLIGHT
 from nvrag.app.services import Loader, Purpose, Services
 from nvrag.app.settings import ENV_UI_PASSWORD, ENV_UI_USER, Settings, default_db
-from nvrag.app.wiring import choose, load_model
+from nvrag.app.wiring import choose, load_model, load_rerank_model
 from nvrag.embedder import Embedder
 from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS, Scheduler
 from nvrag.errors import ConfigError
+from nvrag.reranker import Reranker
+from nvrag.reranker.scheduler import RerankScheduler
 from nvrag.store import Store
 
 
@@ -33,7 +35,13 @@ def pooled_loader(settings: Settings, wrap: Callable[[Embedder], Embedder] | Non
 
 
 def build_web_app(
-    settings: Settings, store: Store, index: str | None, *, services: Services | None = None, mounted_at: str = ""
+    settings: Settings,
+    store: Store,
+    index: str | None,
+    *,
+    services: Services | None = None,
+    mounted_at: str = "",
+    reranker: Reranker | None = None,
 ) -> Any:
     """The UI's FastAPI app over ``services`` (its own unless given: `nvrag serve --ui` passes the server's, one
     loaded model for the page, the API and MCP, with its mount path; the API key guards it there, so it takes
@@ -56,6 +64,7 @@ def build_web_app(
         upload_root=uploads,
         received_root=received,
         source_url=f"{mounted_at}/source",
+        reranker=reranker,
     )
     if mounted_at:
         return build_server(ctx, index)
@@ -83,10 +92,12 @@ def build_api_app(
     allowed_origins: Sequence[str] = (),
     ui: bool = False,
     on_ready: Callable[[str | None], None] | None = None,
+    rerank_model: str | Path | None = None,
 ) -> Any:
     """The HTTP API's FastAPI app: one loaded embedder per model behind one scheduler, shared by
-    /v1/embeddings and the searches of every index built with it; the models warm up in the background
-    (/ready says 503 until each has run a forward pass)."""
+    /v1/embeddings and the searches of every index built with it; the reranker (``rerank_model``) behind its
+    own, shared by /v1/rerank and reranked searches (the API's, MCP's and the page's); the models warm up in the
+    background (/ready says 503 until each has run a forward pass)."""
     from nvrag.api import APIContext, build_api
     from nvrag.api.guard import allowed_hosts as hosts_for
     from nvrag.api.metrics import Metrics
@@ -108,6 +119,16 @@ def build_api_app(
         settings, store, pooled_loader(settings, scheduled), served=(served.name, served.model_path),
         indexes=indexes, shared=True,
     )  # fmt: skip
+    reranker = None
+    if rerank_model is not None:
+        loaded = load_rerank_model(settings, rerank_model)
+        scheduler = RerankScheduler(
+            loaded,
+            max_queued=max_queued,
+            max_queued_tokens=max_queued_tokens,
+            max_queue_seconds=max_queue_seconds,
+        )
+        reranker = metrics.watch(scheduler)
     ctx = APIContext(
         store=store,
         models=[served.name, *sorted(index_models - {served.name})],
@@ -123,11 +144,12 @@ def build_api_app(
         max_in_flight=max_in_flight,
         on_ready=on_ready,
         metrics=metrics,
+        rerankers={reranker.name: reranker} if reranker is not None else {},
     )
     app = build_api(ctx)
     from nvrag.integrations.mcp import MCPContext, build_mcp
 
-    agents = build_mcp(MCPContext(store, services.retriever, services.indexes))
+    agents = build_mcp(MCPContext(store, services.retriever, services.indexes, reranker))
     # the MCP endpoint, behind the same key (the API's middleware sees every request); its sessions need the
     # parent's lifespan, which a mounted app does not get on its own
     # the API's BrowserGuard checks Host and Origin for every route, /mcp included, against --allowed-host and
@@ -139,7 +161,7 @@ def build_api_app(
     web: Any = None
     if ui:
         selected = indexes[0] if indexes else None
-        web = build_web_app(settings, store, selected, services=services, mounted_at="/ui")
+        web = build_web_app(settings, store, selected, services=services, mounted_at="/ui", reranker=reranker)
         app.mount("/ui", web)
 
     @contextlib.asynccontextmanager
@@ -161,11 +183,14 @@ def build_api_app(
     return app
 
 
-def build_mcp_server(settings: Settings, store: Store, indexes: Sequence[str] | None) -> Any:
-    """The MCP server of `nvrag mcp` (stdio): each index searched with its own model, loaded once."""
+def build_mcp_server(
+    settings: Settings, store: Store, indexes: Sequence[str] | None, reranker: Reranker | None = None
+) -> Any:
+    """The MCP server of `nvrag mcp` (stdio): each index searched with its own model, loaded once; ``reranker``
+    lets its search tool rerank."""
     from nvrag.integrations.mcp import MCPContext, build_mcp
 
     for name in indexes or ():
         store.open(name)  # IndexNotFoundError naming the known ones
     services = Services(settings, store, pooled_loader(settings), indexes=indexes)
-    return build_mcp(MCPContext(store, services.retriever, services.indexes))
+    return build_mcp(MCPContext(store, services.retriever, services.indexes, reranker))

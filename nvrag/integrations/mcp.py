@@ -1,7 +1,7 @@
 """nvrag for agents: a Model Context Protocol server (the `mcp` package, 2.x) with three tools.
 
 - ``search``: the hits of an index for a query (dense, bm25 or hybrid; a metadata filter; a task or an
-  instruction), each with its text, source, score and ids.
+  instruction; reranked by the served reranker with ``rerank``), each with its text, source, score and ids.
 - ``list_indexes``: the indexes served, with model, dimension and rows.
 - ``get_document``: one document's chunks, in order, by its id.
 
@@ -22,7 +22,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from nvrag import __version__
 from nvrag.embedder import resolve_instruction
 from nvrag.errors import ConfigError, IndexNotFoundError, NvRagError
-from nvrag.retriever import MODES, Retriever, parse_filters
+from nvrag.reranker import Reranker
+from nvrag.retriever import DEFAULT_RERANK_DEPTH, MODES, Retriever, parse_filters
 from nvrag.store import Store
 from nvrag.store.visibility import check_visible, visible_indexes
 
@@ -32,11 +33,13 @@ MAX_QUERY_CHARS = 10_000
 
 @dataclass
 class MCPContext:
-    """What the tools read: the store, a retriever per index, and which indexes are served (None: all)."""
+    """What the tools read: the store, a retriever per index, which indexes are served (None: all), and the
+    reranker a search may use (None: searches cannot rerank)."""
 
     store: Store
     retriever_for: Callable[[str], Retriever]
     indexes: Sequence[str] | None = None
+    reranker: Reranker | None = None
 
     def served(self) -> list[str]:
         return visible_indexes(self.store, self.indexes)
@@ -77,10 +80,12 @@ def build_mcp(ctx: MCPContext) -> MCPServer:
         filter: str | None = None,
         task: str | None = None,
         instruction: str | None = None,
+        rerank: bool = False,
     ) -> list[dict[str, Any]]:
         """Search an index. mode: dense (meaning), bm25 (words) or hybrid (both). filter: metadata conditions
         such as "lang = en and year >= 2020". task: a query instruction preset (e.g. SciFact) or instruction:
-        free text. Returns the hits, best first, with text, source, score, doc_id and chunk_id."""
+        free text. rerank: reorder the best 50 candidates with the server's reranker (more precise, slower).
+        Returns the hits, best first, with text, source, score, doc_id and chunk_id (and rerank_score)."""
         ctx.check(index)
         if not query.strip() or len(query) > MAX_QUERY_CHARS:
             raise ConfigError(f"the query must be 1 to {MAX_QUERY_CHARS} characters")
@@ -88,14 +93,19 @@ def build_mcp(ctx: MCPContext) -> MCPServer:
             raise ConfigError(f"k must be between 1 and {MAX_K}")
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; use dense, bm25 or hybrid")
+        if rerank and ctx.reranker is None:
+            raise ConfigError("this server has no reranker (start it with --rerank-model); search without rerank")
         hits = ctx.retriever_for(index).search(
             query,
             k,
             instruction=resolve_instruction(task, instruction),
             mode=mode,  # checked against MODES above
             filters=parse_filters([filter] if filter else []),
+            reranker=ctx.reranker if rerank else None,
+            rerank_depth=max(DEFAULT_RERANK_DEPTH, k),
         )
-        keep = ("rank", "score", "doc_id", "chunk_id", "title", "text", "source", "page", "metadata")
+        keep: tuple[str, ...] = ("rank", "score", "doc_id", "chunk_id", "title", "text", "source", "page", "metadata")
+        keep += ("retrieval_rank", "rerank_score") if rerank else ()
         return [{key: h.to_dict()[key] for key in keep} for h in hits]
 
     @server.tool()

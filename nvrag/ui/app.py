@@ -61,7 +61,14 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
                 elem_id="filters",
                 max_length=callbacks.MAX_QUERY_CHARS,
             )
-            search_button = gr.Button("Search", variant="primary", elem_id="search")
+            with gr.Row():
+                rerank = gr.Checkbox(
+                    label=f"Rerank with {ctx.reranker.name}" if ctx.reranker is not None else "Rerank",
+                    value=False,
+                    visible=ctx.reranker is not None,
+                    elem_id="rerank",
+                )
+                search_button = gr.Button("Search", variant="primary", elem_id="search")
             results = gr.HTML(elem_id="results")
         with gr.Tab("Index"):
             info = gr.Markdown(callbacks.index_info(ctx, selected), elem_id="info")
@@ -84,7 +91,7 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
                 delete_button = gr.Button("Delete", variant="stop", elem_id="delete-document")
             deleted = gr.Markdown(elem_id="deleted")
 
-        inputs = [index_box, query, task, instruction, k, mode, filters]
+        inputs = [index_box, query, task, instruction, k, mode, filters, rerank]
 
         def run_search(*values: Any) -> str:
             return callbacks.search(ctx, *values)

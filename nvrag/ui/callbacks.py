@@ -18,7 +18,8 @@ from nvrag.embedder import TASK_INSTRUCTIONS, resolve_instruction
 from nvrag.errors import NvRagError
 from nvrag.indexer import IndexReport, IndexRequest, ItemsSource, LoadFailure, load_corpus, reading
 from nvrag.indexer.loaders import UPLOAD_PREFIX, split_line
-from nvrag.retriever import MODES, Retriever, parse_filters
+from nvrag.reranker import Reranker
+from nvrag.retriever import DEFAULT_RERANK_DEPTH, MODES, Retriever, parse_filters
 from nvrag.schema import Document
 from nvrag.store import Store
 from nvrag.ui.render import md, message, result_cards
@@ -47,6 +48,7 @@ class UIContext:
     received_root: Path | None = None  # where the web server puts the bytes it receives; uploads come from here
     # (index, document ids, origins or None) -> chunks removed; None: delete_documents on the store
     delete_documents: Callable[[str, Sequence[str], set[str] | None], int] | None = None
+    reranker: Reranker | None = None  # the page offers "Rerank" when there is one
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -63,8 +65,10 @@ def search(
     k: float,
     mode: str,
     filters: str,
+    rerank: bool = False,
 ) -> str:
-    """Results HTML for one search, or a helpful message."""
+    """Results HTML for one search, or a helpful message. ``rerank``: the first stage's candidates reordered by
+    the context's reranker (at least RERANK_DEPTH of them)."""
     query = (query or "").strip()
     if not query:
         return message("Type a query and press Enter.")
@@ -86,12 +90,18 @@ def search(
             chosen = resolve_instruction(instruction=instruction.strip() or None)
         elif task and task != DEFAULT_TASK:
             chosen = resolve_instruction(task=task)
+        reranker = ctx.reranker if rerank else None
+        if rerank and reranker is None:
+            return message("This server has no reranker: start it with --rerank.", error=True)
+        depth = k_int * CHUNKS_PER_DOCUMENT  # deeper, so that k documents fill their cards after grouping
         hits = retriever.search(
             query,
-            k_int * CHUNKS_PER_DOCUMENT,  # deeper, so that k documents fill their cards after grouping
+            depth,
             instruction=chosen,
             mode=mode,  # checked against MODES above
             filters=parse_filters([filters or ""]),
+            reranker=reranker,
+            rerank_depth=max(depth, DEFAULT_RERANK_DEPTH),
         )
     except NvRagError as exc:
         prefix = "Bad filter: " if "filter" in type(exc).__name__.lower() else ""

@@ -139,7 +139,13 @@ def _source(hit: Hit, source_url: str | None, index: str) -> str:
 
 def _score(hit: Hit, top: float, mode: str) -> str:
     """Dense and BM25 scores with a bar relative to the top hit; hybrid (RRF) scores are not on a scale a bar
-    means anything on, so its ranks are shown instead."""
+    means anything on, so its ranks are shown instead; a reranked hit shows its rerank score and the rank the
+    first stage gave it."""
+    if hit.rerank_score is not None:
+        return (
+            f'<span class="nvrag-score" title="the reranker\'s score; the first stage ranked it #{hit.retrieval_rank}">'
+            f"rerank {hit.rerank_score:.3f} (was #{hit.retrieval_rank})</span>"
+        )
     if mode == "hybrid":
         dense = f"#{hit.dense_rank}" if hit.dense_rank is not None else "-"
         bm25 = f"#{hit.bm25_rank}" if hit.bm25_rank is not None else "-"

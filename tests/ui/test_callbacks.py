@@ -156,3 +156,20 @@ def test_the_filter_box_lists_the_fields_of_the_index(ctx: UIContext) -> None:
         callbacks.filter_fields(ctx, None)
         == "Fields: doc_id, source, title, chunk_no, and the documents' metadata keys"
     )
+
+
+def test_the_rerank_toggle_reorders_by_the_reranker_and_shows_both_ranks(ctx: UIContext) -> None:
+    from dataclasses import replace
+
+    from tests.reranker.fakes import SharedWords
+
+    # "q: cherry xxxxx": word lengths 2, 6, 5, closer to A's histogram than to B's; B shares "cherry" with the
+    # query and A no word, so the reranker puts B first
+    plain = search(ctx, "cherry xxxxx")
+    assert plain.index('data-doc-id="A"') < plain.index('data-doc-id="B"')
+    ranked = callbacks.search(replace(ctx, reranker=SharedWords()), "t", "cherry xxxxx", CUSTOM_TASK, "q", 10,
+                              "dense", "", True)  # fmt: skip
+    assert ranked.index('data-doc-id="B"') < ranked.index('data-doc-id="A"')
+    assert "rerank 1.000 (was #2)" in ranked and "rerank 0.000 (was #1)" in ranked
+    refused = callbacks.search(ctx, "t", "x", CUSTOM_TASK, "q", 10, "dense", "", True)
+    assert 'data-testid="error"' in refused and "no reranker" in refused
