@@ -2,9 +2,11 @@
 
 - ``NVRagEmbeddings``: ``embed_documents`` uses the document path, ``embed_query`` the query path with the
   configured task or instruction (never ``embed_documents([text])``, which would drop NV-Embed's instruction).
-- ``NVRagRetriever``: Documents from an nvrag index (dense, bm25 or hybrid, filters), with source, doc id,
-  chunk span and score in their metadata.
+- ``NVRagRetriever``: Documents from an nvrag index (dense, bm25 or hybrid, filters, optionally reranked),
+  with source, doc id, chunk span and score (and the rerank score and retrieval rank) in their metadata.
 - ``NVRagVectorStore``: a LangChain VectorStore over an nvrag index; texts are embedded with the index's model.
+- ``NVRagReranker``: a document compressor (``ContextualCompressionRetriever``'s ``base_compressor``) that
+  reorders documents by an nvrag reranker's scores, keeping the ``top_n``, each with its ``relevance_score``.
 
 LangChain types stay in this module; everything else speaks nvrag's types.
 """
@@ -17,8 +19,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.callbacks import CallbackManagerForRetrieverRun, Callbacks
 from langchain_core.documents import Document
+from langchain_core.documents.compressor import BaseDocumentCompressor
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
@@ -28,7 +31,8 @@ from nvrag.embedder import Embedder, LoadOptions, load_embedder, resolve_instruc
 from nvrag.embedder.pinning import check_manifest_model, new_manifest
 from nvrag.errors import ConfigError
 from nvrag.indexer.chunking import whole_documents
-from nvrag.retriever import Mode, Retriever, open_retriever, parse_filters
+from nvrag.reranker import Reranker, load_reranker, ranked
+from nvrag.retriever import DEFAULT_RERANK_DEPTH, Mode, Retriever, open_retriever, parse_filters
 from nvrag.schema import Chunk, Hit
 from nvrag.store import LanceStore, Table
 
@@ -94,6 +98,9 @@ def _hit_document(hit: Hit) -> Document:
         metadata["title"] = hit.title
     if hit.page is not None:
         metadata["page"] = hit.page
+    if hit.rerank_score is not None:
+        metadata["rerank_score"] = hit.rerank_score
+        metadata["retrieval_rank"] = hit.retrieval_rank
     return Document(page_content=hit.text, metadata=metadata, id=hit.chunk_id)
 
 
@@ -102,7 +109,9 @@ class NVRagRetriever(BaseRetriever):
 
     Build it from a data directory and index name (``NVRagRetriever(db=..., index=...)``) or from an existing
     ``nvrag.retriever.Retriever`` (``NVRagRetriever.from_retriever(r)``). ``k``, ``mode`` and ``filters`` can
-    also be given per call: ``retriever.invoke("query", k=3, filters=["lang = en"])``.
+    also be given per call: ``retriever.invoke("query", k=3, filters=["lang = en"])``. ``rerank`` (a reranker's
+    checkpoint folder or known hub id, or ``from_retriever(r, reranker=...)``) reorders the first
+    ``rerank_depth`` candidates by its scores.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -117,13 +126,24 @@ class NVRagRetriever(BaseRetriever):
     min_score: float | None = None
     model_path: str | None = None
     device: str = "cpu"
+    rerank: str | None = None
+    rerank_depth: int = DEFAULT_RERANK_DEPTH
+    rerank_instruction: str | None = None
     _retriever: Retriever | None = PrivateAttr(default=None)
+    _reranker: Reranker | None = PrivateAttr(default=None)
 
     @classmethod
-    def from_retriever(cls, retriever: Retriever, **kwargs: Any) -> NVRagRetriever:
+    def from_retriever(cls, retriever: Retriever, *, reranker: Reranker | None = None, **kwargs: Any) -> NVRagRetriever:
         made = cls(**kwargs)
         made._retriever = retriever
+        made._reranker = reranker
         return made
+
+    @property
+    def nvrag_reranker(self) -> Reranker | None:
+        if self._reranker is None and self.rerank:
+            self._reranker = load_reranker(self.rerank, device=self.device)
+        return self._reranker
 
     @property
     def nvrag_retriever(self) -> Retriever:
@@ -145,8 +165,63 @@ class NVRagRetriever(BaseRetriever):
             mode=kwargs.get("mode", self.mode),
             filters=parse_filters(kwargs.get("filters", self.filters)),
             min_score=kwargs.get("min_score", self.min_score),
+            reranker=self.nvrag_reranker,
+            rerank_depth=max(int(kwargs.get("rerank_depth", self.rerank_depth)), int(kwargs.get("k", self.k))),
+            rerank_instruction=kwargs.get("rerank_instruction", self.rerank_instruction),
         )
         return [_hit_document(h) for h in hits]
+
+
+class NVRagReranker(BaseDocumentCompressor):
+    """Rerank LangChain Documents with an nvrag reranker (a cross-encoder or an LLM reranker, exact): the
+    ``top_n`` best by its score of ``page_content``, best first, each with ``relevance_score`` in its metadata.
+
+    ``NVRagReranker(model="DIR_OR_HUB_ID", top_n=3)``, or ``NVRagReranker.from_reranker(r)``; use it as a
+    ``ContextualCompressionRetriever``'s ``base_compressor``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: str = ""
+    top_n: int | None = 3
+    instruction: str | None = None
+    device: str = "cpu"
+    dtype: str | None = None
+    _reranker: Reranker | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_reranker(cls, reranker: Reranker, **kwargs: Any) -> NVRagReranker:
+        made = cls(model=reranker.name, **kwargs)
+        made._reranker = reranker
+        return made
+
+    @property
+    def reranker(self) -> Reranker:
+        if self._reranker is None:
+            if not self.model:
+                raise ConfigError("NVRagReranker needs model= (a reranker folder or hub id) or from_reranker(...)")
+            self._reranker = load_reranker(self.model, device=self.device, dtype=self.dtype)
+        return self._reranker
+
+    def compress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        if not documents:
+            return []
+        scores = self.reranker.score(query, [d.page_content for d in documents], self.instruction)
+        return [
+            Document(
+                page_content=documents[r.index].page_content,
+                metadata={**documents[r.index].metadata, "relevance_score": r.relevance_score},
+                id=documents[r.index].id,
+            )
+            for r in ranked(scores, self.top_n)
+        ]
+
+    async def acompress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        return await asyncio.to_thread(self.compress_documents, documents, query, callbacks)
 
 
 class NVRagVectorStore(VectorStore):
