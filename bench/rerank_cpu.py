@@ -31,20 +31,14 @@ from typing import Any
 
 import numpy as np
 from cpu_embed import documents, matmul_peaks
+from decoder_cpu import SHAPE as QWEN3_06B
 
 REPO = Path(__file__).resolve().parent.parent
 FAMILY = REPO.parent / "shared" / "fixtures" / "family"
 QUERIES = REPO.parent / "shared" / "data" / "nfcorpus" / "queries.jsonl"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 MINILM = {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536}
-QWEN06 = {
-    "hidden_size": 1024,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-}
+QWEN06 = {k: v for k, v in QWEN3_06B.items() if k != "vocab_size"}  # Qwen3-Reranker-0.6B = Qwen3-Embedding-0.6B
 
 
 def write_bert(folder: Path) -> Path:

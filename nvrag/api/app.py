@@ -5,7 +5,8 @@ Retrievers, as every other caller does.
 Routes: ``GET /health`` and ``GET /ready`` (200 once every served model has run a forward pass, 503 before),
 ``GET /live`` (200 while the process runs), ``GET /metrics`` (Prometheus), ``GET /v1/models``,
 ``POST /v1/embeddings``, ``POST /v1/rerank`` (rerank_routes.py), ``POST /v1/search``, ``GET /v1/indexes``,
-``GET /v1/indexes/{name}``, ``POST /v1/indexes/{name}/documents``, ``DELETE /v1/indexes/{name}/documents/{id}``.
+``GET /v1/indexes/{name}``, ``DELETE /v1/indexes/{name}``, ``POST /v1/indexes/{name}/documents``,
+``DELETE /v1/indexes/{name}/documents/{id}``.
 With an API key, every route but the probes needs ``Authorization: Bearer KEY``. Errors come in OpenAI's
 shape (``nvrag.api.errors``). What a request must be before a route sees it (Host, Origin, JSON bodies, the
 key, admission) is ``nvrag.api.guard``'s.
@@ -19,6 +20,7 @@ into slices so small ones never wait long, behind bounded queues (429 when they 
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -50,7 +52,7 @@ from nvrag.errors import NvRagError, OverloadedError
 from nvrag.indexer import IndexRequest, ItemsSource, reading
 from nvrag.indexer.engine import delete_documents
 from nvrag.indexer.loaders import API_SOURCE_PREFIX, ORIGIN_API
-from nvrag.indexer.manage import list_documents
+from nvrag.indexer.manage import drop_index, list_documents
 from nvrag.retriever import parse_filters
 from nvrag.schema import Document
 from nvrag.store import check_index_name
@@ -206,6 +208,26 @@ def build_api(ctx: APIContext) -> FastAPI:
         if removed == 0:
             raise APIError(404, f"index {name!r} has no document {doc_id!r}", "not_found_error", "document_not_found")
         return {"index": name, "id": doc_id, "deleted": True, "chunks_removed": removed}
+
+    @app.delete("/v1/indexes/{name}")
+    def drop(name: str, replace_other_origins: bool = False) -> dict[str, Any]:
+        """Remove an index (refused with 409 while another process writes it). An index holding documents
+        added another way (from PATH, or uploaded in the page) is dropped only with ``replace_other_origins``."""
+        if ctx.run_index is None:
+            raise APIError(403, "this server does not write indexes", "permission_error", "read_only")
+        _exposed(ctx, name)
+        if not replace_other_origins:
+            others = Counter(d.origin for d in list_documents(ctx.store, name) if d.origin != ORIGIN_API)
+            if others:
+                held = ", ".join(f"{n} from {origin}" for origin, n in sorted(others.items()))
+                raise APIError(
+                    400,
+                    f"index {name!r} holds documents added another way ({held}); add ?replace_other_origins=true "
+                    "to drop it anyway",
+                    code="other_origins",
+                )
+        rows = ctx.drop_index(name) if ctx.drop_index is not None else drop_index(ctx.store, name)
+        return {"index": name, "dropped": True, "rows_removed": rows}
 
     # added innermost first: a request meets the metrics, the guard, CORS, the key and then admission
     refused = ctx.metrics.refused

@@ -32,6 +32,7 @@ class APIContext:
     run_index: Callable[[IndexRequest], IndexReport] | None = None  # None: documents cannot be written
     # (index, document ids, origins or None) -> chunks removed; None: delete_documents on the store
     delete_documents: Callable[[str, Sequence[str], set[str] | None], int] | None = None
+    drop_index: Callable[[str], int] | None = None  # index -> rows it had; None: manage.drop_index on the store
     api_key: str | None = None
     max_inputs: int = DEFAULT_MAX_INPUTS
     allowed_hosts: frozenset[str] | None = None

@@ -24,6 +24,7 @@ from nvrag.embedder.pinning import weights_for_index
 from nvrag.errors import IndexNotFoundError
 from nvrag.indexer import Indexer, IndexReport, IndexRequest
 from nvrag.indexer.engine import delete_documents
+from nvrag.indexer.manage import drop_index
 from nvrag.retriever import Retriever
 from nvrag.schema import IndexManifest
 from nvrag.store import Store
@@ -124,6 +125,12 @@ class Services:
         if removed:
             self.forget(index)
         return removed
+
+    def drop_index(self, index: str) -> int:
+        """Remove an index (manage.drop_index: refused while another process writes it); rows it had."""
+        rows = drop_index(self.store, index)
+        self.forget(index)
+        return rows
 
     def forget(self, index: str) -> None:
         """Drop the cached retriever of an index this process wrote: a write in the same second as the last

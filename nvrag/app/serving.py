@@ -136,6 +136,7 @@ def build_api_app(
         retriever_for=services.retriever,
         run_index=services.run_index,
         delete_documents=services.delete_documents,
+        drop_index=services.drop_index,
         indexes=services.indexes,
         api_key=api_key,
         max_inputs=max_inputs,
