@@ -292,7 +292,7 @@ def ui(
         if index is not None and not store.exists(index):
             store.open(index)  # raises IndexNotFoundError naming the known indexes
         reranker = load_rerank_model(settings, rerank_model) if rerank_model is not None else None
-        server = build_web_app(settings, store, index, reranker=reranker)
+        server = build_web_app(settings, store, index, reranker=reranker, say=lambda line: err.print(safe(line)))
     where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{sock.getsockname()[1]}/"
     err.print(f"nvrag UI on {safe(where)} (Ctrl-C stops it)")
     if host not in ("127.0.0.1", "localhost", "::1"):

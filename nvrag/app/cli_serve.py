@@ -179,6 +179,7 @@ def serve(
             ui=ui,
             on_ready=on_ready,
             rerank_model=rerank_model,
+            say=lambda line: err.print(safe(line)),
         )
     err.print(
         f"nvrag API on {safe(where)}/v1, loading its models (docs: {safe(where)}/docs; {threads} compute "
@@ -210,7 +211,8 @@ def mcp(
         try:
             settings = Settings.from_env(db=db, dtype=dtype)
             reranker = load_rerank_model(settings, rerank_model) if rerank_model is not None else None
-            server = build_mcp_server(settings, open_store(settings), index, reranker)
+            say = lambda line: err.print(safe(line))  # noqa: E731 - stderr: stdout carries the protocol
+            server = build_mcp_server(settings, open_store(settings), index, reranker, say)
         except NvRagError as exc:  # the agent hears it too, as an error answer to its first request
             refuse_startup(str(exc), sys.stdin, sys.stdout)
             raise

@@ -17,7 +17,7 @@ from nvrag.app.settings import ENV_UI_PASSWORD, ENV_UI_USER, Settings, default_d
 from nvrag.app.wiring import choose, load_model, load_rerank_model
 from nvrag.embedder import Embedder
 from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS, Scheduler
-from nvrag.errors import ConfigError
+from nvrag.errors import ConfigError, NvRagError
 from nvrag.reranker import Reranker
 from nvrag.reranker.scheduler import RerankScheduler
 from nvrag.store import Store
@@ -42,6 +42,7 @@ def build_web_app(
     services: Services | None = None,
     mounted_at: str = "",
     reranker: Reranker | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Any:
     """The UI's FastAPI app over ``services`` (its own unless given: `nvrag serve --ui` passes the server's, one
     loaded model for the page, the API and MCP, with its mount path; the API key guards it there, so it takes
@@ -53,7 +54,10 @@ def build_web_app(
     os.environ["GRADIO_TEMP_DIR"] = str(received)
     from nvrag.ui import UIContext, build_server
 
-    services = services or Services(settings, store, pooled_loader(settings))
+    if services is None:
+        services = Services(settings, store, pooled_loader(settings))
+        if say is not None:
+            announce(services, reranker, say)
     local = "://" not in settings.db
     uploads = Path(settings.db).expanduser() / "uploads" if local else Path(default_db()) / "uploads"
     ctx = UIContext(
@@ -93,6 +97,7 @@ def build_api_app(
     ui: bool = False,
     on_ready: Callable[[str | None], None] | None = None,
     rerank_model: str | Path | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Any:
     """The HTTP API's FastAPI app: one loaded embedder per model behind one scheduler, shared by
     /v1/embeddings and the searches of every index built with it; the reranker (``rerank_model``) behind its
@@ -143,7 +148,7 @@ def build_api_app(
         allowed_hosts=hosts_for(host, allowed_hosts),
         allowed_origins=frozenset(allowed_origins),
         max_in_flight=max_in_flight,
-        on_ready=on_ready,
+        on_ready=lambda problem: _ready(problem, services, reranker, on_ready, say),
         metrics=metrics,
         rerankers={reranker.name: reranker} if reranker is not None else {},
     )
@@ -185,7 +190,11 @@ def build_api_app(
 
 
 def build_mcp_server(
-    settings: Settings, store: Store, indexes: Sequence[str] | None, reranker: Reranker | None = None
+    settings: Settings,
+    store: Store,
+    indexes: Sequence[str] | None,
+    reranker: Reranker | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Any:
     """The MCP server of `nvrag mcp` (stdio): each index searched with its own model, loaded once; ``reranker``
     lets its search tool rerank."""
@@ -194,4 +203,50 @@ def build_mcp_server(
     for name in indexes or ():
         store.open(name)  # IndexNotFoundError naming the known ones
     services = Services(settings, store, pooled_loader(settings), indexes=indexes)
+    if say is not None:
+        announce(services, reranker, say)
     return build_mcp(MCPContext(store, services.retriever, services.indexes, reranker))
+
+
+def model_line(embedder: Embedder) -> str:
+    """``model: NAME, computing in DTYPE (why)``: the line every command prints for a model it loaded."""
+    return f"model: {embedder.name}, computing in {embedder.computes}"
+
+
+def reranker_model_line(reranker: Reranker) -> str:
+    return f"reranker: {reranker.name} ({reranker.info.kind}), computing in {reranker.computes}"
+
+
+def _ready(
+    problem: str | None,
+    services: Services,
+    reranker: Reranker | None,
+    on_ready: Callable[[str | None], None] | None,
+    say: Callable[[str], None] | None,
+) -> None:
+    """Once warmed up: the model lines of what was loaded, then the caller's readiness callback."""
+    if problem is None and say is not None:
+        for embedder in services.loaded():
+            say(model_line(embedder))
+        if reranker is not None:
+            say(reranker_model_line(reranker))
+    if on_ready is not None:
+        on_ready(problem)
+
+
+def announce(services: Services, reranker: Reranker | None, say: Callable[[str], None]) -> None:
+    """Load each served index's query model in the background (the first search then waits for nothing) and
+    say, for each, which model computes its queries in which dtype and why; a failure is one line too."""
+
+    def run() -> None:
+        for name in services.visible():
+            try:
+                embedder = services.retriever(name).embedder
+            except NvRagError as exc:
+                say(f"index {name}: {exc}")
+                continue
+            say(f"index {name}: {model_line(embedder)}")
+        if reranker is not None:
+            say(reranker_model_line(reranker))
+
+    threading.Thread(target=run, name="nvrag-announce", daemon=True).start()

@@ -54,7 +54,7 @@ class Scheduler(Embedder):
     ) -> None:
         super().__init__(inner.info, batch_tokens=inner.batch_tokens, max_batch_size=inner.max_batch_size)
         self.inner = inner
-        self.notes = inner.notes
+        self.notes, self.dtype_reason = inner.notes, inner.dtype_reason
 
         def forward_of(replica: Embedder) -> Callable[[Sequence[object], Hashable], Output]:
             return lambda rows, key: replica.forward(rows, str(key))  # type: ignore[arg-type]

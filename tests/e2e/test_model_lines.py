@@ -1,0 +1,61 @@
+"""The serving commands say which model computes in which dtype and why, as every other command does: `serve`
+for each model it warmed up (before its "ready:" line), `ui` and `mcp` for each served index's query model
+(loaded in the background, so the first search waits for nothing), on stderr."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.api.test_server import free_port
+from tests.e2e.test_cli_e2e import nvrag
+
+pytestmark = pytest.mark.slow
+FAKE = "nvrag/fake-wordlen"
+
+
+def stderr_until(args: list[str], db: Path, wanted: str, log: Path) -> str:
+    """Run ``nvrag ARGS`` until its stderr holds ``wanted`` (or it exits, or a generous guard passes)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NVRAG_")}
+    env.update(HF_HUB_OFFLINE="1", NVRAG_DB=str(db), GRADIO_ANALYTICS_ENABLED="False")
+    with log.open("w") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "nvrag", *args], env=env, stdin=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL, stderr=sink)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300  # a guard against a hang, not a speed check
+            while wanted not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+            assert process.stdin is not None
+            process.stdin.close()
+    return log.read_text()
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("lines") / "db"
+    corpus = db.parent / "c.jsonl"
+    corpus.write_text('{"id": "a", "text": "alpha beta"}\n')
+    assert nvrag("index", str(corpus), "--index", "demo", "--model", FAKE, db=db).returncode == 0
+    return db
+
+
+def test_serve_names_each_model_s_dtype_before_ready(db: Path, tmp_path: Path) -> None:
+    text = stderr_until(["serve", "--model", FAKE, "--port", str(free_port())], db, "ready:", tmp_path / "e")
+    assert f"model: {FAKE}, computing in float32" in text, text
+    assert text.index(f"model: {FAKE}") < text.index("ready:")
+
+
+def test_ui_and_mcp_name_each_index_s_query_model(db: Path, tmp_path: Path) -> None:
+    wanted = f"index demo: model: {FAKE}, computing in float32"
+    ui = stderr_until(["ui", "--index", "demo", "--port", str(free_port())], db, wanted, tmp_path / "ui")
+    assert wanted in ui, ui
+    mcp = stderr_until(["mcp", "--index", "demo"], db, wanted, tmp_path / "mcp")
+    assert wanted in mcp, mcp
