@@ -179,6 +179,7 @@ def index(
             model_path=model_path,
             dimensions=dimensions,
             chunker=_chunker(chunk_tokens, overlap),
+            chunker_asked=_chunker_asked(chunk_tokens, overlap),
             vector_dtype=vector_dtype,
             quantization=quantize,
             prune=prune,
@@ -301,6 +302,18 @@ def _chunker(chunk_tokens: int | None, overlap: int | None) -> ChunkerSettings |
     return ChunkerSettings(
         chunk_tokens=size, overlap_tokens=overlap if overlap is not None else min(default.overlap_tokens, size // 4)
     )
+
+
+def _chunker_asked(chunk_tokens: int | None, overlap: int | None) -> str:
+    """The chunk options exactly as given, and the default the other one took: for a refusal to quote."""
+    settings = _chunker(chunk_tokens, overlap)
+    if settings is None:
+        return ""
+    if chunk_tokens is not None and overlap is not None:
+        return f"--chunk-tokens {chunk_tokens} --overlap {overlap}"
+    if chunk_tokens is not None:
+        return f"--chunk-tokens {chunk_tokens} (with its default overlap, {settings.overlap_tokens})"
+    return f"--overlap {overlap} (with the default chunk size, {settings.chunk_tokens})"
 
 
 @app.command()

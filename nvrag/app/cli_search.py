@@ -43,7 +43,7 @@ from nvrag.embedder.dtypes import choose_dtype
 from nvrag.errors import ConfigError, ManifestVersionError
 from nvrag.evaluation import METRICS, evaluate
 from nvrag.evaluation.plot import save_plot
-from nvrag.retriever import DEFAULT_RERANK_DEPTH, MODES, parse_filters
+from nvrag.retriever import DEFAULT_RERANK_DEPTH, DEFAULT_RRF_K, MODES, parse_filters
 from nvrag.retriever.dense import check_rerank
 
 
@@ -75,7 +75,7 @@ def search(
     ] = None,
     rrf_k: Annotated[
         int, typer.Option("--rrf-k", min=1, help="Reciprocal rank fusion constant (hybrid mode; 1 or more).")
-    ] = 60,
+    ] = DEFAULT_RRF_K,
     rerank: RerankOption = None,
     rerank_depth: RerankDepthOption = DEFAULT_RERANK_DEPTH,
     rerank_instruction: RerankInstructionOption = None,
@@ -96,10 +96,14 @@ def search(
             store.open(index)  # raises IndexNotFoundError naming the known indexes
         retriever = build_retriever(settings, store, index, model, model_path)
         text = resolve_instruction(task, instruction)
-        if text is not None and not retriever.embedder.info.takes_instructions:
-            err.print(f"note: {safe(retriever.embedder.name)} takes no query instruction; searching without it")
         if mode not in MODES:
             raise ConfigError(f"unknown --mode {mode!r}; use dense, bm25 or hybrid")
+        if text is not None and mode == "bm25" and mmr_lambda is None:
+            err.print("note: --mode bm25 matches words and embeds no query; --task/--instruction are not used")
+        elif text is not None and not retriever.embedder.info.takes_instructions:
+            err.print(f"note: {safe(retriever.embedder.name)} takes no query instruction; searching without it")
+        if rrf_k != DEFAULT_RRF_K and mode != "hybrid":
+            err.print(f"note: --rrf-k applies to --mode hybrid; --mode {mode} does not use it")
         conditions = parse_filters(filters or [])
         if rerank is None and (rerank_instruction is not None or rerank_depth != DEFAULT_RERANK_DEPTH):
             raise ConfigError("--rerank-depth and --rerank-instruction apply with --rerank MODEL_OR_PATH")
@@ -213,6 +217,7 @@ def eval_command(
         err.print(model_lines(choice.reason, choice.license, embedder.notes, embedder.computes))
         if text is not None:
             note = "" if embedder.info.takes_instructions else f" (ignored: {embedder.name} takes no instruction)"
+            note = " (not used: --mode bm25 matches words and embeds no query)" if mode == "bm25" else note
             err.print(f"query instruction: {safe(repr(text))}{safe(note)}")
         if reranker is not None:
             err.print(reranker_line(reranker))

@@ -160,10 +160,11 @@ def _mismatch(manifest: IndexManifest, embedder: Embedder, request: IndexRequest
         return exc
     if request.chunker is not None and request.chunker != manifest.chunker:
         stored, asked = manifest.chunker, request.chunker
+        wanted = request.chunker_asked or f"{asked.chunk_tokens} tokens and {asked.overlap_tokens} overlap"
         return ConfigError(
             f"index {manifest.name!r} was chunked with {stored.chunk_tokens} tokens and {stored.overlap_tokens} "
-            f"overlap, not {asked.chunk_tokens} and {asked.overlap_tokens}: "
-            "leave the chunk options out to use the index's settings, or add --reembed to rebuild it"
+            f"overlap; this run asks for {wanted}: leave the chunk options out to use the index's settings, or "
+            "add --reembed to rebuild it"
         )
     storage = _storage(request, manifest)
     if storage != (manifest.vector_dtype, manifest.quantization):

@@ -98,6 +98,7 @@ class IndexRequest:
     model_path: Path | None = None
     dimensions: int | None = None  # Matryoshka models: vectors cut to this many dimensions (a new index, or --reembed)
     chunker: ChunkerSettings | None = None
+    chunker_asked: str = ""  # the chunk options as the user gave them ("--chunk-tokens 100"), for messages
     vector_dtype: str | None = None
     quantization: str | None = None
     prune: bool = False

@@ -113,7 +113,8 @@ def test_input_failures_exit_1_and_are_listed(tmp_path: Path, corpus: Path) -> N
         ),
         (
             ["index", "{tmp}/docs.jsonl", "--index", "t", "--chunk-tokens", "10"],
-            "error: index 't' was chunked with 64 tokens and 16 overlap, not 10 and 2",
+            "error: index 't' was chunked with 64 tokens and 16 overlap; this run asks for --chunk-tokens 10 (with "
+            "its default overlap, 2)",
         ),
         (
             ["index", "{tmp}/docs.jsonl", "--index", "t", "--engine", "spark"],
@@ -408,3 +409,17 @@ def test_serve_and_ui_on_a_port_in_use_are_one_line_and_exit_code_4(tmp_path: Pa
         done = nvrag(*command, "--port", str(port), db=tmp_path / "db", timeout=300)
     assert done.returncode == 4, done.stderr
     assert done.stderr.strip() == f"error: port {port} on 127.0.0.1 is in use by another process; pass --port N"
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_options_a_mode_does_not_use_say_so(tmp_path: Path, corpus: Path) -> None:
+    db = str(tmp_path / "db")
+    assert run("index", str(corpus), "--index", "t", "--model", FAKE, "--db", db)[0] == 0
+    code, _, err = run("search", "ccc", "--index", "t", "--db", db, "--mode", "bm25", "--task", "SciFact")
+    assert code == 0 and "--mode bm25 matches words and embeds no query; --task/--instruction are not used" in err
+    code, _, err = run("search", "ccc", "--index", "t", "--db", db, "--rrf-k", "10")
+    assert code == 0 and "--rrf-k applies to --mode hybrid; --mode dense does not use it" in err
+    code, _, err = run("search", "ccc", "--index", "t", "--db", db, "--mode", "hybrid", "--rrf-k", "10")
+    assert code == 0 and "--rrf-k" not in err
+    code, _, err = run("search", "ccc", "--index", "t", "--db", db, "--rerank-instruction", "x")
+    assert code == 2 and "--rerank-depth and --rerank-instruction apply with --rerank" in err
