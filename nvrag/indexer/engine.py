@@ -168,9 +168,11 @@ def _mismatch(manifest: IndexManifest, embedder: Embedder, request: IndexRequest
         )
     storage = _storage(request, manifest)
     if storage != (manifest.vector_dtype, manifest.quantization):
+        given = [f"{flag} {value}" for flag, value in (("--vector-dtype", request.vector_dtype),
+                                                        ("--quantize", request.quantization)) if value]  # fmt: skip
         return ConfigError(
             f"index {manifest.name!r} stores {manifest.vector_dtype} vectors with quantization "
-            f"{manifest.quantization!r}, not {storage[0]} with {storage[1]!r}: leave --vector-dtype and "
+            f"{manifest.quantization!r}; this run asks for {' '.join(given)}: leave --vector-dtype and "
             "--quantize out to keep them, or add --reembed to rebuild it"
         )
     return None

@@ -289,8 +289,8 @@ def test_binary_quantisation_from_the_cli_is_pinned_and_changed_only_by_reembed(
     code, _, err = run("index", str(corpus), "--index", "b", "--db", db, "--quantize", "none")
     assert code == 2
     assert err.strip() == (
-        "error: index 'b' stores float32 vectors with quantization 'binary', not float32 with 'none': leave "
-        "--vector-dtype and --quantize out to keep them, or add --reembed to rebuild it"
+        "error: index 'b' stores float32 vectors with quantization 'binary'; this run asks for --quantize none: "
+        "leave --vector-dtype and --quantize out to keep them, or add --reembed to rebuild it"
     )
     code, out, err = run("index", str(corpus), "--index", "b", "--db", db, "--quantize", "none", "--reembed", "--json")
     assert code == 0, err

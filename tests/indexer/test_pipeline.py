@@ -98,7 +98,9 @@ def test_another_model_is_refused_on_an_existing_index(store: LanceStore, fake: 
 
 def test_other_chunker_settings_are_refused_on_an_existing_index(store: LanceStore, fake: WordLengthEmbedder) -> None:
     Indexer(store, fake, chunker=ChunkerSettings(4, 1)).index("t", DOCS)
-    with pytest.raises(ConfigError, match="chunked with 4 tokens and 1 overlap, not 5 and 1"):
+    with pytest.raises(
+        ConfigError, match="chunked with 4 tokens and 1 overlap; this run asks for 5 tokens and 1 overlap"
+    ):
         Indexer(store, fake, chunker=ChunkerSettings(5, 1)).index("t", DOCS)
     assert Indexer(store, fake).index("t", DOCS).chunks_unchanged == 3  # no settings: the index's own
 
