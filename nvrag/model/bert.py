@@ -66,9 +66,9 @@ class BertEncoder(nn.Module):
         """(B, T) token ids and 0/1 mask (and segment ids: 0 for a single text or the first of a pair, 1 for the
         second; all 0 when None) → (B, T, hidden) last hidden state (padded rows are garbage)."""
         t = input_ids.shape[1]
-        if t > self.config.max_position_embeddings:
-            raise ValueError(f"{t} tokens: the model has {self.config.max_position_embeddings} positions")
-        positions = torch.arange(t, device=input_ids.device)
+        if t > self.config.max_tokens:
+            raise ValueError(f"{t} tokens: the model has {self.config.max_tokens} positions")
+        positions = torch.arange(t, device=input_ids.device) + self.config.position_offset
         segments = self.token_type.weight[0] if token_type_ids is None else self.token_type(token_type_ids)
         x = self.word(input_ids) + self.position(positions) + segments
         hidden: torch.Tensor = self.embed_norm(x)

@@ -12,6 +12,7 @@ from nvrag.errors import CheckpointError
 from nvrag.model.config import check_sizes, read_config_json
 
 UNUSED_KEYS = ("pooler.", "embeddings.position_ids")
+ROBERTA_TYPES = ("roberta", "xlm-roberta")  # BERT's layers, positions numbered after the padding id
 
 
 @dataclass(frozen=True)
@@ -24,22 +25,34 @@ class BertConfig:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
+    # RoBERTa and XLM-RoBERTa number positions from pad_token_id + 1 (fairseq's convention); BERT from 0
+    position_offset: int = 0
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input: the position table's rows past the offset."""
+        return self.max_position_embeddings - self.position_offset
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config.json") -> BertConfig:
         if data.get("hidden_act", "gelu") != "gelu" or data.get("position_embedding_type", "absolute") != "absolute":
             raise CheckpointError(f"{where}: only BERT with GELU and absolute positions is supported")
         try:
-            config = cls(**{name: type(default)(data[name]) for name, default in _DEFAULTS.items()})
+            offset = int(data.get("pad_token_id") or 0) + 1 if data.get("model_type") in ROBERTA_TYPES else 0
+            config = cls(
+                **{name: type(default)(data[name]) for name, default in _DEFAULTS.items()}, position_offset=offset
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: not a BERT config ({type(exc).__name__}: {exc})") from None
+        if not 0 <= config.position_offset < config.max_position_embeddings:
+            raise CheckpointError(f"{where}: pad_token_id leaves no positions")
         check_sizes(where, config)
         if config.hidden_size % config.num_attention_heads:
             raise CheckpointError(f"{where}: hidden_size is not a multiple of num_attention_heads")
         return config
 
 
-_DEFAULTS = {name: getattr(BertConfig(), name) for name in BertConfig.__dataclass_fields__}
+_DEFAULTS = {name: getattr(BertConfig(), name) for name in BertConfig.__dataclass_fields__ if name != "position_offset"}
 
 
 def read_bert_config(folder: Path) -> BertConfig:

@@ -1,9 +1,12 @@
-"""A BERT sequence classifier (Hugging Face's BertForSequenceClassification): the cross-encoder rerankers'
-model (the ms-marco MiniLM cross-encoders and other BERT ones).
+"""A BERT-family sequence classifier: the cross-encoder rerankers' model. Hugging Face's
+BertForSequenceClassification (the ms-marco MiniLM cross-encoders and other BERT ones) and
+XLMRobertaForSequenceClassification / RobertaForSequenceClassification (bge-reranker-v2-m3's form).
 
-The pair ``[CLS] query [SEP] document [SEP]`` runs through the BERT encoder (model/bert.py) with segment ids
-0 and 1; the pooler (dense + tanh) reads [CLS]'s final state and the classifier turns it into ``num_labels``
-logits. Returns the raw logits in float32: the activation a checkpoint names (or none) is the caller's.
+The pair runs through the BERT encoder (model/bert.py: RoBERTa is BERT's layers with positions numbered after
+the padding id and one segment); the first token's final state goes through a dense layer and tanh (BERT's
+"pooler", RoBERTa's classification head's ``dense``) and a linear layer to ``num_labels`` logits (BERT's
+``classifier``, RoBERTa's ``out_proj``): the same arithmetic under two sets of names. Returns the raw logits in
+float32: the activation a checkpoint names (or none) is the caller's.
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ from nvrag.model.bert_config import BertConfig, check_names, name_map, parameter
 from nvrag.model.dense import cast_dense
 from nvrag.model.skeleton import skeleton
 
-ENCODER_PREFIX = "bert."
-UNUSED = ("bert.embeddings.position_ids", "bert.embeddings.token_type_ids")
+# model_type → (the encoder's key prefix, the head's dense and output layers' names)
+LAYOUTS = {
+    "bert": ("bert.", "bert.pooler.dense", "classifier"),
+    "roberta": ("roberta.", "classifier.dense", "classifier.out_proj"),
+    "xlm-roberta": ("roberta.", "classifier.dense", "classifier.out_proj"),
+}
 
 
 class BertClassifier(nn.Module):
@@ -52,16 +59,20 @@ def num_labels_of(data: dict[str, Any], where: str) -> int:
     return value
 
 
-def classifier_names(config: BertConfig, num_labels: int) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
-    """Our parameter name → BertForSequenceClassification's, and our name → shape, for every parameter."""
+def classifier_names(
+    config: BertConfig, num_labels: int, model_type: str = "bert"
+) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """Our parameter name → the checkpoint's (BertForSequenceClassification's or RoBERTa's), and our name →
+    shape, for every parameter."""
+    prefix, dense, out = LAYOUTS[model_type]
     h = config.hidden_size
-    names = {f"encoder.{ours}": ENCODER_PREFIX + theirs for ours, theirs in name_map(config).items()}
+    names = {f"encoder.{ours}": prefix + theirs for ours, theirs in name_map(config).items()}
     shapes = {f"encoder.{ours}": shape for ours, shape in parameter_shapes(config).items()}
     for ours, theirs, shape in (
-        ("pooler.weight", "bert.pooler.dense.weight", (h, h)),
-        ("pooler.bias", "bert.pooler.dense.bias", (h,)),
-        ("classifier.weight", "classifier.weight", (num_labels, h)),
-        ("classifier.bias", "classifier.bias", (num_labels,)),
+        ("pooler.weight", f"{dense}.weight", (h, h)),
+        ("pooler.bias", f"{dense}.bias", (h,)),
+        ("classifier.weight", f"{out}.weight", (num_labels, h)),
+        ("classifier.bias", f"{out}.bias", (num_labels,)),
     ):
         names[ours], shapes[ours] = theirs, shape
     return names, shapes
@@ -72,18 +83,22 @@ def load_bert_classifier(
     config: BertConfig,
     num_labels: int,
     *,
+    model_type: str = "bert",
     device: torch.device | str = "cpu",
     matmul_dtype: torch.dtype = torch.float32,
 ) -> BertClassifier:
-    """The classifier of a BertForSequenceClassification folder (model.safetensors), every key and shape checked.
-    ``matmul_dtype`` as bert.load_bert: the linear layers' weights in it, norms and embeddings float32."""
+    """The classifier of a ``*ForSequenceClassification`` folder of ``model_type`` (a key of LAYOUTS) from its
+    model.safetensors, every key and shape checked. ``matmul_dtype`` as bert.load_bert: the linear layers'
+    weights in it, norms and embeddings float32."""
     with skeleton():
         model = BertClassifier(config, num_labels)
-    names, shapes = classifier_names(config, num_labels)
+    names, shapes = classifier_names(config, num_labels, model_type)
+    prefix = LAYOUTS[model_type][0]
+    unused = (f"{prefix}embeddings.position_ids", f"{prefix}embeddings.token_type_ids")
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{folder}: no model.safetensors (a cross-encoder is read from one safetensors file)")
-    load_checked(weights, model, lambda stored: check_names(weights, names, shapes, stored, UNUSED), device)
+    load_checked(weights, model, lambda stored: check_names(weights, names, shapes, stored, unused), device)
     cast_dense(model.encoder, matmul_dtype)
     model.pooler.to(matmul_dtype)
     model.classifier.to(matmul_dtype)

@@ -1,12 +1,14 @@
-"""Sequence-classification cross-encoders (BERT: the ms-marco MiniLM cross-encoders and others of its form),
-scored as sentence-transformers' CrossEncoder and the model cards' transformers code score them.
+"""Sequence-classification cross-encoders (BERT: the ms-marco MiniLM cross-encoders and others of its form;
+XLM-RoBERTa and RoBERTa: bge-reranker-v2-m3's form), scored as sentence-transformers' CrossEncoder and the model cards'
+transformers code score them.
 
-Input: the checkpoint's tokenizer.json encodes the pair (``[CLS] query [SEP] document [SEP]``, segment ids 0
-then 1), truncated ``longest_first`` to the max length (the longer of the two loses tokens first; an empty
-document keeps its [SEP]). Score: the single logit, through the activation config.json names
-(``sentence_transformers.activation_fn``, or sentence-transformers 3's ``sbert_ce_default_activation_function``):
-Identity, Sigmoid or Tanh. Where the config names none, the raw logit: sentence-transformers would apply a
-sigmoid there, which keeps the order and changes only the scale (docs/reranking.md).
+Input: the checkpoint's tokenizer.json encodes the pair (BERT: ``[CLS] query [SEP] document [SEP]``, segment ids 0
+then 1; RoBERTa: ``<s> query </s></s> document </s>``, one segment), truncated ``longest_first`` to the max length
+(the longer of the two loses tokens first; an empty document keeps its separator). Score: the single logit, through
+the activation config.json names (``sentence_transformers.activation_fn``, or sentence-transformers 3's
+``sbert_ce_default_activation_function``): Identity, Sigmoid or Tanh. Where the config names none, the raw logit:
+sentence-transformers would apply a sigmoid there, which keeps the order and changes only the scale
+(docs/reranking.md).
 """
 
 from __future__ import annotations
@@ -68,13 +70,14 @@ class CrossEncoderReranker(Reranker):
     ) -> None:
         where = f"{folder}/config.json"
         self.bert = BertConfig.from_dict(config, where)
+        self.model_type = str(config.get("model_type"))
         if num_labels_of(config, where) != 1:
             raise CheckpointError(
                 f"{where}: the classifier has {num_labels_of(config, where)} labels; a reranker gives one score"
             )
         self.activation = activation_of(config, where)
         self.tokenizer, limit = load_pair_tokenizer(folder)
-        positions = self.bert.max_position_embeddings
+        positions = self.bert.max_tokens
         max_tokens = max_length or min(limit or positions, positions)
         if not 4 <= max_tokens <= positions:
             raise ConfigError(f"max length {max_tokens} is outside 4..{positions} (the model's positions)")
@@ -100,13 +103,19 @@ class CrossEncoderReranker(Reranker):
         with self._lock:
             if self._model is None:
                 self._model = load_bert_classifier(
-                    self.folder, self.bert, 1, device=self.device, matmul_dtype=self.dtype
+                    self.folder, self.bert, 1, model_type=self.model_type, device=self.device, matmul_dtype=self.dtype
                 )
             return self._model
 
     def encode(self, query: str, documents: Sequence[str], instruction: str | None) -> list[PairInput]:
         encodings = self.tokenizer.encode_batch([(query, d) for d in documents])
-        return [PairInput(ids=e.ids, segments=e.type_ids, truncated=bool(e.overflowing)) for e in encodings]
+        one_segment = self.bert.type_vocab_size == 1  # RoBERTa: every token in segment 0, as transformers feeds it
+        return [
+            PairInput(
+                ids=e.ids, segments=[0] * len(e.ids) if one_segment else e.type_ids, truncated=bool(e.overflowing)
+            )
+            for e in encodings
+        ]
 
     def forward(self, batch: Sequence[PairInput]) -> FloatArray:
         width = max(len(p.ids) for p in batch)

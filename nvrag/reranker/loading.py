@@ -1,6 +1,7 @@
 """Which reranker a checkpoint folder holds, read from its own files, and loading it.
 
-- ``BertForSequenceClassification`` (model_type bert): a cross-encoder (cross_encoder.py);
+- ``BertForSequenceClassification``, ``XLMRobertaForSequenceClassification`` or
+  ``RobertaForSequenceClassification``: a cross-encoder (cross_encoder.py);
 - ``*ForCausalLM`` of a supported decoder (Qwen3, Qwen2, Llama, Mistral): an LLM reranker in Qwen3-Reranker's
   form (llm.py).
 
@@ -40,6 +41,13 @@ KNOWN_RERANKERS: tuple[KnownReranker, ...] = (
     KnownReranker("Qwen/Qwen3-Reranker-4B", "llm", "Qwen3-Reranker 4B", "Apache-2.0", ("qwen3-reranker-4b",)),
     KnownReranker("Qwen/Qwen3-Reranker-8B", "llm", "Qwen3-Reranker 8B", "Apache-2.0", ("qwen3-reranker-8b",)),
     KnownReranker(
+        "BAAI/bge-reranker-v2-m3",
+        "cross-encoder",
+        "BGE reranker v2 m3 (XLM-RoBERTa)",
+        "Apache-2.0",
+        ("bge-reranker-v2-m3",),
+    ),
+    KnownReranker(
         "cross-encoder/ms-marco-MiniLM-L6-v2",
         "cross-encoder",
         "MS MARCO MiniLM-L6 cross-encoder",
@@ -74,13 +82,14 @@ def kind_of(folder: Path) -> tuple[RerankerKind, dict[str, Any]]:
     architectures = config.get("architectures")
     architecture = str(architectures[0]) if isinstance(architectures, list) and architectures else "?"
     model_type = config.get("model_type")
-    if model_type == "bert" and architecture.endswith("ForSequenceClassification"):
+    if model_type in ("bert", "roberta", "xlm-roberta") and architecture.endswith("ForSequenceClassification"):
         return "cross-encoder", config
     if model_type in FAMILIES and architecture.endswith("ForCausalLM"):
         return "llm", config
     raise CheckpointError(
-        f"{folder}: {architecture} (model_type {model_type!r}) is not a reranker nvrag runs; it runs BERT sequence "
-        "classifiers (cross-encoders) and Qwen3/Qwen2/Llama/Mistral causal LMs in Qwen3-Reranker's form "
+        f"{folder}: {architecture} (model_type {model_type!r}) is not a reranker nvrag runs; it runs BERT and "
+        "(XLM-)RoBERTa sequence classifiers (cross-encoders) and Qwen3/Qwen2/Llama/Mistral causal LMs in "
+        "Qwen3-Reranker's form "
         "(docs/reranking.md)"
     )
 

@@ -123,3 +123,50 @@ def test_a_bert_cross_encoder_naming_sigmoid_matches_cross_encoder(tmp_path: Pat
     got = load_reranker(folder, dtype="float32", max_length=64).score(QUERY, DOCUMENTS)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert float(got.min()) > 0 and float(got.max()) < 1  # the sigmoid was applied
+
+
+def xlm_roberta_tokenizer(folder: Path) -> None:
+    """A small word-level tokenizer with XLM-RoBERTa's specials and pair template (<s> A </s></s> B </s>)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    words = sorted({w.lower().strip("?.,") for text in [QUERY, *DOCUMENTS] for w in text.split()})
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3} | {w: i + 4 for i, w in enumerate(words)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 512, "bos_token": "<s>",
+              "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>", "pad_token": "<pad>", "unk_token": "<unk>"}  # fmt: skip
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+
+
+def test_an_xlm_roberta_cross_encoder_matches_cross_encoder(tmp_path: Path) -> None:
+    """bge-reranker-v2-m3's form: positions numbered after the padding id, one segment, the classification
+    head's dense + out_proj; no activation named (the raw logit; CrossEncoder is told Identity to compare)."""
+    from sentence_transformers import CrossEncoder
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    torch.manual_seed(5)
+    config = XLMRobertaConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=40, type_vocab_size=1, pad_token_id=1, num_labels=1,
+    )  # fmt: skip
+    model = XLMRobertaForSequenceClassification(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    folder = tmp_path / "xlmr"
+    model.save_pretrained(folder)
+    xlm_roberta_tokenizer(folder)
+    documents = [d[:300] for d in DOCUMENTS]
+    reference = CrossEncoder(str(folder), device="cpu", max_length=38, activation_fn=torch.nn.Identity(),
+                             model_kwargs={"dtype": torch.float32})  # fmt: skip
+    expected = reference.predict([(QUERY, d) for d in documents], batch_size=8)
+    ours = load_reranker(folder, dtype="float32", max_length=38)
+    assert ours.info.max_tokens == 38 and ours.info.score == "the logit"
+    pairs = ours.encode(QUERY, documents, None)
+    assert pairs[0].ids[:1] == [0] and pairs[0].ids.count(2) == 3 and set(pairs[0].segments) == {0}
+    assert pairs[-1].truncated and len(pairs[-1].ids) == 38
+    np.testing.assert_allclose(ours.score(QUERY, documents), expected, atol=1e-5)
+    with pytest.raises(Exception, match="outside"):
+        load_reranker(folder, max_length=39)  # 40 positions, numbered from 2: 38 usable
