@@ -145,3 +145,32 @@ def test_the_documents_tab_lists_filters_and_deletes_after_confirmation(page: ob
     said.get_by_text("from demo (1 chunks)").wait_for(timeout=60_000)
     assert "hashlib.new" in said.inner_text() and "(1 chunks)" in said.inner_text()
     assert "hashlib.new" not in [line.strip() for line in table.inner_text().splitlines()]
+
+
+def test_the_rerank_toggle_reorders_results_in_the_page(ui_db: Path) -> None:
+    """`nvrag ui --rerank-model DIR`: the toggle is shown, and ticked, each card shows its rerank score and the
+    rank the first stage gave it; a server without a reranker shows no toggle."""
+    from playwright.sync_api import sync_playwright
+
+    reranker = REPO.parent / "shared" / "fixtures" / "family" / "bert-cross-encoder"
+    with running_ui(ui_db, "demo", "--rerank-model", str(reranker)) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        tab = browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.goto(url, wait_until="networkidle")
+        toggle = tab.locator("#rerank input[type=checkbox]")
+        assert "bert-cross-encoder" in tab.locator("#rerank").inner_text()
+        toggle.check()
+        ask(tab, "compute a SHA-256 digest of a file")
+        first = tab.locator("[data-testid=hit]").first
+        first.wait_for(timeout=120_000)
+        assert "rerank " in first.inner_text() and "(was #" in first.inner_text()
+        browser.close()
+
+
+def test_without_a_reranker_the_toggle_is_hidden(page: object) -> None:
+    assert (
+        page.locator("#rerank input[type=checkbox]").count() == 0
+        or not page.locator(  # type: ignore[attr-defined]
+            "#rerank input[type=checkbox]"
+        ).is_visible()
+    )

@@ -20,14 +20,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_ui(db: Path, index: str, **env_extra: str) -> Iterator[str]:
+def running_ui(db: Path, index: str, *args: str, **env_extra: str) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NVRAG_")}
     env.update(HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", NVRAG_DB=str(db), **env_extra)
     log_path = db.parent / f"ui-{port}.log"
     with log_path.open("w", encoding="utf-8") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nvrag", "ui", "--index", index, "--port", str(port)],
+            [sys.executable, "-m", "nvrag", "ui", "--index", index, "--port", str(port), *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
