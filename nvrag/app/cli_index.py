@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -178,8 +178,7 @@ def index(
             model=model,
             model_path=model_path,
             dimensions=dimensions,
-            chunker=_chunker(chunk_tokens, overlap),
-            chunker_asked=_chunker_asked(chunk_tokens, overlap),
+            **_chunking(chunk_tokens, overlap),
             vector_dtype=vector_dtype,
             quantization=quantize,
             prune=prune,
@@ -304,16 +303,19 @@ def _chunker(chunk_tokens: int | None, overlap: int | None) -> ChunkerSettings |
     )
 
 
-def _chunker_asked(chunk_tokens: int | None, overlap: int | None) -> str:
-    """The chunk options exactly as given, and the default the other one took: for a refusal to quote."""
+def _chunking(chunk_tokens: int | None, overlap: int | None) -> dict[str, Any]:
+    """IndexRequest's ``chunker`` from the chunk options, and ``chunker_asked``: the options exactly as given,
+    with the default the other one took, for a refusal to quote."""
     settings = _chunker(chunk_tokens, overlap)
     if settings is None:
-        return ""
-    if chunk_tokens is not None and overlap is not None:
-        return f"--chunk-tokens {chunk_tokens} --overlap {overlap}"
-    if chunk_tokens is not None:
-        return f"--chunk-tokens {chunk_tokens} (with its default overlap, {settings.overlap_tokens})"
-    return f"--overlap {overlap} (with the default chunk size, {settings.chunk_tokens})"
+        asked = ""
+    elif chunk_tokens is not None and overlap is not None:
+        asked = f"--chunk-tokens {chunk_tokens} --overlap {overlap}"
+    elif chunk_tokens is not None:
+        asked = f"--chunk-tokens {chunk_tokens} (with its default overlap, {settings.overlap_tokens})"
+    else:
+        asked = f"--overlap {overlap} (with the default chunk size, {settings.chunk_tokens})"
+    return {"chunker": settings, "chunker_asked": asked}
 
 
 @app.command()
