@@ -58,8 +58,8 @@ def rerank(
         Path | None,
         typer.Option(
             "--model-path",
-            help="The reranker's checkpoint folder: a BERT cross-encoder or a Qwen3-Reranker-style LLM "
-            "(recognised by its own files; docs/reranking.md).",
+            help="The reranker's checkpoint folder: a BERT or XLM-RoBERTa cross-encoder, a Llama Nemotron "
+            "reranker or a Qwen3-Reranker-style LLM (recognised by its own files; docs/reranking.md).",
             show_default=False,
         ),
     ] = None,

@@ -22,7 +22,7 @@ from nvrag.model.embedding import DecoderEmbeddingModel
 from nvrag.model.nvembed import NVEmbedModel
 from nvrag.model.pooling import PoolingSpec
 from nvrag.model.skeleton import skeleton
-from nvrag.model.token_scorer import TokenScorer
+from nvrag.model.token_scorer import HeadScorer, TokenScorer
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -169,21 +169,58 @@ def load_token_scorer(
     with skeleton():
         model = TokenScorer(config, token_ids)
     shards = shard_map(folder)
-    prefix = "model." if "embed_tokens.weight" not in shards and "model.embed_tokens.weight" in shards else ""
+    prefix = _prefix(shards)
     head_key = "lm_head.weight" if "lm_head.weight" in shards else f"{prefix}embed_tokens.weight"
     if head_key != "lm_head.weight" and not tied:
         raise CheckpointError(f"{folder}: no lm_head.weight, and config.json does not tie it to the embeddings")
-    for key in list(shards):
-        if key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
-            del shards[key]
-    load_weights(folder, model, decoder_name_map(model, prefix), shards, dtype=dtype, device=torch.device(device))
-    with safe_open(str(shard_map(folder)[head_key]), framework="pt", device=str(device)) as f:
-        rows = f.get_slice(head_key)
-        vocab, width = rows.get_shape()
-        if width != config.hidden_size or not all(0 <= i < vocab for i in token_ids):
-            raise CheckpointError(f"{folder}: {head_key} has shape {[vocab, width]}; it cannot score {list(token_ids)}")
-        model.head = torch.cat([rows[i : i + 1] for i in token_ids]).to(dtype)
-    return model.eval().requires_grad_(False)
+    _load_with_head(folder, model, shards, head_key, list(token_ids), dtype, torch.device(device))
+    return model
+
+
+def load_head_scorer(
+    folder: Path,
+    config: DecoderConfig,
+    pooling: PoolingSpec,
+    labels: int,
+    *,
+    temperature: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> HeadScorer:
+    """A decoder sequence classifier (backbone under ``model.``, head ``score.weight`` of ``labels`` rows)."""
+    with skeleton():
+        model = HeadScorer(config, pooling, labels, temperature)
+    shards = shard_map(folder)
+    if "score.weight" not in shards:
+        raise CheckpointError(f"{folder}: no score.weight (the classification head)")
+    _load_with_head(folder, model, shards, "score.weight", list(range(labels)), dtype, torch.device(device))
+    return model
+
+
+def _prefix(shards: dict[str, Path]) -> str:
+    return "model." if "embed_tokens.weight" not in shards and "model.embed_tokens.weight" in shards else ""
+
+
+def _load_with_head(
+    folder: Path,
+    model: HeadScorer,
+    shards: dict[str, Path],
+    head_key: str,
+    rows: list[int],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> None:
+    """The backbone's weights (every key checked), then ``rows`` of ``head_key`` as the model's head."""
+    head_file = shards[head_key]
+    backbone = {k: v for k, v in shards.items() if k not in IGNORED_KEYS and not k.endswith(IGNORED_SUFFIXES)}
+    load_weights(folder, model, decoder_name_map(model, _prefix(shards)), backbone, dtype=dtype, device=device)
+    with safe_open(str(head_file), framework="pt", device=str(device)) as f:
+        stored = f.get_slice(head_key)
+        vocab, width = stored.get_shape()
+        if width != model.config.hidden_size or not all(0 <= i < vocab for i in rows):
+            raise CheckpointError(f"{folder}: {head_key} has shape {[vocab, width]}; it cannot give rows {rows[:8]}")
+        model.head = torch.cat([stored[i : i + 1] for i in rows]).to(dtype)
+    model.eval().requires_grad_(False)
 
 
 def load_weights(

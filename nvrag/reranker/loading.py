@@ -3,7 +3,9 @@
 - ``BertForSequenceClassification``, ``XLMRobertaForSequenceClassification`` or
   ``RobertaForSequenceClassification``: a cross-encoder (cross_encoder.py);
 - ``*ForCausalLM`` of a supported decoder (Qwen3, Qwen2, Llama, Mistral): an LLM reranker in Qwen3-Reranker's
-  form (llm.py).
+  form (llm.py);
+- ``LlamaBidirectionalForSequenceClassification`` (model_type llama_bidirec): a bidirectional-Llama classifier in
+  the form of NVIDIA's Llama Nemotron rerankers (nemotron.py).
 
 Anything else is refused by name. A folder is given by path, or a known hub id is found in the Hugging Face
 cache (never downloaded at search time: ``huggingface-cli download ID`` first).
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from nvrag.embedder.dtypes import DtypeChoice, choose_dtype
 from nvrag.embedder.families import hub_id_of_folder
@@ -25,6 +27,8 @@ from nvrag.model.decoder_config import FAMILIES
 from nvrag.reranker.base import Reranker, RerankerKind
 
 GENERIC_LICENSE = "unknown: see the checkpoint's model card"
+BIDIRECTIONAL_LLAMA = ("llama_bidirec", "bidirectional_llama")  # NVIDIA's remote-code bidirectional Llama
+FolderKind = Literal["cross-encoder", "llm", "bidirectional-classifier"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,13 @@ KNOWN_RERANKERS: tuple[KnownReranker, ...] = (
         ("bge-reranker-v2-m3",),
     ),
     KnownReranker(
+        "nvidia/llama-nemotron-rerank-1b-v2",
+        "cross-encoder",
+        "NVIDIA Llama Nemotron Rerank 1B v2 (bidirectional Llama 3.2)",
+        "NVIDIA Open Model License (see the model card)",
+        ("llama-nemotron-rerank-1b-v2",),
+    ),
+    KnownReranker(
         "cross-encoder/ms-marco-MiniLM-L6-v2",
         "cross-encoder",
         "MS MARCO MiniLM-L6 cross-encoder",
@@ -62,7 +73,11 @@ KNOWN_RERANKERS: tuple[KnownReranker, ...] = (
         ("ms-marco-minilm-l12-v2", "cross-encoder/ms-marco-MiniLM-L-12-v2"),
     ),
 )
-STYLE_NAMES: dict[RerankerKind, str] = {"cross-encoder": "cross-encoder", "llm": "qwen3-reranker"}
+STYLE_NAMES: dict[FolderKind, str] = {
+    "cross-encoder": "cross-encoder",
+    "llm": "qwen3-reranker",
+    "bidirectional-classifier": "llama-nemotron-rerank",
+}
 
 
 def known_reranker(name: str) -> KnownReranker | None:
@@ -73,7 +88,7 @@ def known_reranker(name: str) -> KnownReranker | None:
     return None
 
 
-def kind_of(folder: Path) -> tuple[RerankerKind, dict[str, Any]]:
+def kind_of(folder: Path) -> tuple[FolderKind, dict[str, Any]]:
     """The reranker kind of a checkpoint folder and its parsed config.json; CheckpointError if it is none."""
     try:
         config = read_config_json(folder / "config.json")
@@ -84,12 +99,14 @@ def kind_of(folder: Path) -> tuple[RerankerKind, dict[str, Any]]:
     model_type = config.get("model_type")
     if model_type in ("bert", "roberta", "xlm-roberta") and architecture.endswith("ForSequenceClassification"):
         return "cross-encoder", config
+    if model_type in BIDIRECTIONAL_LLAMA and architecture.endswith("ForSequenceClassification"):
+        return "bidirectional-classifier", config
     if model_type in FAMILIES and architecture.endswith("ForCausalLM"):
         return "llm", config
     raise CheckpointError(
         f"{folder}: {architecture} (model_type {model_type!r}) is not a reranker nvrag runs; it runs BERT and "
-        "(XLM-)RoBERTa sequence classifiers (cross-encoders) and Qwen3/Qwen2/Llama/Mistral causal LMs in "
-        "Qwen3-Reranker's form "
+        "(XLM-)RoBERTa sequence classifiers (cross-encoders), NVIDIA's bidirectional-Llama classifiers and "
+        "Qwen3/Qwen2/Llama/Mistral causal LMs in Qwen3-Reranker's form "
         "(docs/reranking.md)"
     )
 
@@ -141,6 +158,10 @@ def load_reranker(
         from nvrag.reranker.cross_encoder import CrossEncoderReranker
 
         reranker = CrossEncoderReranker(folder, config, **facts)
+    elif kind == "bidirectional-classifier":
+        from nvrag.reranker.nemotron import BidirectionalClassifierReranker
+
+        reranker = BidirectionalClassifierReranker(folder, config, attention=attention, **facts)
     else:
         from nvrag.reranker.llm import LLMReranker
 

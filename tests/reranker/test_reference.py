@@ -170,3 +170,60 @@ def test_an_xlm_roberta_cross_encoder_matches_cross_encoder(tmp_path: Path) -> N
     np.testing.assert_allclose(ours.score(QUERY, documents), expected, atol=1e-5)
     with pytest.raises(Exception, match="outside"):
         load_reranker(folder, max_length=39)  # 40 positions, numbered from 2: 38 usable
+
+
+@pytest.mark.parametrize(("pooling", "temperature"), [("avg", 1.0), ("last", 2.5)])
+def test_a_bidirectional_llama_classifier_matches_its_reference(
+    tmp_path: Path, pooling: str, temperature: float
+) -> None:
+    """NVIDIA's Llama Nemotron reranker form: what its remote code computes (a bidirectional LlamaModel, the
+    config's pooling over the mask, the bias-free score head, divided by the temperature), written here with
+    transformers' LlamaModel (config is_causal false) on a random checkpoint in the hub repo's layout."""
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
+
+    torch.manual_seed(11)
+    config = LlamaConfig(
+        vocab_size=128256, hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=512, rope_theta=500000.0, is_causal=False,
+        pad_token_id=128001,
+    )  # fmt: skip
+    body = LlamaModel(config).eval()
+    score = torch.nn.Linear(24, 1, bias=False)
+    with torch.no_grad():
+        for p in [*body.parameters(), *score.parameters()]:
+            p.add_(torch.randn_like(p) * 0.05)
+    folder = tmp_path / "nemotron-rerank"
+    folder.mkdir()
+    weights = {f"model.{k}": v.contiguous() for k, v in body.state_dict().items()} | {"score.weight": score.weight}
+    save_file({k: v.detach().clone() for k, v in weights.items()}, str(folder / "model.safetensors"))
+    data = json.loads(config.to_json_string()) | {
+        "model_type": "llama_bidirec", "architectures": ["LlamaBidirectionalForSequenceClassification"],
+        "pooling": pooling, "temperature": temperature, "num_labels": 1,
+        "auto_map": {"AutoModelForSequenceClassification": "llama_bidirectional_model.LlamaBidirectional"},
+    }  # fmt: skip
+    data.pop("is_causal", None)  # the hub config leaves attention to the remote code
+    (folder / "config.json").write_text(json.dumps(data), encoding="utf-8")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (FAMILY / "llama-nemotron-embed" / name).is_file():
+            shutil.copy(FAMILY / "llama-nemotron-embed" / name, folder / name)
+    texts = [f"question:{QUERY} \n \n passage:{d}" for d in DOCUMENTS]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.pad_token = tokenizer.pad_token or "<|end_of_text|>"
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    with torch.no_grad():
+        hidden = body(**batch).last_hidden_state
+    mask = batch["attention_mask"]
+    if pooling == "avg":
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1)[:, None]
+    else:
+        pooled = hidden[torch.arange(len(texts)), mask.sum(1) - 1]
+    expected = (score(pooled) / temperature)[:, 0].detach().numpy()
+    ours = load_reranker(folder, dtype="float32", max_length=MAX_LENGTH)
+    assert ours.info.name == "local:llama-nemotron-rerank/nemotron-rerank"
+    pairs = ours.encode(QUERY, DOCUMENTS, None)
+    assert [p.ids for p in pairs] == [
+        ids[: int(m.sum())] for ids, m in zip(batch["input_ids"].tolist(), mask, strict=True)
+    ]
+    np.testing.assert_allclose(ours.score(QUERY, DOCUMENTS), expected, atol=1e-5)
+    assert float(np.ptp(expected)) > 1e-3
