@@ -12,7 +12,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -34,6 +35,42 @@ class RerankerInfo:
     compute_dtype: str = "float32"
     source: str = ""  # the checkpoint folder
     default_instruction: str | None = None  # None: the model takes no instruction
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a reranker is built from: its folder and parsed config.json, the name and license indexes and
+    answers show, and how to run it (the loader decides these; loading.py)."""
+
+    folder: Path
+    config: dict[str, Any]
+    name: str
+    revision: str
+    license: str
+    device: str = "cpu"
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+    max_length: int | None = None
+    batch_tokens: int = 8192
+    attention: str = "auto"
+
+    @property
+    def where(self) -> str:
+        return f"{self.folder}/config.json"
+
+    def info(
+        self, kind: RerankerKind, max_tokens: int, score: str, default_instruction: str | None = None
+    ) -> RerankerInfo:
+        return RerankerInfo(
+            name=self.name,
+            revision=self.revision,
+            kind=kind,
+            max_tokens=max_tokens,
+            license=self.license,
+            score=score,
+            compute_dtype=self.dtype,
+            source=str(self.folder.resolve()),
+            default_instruction=default_instruction,
+        )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from nvrag.embedder.dtypes import cpu_batch_width
 from nvrag.errors import CheckpointError, ConfigError
 from nvrag.model.bert_config import BertConfig
 from nvrag.model.cross_encoder import BertClassifier, load_bert_classifier, num_labels_of
-from nvrag.reranker.base import PairInput, Reranker, RerankerInfo
+from nvrag.reranker.base import Checkpoint, PairInput, Reranker
 from nvrag.reranker.tokens import load_pair_tokenizer
 
 ACTIVATIONS = {
@@ -55,45 +54,24 @@ def activation_of(config: dict[str, Any], where: str) -> str:
 
 
 class CrossEncoderReranker(Reranker):
-    def __init__(
-        self,
-        folder: Path,
-        config: dict[str, Any],
-        *,
-        name: str,
-        revision: str,
-        license: str,
-        device: str = "cpu",
-        dtype: torch.dtype = torch.float32,
-        max_length: int | None = None,
-        batch_tokens: int = 8192,
-    ) -> None:
-        where = f"{folder}/config.json"
+    def __init__(self, source: Checkpoint) -> None:
+        config, where = source.config, source.where
         self.bert = BertConfig.from_dict(config, where)
         self.model_type = str(config.get("model_type"))
-        if num_labels_of(config, where) != 1:
-            raise CheckpointError(
-                f"{where}: the classifier has {num_labels_of(config, where)} labels; a reranker gives one score"
-            )
+        labels = num_labels_of(config, where)
+        if labels != 1:
+            raise CheckpointError(f"{where}: the classifier has {labels} labels; a reranker gives one score")
         self.activation = activation_of(config, where)
-        self.tokenizer, limit = load_pair_tokenizer(folder)
+        self.tokenizer, limit = load_pair_tokenizer(source.folder)
         positions = self.bert.max_tokens
-        max_tokens = max_length or min(limit or positions, positions)
+        max_tokens = source.max_length or min(limit or positions, positions)
         if not 4 <= max_tokens <= positions:
             raise ConfigError(f"max length {max_tokens} is outside 4..{positions} (the model's positions)")
         self.tokenizer.enable_truncation(max_tokens, strategy="longest_first")
-        info = RerankerInfo(
-            name=name,
-            revision=revision,
-            kind="cross-encoder",
-            max_tokens=max_tokens,
-            license=license,
-            score=SCORE_WORDS[self.activation],
-            compute_dtype=str(dtype).removeprefix("torch."),
-            source=str(folder.resolve()),
+        super().__init__(
+            source.info("cross-encoder", max_tokens, SCORE_WORDS[self.activation]), batch_tokens=source.batch_tokens
         )
-        super().__init__(info, batch_tokens=batch_tokens)
-        self.folder, self.device, self.dtype = folder, torch.device(device), dtype
+        self.folder, self.device, self.dtype = source.folder, torch.device(source.device), getattr(torch, source.dtype)
         self.pad_id = int(config.get("pad_token_id") or 0)
         self._model: BertClassifier | None = None
         self._lock = threading.Lock()

@@ -18,22 +18,16 @@ score a pair the user did not ask about.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
-from nvrag.embedder.base import FloatArray
-from nvrag.embedder.dtypes import cpu_batch_width
-from nvrag.embedder.runtime import choose_backend, right_padded
 from nvrag.errors import CheckpointError, ConfigError, InputError
 from nvrag.model.decoder_config import decoder_config_from_hf
 from nvrag.model.loading import load_token_scorer
 from nvrag.model.token_scorer import TokenScorer
-from nvrag.reranker.base import PairInput, Reranker, RerankerInfo
+from nvrag.reranker.base import Checkpoint, PairInput
+from nvrag.reranker.decoder_base import DecoderReranker
 from nvrag.reranker.tokens import load_pair_tokenizer, truncation_side
 
 PREFIX = (
@@ -50,24 +44,12 @@ def format_pair(instruction: str, query: str, document: str) -> str:
     return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
 
 
-class LLMReranker(Reranker):
-    def __init__(
-        self,
-        folder: Path,
-        config: dict[str, Any],
-        *,
-        name: str,
-        revision: str,
-        license: str,
-        device: str = "cpu",
-        dtype: torch.dtype = torch.float32,
-        max_length: int | None = None,
-        batch_tokens: int = 8192,
-        attention: str = "auto",
-    ) -> None:
+class LLMReranker(DecoderReranker):
+    def __init__(self, source: Checkpoint) -> None:
+        config, folder = source.config, source.folder
         self.decoder = decoder_config_from_hf(config)
         if not self.decoder.causal:
-            raise CheckpointError(f"{folder}/config.json: an LLM reranker is a causal language model")
+            raise CheckpointError(f"{source.where}: an LLM reranker is a causal language model")
         self.tokenizer, _ = load_pair_tokenizer(folder)
         self.prefix = self.tokenizer.encode(PREFIX, add_special_tokens=False).ids
         self.suffix = self.tokenizer.encode(SUFFIX, add_special_tokens=False).ids
@@ -76,7 +58,7 @@ class LLMReranker(Reranker):
             raise CheckpointError(f"{folder}/tokenizer.json: no single token for 'yes' and 'no'")
         self.token_ids: tuple[int, int] = token_ids  # type: ignore[assignment]  # checked above
         positions = int(config.get("max_position_embeddings") or DEFAULT_MAX_TOKENS)
-        max_tokens = max_length or min(positions, DEFAULT_MAX_TOKENS)
+        max_tokens = source.max_length or min(positions, DEFAULT_MAX_TOKENS)
         fixed = len(self.prefix) + len(self.suffix)
         if not fixed < max_tokens <= positions:
             raise ConfigError(
@@ -85,32 +67,16 @@ class LLMReranker(Reranker):
             )
         self.room = max_tokens - fixed
         self.tokenizer.enable_truncation(self.room, strategy="longest_first", direction=truncation_side(folder))
-        info = RerankerInfo(
-            name=name,
-            revision=revision,
-            kind="llm",
-            max_tokens=max_tokens,
-            license=license,
-            score="P(yes)",
-            compute_dtype=str(dtype).removeprefix("torch."),
-            source=str(folder.resolve()),
-            default_instruction=DEFAULT_INSTRUCTION,
-        )
-        super().__init__(info, batch_tokens=batch_tokens)
-        self.folder, self.device, self.dtype = folder, torch.device(device), dtype
+        super().__init__(source, source.info("llm", max_tokens, "P(yes)", DEFAULT_INSTRUCTION))
         self.tied = bool(config.get("tie_word_embeddings", False))
-        self.backend = choose_backend(attention, self.device, dtype)
-        self._model: TokenScorer | None = None
-        self._lock = threading.Lock()
 
-    @property
-    def model(self) -> TokenScorer:
-        with self._lock:
-            if self._model is None:
-                self._model = load_token_scorer(
-                    self.folder, self.decoder, self.token_ids, tied=self.tied, dtype=self.dtype, device=self.device
-                )
-            return self._model
+    def load(self) -> TokenScorer:
+        return load_token_scorer(
+            self.source.folder, self.decoder, self.token_ids, tied=self.tied, dtype=self.dtype, device=self.device
+        )
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits[:, 1] - logits[:, 0])  # softmax([no, yes])[1]
 
     def encode(self, query: str, documents: Sequence[str], instruction: str | None) -> list[PairInput]:
         chosen = DEFAULT_INSTRUCTION if instruction is None else instruction
@@ -122,14 +88,3 @@ class LLMReranker(Reranker):
             )
         encodings = self.tokenizer.encode_batch([format_pair(chosen, query, d) for d in documents])
         return [PairInput(ids=self.prefix + e.ids + self.suffix, truncated=bool(e.overflowing)) for e in encodings]
-
-    def forward(self, batch: Sequence[PairInput]) -> FloatArray:
-        width = max(len(p.ids) for p in batch)
-        if self.device.type == "cpu" and self.dtype == torch.bfloat16:
-            width = cpu_batch_width(width, self.info.max_tokens)
-        input_ids, attention_mask, _ = right_padded([p.ids for p in batch], 0, 0, width)
-        model = self.model
-        with torch.inference_mode():
-            logits = model.logits(input_ids.to(self.device), attention_mask.to(self.device), backend=self.backend)
-        no, yes = logits[:, 0], logits[:, 1]
-        return np.asarray(torch.sigmoid(yes - no).cpu().numpy(), dtype=np.float32)

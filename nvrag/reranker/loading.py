@@ -24,7 +24,7 @@ from nvrag.embedder.weights import checkpoint_fp32_bytes, weights_fingerprint
 from nvrag.errors import CheckpointError, ModelUnavailableError
 from nvrag.model.config import read_config_json
 from nvrag.model.decoder_config import FAMILIES
-from nvrag.reranker.base import Reranker, RerankerKind
+from nvrag.reranker.base import Checkpoint, Reranker, RerankerKind
 
 GENERIC_LICENSE = "unknown: see the checkpoint's model card"
 BIDIRECTIONAL_LLAMA = ("llama_bidirec", "bidirectional_llama")  # NVIDIA's remote-code bidirectional Llama
@@ -139,33 +139,34 @@ def load_reranker(
 ) -> Reranker:
     """The reranker a folder (or a known hub id in the cache) holds, in ``dtype`` (default: as the embedders
     choose it, dtypes.choose_dtype) on ``device``; the weights load on first use."""
-    import torch  # the rerankers' modules import torch; this module stays importable without it
-
     folder, known = resolve_folder(name_or_path)
     kind, config = kind_of(folder)
     choice = choose_dtype(dtype, device, fp32_bytes=checkpoint_fp32_bytes(folder))
-    facts: dict[str, Any] = {
-        "name": known.hub_id if known else f"{LOCAL_PREFIX}{STYLE_NAMES[kind]}/{folder.resolve().name}",
-        "revision": weights_fingerprint(folder),
-        "license": known.license if known else GENERIC_LICENSE,
-        "device": device,
-        "dtype": getattr(torch, choice.name),
-        "max_length": max_length,
-        "batch_tokens": batch_tokens or 8192,
-    }
+    source = Checkpoint(
+        folder=folder,
+        config=config,
+        name=known.hub_id if known else f"{LOCAL_PREFIX}{STYLE_NAMES[kind]}/{folder.resolve().name}",
+        revision=weights_fingerprint(folder),
+        license=known.license if known else GENERIC_LICENSE,
+        device=device,
+        dtype=choice.name,
+        max_length=max_length,
+        batch_tokens=batch_tokens or 8192,
+        attention=attention,
+    )
     reranker: Reranker
-    if kind == "cross-encoder":
+    if kind == "cross-encoder":  # the rerankers' modules import torch: only the one asked for is imported
         from nvrag.reranker.cross_encoder import CrossEncoderReranker
 
-        reranker = CrossEncoderReranker(folder, config, **facts)
+        reranker = CrossEncoderReranker(source)
     elif kind == "bidirectional-classifier":
         from nvrag.reranker.nemotron import BidirectionalClassifierReranker
 
-        reranker = BidirectionalClassifierReranker(folder, config, attention=attention, **facts)
+        reranker = BidirectionalClassifierReranker(source)
     else:
         from nvrag.reranker.llm import LLMReranker
 
-        reranker = LLMReranker(folder, config, attention=attention, **facts)
+        reranker = LLMReranker(source)
     _note(reranker, choice)
     return reranker
 

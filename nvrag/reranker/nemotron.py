@@ -11,24 +11,18 @@ logit. A query that leaves no room for any of the document is refused, as for th
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
-from nvrag.embedder.base import FloatArray
-from nvrag.embedder.dtypes import cpu_batch_width
-from nvrag.embedder.runtime import choose_backend, right_padded
 from nvrag.errors import CheckpointError, ConfigError, InputError
 from nvrag.model.cross_encoder import num_labels_of
 from nvrag.model.decoder_config import decoder_config_from_hf
 from nvrag.model.loading import load_head_scorer
 from nvrag.model.pooling import PoolingSpec
 from nvrag.model.token_scorer import HeadScorer
-from nvrag.reranker.base import PairInput, Reranker, RerankerInfo
+from nvrag.reranker.base import Checkpoint, PairInput
+from nvrag.reranker.decoder_base import DecoderReranker
 from nvrag.reranker.tokens import load_pair_tokenizer, truncation_side
 
 POOLING = {"avg": "mean", "mean": "mean", "cls": "cls", "last": "last"}
@@ -39,22 +33,9 @@ def format_pair(query: str, document: str) -> str:
     return f"question:{query} \n \n passage:{document}"
 
 
-class BidirectionalClassifierReranker(Reranker):
-    def __init__(
-        self,
-        folder: Path,
-        config: dict[str, Any],
-        *,
-        name: str,
-        revision: str,
-        license: str,
-        device: str = "cpu",
-        dtype: torch.dtype = torch.float32,
-        max_length: int | None = None,
-        batch_tokens: int = 8192,
-        attention: str = "auto",
-    ) -> None:
-        where = f"{folder}/config.json"
+class BidirectionalClassifierReranker(DecoderReranker):
+    def __init__(self, source: Checkpoint) -> None:
+        config, where = source.config, source.where
         self.decoder = decoder_config_from_hf(config | {"model_type": "llama"}, causal=False)
         pooling = POOLING.get(str(config.get("pooling", "avg")))
         if pooling is None:
@@ -64,41 +45,27 @@ class BidirectionalClassifierReranker(Reranker):
         if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not temperature > 0:
             raise CheckpointError(f"{where}: temperature {temperature!r} must be a positive number")
         self.temperature = float(temperature)
-        if num_labels_of(config, where) != 1:
-            raise CheckpointError(
-                f"{where}: the classifier has {num_labels_of(config, where)} labels; a reranker gives one"
-            )
-        self.tokenizer, limit = load_pair_tokenizer(folder)
+        labels = num_labels_of(config, where)
+        if labels != 1:
+            raise CheckpointError(f"{where}: the classifier has {labels} labels; a reranker gives one score")
+        self.tokenizer, limit = load_pair_tokenizer(source.folder)
         positions = int(config.get("max_position_embeddings") or DEFAULT_MAX_TOKENS)
-        max_tokens = max_length or min(limit or positions, positions, DEFAULT_MAX_TOKENS)
+        max_tokens = source.max_length or min(limit or positions, positions, DEFAULT_MAX_TOKENS)
         if not 8 <= max_tokens <= positions:
             raise ConfigError(f"max length {max_tokens} is outside 8..{positions} (the model's positions)")
-        self.tokenizer.enable_truncation(max_tokens, strategy="longest_first", direction=truncation_side(folder))
-        info = RerankerInfo(
-            name=name,
-            revision=revision,
-            kind="cross-encoder",
-            max_tokens=max_tokens,
-            license=license,
-            score="the logit" if self.temperature == 1.0 else f"the logit / {self.temperature:g}",
-            compute_dtype=str(dtype).removeprefix("torch."),
-            source=str(folder.resolve()),
-        )
-        super().__init__(info, batch_tokens=batch_tokens)
-        self.folder, self.device, self.dtype = folder, torch.device(device), dtype
-        self.backend = choose_backend(attention, self.device, dtype)
-        self._model: HeadScorer | None = None
-        self._lock = threading.Lock()
+        side = truncation_side(source.folder)
+        self.tokenizer.enable_truncation(max_tokens, strategy="longest_first", direction=side)
+        score = "the logit" if self.temperature == 1.0 else f"the logit / {self.temperature:g}"
+        super().__init__(source, source.info("cross-encoder", max_tokens, score))
 
-    @property
-    def model(self) -> HeadScorer:
-        with self._lock:
-            if self._model is None:
-                self._model = load_head_scorer(
-                    self.folder, self.decoder, self.pooling, 1, temperature=self.temperature, dtype=self.dtype,
-                    device=self.device,
-                )  # fmt: skip
-            return self._model
+    def load(self) -> HeadScorer:
+        return load_head_scorer(
+            self.source.folder, self.decoder, self.pooling, 1, temperature=self.temperature, dtype=self.dtype,
+            device=self.device,
+        )  # fmt: skip
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, 0]
 
     def encode(self, query: str, documents: Sequence[str], instruction: str | None) -> list[PairInput]:
         if self.tokenizer.encode(format_pair(query, "")).overflowing:
@@ -108,13 +75,3 @@ class BidirectionalClassifierReranker(Reranker):
             )
         encodings = self.tokenizer.encode_batch([format_pair(query, d) for d in documents])
         return [PairInput(ids=e.ids, truncated=bool(e.overflowing)) for e in encodings]
-
-    def forward(self, batch: Sequence[PairInput]) -> FloatArray:
-        width = max(len(p.ids) for p in batch)
-        if self.device.type == "cpu" and self.dtype == torch.bfloat16:
-            width = cpu_batch_width(width, self.info.max_tokens)
-        input_ids, attention_mask, _ = right_padded([p.ids for p in batch], 0, 0, width)
-        model = self.model
-        with torch.inference_mode():
-            logits = model.logits(input_ids.to(self.device), attention_mask.to(self.device), backend=self.backend)
-        return np.asarray(logits[:, 0].cpu().numpy(), dtype=np.float32)

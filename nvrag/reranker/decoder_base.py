@@ -1,0 +1,56 @@
+"""What the decoder rerankers share (the LLM rerankers, llm.py, and the bidirectional-Llama classifiers,
+nemotron.py): the model loaded on first use, and a forward pass over right-padded pairs through the decoder
+engine with a head on the pooled state (model/token_scorer.py)."""
+
+from __future__ import annotations
+
+import threading
+from abc import abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from nvrag.embedder.base import FloatArray
+from nvrag.embedder.dtypes import cpu_batch_width
+from nvrag.embedder.runtime import choose_backend, right_padded
+from nvrag.model.token_scorer import HeadScorer
+from nvrag.reranker.base import Checkpoint, PairInput, Reranker, RerankerInfo
+
+
+class DecoderReranker(Reranker):
+    """A reranker whose model is a HeadScorer; subclasses load it and turn its logits into scores."""
+
+    def __init__(self, source: Checkpoint, info: RerankerInfo) -> None:
+        super().__init__(info, batch_tokens=source.batch_tokens)
+        self.source = source
+        self.device, self.dtype = torch.device(source.device), getattr(torch, source.dtype)
+        self.backend = choose_backend(source.attention, self.device, self.dtype)
+        self._model: HeadScorer | None = None
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def load(self) -> HeadScorer:
+        """The model, loaded from the checkpoint."""
+
+    @abstractmethod
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, rows) float32 logits → (B,) scores."""
+
+    @property
+    def model(self) -> HeadScorer:
+        with self._lock:
+            if self._model is None:
+                self._model = self.load()
+            return self._model
+
+    def forward(self, batch: Sequence[PairInput]) -> FloatArray:
+        width = max(len(p.ids) for p in batch)
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16:
+            width = cpu_batch_width(width, self.info.max_tokens)  # oneDNN keeps one kernel per width
+        # padding is masked (attention and pooling), so any id pads; the head reads each row's own tokens
+        input_ids, attention_mask, _ = right_padded([p.ids for p in batch], 0, 0, width)
+        model = self.model
+        with torch.inference_mode():
+            logits = model.logits(input_ids.to(self.device), attention_mask.to(self.device), backend=self.backend)
+        return np.asarray(self.scores(logits).cpu().numpy(), dtype=np.float32)
