@@ -28,6 +28,14 @@ DOCUMENTS = [
 MAX_LENGTH = 96
 
 
+def jitter(*modules: torch.nn.Module) -> None:
+    """Move every weight off its initial value (norms at 1, biases at 0 would hide a skipped norm or bias)."""
+    with torch.no_grad():
+        for module in modules:
+            for p in module.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+
+
 def with_tokenizer(model: object, folder: Path, style: str) -> Path:
     model.save_pretrained(folder)  # type: ignore[attr-defined]
     for name in TOKENIZER_FILES:
@@ -55,9 +63,7 @@ def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         max_position_embeddings=512,
     )
     model = Qwen3ForCausalLM(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)  # norms and biases away from their initial values
+    jitter(model)
     return with_tokenizer(model, tmp_path_factory.mktemp("qwen3-reranker-other"), "qwen3-reranker")
 
 
@@ -111,9 +117,7 @@ def test_a_bert_cross_encoder_naming_sigmoid_matches_cross_encoder(tmp_path: Pat
         num_labels=1,
     )
     model = BertForSequenceClassification(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    jitter(model)
     folder = with_tokenizer(model, tmp_path / "bert-other", "bert-cross-encoder")
     data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     data["sentence_transformers"] = {"activation_fn": "torch.nn.modules.activation.Sigmoid"}
@@ -152,9 +156,7 @@ def test_an_xlm_roberta_cross_encoder_matches_cross_encoder(tmp_path: Path) -> N
         max_position_embeddings=40, type_vocab_size=1, pad_token_id=1, num_labels=1,
     )  # fmt: skip
     model = XLMRobertaForSequenceClassification(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    jitter(model)
     folder = tmp_path / "xlmr"
     model.save_pretrained(folder)
     xlm_roberta_tokenizer(folder)
@@ -190,9 +192,7 @@ def test_a_bidirectional_llama_classifier_matches_its_reference(
     )  # fmt: skip
     body = LlamaModel(config).eval()
     score = torch.nn.Linear(24, 1, bias=False)
-    with torch.no_grad():
-        for p in [*body.parameters(), *score.parameters()]:
-            p.add_(torch.randn_like(p) * 0.05)
+    jitter(body, score)
     folder = tmp_path / "nemotron-rerank"
     folder.mkdir()
     weights = {f"model.{k}": v.contiguous() for k, v in body.state_dict().items()} | {"score.weight": score.weight}
