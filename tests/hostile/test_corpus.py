@@ -1,5 +1,12 @@
 """A hostile corpus through the real `nvrag index`: every bad file is one reported failure, the good files
-before and after it are indexed and committed, and the process stays under 1 GiB with no hang."""
+before and after it are indexed and committed, and the process costs at most HOSTILE_HEADROOM more memory than
+indexing one benign file the same way, with no hang.
+
+The bound is relative: a process's peak resident memory (VmHWM) includes the pages of the shared libraries it
+maps (torch's alone are hundreds of MiB), and how many of those are resident depends on the page cache: the same
+benign run peaked at 585 MiB in a long-lived virtualenv and at 776 MiB in a freshly installed one (CI's), the
+hostile one at 820 and 1,015-1,087 MiB. Measured against a benign run in the same setup, the hostile corpus costs
+240-310 MiB; an unbounded decompression or a parse of a whole table would cost gigabytes."""
 
 from __future__ import annotations
 
@@ -16,6 +23,18 @@ from tests.hostile.conftest import GIB, no_traceback, nvrag
 
 pytestmark = pytest.mark.slow
 FAKE = "nvrag/fake-wordlen"
+HOSTILE_HEADROOM = 512 * 1024**2
+
+
+@pytest.fixture(scope="module")
+def benign_peak(tmp_path_factory: pytest.TempPathFactory) -> int:
+    """The peak resident memory of `nvrag index` on one small good file with the bundled model."""
+    folder = tmp_path_factory.mktemp("benign")
+    (folder / "corpus").mkdir()
+    (folder / "corpus" / "a.txt").write_text("a small good document about nothing in particular", encoding="utf-8")
+    run = nvrag("index", str(folder / "corpus"), "--index", "b", "--json", db=folder / "db")
+    assert run.returncode == 0 and run.peak_rss_bytes > 0, run.stderr
+    return run.peak_rss_bytes
 
 
 def _name(source: str) -> str:
@@ -24,7 +43,7 @@ def _name(source: str) -> str:
     return f"{head}:{line}" if head and line.isdigit() else path.name
 
 
-def test_hostile_corpus_is_reported_item_by_item_and_the_rest_indexed(tmp_path: Path) -> None:
+def test_hostile_corpus_is_reported_item_by_item_and_the_rest_indexed(tmp_path: Path, benign_peak: int) -> None:
     expected = corpus.build(tmp_path / "corpus")
     # the bundled model, as `nvrag index` picks it here: its tokenizer and batches are part of the memory bound
     run = nvrag("index", str(tmp_path / "corpus"), "--index", "h", "--json", db=tmp_path / "db")
@@ -37,7 +56,7 @@ def test_hostile_corpus_is_reported_item_by_item_and_the_rest_indexed(tmp_path: 
         assert reasons[name].startswith(start), (name, reasons[name])
         assert "\n" not in reasons[name]
     assert report["documents"] == 8  # a-good, 3 HTML pages, heading.md, z-good, lines.jsonl's lines 1 and 4
-    assert 0 < run.peak_rss_bytes < GIB, run.peak_rss_bytes
+    assert 0 < run.peak_rss_bytes < benign_peak + HOSTILE_HEADROOM, (run.peak_rss_bytes, benign_peak)
 
     found = nvrag("search", "good document", "--index", "h", "-k", "3", "--json", db=tmp_path / "db")
     assert found.returncode == 0 and len(json.loads(found.stdout)) == 3, found.stderr
