@@ -7,14 +7,17 @@ import json
 import re
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer._click import Context, Parameter
+from typer.core import TyperCommand, TyperGroup
+from typer.models import CommandFunctionType
 
 from nvrag import __version__
 from nvrag.app.settings import ENV_DB, ENV_DTYPE, ENV_MODEL
@@ -30,7 +33,36 @@ EXIT_STORAGE = 5  # the data directory cannot be written (full disk, read-only, 
 EXIT_BUSY = 75  # another process is writing the index (sysexits' EX_TEMPFAIL: try again later)
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 
-app = typer.Typer(
+
+def _flags_take_no_value(params: list[Parameter]) -> list[Parameter]:
+    """Typer's help prints `<bool>` beside a flag (--help included) as if it took a value; a flag takes none."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
+class _Typer(typer.Typer):
+    """The app whose commands show flags as flags in --help."""
+
+    def command(
+        self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any
+    ) -> Callable[[CommandFunctionType], CommandFunctionType]:
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _Typer(
+    cls=_Group,
     name="nvrag",
     help=(
         "Index documents with NV-Embed-v2 (or the bundled all-MiniLM-L6-v2) into LanceDB and search them.\n\n"
@@ -133,7 +165,7 @@ RerankInstructionOption = Annotated[
         show_default=False,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.", metavar="")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 TaskOption = Annotated[
     str | None, typer.Option("--task", "-t", help="Query instruction preset by task name, e.g. SciFact.")
 ]
@@ -221,7 +253,7 @@ def version_callback(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.", metavar="")
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
     """nvrag: retrieval with NV-Embed-v2 over LanceDB."""

@@ -51,7 +51,6 @@ def embed(
             "--query",
             help="Embed as queries (with the instruction); the bundled model then computes float32 on a CPU "
             "unless --dtype says otherwise.",
-            metavar="",
         ),
     ] = False,
     task: TaskOption = None,

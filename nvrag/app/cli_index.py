@@ -63,7 +63,6 @@ def index(
         typer.Option(
             "--prune",
             help="Remove documents that are no longer in PATH (only PATH's own: API documents and uploads stay).",
-            metavar="",
         ),
     ] = False,
     replace_other_origins: Annotated[
@@ -71,7 +70,6 @@ def index(
         typer.Option(
             "--replace-other-origins",
             help="Let PATH's documents replace documents of the same id added through the API or uploaded.",
-            metavar="",
         ),
     ] = False,
     vector_dtype: Annotated[
@@ -110,7 +108,6 @@ def index(
             "--reembed",
             help="Allow another model or chunker for an existing index: rebuild it beside the old one and "
             "switch when done (the old index stays searchable until then).",
-            metavar="",
         ),
     ] = False,
     id_column: Annotated[str, typer.Option("--id-column", help="Tables and JSON: the id column.")] = "id",
@@ -156,7 +153,6 @@ def index(
             "--watch",
             help="After this run, keep the index in step with PATH until Ctrl-C: new and changed files are "
             "embedded, deleted ones removed (as --prune), one line per change.",
-            metavar="",
         ),
     ] = False,
     db: DbOption = None,

@@ -17,7 +17,7 @@ from nvrag.app.wiring import open_store
 from nvrag.indexer.engine import delete_documents
 from nvrag.indexer.manage import drop_index, list_documents
 
-YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do it without asking.", show_default=False, metavar="")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do it without asking.", show_default=False)]
 
 
 def _confirm(question: str, yes: bool) -> None:

@@ -178,7 +178,7 @@ def eval_command(
     mode: Annotated[str, typer.Option("--mode", help="dense, bm25 or hybrid.")] = "dense",
     chunked: Annotated[
         bool,
-        typer.Option("--chunked", help="Evaluate a chunked index (a document scores as its best chunk).", metavar=""),
+        typer.Option("--chunked", help="Evaluate a chunked index (a document scores as its best chunk)."),
     ] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write DIR/metrics.json and DIR/metrics.png.")

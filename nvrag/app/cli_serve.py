@@ -81,7 +81,7 @@ def serve(
     ] = None,
     insecure_no_auth: Annotated[
         bool,
-        typer.Option("--insecure-no-auth", help="Allow another address than loopback without an API key.", metavar=""),
+        typer.Option("--insecure-no-auth", help="Allow another address than loopback without an API key."),
     ] = False,
     allowed_host: AllowedHosts = None,
     allowed_origin: AllowedOrigins = None,
@@ -93,7 +93,6 @@ def serve(
         typer.Option(
             "--ui",
             help="Also serve the web search page at /ui (behind the same key: the browser asks for it).",
-            metavar="",
         ),
     ] = False,
     max_in_flight: Annotated[

@@ -140,10 +140,15 @@ def test_info_never_cuts_an_index_name(tmp_path: Path) -> None:
     assert result.exit_code == 0 and name in result.stdout
 
 
-def test_flags_show_no_value_in_help() -> None:
-    result = CliRunner().invoke(app, ["index", "--help"], env={"COLUMNS": "160"})
-    flag_lines = [line for line in result.stdout.splitlines() if "--prune" in line or "--reembed " in line]
-    assert flag_lines and not any("<bool>" in line for line in flag_lines)
+@pytest.mark.parametrize("command", [[], ["index"], ["search"], ["serve"], ["drop"], ["eval"], ["rerank"]])
+def test_flags_show_no_value_in_help(command: list[str]) -> None:
+    """No flag, --help included, is shown with `<bool>` as if it took a value; options that take one keep theirs."""
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0
+    assert "--help" in result.stdout and "<bool>" not in result.stdout
+    if command == ["index"]:
+        assert [line for line in result.stdout.splitlines() if "--prune" in line]
+        assert any("--chunk-tokens" in line and "<int>" in line for line in result.stdout.splitlines())
 
 
 @pytest.mark.usefixtures("clean_env")
