@@ -165,8 +165,9 @@ def build_api(ctx: APIContext) -> FastAPI:
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_DOCUMENTS_LISTED)] = DEFAULT_DOCUMENTS_LISTED,
     ) -> dict[str, Any]:
-        """The index's documents, sorted by id, a page at a time: id, origin (path, api or upload), source and
-        number of chunks."""
+        """The index's documents, sorted by id, a page at a time: id, origin (path, api or upload), source, number
+        of chunks and updated (when it last changed, ISO 8601 UTC; null for chunks written before nvrag recorded
+        it)."""
         _exposed(ctx, name)
         page = list_documents(ctx.store, name, offset, limit)
         return {"object": "list", "data": [d.to_dict() for d in page], "offset": offset, "limit": limit}

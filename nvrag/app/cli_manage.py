@@ -55,17 +55,18 @@ def documents(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List an index's documents: id, origin (path, api or upload), source and number of chunks."""
+    """List an index's documents: id, origin (path, api or upload), source, number of chunks and when each last
+    changed (UTC)."""
     with user_errors():
         found = list_documents(open_store(Settings.from_env(db=db)), name)
     if as_json:
         sys.stdout.write(json.dumps([d.to_dict() for d in found], indent=2) + "\n")
         return
     table = RichTable(title=f"{len(found)} documents in {safe(name)}")
-    for column in ("id", "origin", "source", "chunks"):
+    for column in ("id", "origin", "source", "chunks", "updated"):
         table.add_column(column, overflow="fold")
     for d in found:
-        table.add_row(safe(d.id), d.origin, safe(d.source), str(d.chunks))
+        table.add_row(safe(d.id), d.origin, safe(d.source), str(d.chunks), d.updated or "-")
     out.print(table)
 
 

@@ -4,6 +4,7 @@ so never while a writer runs). Removing documents is ``engine.delete_documents``
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import UTC
 
 from nvrag.indexer.loaders import document_origin
 from nvrag.schema import JSONValue
@@ -13,12 +14,14 @@ from nvrag.store.failures import storage_errors
 
 @dataclass(frozen=True)
 class StoredDocument:
-    """One document of an index: its id, origin (path, api or upload), source and how many chunks it has."""
+    """One document of an index: its id, origin (path, api or upload), source, how many chunks it has, and when
+    it last changed (its newest chunk's write, ISO 8601 UTC; None where the index predates that record)."""
 
     id: str
     origin: str
     source: str
     chunks: int
+    updated: str | None
 
     def to_dict(self) -> dict[str, JSONValue]:
         return dict(asdict(self))
@@ -32,10 +35,16 @@ def list_documents(store: Store, name: str, offset: int = 0, limit: int | None =
     page = sorted(grouped)[offset : None if limit is None else offset + limit]
     first = [min(grouped[doc]) for doc in page if grouped[doc]]
     sources = {chunk.doc_id: chunk.source for chunk in table.get(first)}
-    return [
-        StoredDocument(doc, document_origin(doc, sources.get(doc, "")), sources.get(doc, ""), len(grouped[doc]))
-        for doc in page
-    ]
+    times = table.indexed_at(c for doc in page for c in grouped[doc])
+    found = []
+    for doc in page:
+        newest = max((times[c] for c in grouped[doc] if c in times), default=None)
+        updated = (
+            None if newest is None else newest.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        )
+        source = sources.get(doc, "")
+        found.append(StoredDocument(doc, document_origin(doc, source), source, len(grouped[doc]), updated))
+    return found
 
 
 def drop_index(store: Store, name: str) -> int:

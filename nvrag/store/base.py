@@ -13,6 +13,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,10 @@ class Table(ABC):
     @abstractmethod
     def get(self, chunk_ids: Sequence[str]) -> list[Chunk]:
         """The stored chunks with these ids, in the order given (missing ids are left out)."""
+
+    @abstractmethod
+    def indexed_at(self, chunk_ids: Iterable[str]) -> dict[str, datetime]:
+        """When each of these chunks was written (UTC); left out: missing, or written before rows had a time."""
 
     def metadata_fields(self, max_rows: int = METADATA_SCAN_ROWS) -> set[str] | None:
         """The metadata keys any chunk has (top level), or None for an index of more than ``max_rows`` chunks

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
 from nvrag.schema import CHUNK_COLUMNS, Chunk
+
+# when the row was written (UTC, milliseconds); a document's "updated" is its newest chunk's
+INDEXED_AT = "indexed_at"
+INDEXED_AT_FIELD = pa.field(INDEXED_AT, pa.timestamp("ms", tz="UTC"))
 
 
 def chunk_schema(dimension: int, vector_dtype: str = "float32", quantization: str = "none") -> pa.Schema:
@@ -26,8 +32,16 @@ def chunk_schema(dimension: int, vector_dtype: str = "float32", quantization: st
             pa.field("metadata", pa.json_(pa.utf8())),  # JSON object, stored as Lance JSONB: filterable
             pa.field("vector", pa.list_(pa.float16() if vector_dtype == "float16" else pa.float32(), dimension)),
             *bits,  # binary quantisation: the sign of each dimension, 8 per byte (searched by Hamming distance)
+            INDEXED_AT_FIELD,  # last: tables made before it gain it at the end (add_indexed_at)
         ]
     )
+
+
+def add_indexed_at(lancedb_table: Any) -> None:
+    """Give a table written before rows recorded their time the column (null for its old rows: a metadata-only
+    change, so old indexes keep working and their documents show no time until they change)."""
+    if INDEXED_AT not in lancedb_table.schema.names:
+        lancedb_table.add_columns(INDEXED_AT_FIELD)
 
 
 # the chunk columns as Chunk.to_row gives them (metadata: a JSON string, stored as JSONB)
@@ -45,8 +59,9 @@ def chunk_table(
     dimension: int,
     vector_dtype: str = "float32",
     quantization: str = "none",
+    indexed_at: datetime | None = None,
 ) -> pa.Table:
-    """Chunks and their vectors as rows of an index table (chunk_schema)."""
+    """Chunks and their vectors as rows of an index table (chunk_schema), written at ``indexed_at`` (now)."""
     half = vector_dtype == "float16"
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float16 if half else np.float32).reshape(-1))
     bits: dict[str, pa.Array] = {}
@@ -55,7 +70,8 @@ def chunk_table(
         bits["bits"] = pa.FixedSizeListArray.from_arrays(pa.array(packed.reshape(-1)), packed.shape[1])
     rows = pa.Table.from_pylist([c.to_row() for c in chunks], schema=_ROW_SCHEMA)
     columns = {name: rows.column(name) for name in CHUNK_COLUMNS}
+    when = pa.array([indexed_at or datetime.now(UTC)] * len(chunks), INDEXED_AT_FIELD.type)
     return pa.table(
-        {**columns, "vector": pa.FixedSizeListArray.from_arrays(flat, dimension), **bits},
+        {**columns, "vector": pa.FixedSizeListArray.from_arrays(flat, dimension), **bits, INDEXED_AT: when},
         schema=chunk_schema(dimension, vector_dtype, quantization),
     )

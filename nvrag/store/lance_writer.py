@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from nvrag.schema import Chunk
 from nvrag.store.base import Staged, Stager, TableWriter, check_vectors
-from nvrag.store.lance_schema import chunk_schema, chunk_table
+from nvrag.store.lance_schema import add_indexed_at, chunk_schema, chunk_table
 from nvrag.store.lance_sql import quote
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ class LanceWriter(TableWriter):
     def __init__(self, table: LanceTable, lancedb_table: Any) -> None:
         self.table = table
         self._lancedb = lancedb_table
+        add_indexed_at(lancedb_table)  # (writers hold the index's write lock)
         self._dataset: Any = None  # the Lance dataset, opened by the first fragment commit
         self._appended = False
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import pyarrow as pa
 from nvrag.errors import ConfigError, FilterError
 from nvrag.schema import CHUNK_COLUMNS, Chunk, FilterCondition, IndexManifest
 from nvrag.store.base import METADATA_SCAN_ROWS, ManifestStore, ScoredChunk, Table, TableWriter
-from nvrag.store.lance_schema import chunk_schema, sign_bits
+from nvrag.store.lance_schema import INDEXED_AT, chunk_schema, sign_bits
 from nvrag.store.lance_sql import quote, where_sql
 
 # Index names cannot start with "_" (check_index_name), so this table never collides with one.
@@ -215,15 +216,21 @@ class LanceTable(Table):
             raise FilterError(f"the filter cannot be applied to this index ({str(exc).splitlines()[0][:200]})") from exc
         return rows
 
-    def get(self, chunk_ids: Sequence[str]) -> list[Chunk]:
-        found: dict[str, Chunk] = {}
+    def _by_ids(self, columns: list[str], chunk_ids: Iterable[str]) -> Iterator[dict[str, Any]]:
         ids = sorted(set(chunk_ids))
         for i in range(0, len(ids), 500):
             part = ", ".join(quote(x) for x in ids[i : i + 500])
-            rows = self._dataset.to_table(columns=_RESULT_COLUMNS, filter=f"chunk_id IN ({part})").to_pylist()
-            for scored in _scored(rows, lambda r: 0.0):
-                found[scored.chunk.chunk_id] = scored.chunk
+            yield from self._dataset.to_table(columns=columns, filter=f"chunk_id IN ({part})").to_pylist()
+
+    def get(self, chunk_ids: Sequence[str]) -> list[Chunk]:
+        found = {c.chunk_id: c for c in map(Chunk.from_row, self._by_ids(_RESULT_COLUMNS, chunk_ids))}
         return [found[x] for x in chunk_ids if x in found]
+
+    def indexed_at(self, chunk_ids: Iterable[str]) -> dict[str, datetime]:
+        if INDEXED_AT not in self._dataset.schema.names:  # written before rows recorded their time
+            return {}
+        rows = self._by_ids(["chunk_id", INDEXED_AT], chunk_ids)
+        return {r["chunk_id"]: r[INDEXED_AT] for r in rows if r[INDEXED_AT] is not None}
 
     def metadata_fields(self, max_rows: int = METADATA_SCAN_ROWS) -> set[str] | None:
         if self.count() > max_rows:
@@ -233,20 +240,11 @@ class LanceTable(Table):
         return {key for value in values if isinstance(value, dict) for key in value}
 
     def vectors(self, chunk_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
-        found: dict[str, npt.NDArray[np.float32]] = {}
-        ids = sorted(set(chunk_ids))
-        for i in range(0, len(ids), 500):
-            part = ", ".join(quote(x) for x in ids[i : i + 500])
-            rows = self._dataset.to_table(columns=["chunk_id", "vector"], filter=f"chunk_id IN ({part})")
-            for r in rows.to_pylist():
-                found[r["chunk_id"]] = np.asarray(r["vector"], dtype=np.float32)
-        return found
+        rows = self._by_ids(["chunk_id", "vector"], chunk_ids)
+        return {r["chunk_id"]: np.asarray(r["vector"], dtype=np.float32) for r in rows}
 
     def _ann_kind(self) -> str | None:
-        for kind, fields in self._indices():
-            if "vector" in fields and kind != "Inverted":
-                return kind
-        return None
+        return next((kind for kind, fields in self._indices() if "vector" in fields and kind != "Inverted"), None)
 
     def build_ann(self, kind: str) -> str:
         try:

@@ -13,7 +13,8 @@ import hashlib
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +129,16 @@ class SidecarTable(Table):
             self._vectors.remove(ids)
             self._vectors.add(ids, np.ascontiguousarray(vectors[order], dtype=np.float32))
             self._vectors.save()
+            now = datetime.now(UTC).isoformat(timespec="milliseconds")
             rows = [
-                (int(vid), *(row[k] for k in CHUNK_COLUMNS))
+                (int(vid), *(row[k] for k in CHUNK_COLUMNS), now)
                 for vid, row in zip(ids, (chunks[i].to_row() for i in order), strict=True)
             ]
         stale = sorted({vector_id(c) for c in replaced} - {int(r[0]) for r in rows})  # type: ignore[call-overload]
         if not rows and not stale:
             return
         with self._db:
-            self._db.executemany(f"INSERT OR REPLACE INTO {self._chunks} VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            self._db.executemany(f"INSERT OR REPLACE INTO {self._chunks} VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
             self._db.executemany(f"DELETE FROM {self._chunks} WHERE vid = ?", [(v,) for v in stale])
         if stale:
             self._vectors.remove(np.array(stale, dtype=np.int64))
@@ -153,14 +155,15 @@ class SidecarTable(Table):
         with self._db:
             self._db.executemany(f"DELETE FROM {self._chunks} WHERE vid = ?", [(v,) for v in vids])
 
-    def _rows(self, vids: Sequence[int]) -> dict[int, Chunk]:
-        found: dict[int, Chunk] = {}
+    def _select(self, columns: str, vids: Sequence[int]) -> Iterator[sqlite3.Row]:
         for i in range(0, len(vids), 500):
             part = list(vids[i : i + 500])
-            marks = ",".join("?" * len(part))
-            for row in self._db.execute(f"SELECT * FROM {self._chunks} WHERE vid IN ({marks})", part):
-                found[int(row[0])] = _chunk(row)
-        return found
+            yield from self._db.execute(
+                f"SELECT {columns} FROM {self._chunks} WHERE vid IN ({','.join('?' * len(part))})", part
+            )
+
+    def _rows(self, vids: Sequence[int]) -> dict[int, Chunk]:
+        return {int(row[0]): _chunk(row) for row in self._select("*", vids)}
 
     def _allowed(self, where: Sequence[FilterCondition]) -> npt.NDArray[np.int64] | None:
         if not where:
@@ -218,6 +221,10 @@ class SidecarTable(Table):
         rows = self._rows([vector_id(c) for c in chunk_ids])
         return [rows[vector_id(c)] for c in chunk_ids if vector_id(c) in rows]
 
+    def indexed_at(self, chunk_ids: Iterable[str]) -> dict[str, datetime]:
+        rows = self._select("chunk_id, indexed_at", sorted({vector_id(c) for c in chunk_ids}))
+        return {chunk_id: datetime.fromisoformat(when) for chunk_id, when in rows if when}
+
     def vectors(self, chunk_ids: Sequence[str]) -> dict[str, Vectors]:
         present = {c.chunk_id for c in self.get(chunk_ids)}
         found = self._vectors.get([vector_id(c) for c in present])
@@ -231,8 +238,8 @@ class SidecarTable(Table):
 
 
 def _chunk(row: Sequence[Any]) -> Chunk:
-    """A chunk from a row of a chunk table: its vector id, then CHUNK_COLUMNS in order."""
-    return Chunk.from_row(dict(zip(CHUNK_COLUMNS, row[1:], strict=True)))
+    """A chunk from a row of a chunk table: its vector id, then CHUNK_COLUMNS in order (then indexed_at)."""
+    return Chunk.from_row(dict(zip(CHUNK_COLUMNS, row[1 : 1 + len(CHUNK_COLUMNS)], strict=True)))
 
 
 class SidecarStore(ManifestStore):
@@ -270,8 +277,11 @@ class SidecarStore(ManifestStore):
             self._db.execute(
                 f"CREATE TABLE IF NOT EXISTS {chunks} (vid INTEGER PRIMARY KEY, chunk_id TEXT UNIQUE NOT NULL, "
                 "doc_id TEXT NOT NULL, source TEXT, chunk_no INTEGER, title TEXT, text TEXT, start INTEGER, "
-                '"end" INTEGER, metadata TEXT)'
+                '"end" INTEGER, metadata TEXT, indexed_at TEXT)'
             )
+            if "indexed_at" not in {r[1] for r in self._db.execute(f"PRAGMA table_info({chunks})")}:
+                # made before rows recorded when they were written: old rows keep no time (NULL)
+                self._db.execute(f"ALTER TABLE {chunks} ADD COLUMN indexed_at TEXT")
             self._db.execute(
                 f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(title, text, content={chunks}, "
                 "content_rowid='vid', tokenize='porter unicode61 remove_diacritics 2')"

@@ -10,7 +10,7 @@ from nvrag.ui.render import md
 
 MAX_LISTED = 1000  # rows the table shows; narrow with the filter to see others
 ORIGINS = ("any", "path", "api", "upload")
-COLUMNS = ["id", "origin", "source", "chunks"]
+COLUMNS = ["id", "origin", "source", "chunks", "updated"]
 
 
 def document_rows(ctx: UIContext, index: str | None, origin: str = "any", contains: str = "") -> list[list[str]]:
@@ -25,7 +25,7 @@ def document_rows(ctx: UIContext, index: str | None, origin: str = "any", contai
             continue
         if needle and needle not in doc.id.lower() and needle not in doc.source.lower():
             continue
-        rows.append([doc.id, doc.origin, doc.source, str(doc.chunks)])
+        rows.append([doc.id, doc.origin, doc.source, str(doc.chunks), doc.updated or "-"])
         if len(rows) == MAX_LISTED:
             break
     return rows

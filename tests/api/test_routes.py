@@ -6,6 +6,7 @@ forward pass, and metric labels that clients cannot grow. The subprocess tests b
 from __future__ import annotations
 
 import base64
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -292,7 +293,9 @@ def test_an_index_lists_its_documents(served: tuple[TestClient, APIContext, Gate
     client = served[0]
     got = client.get("/v1/indexes/docs/documents")
     assert got.status_code == 200
-    assert got.json()["data"] == [{"id": "d1", "origin": "path", "source": "memory:d1", "chunks": 1}]
+    (listed,) = got.json()["data"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", listed.pop("updated"))
+    assert listed == {"id": "d1", "origin": "path", "source": "memory:d1", "chunks": 1}
     assert client.get("/v1/indexes/nope/documents").json()["error"]["code"] == "index_not_found"
     # a page at a time, bounded whatever the client asks
     assert client.get("/v1/indexes/docs/documents?offset=1").json()["data"] == []

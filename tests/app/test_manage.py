@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from typer.testing import CliRunner
 from nvrag.app.cli import app
 from nvrag.store import LanceStore
 from tests.app.test_cli import FAKE, run
+from tests.store.test_conformance import DIM, corpus
+from tests.store.test_lancedb_store import manifest
 
 
 @pytest.fixture
@@ -37,11 +41,31 @@ def test_documents_lists_every_document(db: str) -> None:
         ("c", "path", 1),
     ]
     assert all(d["source"].endswith("docs.jsonl:" + str(n)) for n, d in enumerate(listed, start=1))
+    written = {datetime.strptime(d["updated"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) for d in listed}
+    assert len(written) == 1 and timedelta(0) <= datetime.now(UTC) - written.pop() < timedelta(minutes=10)
     code, out, _ = run("documents", "t", "--db", db)
-    assert code == 0 and "3 documents in t" in out
+    assert code == 0 and "3 documents in t" in out and listed[0]["updated"] in out
     from nvrag.indexer import list_documents
 
     assert [d.id for d in list_documents(LanceStore(db), "t", offset=1, limit=1)] == ["b"]
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_a_document_is_updated_when_its_newest_chunk_was_written(tmp_path: Path) -> None:
+    from nvrag.indexer import list_documents
+
+    chunks, vectors = corpus(6)  # d0: c0-c2, d1: c3-c5
+    table = LanceStore(str(tmp_path / "db")).create(manifest(dim=DIM))
+    table.upsert(chunks, vectors)
+    time.sleep(1.1)  # the listing shows seconds
+    table.upsert(chunks[2:3], vectors[2:3])  # one chunk of d0 changes
+    times = table.indexed_at([c.chunk_id for c in chunks])
+    listed = {d.id: d.updated for d in list_documents(LanceStore(str(tmp_path / "db")), "docs")}
+    assert listed == {
+        "d0": times["c2"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "d1": max(times[c] for c in ("c3", "c4", "c5")).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    assert listed["d0"] > listed["d1"]
 
 
 @pytest.mark.usefixtures("clean_env")

@@ -6,8 +6,10 @@ text behave the same everywhere.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +125,57 @@ def test_upsert_delete_get_vectors(backend: tuple[str, Store]) -> None:
     updated = replace(chunks[9], text="changed text")
     table.upsert([updated], vectors[9:10])
     assert table.get(["c9"])[0].text == "changed text"
+
+
+def _now_ms() -> datetime:
+    """Now, cut to the millisecond as the stores keep it."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def test_every_write_records_when_each_chunk_was_written(backend: tuple[str, Store]) -> None:
+    _, store = backend
+    chunks, vectors = corpus()
+    ids = [c.chunk_id for c in chunks]
+    before = _now_ms()
+    table = filled(store).open("docs")
+    after = datetime.now(UTC)
+    first = table.indexed_at([*ids, "missing"])
+    assert set(first) == set(ids)
+    assert all(before <= t <= after for t in first.values())
+    time.sleep(0.01)
+    table.upsert(chunks[:3], vectors[:3])  # rewritten: their time moves; the others keep theirs
+    second = table.indexed_at(ids)
+    assert all(second[c] > first[c] for c in ids[:3])
+    assert all(second[c] == first[c] for c in ids[3:])
+
+
+def _forget_indexed_at(store: Store) -> None:
+    """Make the index what a version before rows recorded their time wrote: the same table without the column."""
+    physical = store.manifest("docs").table
+    if isinstance(store, LanceStore):
+        store._db.open_table(physical).drop_columns(["indexed_at"])
+    else:
+        with store._db:  # type: ignore[attr-defined]
+            store._db.execute(f'ALTER TABLE "c_{physical}" DROP COLUMN indexed_at')  # type: ignore[attr-defined]
+
+
+def test_an_index_from_before_the_time_was_recorded_reads_and_gains_it_on_its_next_write(
+    backend: tuple[str, Store], tmp_path: Path, oracle: Store
+) -> None:
+    name, store = backend
+    chunks, vectors = corpus()
+    filled(store)
+    _forget_indexed_at(store)
+    old = BACKENDS[name](tmp_path / name).open("docs")  # from disk, as the next version opens it
+    assert old.indexed_at([c.chunk_id for c in chunks]) == {}
+    assert [h.chunk for h in old.search(queries()[0], 10)] == [
+        h.chunk for h in oracle.open("docs").search(queries()[0], 10)
+    ]
+    assert old.get(["c4"]) == [chunks[4]]
+    old.upsert(chunks[:2], vectors[:2])
+    assert set(old.indexed_at([c.chunk_id for c in chunks])) == {"c0", "c1"}
+    assert old.count() == 60 and old.get(["c0", "c4"]) == [chunks[0], chunks[4]]
 
 
 def test_text_search_finds_the_same_chunks(backend: tuple[str, Store], oracle: Store) -> None:

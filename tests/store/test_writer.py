@@ -84,6 +84,7 @@ def test_fragments_staged_in_worker_processes_and_committed_here_equal_the_oracl
     writer.commit(staged[:2])
     writer.commit(staged[2:])
     writer.finish()
+    assert set(table.indexed_at([c.chunk_id for c in chunks])) == {c.chunk_id for c in chunks}
     table.refresh_text_index()
     same_as_oracle(store, oracle)
     same_as_oracle(LanceStore(str(tmp_path / "lancedb")), oracle)  # and from disk
