@@ -3,6 +3,7 @@ deleting only after confirmation, and every value escaped for Markdown."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from nvrag.embedder import WordLengthEmbedder
@@ -35,6 +36,9 @@ def test_rows_are_filtered_by_origin_and_text(tmp_path: Path) -> None:
     assert [r[:2] for r in documents.document_rows(ctx, "t")] == [
         ["*x*", "path"], ["a", "path"], ["api-doc", "api"], ["upload:b.1234.md", "upload"],
     ]  # fmt: skip
+    assert len(documents.COLUMNS) == 5 and all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:]{8}Z", r[4]) for r in documents.document_rows(ctx, "t")
+    )
     assert [r[0] for r in documents.document_rows(ctx, "t", "upload")] == ["upload:b.1234.md"]
     assert [r[0] for r in documents.document_rows(ctx, "t", "any", "NOTES/A")] == ["a"]  # the source, any case
     assert documents.document_rows(ctx, "nope") == []
