@@ -41,25 +41,32 @@ class LatentPooling(nn.Module):
         n = self.latents.shape[0]
         return k.view(n, heads, d).transpose(0, 1), v.view(n, heads, d).transpose(0, 1)
 
-    def folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def folded_weights(
+        self, kv: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, B) with scores = LN(x) @ A (already scaled by 1/sqrt(d)) and output = softmax_h(scores) @ B.
 
-        Per head h: Q_h K_hᵀ = LN(x) (W_q,hᵀ K_hᵀ) and P_h V_h W_out,hᵀ = P_h (V_h W_out,hᵀ). Computed in float32.
-        """
+        Per head h: Q_h K_hᵀ = LN(x) (W_q,hᵀ K_hᵀ) and P_h V_h W_out,hᵀ = P_h (V_h W_out,hᵀ). ``kv``: the
+        latents' keys and values, if already computed. Products accumulate in float32 and are rounded once to the
+        weights' dtype: computed in float32, except for bfloat16 weights, whose products are exact in float32
+        and whose matmuls accumulate in float32 on every backend (4x faster on a CPU with bf16 dot products,
+        and no float32 copy of the projections: NV-Embed-v2's are 2 x 512 MiB in float32)."""
         heads, d = self.config.num_cross_heads, self.config.cross_dim_head
-        k, v = (t.float() for t in self.latent_kv())  # (h, n, d)
-        w_q = self.to_q.weight.float().view(heads, d, -1)  # (h, d, width)
-        w_out = self.to_out.weight.float().view(-1, heads, d).transpose(0, 1)  # (h, width, d)
-        a = torch.einsum("hdw,hnd->whn", w_q, k) / d**0.5  # (width, h, n)
-        b = torch.einsum("hnd,hwd->hnw", v, w_out)  # (h, n, width)
         dtype = self.latents.dtype
+        compute = dtype if dtype == torch.bfloat16 else torch.float32
+        k, v = (t.to(compute) for t in (kv or self.latent_kv()))  # (h, n, d)
+        w_q = self.to_q.weight.to(compute).view(heads, d, -1)  # (h, d, width)
+        w_out = self.to_out.weight.to(compute)  # (width, h * d)
+        a = torch.einsum("hdw,hnd->whn", w_q, k) / d**0.5  # (width, h, n)
+        # (h, n, width): V_h W_out,hᵀ per head, W_out,h a column slice (a strided einsum is 4x slower)
+        b = torch.stack([F.linear(v[h], w_out[:, h * d : (h + 1) * d]) for h in range(heads)])
         return a.reshape(a.shape[0], -1).to(dtype), b.reshape(-1, b.shape[-1]).to(dtype)
 
     def prepare(self) -> None:
         """Compute the constant latent keys/values (and the folded matrices) once, after weights are loaded."""
         with torch.inference_mode():
             self._kv = self.latent_kv()
-            self._folded = self.folded_weights()
+            self._folded = self.folded_weights(self._kv)
 
     def forward(self, hidden: torch.Tensor, *, folded: bool = False) -> torch.Tensor:
         """hidden (..., width) → (..., width): cross-attention to the latents, then a GEGLU feed-forward."""

@@ -89,3 +89,30 @@ def test_latent_keys_and_values_are_computed_once(model: NVEmbedModel) -> None:
     finally:
         handle.remove()
     assert calls == []
+
+
+def test_bfloat16_folding_rounds_the_float32_products_once(model: NVEmbedModel) -> None:
+    """In bfloat16 the folded matrices are computed in bfloat16 (float32 accumulation): each entry is within one
+    bfloat16 step of the float32 product of the same bfloat16 weights (the summation order, and a scale that is
+    not a power of two, can tip the rounding), and the folded path embeds as the plain one does."""
+    a32, b32 = model.pool.folded_weights()  # float32 weights: computed in float32
+    half = NVEmbedModel(CONFIG)
+    half.load_state_dict(model.state_dict())
+    half = half.to(torch.bfloat16).eval().prepare()
+    assert half.pool._folded is not None
+    # the reference: the bfloat16 weights' products in float32, rounded once
+    pool = half.pool
+    kv = tuple(t.float() for t in pool.latent_kv())
+    heads, d = CONFIG.latent.num_cross_heads, CONFIG.latent.cross_dim_head
+    w_q = pool.to_q.weight.float().view(heads, d, -1)
+    want_a = (torch.einsum("hdw,hnd->whn", w_q, kv[0]) / d**0.5).reshape(a32.shape)
+    w_out = pool.to_out.weight.float().view(-1, heads, d).transpose(0, 1)
+    want_b = torch.einsum("hnd,hwd->hnw", kv[1], w_out).reshape(b32.shape)
+    for got, want in zip(half.pool._folded, (want_a, want_b), strict=True):
+        ulp = (want.abs() * 2.0**-7).clamp_min(1e-30)  # one bfloat16 step at each value
+        assert bool(((got.float() - want).abs() <= ulp).all())
+    ids, attention, pool_mask = padded_batch()
+    with torch.inference_mode():
+        plain = half(ids, attention, pool_mask, folded=False)
+        folded = half(ids, attention, pool_mask, folded=True)
+    assert float(torch.nn.functional.cosine_similarity(plain, folded).min()) > 0.999
