@@ -41,9 +41,7 @@ class LatentPooling(nn.Module):
         n = self.latents.shape[0]
         return k.view(n, heads, d).transpose(0, 1), v.view(n, heads, d).transpose(0, 1)
 
-    def folded_weights(
-        self, kv: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def folded_weights(self, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, B) with scores = LN(x) @ A (already scaled by 1/sqrt(d)) and output = softmax_h(scores) @ B.
 
         Per head h: Q_h K_hᵀ = LN(x) (W_q,hᵀ K_hᵀ) and P_h V_h W_out,hᵀ = P_h (V_h W_out,hᵀ). ``kv``: the

@@ -21,6 +21,7 @@ from nvrag.model.decoder_config import DecoderConfig
 from nvrag.model.embedding import DecoderEmbeddingModel
 from nvrag.model.nvembed import NVEmbedModel
 from nvrag.model.pooling import PoolingSpec
+from nvrag.model.residency import populate, resident
 from nvrag.model.skeleton import skeleton
 from nvrag.model.token_scorer import HeadScorer, TokenScorer
 
@@ -126,7 +127,8 @@ def load_model(
     with skeleton():
         model = NVEmbedModel(config)
     load_weights(folder, model, name_map(config), shard_map(folder), dtype=dtype, device=torch.device(device))
-    return model.eval().requires_grad_(False).prepare()
+    with resident(model.parameters()):  # the mapped shards' pages come in while the latent matrices compute
+        return model.eval().requires_grad_(False).prepare()
 
 
 # keys a decoder checkpoint may carry that an embedding model does not use
@@ -151,6 +153,7 @@ def load_decoder(
         if key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
             del shards[key]
     load_weights(folder, model, decoder_name_map(model, prefix), shards, dtype=dtype, device=torch.device(device))
+    populate(model.parameters())  # views of the mapped shards: resident now, not during the first forward pass
     return model.eval().requires_grad_(False)
 
 
@@ -174,6 +177,7 @@ def load_token_scorer(
     if head_key != "lm_head.weight" and not tied:
         raise CheckpointError(f"{folder}: no lm_head.weight, and config.json does not tie it to the embeddings")
     _load_with_head(folder, model, shards, head_key, list(token_ids), dtype, torch.device(device))
+    populate(model.parameters())
     return model
 
 
@@ -194,6 +198,7 @@ def load_head_scorer(
     if "score.weight" not in shards:
         raise CheckpointError(f"{folder}: no score.weight (the classification head)")
     _load_with_head(folder, model, shards, "score.weight", list(range(labels)), dtype, torch.device(device))
+    populate(model.parameters())
     return model
 
 
