@@ -232,6 +232,11 @@ def _ready(
             say(reranker_model_line(reranker))
     if on_ready is not None:
         on_ready(problem)
+    if problem is None:  # a server answers many requests: what pays back over them, while it answers
+        for embedder in services.loaded():
+            line = embedder.prepare_for_serving()
+            if line is not None and say is not None:
+                say(line)
 
 
 def announce(services: Services, reranker: Reranker | None, say: Callable[[str], None]) -> None:

@@ -150,6 +150,12 @@ class Embedder(ABC):
         included, after truncation): what an API bills as usage."""
         return self._embed_counted(texts, prefix)
 
+    def prepare_for_serving(self) -> str | None:
+        """For a process that answers many requests, once warmed up: rebuild what pays back over many forward
+        passes (on a CPU in bfloat16: matmul weights prepacked for its kernels, model/prepack.py). A line
+        saying what was done, or None. Requests may run meanwhile."""
+        return None
+
     def replica_set(self) -> Sequence[Embedder]:
         """The copies of this model that can run forward passes at the same time (one per device); a scheduler
         drives each from its own thread. One model on one device: itself."""

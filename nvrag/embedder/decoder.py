@@ -29,7 +29,7 @@ from nvrag.embedder.families import (
 )
 from nvrag.embedder.families import style_of as find_style
 from nvrag.embedder.hf_tokenizer import load_tokenizer, prompt_length
-from nvrag.embedder.runtime import choose_backend, parse_dtype, right_padded
+from nvrag.embedder.runtime import choose_backend, parse_dtype, prepack_weights, right_padded
 from nvrag.embedder.weights import weights_fingerprint
 from nvrag.errors import ConfigError
 from nvrag.model.decoder_config import decoder_config_from_hf
@@ -113,6 +113,9 @@ class DecoderEmbedder(Embedder):
     @property
     def special_tokens(self) -> int:
         return self._specials
+
+    def prepare_for_serving(self) -> str | None:
+        return prepack_weights(self.name, self.model.backbone, self.device, self.dtype)
 
     def _text(self, prefix: str, text: str) -> str:
         full = prefix + text

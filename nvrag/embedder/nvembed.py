@@ -22,7 +22,7 @@ from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
 from nvrag.embedder.dtypes import cpu_batch_width
 from nvrag.embedder.names import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
-from nvrag.embedder.runtime import choose_backend, parse_dtype, right_padded
+from nvrag.embedder.runtime import choose_backend, parse_dtype, prepack_weights, right_padded
 from nvrag.embedder.weights import weights_fingerprint
 from nvrag.errors import CheckpointError, ConfigError, InstructionError
 from nvrag.model import NVEmbedModel, load_model, read_config
@@ -101,6 +101,9 @@ class NVEmbedEmbedder(Embedder):
         if self._model is None:
             self._model = load_model(self.folder, dtype=self.dtype, device=self.device)
         return self._model
+
+    def prepare_for_serving(self) -> str | None:
+        return prepack_weights(self.name, self.model.backbone, self.device, self.dtype)
 
     def instruction_length(self, instruction: str) -> int:
         """Tokens of the instruction tokenised alone, without BOS: the count the reference masks."""

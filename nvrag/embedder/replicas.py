@@ -57,6 +57,10 @@ class ReplicatedEmbedder(Embedder):
     def replica_set(self) -> Sequence[Embedder]:
         return tuple(self.replicas)
 
+    def prepare_for_serving(self) -> str | None:
+        lines = [line for replica in self.replicas if (line := replica.prepare_for_serving())]
+        return "; ".join(lines) or None
+
     def _embed_counted(self, texts: Sequence[str], prefix: str) -> tuple[FloatArray, int]:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:

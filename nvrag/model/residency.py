@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-MADV_POPULATE_READ = 22  # linux/mman.h
+MADV_DONTNEED = 4  # linux/mman.h
+MADV_POPULATE_READ = 22
 
 
 @cache
@@ -41,6 +42,12 @@ def _madvise() -> Any:
     return function
 
 
+def madvise_range(address: int, size: int, advice: int) -> bool:
+    """madvise(2) on [address, address + size) (page-aligned); False where it failed or cannot be called."""
+    madvise = _madvise()
+    return madvise is not None and madvise(address, size, advice) == 0
+
+
 def populate(tensors: Iterable[torch.Tensor]) -> int:
     """Map in the pages behind these CPU tensors; the number of bytes advised (0 where the kernel cannot)."""
     madvise = _madvise()
@@ -53,7 +60,7 @@ def populate(tensors: Iterable[torch.Tensor]) -> int:
         start = tensor.data_ptr()
         aligned = start - start % mmap.PAGESIZE
         size = start + tensor.numel() * tensor.element_size() - aligned
-        if madvise(aligned, size, MADV_POPULATE_READ) != 0:
+        if not madvise_range(aligned, size, MADV_POPULATE_READ):
             return done  # EINVAL before Linux 5.14: nothing more to gain
         done += size
     return done

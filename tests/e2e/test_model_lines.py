@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from nvrag.model.prepack import prepack_supported
 from tests.api.test_server import free_port
 from tests.e2e.test_cli_e2e import nvrag
 
 pytestmark = pytest.mark.slow
 FAKE = "nvrag/fake-wordlen"
+NVEMBED_TINY = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "nvembed-tiny"
 
 
 def stderr_until(args: list[str], db: Path, wanted: str, log: Path) -> str:
@@ -59,3 +61,16 @@ def test_ui_and_mcp_name_each_index_s_query_model(db: Path, tmp_path: Path) -> N
     assert wanted in ui, ui
     mcp = stderr_until(["mcp", "--index", "demo"], db, wanted, tmp_path / "mcp")
     assert wanted in mcp, mcp
+
+
+@pytest.mark.skipif(not prepack_supported(), reason="this PyTorch cannot prepack bf16 weights")
+def test_serve_prepacks_a_cpu_bfloat16_model_after_ready(db: Path, tmp_path: Path) -> None:
+    """A server answers many requests: once ready, it prepacks the model's matmul weights for the CPU's kernels
+    (model/prepack.py), saying so after its "ready:" line; one-shot commands never do."""
+    args = ["serve", "--model-path", str(NVEMBED_TINY), "--dtype", "bfloat16", "--port", str(free_port())]
+    text = stderr_until(args, db, "prepacked", tmp_path / "e")
+    layers = 2 * 7  # the fixture's 2 layers x q, k, v, o, gate, up, down
+    assert f"nvidia/NV-Embed-v2: {layers} matmul weights prepacked for this CPU's kernels in" in text, text
+    assert text.index("ready:") < text.index("prepacked")
+    embedded = nvrag("embed", "hello", "--model-path", str(NVEMBED_TINY), "--dtype", "bfloat16", db=db)
+    assert embedded.returncode == 0 and "prepacked" not in embedded.stderr

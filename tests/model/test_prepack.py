@@ -1,0 +1,101 @@
+"""Matmul weights prepacked for the CPU's kernels (nvrag/model/prepack.py): the same vectors as the plain
+weights, bit for bit; memory flat when the plain weights were views of the mapped checkpoint; nothing done in
+float32; passes running while the weights are swapped still right."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nvrag.model import NVEmbedModel, load_model, tiny_config
+from nvrag.model.prepack import PackedLinear, prepack, prepack_supported
+from tests.model.test_residency import mapping_of
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+from realshape import write_checkpoint  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not prepack_supported(), reason="this PyTorch cannot prepack bf16 weights")
+
+
+def random_model(dtype: torch.dtype) -> NVEmbedModel:
+    torch.manual_seed(0)
+    model = NVEmbedModel(tiny_config())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model.to(dtype).eval().prepare()
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 32000, (3, 21), generator=g)
+    mask = torch.ones(3, 21, dtype=torch.long)
+    mask[1, 9:] = 0
+    pool = mask.clone()
+    pool[:, :3] = 0
+    return ids, mask, pool
+
+
+def test_packed_weights_give_the_same_vectors_bit_for_bit() -> None:
+    model = random_model(torch.bfloat16)
+    with torch.inference_mode():
+        plain = {b: model(*batch(), backend=b, folded=True) for b in ("eager", "sdpa", "varlen")}
+    layers, _ = prepack(model.backbone)
+    linears = tiny_config().text.num_hidden_layers * 7  # q, k, v, o, gate, up, down
+    assert layers == linears
+    assert sum(isinstance(m, PackedLinear) for m in model.backbone.modules()) == linears
+    assert not any(type(m) is nn.Linear for m in model.backbone.modules())
+    with torch.inference_mode():
+        for backend, want in plain.items():
+            assert torch.equal(model(*batch(), backend=backend, folded=True), want), backend  # type: ignore[arg-type]
+    assert prepack(model.backbone)[0] == 0  # nothing left to pack
+
+
+def test_float32_weights_are_left_alone() -> None:
+    model = random_model(torch.float32)
+    assert prepack(model.backbone)[0] == 0
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps")
+def test_weights_mapped_from_the_checkpoint_leave_memory_once_packed(tmp_path: Path) -> None:
+    write_checkpoint(tmp_path / "small", "small", dtype=torch.bfloat16, shards=1)
+    model = load_model(tmp_path / "small", dtype=torch.bfloat16)  # stored in bf16: views of the mapped shard
+    weight = model.backbone.layers[0].mlp.gate.weight
+    _, size, before = mapping_of(weight.data_ptr())
+    linear_kib = sum(m.weight.numel() * 2 for m in model.backbone.modules() if type(m) is nn.Linear) // 1024
+    with torch.inference_mode():
+        plain = model(*batch(), backend="sdpa")
+    prepack(model.backbone)
+    _, _, after = mapping_of(weight.data_ptr())
+    assert before >= 0.9 * size  # resident after loading (residency.populate)
+    assert before - after >= 0.9 * linear_kib  # the packed layers' plain weights are no longer this process's
+    with torch.inference_mode():
+        assert torch.equal(model(*batch(), backend="sdpa"), plain)  # the dropped pages were never needed again
+
+
+def test_passes_running_while_the_weights_are_swapped_are_right() -> None:
+    model = random_model(torch.bfloat16)
+    with torch.inference_mode():
+        want = model(*batch(), backend="sdpa")
+    seen: list[bool] = []
+    go = threading.Event()
+
+    def serve() -> None:
+        go.wait()
+        with torch.inference_mode():
+            for _ in range(30):
+                seen.append(torch.equal(model(*batch(), backend="sdpa"), want))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    go.set()
+    prepack(model.backbone)
+    thread.join()
+    assert seen == [True] * 30
