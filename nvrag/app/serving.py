@@ -224,7 +224,8 @@ def _ready(
     on_ready: Callable[[str | None], None] | None,
     say: Callable[[str], None] | None,
 ) -> None:
-    """Once warmed up: the model lines of what was loaded, then the caller's readiness callback."""
+    """Once warmed up: the model lines of what was loaded, the caller's readiness callback, then each model
+    prepared for many requests (prepacked weights on a CPU in bfloat16), a line each, while requests are served."""
     if problem is None and say is not None:
         for embedder in services.loaded():
             say(model_line(embedder))
@@ -241,9 +242,11 @@ def _ready(
 
 def announce(services: Services, reranker: Reranker | None, say: Callable[[str], None]) -> None:
     """Load each served index's query model in the background (the first search then waits for nothing) and
-    say, for each, which model computes its queries in which dtype and why; a failure is one line too."""
+    say, for each, which model computes its queries in which dtype and why; a failure is one line too. Then,
+    as `serve` does once ready, prepare each model for many requests (Embedder.prepare_for_serving)."""
 
     def run() -> None:
+        loaded = []
         for name in services.visible():
             try:
                 embedder = services.retriever(name).embedder
@@ -251,7 +254,12 @@ def announce(services: Services, reranker: Reranker | None, say: Callable[[str],
                 say(f"index {name}: {exc}")
                 continue
             say(f"index {name}: {model_line(embedder)}")
+            loaded.append(embedder)
         if reranker is not None:
             say(reranker_model_line(reranker))
+        for embedder in loaded:
+            line = embedder.prepare_for_serving()
+            if line is not None:
+                say(line)
 
     threading.Thread(target=run, name="nvrag-announce", daemon=True).start()

@@ -72,5 +72,11 @@ def test_serve_prepacks_a_cpu_bfloat16_model_after_ready(db: Path, tmp_path: Pat
     layers = 2 * 7  # the fixture's 2 layers x q, k, v, o, gate, up, down
     assert f"nvidia/NV-Embed-v2: {layers} matmul weights prepacked for this CPU's kernels in" in text, text
     assert text.index("ready:") < text.index("prepacked")
-    embedded = nvrag("embed", "hello", "--model-path", str(NVEMBED_TINY), "--dtype", "bfloat16", db=db)
-    assert embedded.returncode == 0 and "prepacked" not in embedded.stderr
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "a", "text": "alpha beta"}\n')
+    built = nvrag(
+        "index", str(corpus), "--index", "nv", "--model-path", str(NVEMBED_TINY), "--dtype", "bfloat16", db=db
+    )
+    assert built.returncode == 0 and "prepacked" not in built.stderr  # one-shot commands never prepack
+    mcp = stderr_until(["mcp", "--index", "nv"], db, "prepacked", tmp_path / "mcp")  # the query model, once loaded
+    assert f"nvidia/NV-Embed-v2: {layers} matmul weights prepacked" in mcp, mcp
