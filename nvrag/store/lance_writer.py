@@ -3,7 +3,9 @@
 In this process a staged batch is an Arrow table and its commit one merge_insert on chunk_id (re-adding a chunk
 never duplicates it). In worker processes (the Ray engine), ``LanceFragmentStager`` writes each batch as Lance
 fragment files of the index's dataset; nothing reads them until the driver commits their metadata as one Lance
-append. A crash loses at most the batches not committed: their files are unreferenced and ignored.
+transaction: an append, or, when the batches replace documents' old chunks, an update that adds the fragments
+and deletes those chunks together. A crash loses at most the batches not committed: their files are
+unreferenced and ignored.
 
 Fragment writing and committing use pylance, as the store's reads do.
 """
@@ -49,12 +51,26 @@ class LanceFragmentStager(Stager):
         return Staged(len(chunks), [pickle.dumps(f) for f in fragments])
 
 
+def _replacing(dataset: Any, fragments: list[Any], old: str) -> Any:
+    """One Lance transaction that adds ``fragments`` and deletes the rows ``old`` selects: the new fragments,
+    the deletion files of the fragments holding those rows (written now, unseen until the commit), and the
+    fragments left empty dropped. A reader sees the documents wholly old or wholly new."""
+    addresses = dataset.to_table(columns=[], filter=old, with_row_address=True).column("_rowaddr").to_pylist()
+    updated, removed = [], []
+    for fragment_id in sorted({address >> 32 for address in addresses}):
+        kept = dataset.get_fragment(fragment_id).delete(old)
+        if kept is None:
+            removed.append(fragment_id)
+        else:
+            updated.append(kept)
+    return lance.LanceOperation.Update(removed_fragment_ids=removed, updated_fragments=updated, new_fragments=fragments)
+
+
 class LanceWriter(TableWriter):
     def __init__(self, table: LanceTable, lancedb_table: Any) -> None:
         self.table = table
         self._lancedb = lancedb_table
         add_indexed_at(lancedb_table)  # (writers hold the index's write lock)
-        self._dataset: Any = None  # the Lance dataset, opened by the first fragment commit
         self._appended = False
 
     def stage(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged:
@@ -83,16 +99,12 @@ class LanceWriter(TableWriter):
             self.table.delete(replaced)
         if fragments:
             uri = self.table.uri
-            if self._dataset is None:
-                self._dataset = lance.dataset(uri)
-            self._dataset = lance.LanceDataset.commit(
-                uri, lance.LanceOperation.Append(fragments), read_version=self._dataset.version
-            )
+            latest = lance.dataset(uri)  # (this writer holds the index's lock: every version since is its own)
+            append = lance.LanceOperation.Append(fragments)
+            operation = _replacing(latest, fragments, old) if old is not None else append
+            lance.LanceDataset.commit(uri, operation, read_version=latest.version)
             self._appended = True
             self.table.changed()
-            if replaced:  # (the Ray engine's driver passes none: its old chunks go at the end of the run)
-                self._lancedb.checkout_latest()
-                self.table.delete(replaced)
 
     def finish(self) -> None:
         if self._appended:

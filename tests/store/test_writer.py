@@ -9,6 +9,7 @@ import multiprocessing
 import pickle
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,32 @@ def test_a_staged_batch_of_the_wrong_shape_is_refused(tmp_path: Path) -> None:
         writer = BACKENDS[kind](tmp_path / kind).create(manifest(dim=DIM)).writer()
         with pytest.raises(ValueError, match=r"expected vectors of shape \(4, 16\)"):
             writer.stage(chunks, vectors[:3])
+
+
+def test_fragments_and_the_chunks_they_replace_commit_as_one_version(
+    tmp_path: Path, workers: ProcessPoolExecutor
+) -> None:
+    """The Ray engine's commit of new fragments with the stale chunks of their documents is one Lance
+    transaction: every version a reader can open holds each document wholly old or wholly new."""
+    import lance
+
+    store = LanceStore(str(tmp_path / "lancedb"))
+    chunks, vectors = corpus()  # d0..d19, three chunks each
+    table = store.create(manifest(dim=DIM))
+    table.upsert(chunks, vectors)
+    new = [replace(c, chunk_id=f"{c.chunk_id}-v2", text=c.text + " again") for c in chunks[:6]]  # d0, d1
+    writer = table.writer()
+    staged = workers.submit(stage_elsewhere, pickle.dumps(writer.stager()), new, vectors[:6]).result()
+    before = lance.dataset(table.uri).version
+    writer.commit([staged], replaced={c.chunk_id for c in chunks[:6]} | {"c1-not-stored"})
+    writer.finish()
+    after = lance.dataset(table.uri).version
+    assert after == before + 1
+    for version, want in ((before, {c.chunk_id for c in chunks}), (after, {c.chunk_id for c in [*new, *chunks[6:]]})):
+        rows = lance.dataset(table.uri, version=version).to_table(columns=["chunk_id"]).column(0).to_pylist()
+        assert sorted(rows) == sorted(want)
+    reopened = LanceStore(str(tmp_path / "lancedb")).open("docs")
+    assert reopened.count() == 60
+    assert [c.text for c in reopened.get(["c0-v2", "c7"])] == [new[0].text, chunks[7].text]
+    hits = reopened.search(vectors[0], 1)
+    assert hits[0].chunk.chunk_id == "c0-v2" and hits[0].score == pytest.approx(1.0, abs=1e-5)
