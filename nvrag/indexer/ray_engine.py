@@ -12,9 +12,11 @@ manifest).
 2. Embed + stage: an ActorPoolStrategy pool (one actor per GPU, or CPU actors), each loading the model once,
    embeds the chunks not stored yet and stages each batch with the table writer's stager (for LanceDB:
    fragment files of the index's dataset, which no reader sees yet).
-3. Commit: the driver commits each batch through the same table writer. A crash loses at most the batches
-   not committed yet; a re-run reads what was committed and embeds only the rest, exactly as the local
-   engine resumes. The store owns every write: this module never touches LanceDB itself.
+3. Commit: the driver commits through the same table writer, whole documents at a time: a batch waits until
+   every document it touches is staged whole (whole_documents.py), then goes in one transaction with those
+   documents' old chunks removed, so a reader never sees a partial or doubled document. A crash loses at
+   most the batches not committed yet; a re-run reads what was committed and embeds only the rest, exactly
+   as the local engine resumes. The store owns every write: this module never touches LanceDB itself.
 
 Ray (the ``ray`` extra) is imported only here and only when this engine runs.
 """
@@ -25,6 +27,7 @@ import functools
 import logging
 import pickle
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -49,9 +52,10 @@ from nvrag.indexer.formats import TableColumns
 from nvrag.indexer.ledger import IndexReport
 from nvrag.indexer.loaders import LoadFailure, LoadUnit, load_unit, plan_units
 from nvrag.indexer.request import IndexRequest, PathSource, RayOptions
+from nvrag.indexer.whole_documents import WholeDocuments
 from nvrag.schema import Chunk, ChunkerSettings
 from nvrag.store import Store
-from nvrag.store.base import Stager
+from nvrag.store.base import Staged, Stager
 
 UNITS_PER_TASK = 16  # files per load task (a directory of small files)
 
@@ -120,7 +124,8 @@ class _EmbedStager:
             # Ray wraps a task's exception in its own and pickling drops the chain, so the domain error
             # travels as data: the driver raises it as the local engine would
             staged = exc
-        return pa.table({"staged": pa.array([pickle.dumps(staged)], pa.binary())})
+        counts = Counter(c.doc_id for c in chunks)  # the driver commits whole documents (WholeDocuments)
+        return pa.table({"staged": pa.array([pickle.dumps((staged, counts))], pa.binary())})
 
 
 def ray_available() -> bool:
@@ -206,6 +211,7 @@ class RayEngine(Engine):
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
+        ctx.execution_options.preserve_order = True  # batches in load order: documents complete soonest
         report, ledger = run.report, run.ledger
 
         # 1. load + chunk in parallel tasks; the rows stay in the object store
@@ -225,12 +231,15 @@ class RayEngine(Engine):
             or [_CHUNK_ROWS.empty_table().select(_LEDGER_COLUMNS)]
         ).sort_by([("unit_no", "ascending"), ("item_no", "ascending"), ("chunk_no", "ascending")])
         fresh: set[str] = set()
+        needed: dict[str, int] = {}  # doc id -> its chunks to embed
         items = _items(ids)
         for source, failure, doc_id, chunk_ids in items:
             if failure is not None:
                 ledger.fail(source, failure, doc_id)
             elif ledger.claim(doc_id, source):
-                fresh.update(chunk_ids[i] for i in ledger.admit(doc_id, source, chunk_ids))
+                admitted = ledger.admit(doc_id, source, chunk_ids)
+                fresh.update(chunk_ids[i] for i in admitted)
+                needed[doc_id] = len(admitted)
         self.say(f"{report.documents} documents: {len(fresh)} chunks to embed, {report.chunks_unchanged} unchanged")
         if not fresh:
             return
@@ -259,16 +268,25 @@ class RayEngine(Engine):
                 "separator": run.chunker.title_separator,
             },
         )
+        # a document's new chunks and the removal of its old ones commit together, though a batch may hold part
+        # of a document: batches wait until every document they touch is staged whole
+        whole: WholeDocuments[Staged] = WholeDocuments(needed)
         for block in staged_batches.iter_batches(batch_format="pyarrow", batch_size=None):
-            staged = [pickle.loads(b) for b in block.column("staged").to_pylist()]
-            if errors := [s for s in staged if isinstance(s, NvRagError)]:
-                raise errors[0]
-            run.writer.commit(staged)
-            report.chunks_added += sum(s.rows for s in staged)
+            for staged, counts in (pickle.loads(b) for b in block.column("staged").to_pylist()):
+                if isinstance(staged, NvRagError):
+                    raise staged
+                ready = whole.add(staged, counts)
+                if ready is None:
+                    continue
+                batches, docs = ready
+                replaced = ledger.release(docs)
+                run.writer.commit(batches, replaced)
+                report.chunks_added += sum(s.rows for s in batches)
+                report.chunks_removed += len(replaced)
             if progress is not None:
                 progress(Progress(report.documents, report.chunks_added, len(items), len(fresh)))
             if stop is not None and stop.requested:
-                report.interrupted = True
+                report.interrupted = True  # held batches are never committed: their documents stay as they were
                 break
 
 

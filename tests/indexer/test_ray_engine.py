@@ -235,3 +235,58 @@ def test_an_error_in_a_worker_reaches_the_caller_as_the_domain_error(tmp_path: P
     with pytest.raises(CheckpointError, match=r"shard files listed in model.safetensors.index.json are missing"):
         on_ray(store, "ray", corpus, recipe)
     assert store.open("ray").count() == 0
+
+
+def test_every_version_a_ray_run_commits_holds_each_document_wholly_old_or_wholly_new(tmp_path: Path) -> None:
+    """Batches of 2 chunks cut across documents of 3-4 chunks; each commit still holds whole documents, with
+    their old chunks removed in the same transaction (#27 item 9): no Lance version a reader (or a crash) can
+    stop at shows a document half rewritten, or its old and new chunks at once."""
+    import lance
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    words = [
+        "retrieval",
+        "ranks",
+        "passages",
+        "by",
+        "cosine",
+        "similarity",
+        "of",
+        "their",
+        "embeddings",
+        "to",
+        "the",
+        "query",
+        "vector",
+    ]
+
+    def write(version: str) -> None:
+        lines = [
+            json.dumps({"id": f"d{i}", "text": " ".join(f"{version}{w}" for w in words * (6 + i % 3))})
+            for i in range(6)
+        ]
+        (corpus / "docs.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    store = LanceStore(str(tmp_path / "db"))
+    write("old")
+    on_ray(store, "ray", corpus, minilm_recipe(), batch=2)
+    old = store.open("ray").chunk_ids_by_doc()
+    assert all(len(ids) >= 3 for ids in old.values())
+    first = lance.dataset(store.open("ray").uri).version
+    write("new")
+    got = on_ray(store, "ray", corpus, minilm_recipe(), batch=2)
+    new = store.open("ray").chunk_ids_by_doc()
+    assert got.chunks_removed == sum(len(ids) for ids in old.values()) and not set().union(*old.values()) & set().union(
+        *new.values()
+    )
+    uri = store.open("ray").uri
+    versions = range(first, lance.dataset(uri).version + 1)
+    assert len(versions) > 2  # several commits
+    for version in versions:
+        rows = lance.dataset(uri, version=version).to_table(columns=["doc_id", "chunk_id"]).to_pylist()
+        held: dict[str, set[str]] = {}
+        for row in rows:
+            held.setdefault(row["doc_id"], set()).add(row["chunk_id"])
+        assert all(ids in (old[doc], new[doc]) for doc, ids in held.items()), version
+        assert set(held) == set(old)
