@@ -12,7 +12,7 @@ Fragment writing and committing use pylance, as the store's reads do.
 
 from __future__ import annotations
 
-import pickle
+import json
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ import lance
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+from lance.fragment import FragmentMetadata
 
 from nvrag.schema import Chunk
 from nvrag.store.base import Staged, Stager, TableWriter, check_vectors
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 
 
 class LanceFragmentStager(Stager):
-    """Writes a batch as fragments of the dataset at ``uri`` (picklable: it carries only plain values)."""
+    """Writes a batch as fragments of the dataset at ``uri`` (picklable: it carries only plain values); the
+    fragments' metadata travels back as Lance's JSON, data rather than pickled objects."""
 
     def __init__(self, uri: str, dimension: int, vector_dtype: str, quantization: str, storage_version: str) -> None:
         self.uri, self.dimension = uri, dimension
@@ -48,7 +50,7 @@ class LanceFragmentStager(Stager):
             schema=chunk_schema(self.dimension, self.vector_dtype, self.quantization),
             data_storage_version=self.storage_version,
         )
-        return Staged(len(chunks), [pickle.dumps(f) for f in fragments])
+        return Staged(len(chunks), [json.dumps(f.to_json()) for f in fragments])  # Lance's own JSON form
 
 
 def _replacing(dataset: Any, fragments: list[Any], old: str) -> Any:
@@ -86,7 +88,7 @@ class LanceWriter(TableWriter):
 
     def commit(self, batches: Sequence[Staged], replaced: Collection[str] = ()) -> None:
         tables = [b.data for b in batches if isinstance(b.data, pa.Table) and b.rows]
-        fragments = [pickle.loads(f) for b in batches if isinstance(b.data, list) for f in b.data]
+        fragments = [FragmentMetadata.from_json(f) for b in batches if isinstance(b.data, list) for f in b.data]
         old = f"chunk_id IN ({', '.join(quote(x) for x in sorted(replaced))})" if replaced else None
         if tables:
             data = pa.concat_tables(tables)
