@@ -197,8 +197,8 @@ class LanceTable(Table):
     def text_search(self, query: str, k: int, where: Sequence[FilterCondition] = ()) -> list[ScoredChunk]:
         if k <= 0 or not query.strip() or self.count() == 0:
             return []
-        if not self._text_indexed():
-            self.refresh_text_index()
+        # without a full-text index (writers build it: refresh_text_index) Lance scores a flat scan; a read
+        # never writes one, which would race the index's writer
         search = {"query": query, "columns": _TEXT_COLUMNS}
         rows = self._run([*_RESULT_COLUMNS, "_score"], where, full_text_query=search, limit=k)
         return _scored(rows, lambda r: float(r["_score"]))

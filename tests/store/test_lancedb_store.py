@@ -309,3 +309,20 @@ def test_a_reader_opening_an_index_the_writer_is_creating_does_not_fail(
     monkeypatch.setattr(reader, "_tables", tables)
     table = reader._open_table(stale, "docs")
     assert table.count() == 0 and len(looks) == 2  # it tried to create the table, and found the writer's
+
+
+def test_a_text_search_without_a_full_text_index_scans_and_writes_nothing(store: LanceStore) -> None:
+    """A read never builds an index (it would write without the index's lock, racing its writer): with no
+    full-text index, Lance scores a flat scan; the dataset is left at its version, still unindexed."""
+    import lance
+
+    table = store.create(manifest())
+    table.upsert(
+        [replace(chunk(0), text="red apples"), replace(chunk(1), text="green pears")],
+        unit([[1, 0, 0, 0], [0, 1, 0, 0]]),
+    )
+    version = lance.dataset(table.uri).version
+    reader = LanceStore(store.uri).open("docs")
+    assert [h.chunk.chunk_id for h in reader.text_search("pears", 5)] == ["c1"]
+    after = lance.dataset(table.uri)
+    assert after.version == version and not after.describe_indices()
