@@ -43,6 +43,7 @@ from nvrag.embedder.dtypes import choose_dtype
 from nvrag.errors import ConfigError, ManifestVersionError
 from nvrag.evaluation import METRICS, evaluate
 from nvrag.evaluation.plot import save_plot
+from nvrag.reranker.loading import KNOWN_RERANKERS
 from nvrag.retriever import DEFAULT_RERANK_DEPTH, DEFAULT_RRF_K, MODES, parse_filters
 from nvrag.retriever.dense import check_rerank
 
@@ -331,6 +332,10 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
                     {"name": s.name, "dimension": s.dimension, "max_tokens": s.max_tokens, "license": s.license}
                     for s in REGISTRY.values()
                 ],
+                "rerankers": [
+                    {"name": r.hub_id, "kind": r.kind, "license": r.license, "description": r.description}
+                    for r in KNOWN_RERANKERS
+                ],
                 "cpu_dtype": {"default": cpu_dtype.name, "reason": cpu_dtype.reason},
             }
         )
@@ -354,10 +359,19 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
         out.print("no indexes yet: create one with `nvrag index PATH --index NAME`")
     for why in unreadable.values():
         err.print(f"[yellow]warning:[/] {safe(why)}")
-    models = RichTable(title="models")
-    for column in ("model", "dim", "max tokens", "license", "about"):
-        models.add_column(column)
+    # model names are what --model and --rerank-model take: never cut them either
+    models = RichTable(title="models (--model)")
+    models.add_column("model", min_width=max(len(s.name) for s in REGISTRY.values()), no_wrap=True)
+    for column in ("dim", "max tokens", "license", "about"):
+        models.add_column(column, overflow="fold")
     for s in REGISTRY.values():
         limit = str(s.max_tokens) if s.max_tokens is not None else "checkpoint's"
         models.add_row(s.name, str(s.dimension), limit, s.license, s.description)
     out.print(models)
+    rerankers = RichTable(title="rerankers (--rerank-model, from the Hugging Face cache or a folder)")
+    rerankers.add_column("reranker", min_width=max(len(r.hub_id) for r in KNOWN_RERANKERS), no_wrap=True)
+    for column in ("kind", "license", "about"):
+        rerankers.add_column(column, overflow="fold")
+    for r in KNOWN_RERANKERS:
+        rerankers.add_row(r.hub_id, r.kind, r.license, r.description)
+    out.print(rerankers)

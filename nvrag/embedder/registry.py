@@ -192,7 +192,10 @@ REGISTRY: dict[str, ModelSpec] = {
             query_template=NVEMBED_QUERY_TEMPLATE,
             document_template="",
             license=NVEMBED_LICENSE,
-            description="NVIDIA NV-Embed-v2, 7.85B parameters; needs a CUDA GPU; non-commercial license",
+            description=(
+                "NVIDIA NV-Embed-v2, 7.85B parameters (15.7 GB in bfloat16: a CUDA GPU, or a CPU with the memory); "
+                "non-commercial license"
+            ),
             loader=_load_nvembed,
             default_instruction=DEFAULT_QUERY_INSTRUCTION,
         ),

@@ -180,3 +180,19 @@ def test_the_model_line_names_the_dtype_and_why(tmp_path: Path) -> None:
     code, _, err = run("embed", "hello", "--model", "all-MiniLM-L6-v2", "--dtype", "bfloat16")
     assert code == 0, err
     assert "model: all-MiniLM-L6-v2 as requested (license Apache-2.0), computing in bfloat16 (as requested)" in err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_info_lists_models_and_rerankers_by_names_one_can_type(tmp_path: Path) -> None:
+    """Model and reranker names are what --model and --rerank-model take: shown whole even at 60 columns."""
+    from nvrag.embedder import REGISTRY
+    from nvrag.reranker.loading import KNOWN_RERANKERS
+
+    result = CliRunner().invoke(app, ["info", "--db", str(tmp_path / "db")], env={"COLUMNS": "60"})
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    for name in [*REGISTRY, *(r.hub_id for r in KNOWN_RERANKERS)]:
+        assert any(name in line for line in lines), name
+    listed = json.loads(CliRunner().invoke(app, ["info", "--db", str(tmp_path / "db"), "--json"]).stdout)
+    assert [r["name"] for r in listed["rerankers"]] == [r.hub_id for r in KNOWN_RERANKERS]
+    assert {r["kind"] for r in listed["rerankers"]} == {"llm", "cross-encoder"}
