@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from nvrag.app.cli_common import DtypeOption, JsonOption, app, err, out, read_json_texts, safe, user_errors
+from nvrag.app.serving import reranker_model_line
 from nvrag.app.settings import Settings
 from nvrag.app.wiring import load_rerank_model
 from nvrag.errors import ConfigError, InputError
@@ -21,13 +22,8 @@ PREVIEW_CHARS = 100  # a document's text shown in the table
 
 
 def reranker_line(reranker: Reranker) -> str:
-    """``reranker: NAME (KIND, license L), computing in DTYPE (why); score: WHAT`` and its notes."""
-    info = reranker.info
-    head = (
-        f"reranker: {safe(info.name)} ({info.kind}, license {safe(info.license)}), computing in "
-        f"{safe(reranker.computes)}; score: {info.score}"
-    )
-    return "\n".join([head, *map(safe, reranker.notes)])
+    """The reranker's line (serving.reranker_model_line), escaped for the console."""
+    return "\n".join(map(safe, reranker_model_line(reranker).splitlines()))
 
 
 def instruction_note(reranker: Reranker, instruction: str | None) -> str | None:

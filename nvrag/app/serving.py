@@ -214,7 +214,11 @@ def model_line(embedder: Embedder) -> str:
 
 
 def reranker_model_line(reranker: Reranker) -> str:
-    return f"reranker: {reranker.name} ({reranker.info.kind}), computing in {reranker.computes}"
+    """``reranker: NAME (KIND, license L), computing in DTYPE (why); score: WHAT``, then its notes, a line each:
+    what every command that loads a reranker prints (the CLI's escaped for its console)."""
+    info = reranker.info
+    head = f"reranker: {info.name} ({info.kind}, license {info.license}), computing in {reranker.computes}"
+    return "\n".join([f"{head}; score: {info.score}", *reranker.notes])
 
 
 def _ready(
