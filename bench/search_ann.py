@@ -84,6 +84,18 @@ def lance_settings(**values: int) -> Iterator[None]:
             setattr(lance_module, k, v)
 
 
+@contextmanager
+def lance_probes(table: Table, nprobes: int, **values: int) -> Iterator[None]:
+    """Searches of ``table`` probing ``nprobes`` partitions (instead of its manifest's), with other constants."""
+    saved = table._manifest  # type: ignore[attr-defined]
+    table._manifest = replace(saved, ann_nprobes=nprobes)  # type: ignore[attr-defined]
+    try:
+        with lance_settings(**values):
+            yield
+    finally:
+        table._manifest = saved  # type: ignore[attr-defined]
+
+
 def faiss_vectors(table: Table) -> FaissVectors:
     vectors = table._vectors  # type: ignore[attr-defined]
     assert isinstance(vectors, FaissVectors)
@@ -105,18 +117,19 @@ def sweeps(store: str, kind: str, table: Table) -> list[tuple[str, Callable[[], 
     """(label, context manager factory) per search setting; the first is nvrag's default."""
     rows = table.count()
     if store == "lancedb":
+        # the build's recall probe chose nprobes (the manifest): sweep from there
+        probes = table.manifest.ann_nprobes or lance_module.ann_nprobes(rows, hnsw=kind == "hnsw")
+        probed = f"probed: nprobes {probes}, recall@10 {table.manifest.ann_recall} on its own vectors"
         if kind == "hnsw":
-            probes = lance_module.ann_nprobes(rows, hnsw=True)
-            default = f"default (nprobes {probes}, ef {lance_module.ANN_EF}, refine {lance_module.ANN_REFINE})"
+            default = f"default ({probed}; ef {lance_module.ANN_EF}, refine {lance_module.ANN_REFINE})"
             return [(default, lambda: lance_settings())] + [
-                (f"nprobes {p}, ef {e}", lambda p=p, e=e: lance_settings(ANN_NPROBES=p, ANN_EF=e))
+                (f"nprobes {p}, ef {e}", lambda p=p, e=e: lance_probes(table, p, ANN_EF=e))
                 for p, e in ((2 * probes, 300), (4 * probes, 600))
             ]
         if kind == "ivf-pq":
-            probes = lance_module.ann_nprobes(rows)
-            default = f"default (nprobes {probes}, refine {lance_module.ANN_REFINE})"
+            default = f"default ({probed}; refine {lance_module.ANN_REFINE})"
             return [(default, lambda: lance_settings())] + [
-                (f"nprobes {p}, refine {r}", lambda p=p, r=r: lance_settings(ANN_NPROBES=p, ANN_REFINE=r))
+                (f"nprobes {p}, refine {r}", lambda p=p, r=r: lance_probes(table, p, ANN_REFINE=r))
                 for p, r in ((2 * probes, 50), (4 * probes, 100))
             ]
         if kind == "binary":

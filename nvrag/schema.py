@@ -159,7 +159,8 @@ class FilterCondition:
 # 1: the first manifests (``table`` "" meant the index's own name; storage fields added later with defaults).
 # 2: ``table`` always names the physical table; every field is written. nvrag.store.manifests migrates.
 # 3: ``compute_dtype``, what the model computed the vectors in (bfloat16 became a CPU default).
-MANIFEST_SCHEMA_VERSION = 4
+# 4: ``model_path``. 5: ``ann_nprobes`` and ``ann_recall``, the search setting a recall probe chose at build time.
+MANIFEST_SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,8 @@ class IndexManifest:
     compute_dtype: str = "float32"  # what the model computed in when the index was built: float32 or bfloat16
     model_path: str = ""  # the folder the weights were loaded from ("" for bundled models); reused while it
     # still holds the weights of model_revision
+    ann_nprobes: int = 0  # partitions an ANN search probes, chosen by the build's recall probe (0: the default rule)
+    ann_recall: float | None = None  # the recall@10 that probe measured at ann_nprobes (None: no ANN index probed)
 
     def __post_init__(self) -> None:
         if not self.table:

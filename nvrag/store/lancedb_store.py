@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,9 @@ import pyarrow as pa
 
 from nvrag.errors import ConfigError, FilterError
 from nvrag.schema import CHUNK_COLUMNS, Chunk, FilterCondition, IndexManifest
+from nvrag.store import lance_ann
 from nvrag.store.base import METADATA_SCAN_ROWS, ManifestStore, ScoredChunk, Table, TableWriter
+from nvrag.store.lance_ann import ANN_KINDS, ANN_MIN_ROWS, ann_partitions
 from nvrag.store.lance_schema import INDEXED_AT, chunk_schema, sign_bits
 from nvrag.store.lance_sql import quote, where_sql
 
@@ -35,8 +37,6 @@ MANIFEST_TABLE = "_nvrag_manifests"
 _MANIFEST_SCHEMA = pa.schema([pa.field("name", pa.string()), pa.field("manifest", pa.string())])
 
 
-ANN_KINDS = ("ivf-pq", "hnsw")
-ANN_MIN_ROWS = 5000  # below this, exact search is fast enough and stays exact
 ANN_NPROBES = 20
 ANN_REFINE = 20
 ANN_EF = 100
@@ -45,13 +45,6 @@ BINARY_MIN_CANDIDATES = 200
 _RESULT_COLUMNS = list(CHUNK_COLUMNS)
 _TEXT_COLUMNS = ["title", "text"]
 _SUFFIX = ".lance"  # LanceDB's directory for a table
-
-
-def ann_partitions(rows: int, hnsw: bool = False) -> int:
-    """IVF partitions for a table: about sqrt(n), at least 256 vectors each so that k-means trains every one;
-    HNSW builds a graph per partition, so it takes 16x fewer, larger partitions."""
-    partitions = max(1, min(round(math.sqrt(rows)), rows // 256))
-    return max(1, partitions // 16) if hnsw else partitions
 
 
 def ann_nprobes(rows: int, hnsw: bool = False) -> int:
@@ -145,6 +138,7 @@ class LanceTable(Table):
         where: Sequence[FilterCondition] = (),
         *,
         with_vectors: bool = False,
+        nprobes: int = 0,  # partitions an ANN search probes; 0: what the build's recall probe chose
     ) -> list[ScoredChunk]:
         rows = self.count() if k > 0 else 0
         if rows == 0:
@@ -161,7 +155,8 @@ class LanceTable(Table):
         if ann is not None:
             # probe widely and re-rank candidates with the full vectors: recall close to exact search
             hnsw = "HNSW" in ann.upper()
-            nearest.update(nprobes=ann_nprobes(rows, hnsw), refine_factor=ANN_REFINE)
+            probes = nprobes or self._manifest.ann_nprobes or ann_nprobes(rows, hnsw)
+            nearest.update(nprobes=probes, refine_factor=ANN_REFINE)
             if hnsw:
                 nearest["ef"] = max(ANN_EF, k * ANN_REFINE)
         columns = [*_RESULT_COLUMNS, *(["vector"] if with_vectors else []), "_distance"]
@@ -253,37 +248,28 @@ class LanceTable(Table):
             self.changed()
 
     def _build_ann(self, kind: str) -> str:
-        rows = self.count()
+        rows, manifest = self.count(), self._manifest
         if kind == "none":
             for index in self._table.list_indices():
                 if "vector" in index.columns or "bits" in index.columns:
                     self._table.drop_index(index.name)
-            return "vector index dropped: searches are exact" + (
-                " (over the sign bits, rescored)" if self._manifest.quantization == "binary" else ""
-            )
+            self.set_manifest(replace(manifest, ann_nprobes=0, ann_recall=None))
+            binary = " (over the sign bits, rescored)" if manifest.quantization == "binary" else ""
+            return f"vector index dropped: searches are exact{binary}"
         if kind not in ANN_KINDS:
             raise ConfigError(f"unknown ANN kind {kind!r}; use ivf-pq, hnsw or none")
         if rows < ANN_MIN_ROWS:
             return f"{rows} rows: below {ANN_MIN_ROWS}, exact search is fast and exact; no vector index built"
-        from lancedb.index import HnswSq, IvfFlat, IvfPq
-
-        partitions = ann_partitions(rows)
-        if self._manifest.quantization == "binary":
-            # the bits are already compact: an inverted file over them (Hamming), candidates still rescored
-            self._table.create_index("bits", config=IvfFlat(distance_type="hamming", num_partitions=partitions))
-            return f"binary index: IVF over the sign bits ({partitions} partitions), full vectors rescore"
-        dim = self._manifest.dimension
-        if kind == "ivf-pq":
-            # 4 dims per PQ sub-vector (16 above 1,024 dims, where 4 makes training slow); a divisor of dim;
-            # the full vectors re-rank the candidates (refine_factor)
-            per = 4 if dim <= 1024 else 16
-            sub = next(d for d in (dim // per, dim // 2, dim) if d >= 1 and dim % d == 0)
-            config: Any = IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub)
-        else:
-            partitions = ann_partitions(rows, hnsw=True)
-            config = HnswSq(distance_type="cosine", num_partitions=partitions, m=20, ef_construction=300)
-        self._table.create_index("vector", config=config, replace=True)
-        return f"{kind} index over {rows} rows ({partitions} partitions)"
+        built, partitions = lance_ann.build(self, kind, rows)
+        if manifest.quantization == "binary":
+            return built
+        self.changed()
+        found = lance_ann.probe(self, partitions, max(1, ann_nprobes(rows, kind == "hnsw") // 2))
+        self.set_manifest(replace(manifest, ann_nprobes=found.nprobes, ann_recall=round(found.recall, 4)))
+        return (
+            f"{built}; searches probe {found.nprobes} partitions: recall@10 {found.recall:.3f}, measured on "
+            f"{min(lance_ann.PROBE_QUERIES, rows)} of its own vectors against exact search"
+        )
 
     def _text_indexed(self) -> bool:
         return any(kind == "Inverted" for kind, _ in self._indices())

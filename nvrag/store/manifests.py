@@ -41,7 +41,12 @@ def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "model_path": data.get("model_path", "")}
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}  # from version N to N + 1
+def _v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 had no recall probe: ANN searches keep the default rule until the index is optimised again."""
+    return {**data, "ann_nprobes": data.get("ann_nprobes", 0), "ann_recall": data.get("ann_recall")}
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}  # version N -> N + 1
 
 
 def migrate(data: dict[str, Any], key: str) -> dict[str, Any]:

@@ -1,0 +1,134 @@
+"""Approximate vector indexes of a Lance table: building one, and choosing its search settings from a recall
+probe at build time.
+
+Defaults chosen on one kind of data do not carry to another: random vectors have no neighbour structure, real
+embeddings are clustered, and the partitions a search must probe for a given recall differ by an order of
+magnitude between them (docs/performance.md). So after building, ``probe`` measures recall@10 on the index's
+own vectors: PROBE_QUERIES of them, sampled, each searched with the ANN at growing ``nprobes`` and against
+the exact neighbours (a brute-force pass over every vector, the query itself left out), and keeps the smallest
+setting that reaches TARGET_RECALL (or the best one tried). The index's manifest records both; every search
+then uses that setting, and ``nvrag optimize`` prints the recall it measured.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from nvrag.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nvrag.store.lancedb_store import LanceTable
+
+ANN_KINDS = ("ivf-pq", "hnsw")
+ANN_MIN_ROWS = 5000  # below this, exact search is fast enough and stays exact
+PROBE_QUERIES = 100
+PROBE_K = 10
+TARGET_RECALL = 0.95
+
+
+def ann_partitions(rows: int, hnsw: bool = False) -> int:
+    """IVF partitions for a table: about sqrt(n), at least 256 vectors each so that k-means trains every one;
+    HNSW builds a graph per partition, so it takes 16x fewer, larger partitions."""
+    partitions = max(1, min(round(math.sqrt(rows)), rows // 256))
+    return max(1, partitions // 16) if hnsw else partitions
+
+
+@dataclass(frozen=True)
+class Probe:
+    nprobes: int
+    recall: float
+    tried: tuple[tuple[int, float], ...]  # (nprobes, recall@10) in the order tried
+
+
+def choose(ladder: Sequence[int], recall_at: Callable[[int], float], target: float = TARGET_RECALL) -> Probe:
+    """The first setting of ``ladder`` (cheapest first) whose recall reaches ``target``, else the best tried."""
+    tried: list[tuple[int, float]] = []
+    for setting in ladder:
+        tried.append((setting, recall_at(setting)))
+        if tried[-1][1] >= target:
+            return Probe(setting, tried[-1][1], tuple(tried))
+    best = max(tried, key=lambda t: (t[1], -t[0]))
+    return Probe(best[0], best[1], tuple(tried))
+
+
+def exact_neighbours(
+    batches: Any, queries: npt.NDArray[np.float32], own: Sequence[str], k: int = PROBE_K
+) -> list[set[str]]:
+    """The ``k`` nearest chunk ids (cosine) of each query over every (chunk_id, vector) batch, leaving out the
+    query's own chunk: one pass, a running top-k per query."""
+    q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    best_scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+    best_ids = np.empty((len(q), k), dtype=object)
+    for batch in batches:
+        ids = np.asarray(batch.column("chunk_id").to_pylist(), dtype=object)
+        vectors = np.asarray(batch.column("vector").to_numpy(zero_copy_only=False).tolist(), dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        scores = q @ vectors.T
+        scores[ids[None, :] == np.asarray(own, dtype=object)[:, None]] = -np.inf
+        merged_scores = np.concatenate([best_scores, scores], axis=1)
+        merged_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
+        top = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
+        best_scores = np.take_along_axis(merged_scores, top, axis=1)
+        best_ids = np.take_along_axis(merged_ids, top, axis=1)
+    return [{str(x) for x in row if x is not None} for row in best_ids]
+
+
+def ladder(partitions: int, start: int) -> list[int]:
+    """nprobes to try, cheapest first: ``start``, doubling, up to every partition."""
+    steps, value = [], max(1, min(start, partitions))
+    while value < partitions:
+        steps.append(value)
+        value *= 2
+    return [*steps, partitions]
+
+
+def build(table: LanceTable, kind: str, rows: int) -> tuple[str, int]:
+    """Build the vector index ``kind`` on ``table`` (rows >= ANN_MIN_ROWS); (what was built, partitions)."""
+    from lancedb.index import HnswSq, IvfFlat, IvfPq
+
+    if kind not in ANN_KINDS:
+        raise ConfigError(f"unknown ANN kind {kind!r}; use ivf-pq, hnsw or none")
+    partitions = ann_partitions(rows)
+    manifest = table.manifest
+    if manifest.quantization == "binary":
+        # the bits are already compact: an inverted file over them (Hamming), candidates still rescored
+        table._table.create_index("bits", config=IvfFlat(distance_type="hamming", num_partitions=partitions))
+        return f"binary index: IVF over the sign bits ({partitions} partitions), full vectors rescore", partitions
+    dim = manifest.dimension
+    if kind == "ivf-pq":
+        # 4 dims per PQ sub-vector (16 above 1,024 dims, where 4 makes training slow); a divisor of dim;
+        # the full vectors re-rank the candidates (refine_factor)
+        per = 4 if dim <= 1024 else 16
+        sub = next(d for d in (dim // per, dim // 2, dim) if d >= 1 and dim % d == 0)
+        config: Any = IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub)
+    else:
+        partitions = ann_partitions(rows, hnsw=True)
+        config = HnswSq(distance_type="cosine", num_partitions=partitions, m=20, ef_construction=300)
+    table._table.create_index("vector", config=config, replace=True)
+    return f"{kind} index over {rows} rows ({partitions} partitions)", partitions
+
+
+def probe(table: LanceTable, partitions: int, start: int, seed: int = 0) -> Probe:
+    """Recall@10 of ``table``'s ANN index at growing nprobes, on PROBE_QUERIES of its own vectors."""
+    dataset = table._dataset
+    rows = dataset.count_rows()
+    picked = np.random.default_rng(seed).choice(rows, size=min(PROBE_QUERIES, rows), replace=False)
+    sample = dataset.take(sorted(picked.tolist()), columns=["chunk_id", "vector"])
+    own = sample.column("chunk_id").to_pylist()
+    queries = np.asarray(sample.column("vector").to_pylist(), dtype=np.float32)
+    truth = exact_neighbours(dataset.to_batches(columns=["chunk_id", "vector"], batch_size=65536), queries, own)
+
+    def recall_at(nprobes: int) -> float:
+        found = 0
+        for q, chunk_id, exact in zip(queries, own, truth, strict=True):
+            hits = table.search(q, PROBE_K + 1, nprobes=nprobes)
+            found += len(exact & ({h.chunk.chunk_id for h in hits} - {chunk_id}))
+        return found / max(1, sum(len(t) for t in truth))
+
+    return choose(ladder(partitions, start), recall_at)

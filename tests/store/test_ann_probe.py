@@ -1,0 +1,72 @@
+"""The recall probe that chooses an ANN index's search setting at build time (nvrag/store/lance_ann.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from nvrag.store import LanceStore
+from nvrag.store.lance_ann import PROBE_QUERIES, TARGET_RECALL, choose, exact_neighbours, ladder
+from tests.store.test_ann import DIM, fill
+
+
+def test_the_cheapest_setting_that_reaches_the_target_is_chosen() -> None:
+    curve = {5: 0.80, 10: 0.93, 20: 0.96, 40: 0.99}
+    asked: list[int] = []
+
+    def recall(nprobes: int) -> float:
+        asked.append(nprobes)
+        return curve[nprobes]
+
+    found = choose([5, 10, 20, 40], recall)
+    assert (found.nprobes, found.recall) == (20, 0.96)
+    assert asked == [5, 10, 20]  # no setting past the first good one is measured
+    never = choose([5, 10], {5: 0.5, 10: 0.7}.__getitem__)
+    assert (never.nprobes, never.recall, never.tried) == (10, 0.7, ((5, 0.5), (10, 0.7)))  # the best tried
+
+
+def test_the_ladder_doubles_up_to_every_partition() -> None:
+    assert ladder(77, 10) == [10, 20, 40, 77]
+    assert ladder(8, 20) == [8]
+    assert ladder(1, 1) == [1]
+
+
+def test_exact_neighbours_are_the_brute_force_ones_without_the_query_itself() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(300, 8)).astype(np.float32)
+    ids = [f"c{i}" for i in range(300)]
+    table = pa.table({"chunk_id": ids, "vector": pa.array(vectors.tolist(), pa.list_(pa.float32(), 8))})
+    picked = [3, 150, 299]
+    got = exact_neighbours(table.to_batches(max_chunksize=64), vectors[picked], [ids[i] for i in picked], k=5)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    for row, i in zip(got, picked, strict=True):
+        scores = unit @ unit[i]
+        scores[i] = -np.inf
+        assert row == {ids[j] for j in np.argsort(-scores)[:5]}
+
+
+@pytest.mark.parametrize("kind", ["ivf-pq", "hnsw"])
+def test_building_an_index_records_the_setting_and_the_recall_it_measured(store: LanceStore, kind: str) -> None:
+    fill(store, 6000)
+    said = store.open("docs").build_ann(kind)
+    manifest = LanceStore(store.uri).open("docs").manifest  # recorded, as any later search reads it
+    assert manifest.ann_nprobes >= 1 and manifest.ann_recall is not None
+    assert f"searches probe {manifest.ann_nprobes} partitions: recall@10 {manifest.ann_recall:.3f}" in said
+    assert f"measured on {PROBE_QUERIES} of its own vectors" in said
+    if manifest.ann_recall < TARGET_RECALL:  # only when no setting reached the target: every partition
+        assert manifest.ann_nprobes == int(said.split("(")[1].split()[0])
+    table = LanceStore(store.uri).open("docs")
+    table.set_manifest(replace(table.manifest, ann_nprobes=1))  # a setting whose results differ: one partition
+    reopened = LanceStore(store.uri).open("docs")
+    rng = np.random.default_rng(9)
+    queries = rng.normal(size=(5, DIM)).astype(np.float32)
+    ids = [[h.chunk.chunk_id for h in reopened.search(q, 10)] for q in queries]
+    one = [[h.chunk.chunk_id for h in reopened.search(q, 10, nprobes=1)] for q in queries]
+    every = [[h.chunk.chunk_id for h in reopened.search(q, 10, nprobes=1000)] for q in queries]
+    assert ids == one  # searches use the recorded setting
+    assert kind == "hnsw" or one != every  # (HNSW over 6,000 rows has one partition: one is every)
+    assert table.build_ann("none") == "vector index dropped: searches are exact"
+    assert LanceStore(store.uri).open("docs").manifest.ann_nprobes == 0
