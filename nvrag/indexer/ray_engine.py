@@ -18,7 +18,8 @@ manifest).
    most the batches not committed yet; a re-run reads what was committed and embeds only the rest, exactly
    as the local engine resumes. The store owns every write: this module never touches LanceDB itself.
 
-Ray (the ``ray`` extra) is imported only here and only when this engine runs.
+What the workers run (stages 1 and 2) is in ray_tasks.py. Ray (the ``ray`` extra) is imported only here and
+only when this engine runs.
 """
 
 from __future__ import annotations
@@ -27,105 +28,30 @@ import functools
 import logging
 import pickle
 import warnings
-from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from nvrag.embedder import Embedder
 from nvrag.embedder.registry import ModelRecipe
 from nvrag.errors import ConfigError, NvRagError
-from nvrag.indexer.chunking import chunk_document
 from nvrag.indexer.engine import (
     Engine,
     Progress,
     ProgressFn,
     Run,
     StopFlag,
-    embedding_text,
     finish_run,
     open_run,
 )
 from nvrag.indexer.formats import TableColumns
 from nvrag.indexer.ledger import IndexReport
-from nvrag.indexer.loaders import LoadFailure, LoadUnit, load_unit, plan_units
+from nvrag.indexer.loaders import LoadUnit, plan_units
+from nvrag.indexer.ray_tasks import CHUNK_ROWS, LEDGER_COLUMNS, UNITS_PER_TASK, EmbedStager, keep_fresh, rows_for_units
 from nvrag.indexer.request import IndexRequest, PathSource, RayOptions
 from nvrag.indexer.whole_documents import WholeDocuments
-from nvrag.schema import Chunk, ChunkerSettings
 from nvrag.store import Store
-from nvrag.store.base import Staged, Stager
-
-UNITS_PER_TASK = 16  # files per load task (a directory of small files)
-
-# one row per chunk (its Chunk.to_row columns), per failure (``failure`` set) or per empty document (no chunk_id)
-_INT = {"unit_no": pa.int64(), "item_no": pa.int64(), "chunk_no": pa.int32(), "start": pa.int64(), "end": pa.int64()}
-_ORDER = ("unit_no", "item_no", "source", "failure", "doc_id", "chunk_id", "chunk_no", "title", "text", "start", "end")
-_CHUNK_ROWS = pa.schema([(n, _INT.get(n, pa.string())) for n in (*_ORDER, "metadata")])
-_LEDGER_COLUMNS = ["unit_no", "item_no", "chunk_no", "source", "failure", "doc_id", "chunk_id"]
-
-
-@functools.lru_cache(maxsize=4)
-def _chunker_embedder(recipe: ModelRecipe) -> Embedder:
-    """A worker process's tokenizer for chunking (the embedders load their weights only when they embed)."""
-    return recipe.load(gpu=False)
-
-
-def _rows_for_units(
-    batch: dict[str, Any], recipe: ModelRecipe, settings: ChunkerSettings, key: str, columns: TableColumns
-) -> pa.Table:
-    """Stage 1: load and chunk a batch of units (a Ray Data task)."""
-    embedder = _chunker_embedder(recipe)
-    rows: dict[str, list[Any]] = {name: [] for name in _CHUNK_ROWS.names}
-
-    def add(**values: Any) -> None:
-        for name in _CHUNK_ROWS.names:
-            rows[name].append(values.get(name))
-
-    for unit_no, blob in zip(batch["unit_no"], batch["unit"], strict=True):
-        unit: LoadUnit = pickle.loads(blob)
-        for item_no, item in enumerate(load_unit(unit, columns)):
-            where = {"unit_no": int(unit_no), "item_no": item_no, "source": item.source}
-            if isinstance(item, LoadFailure):
-                add(**where, failure=item.reason, doc_id=item.doc_id)
-                continue
-            try:
-                chunks = chunk_document(item, embedder.token_spans, settings, key)
-            except ValueError as exc:  # a chunk over the size limit
-                add(**where, failure=str(exc), doc_id=item.doc_id)
-                continue
-            if not chunks:
-                add(**where, doc_id=item.doc_id)
-            for c in chunks:
-                add(**{**where, **c.to_row()})
-    return pa.table(rows, schema=_CHUNK_ROWS)
-
-
-def _keep_fresh(batch: pa.Table, fresh: pa.Array) -> pa.Table:
-    return batch.filter(pc.fill_null(pc.is_in(batch.column("chunk_id"), value_set=fresh), False))
-
-
-class _EmbedStager:
-    """Stage 2, an actor: embeds a batch of chunks and stages it with the table writer's stager."""
-
-    def __init__(self, recipe: ModelRecipe, gpu: bool, stager: Stager, separator: str) -> None:
-        self.embedder = recipe.load(gpu=gpu)
-        self.stager, self.separator = stager, separator
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        chunks = [Chunk.from_row(r) for r in batch.to_pylist()]
-        if not chunks:
-            return pa.table({"staged": pa.array([], pa.binary())})
-        try:
-            vectors = self.embedder.embed_documents([embedding_text(c, self.separator) for c in chunks])
-            staged: object = self.stager(chunks, vectors)
-        except NvRagError as exc:
-            # Ray wraps a task's exception in its own and pickling drops the chain, so the domain error
-            # travels as data: the driver raises it as the local engine would
-            staged = exc
-        counts = Counter(c.doc_id for c in chunks)  # the driver commits whole documents (WholeDocuments)
-        return pa.table({"staged": pa.array([pickle.dumps((staged, counts))], pa.binary())})
+from nvrag.store.base import Staged
 
 
 def ray_available() -> bool:
@@ -217,7 +143,7 @@ class RayEngine(Engine):
         # 1. load + chunk in parallel tasks; the rows stay in the object store
         plan = ray.data.from_items([{"unit_no": i, "unit": pickle.dumps(u)} for i, u in enumerate(units)])
         load_and_chunk = functools.partial(
-            _rows_for_units, recipe=self.recipe, settings=run.chunker, key=run.model_key, columns=columns
+            rows_for_units, recipe=self.recipe, settings=run.chunker, key=run.model_key, columns=columns
         )
         self.say(f"loading and chunking {len(units)} files or JSONL blocks in parallel tasks")
         chunked = plan.map_batches(load_and_chunk, batch_size=UNITS_PER_TASK, batch_format="numpy").materialize()
@@ -226,9 +152,9 @@ class RayEngine(Engine):
         ids = pa.concat_tables(
             [
                 pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
-                for b in chunked.select_columns(_LEDGER_COLUMNS).iter_batches(batch_format="pyarrow", batch_size=None)
+                for b in chunked.select_columns(LEDGER_COLUMNS).iter_batches(batch_format="pyarrow", batch_size=None)
             ]
-            or [_CHUNK_ROWS.empty_table().select(_LEDGER_COLUMNS)]
+            or [CHUNK_ROWS.empty_table().select(LEDGER_COLUMNS)]
         ).sort_by([("unit_no", "ascending"), ("item_no", "ascending"), ("chunk_no", "ascending")])
         fresh: set[str] = set()
         needed: dict[str, int] = {}  # doc id -> its chunks to embed
@@ -249,13 +175,13 @@ class RayEngine(Engine):
         # the chunks to embed, one batch per block, materialised before the actors take every CPU
         todo = (
             chunked.map_batches(
-                _keep_fresh, batch_format="pyarrow", fn_kwargs={"fresh": pa.array(list(fresh), pa.string())}
+                keep_fresh, batch_format="pyarrow", fn_kwargs={"fresh": pa.array(list(fresh), pa.string())}
             )
             .repartition(target_num_rows_per_block=batch_chunks)
             .materialize()
         )
         staged_batches = todo.map_batches(
-            _EmbedStager,
+            EmbedStager,
             batch_format="pyarrow",
             batch_size=batch_chunks,
             compute=ActorPoolStrategy(size=o.workers or 1),
