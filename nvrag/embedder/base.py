@@ -9,7 +9,7 @@ normalisation.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,10 +150,11 @@ class Embedder(ABC):
         included, after truncation): what an API bills as usage."""
         return self._embed_counted(texts, prefix)
 
-    def prepare_for_serving(self) -> str | None:
+    def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
         """For a process that answers many requests, once warmed up: rebuild what pays back over many forward
         passes (on a CPU in bfloat16: matmul weights prepacked for its kernels, model/prepack.py). A line
-        saying what was done, or None. Requests may run meanwhile."""
+        saying what was done, or None. Requests may run meanwhile; while ``busy()`` says they are, the work
+        waits (a while) between steps rather than compete with them for the cores."""
         return None
 
     def replica_set(self) -> Sequence[Embedder]:

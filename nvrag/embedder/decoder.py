@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +114,8 @@ class DecoderEmbedder(Embedder):
     def special_tokens(self) -> int:
         return self._specials
 
-    def prepare_for_serving(self) -> str | None:
-        return prepack_weights(self.name, self.model.backbone, self.device, self.dtype)
+    def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
+        return prepack_weights(self.name, self.model.backbone, self.device, self.dtype, busy)
 
     def _text(self, prefix: str, text: str) -> str:
         full = prefix + text

@@ -7,7 +7,7 @@ vector and normalising again equals cutting the pooled vector and normalising on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from nvrag.embedder.base import Embedder, FloatArray, normalise
@@ -51,8 +51,8 @@ class MatryoshkaView(Embedder):
     def tokenize(self, texts: Sequence[str], prefix: str) -> list[list[int]]:
         return self.inner.tokenize(texts, prefix)
 
-    def prepare_for_serving(self) -> str | None:
-        return self.inner.prepare_for_serving()
+    def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
+        return self.inner.prepare_for_serving(busy)
 
     def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
         return self.inner.forward(batch, prefix)[:, : self.dimension]

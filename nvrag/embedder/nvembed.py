@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +102,8 @@ class NVEmbedEmbedder(Embedder):
             self._model = load_model(self.folder, dtype=self.dtype, device=self.device)
         return self._model
 
-    def prepare_for_serving(self) -> str | None:
-        return prepack_weights(self.name, self.model.backbone, self.device, self.dtype)
+    def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
+        return prepack_weights(self.name, self.model.backbone, self.device, self.dtype, busy)
 
     def instruction_length(self, instruction: str) -> int:
         """Tokens of the instruction tokenised alone, without BOS: the count the reference masks."""

@@ -4,7 +4,7 @@ input order. ``--devices cuda:0,cuda:1`` (or ``auto``: every visible GPU) on the
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -57,8 +57,8 @@ class ReplicatedEmbedder(Embedder):
     def replica_set(self) -> Sequence[Embedder]:
         return tuple(self.replicas)
 
-    def prepare_for_serving(self) -> str | None:
-        lines = [line for replica in self.replicas if (line := replica.prepare_for_serving())]
+    def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
+        lines = [line for replica in self.replicas if (line := replica.prepare_for_serving(busy))]
         return "; ".join(lines) or None
 
     def _embed_counted(self, texts: Sequence[str], prefix: str) -> tuple[FloatArray, int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -35,11 +35,17 @@ def choose_backend(requested: str, device: torch.device, dtype: torch.dtype) -> 
     return requested
 
 
-def prepack_weights(name: str, module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> str | None:
+def prepack_weights(
+    name: str,
+    module: torch.nn.Module,
+    device: torch.device,
+    dtype: torch.dtype,
+    busy: Callable[[], bool] | None = None,
+) -> str | None:
     """Prepack a CPU bfloat16 model's matmul weights (model/prepack.py); the line saying so, or None."""
     if device.type != "cpu" or dtype != torch.bfloat16:
         return None
-    layers, seconds = prepack(module)
+    layers, seconds = prepack(module, busy=busy)
     if not layers:
         return None
     return f"{name}: {layers} matmul weights prepacked for this CPU's kernels in {seconds:.1f} s (faster queries)"

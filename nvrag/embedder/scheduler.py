@@ -77,8 +77,9 @@ class Scheduler(Embedder):
     def tokenize(self, texts: Sequence[str], prefix: str) -> list[list[int]]:
         return self.inner.tokenize(texts, prefix)
 
-    def prepare_for_serving(self) -> str | None:
-        return self.inner.prepare_for_serving()
+    def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
+        queue = self.queue
+        return self.inner.prepare_for_serving(busy or (lambda: queue.busy))  # requests first
 
     def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
         return self.inner.forward(batch, prefix)

@@ -119,6 +119,7 @@ class WorkQueue:
         self._seq = itertools.count()
         self._turn = 0
         self._rate = 0.0  # tokens a second over recent forward passes (for Retry-After)
+        self._passes = 0  # forward passes running now
         for n, forward in enumerate(forwards):
             thread = threading.Thread(target=self._work, args=(forward,), name=f"nvrag-queue-{name}-{n}", daemon=True)
             thread.start()
@@ -133,6 +134,12 @@ class WorkQueue:
     def queued_tokens(self) -> int:
         with self._cond:
             return self._queued_tokens
+
+    @property
+    def busy(self) -> bool:
+        """A forward pass is running, or rows wait for one."""
+        with self._cond:
+            return bool(self._pending) or self._passes > 0
 
     def submit(
         self, key: Hashable, rows: Sequence[Row], lengths: list[int], urgent: bool, out: Output
@@ -216,6 +223,7 @@ class WorkQueue:
                 for job in jobs:
                     job.running += 1
                     job.started = job.started or began
+                self._passes += 1
             error: BaseException | None = None
             try:
                 outputs = forward([job.rows[i] for job, i in rows], key)
@@ -240,6 +248,7 @@ class WorkQueue:
         """Book a finished forward pass; the jobs it completed (or failed)."""
         finished = []
         with self._cond:
+            self._passes -= 1
             if error is None and seconds > 0:
                 self._rate = 0.8 * self._rate + 0.2 * (tokens / seconds) if self._rate else tokens / seconds
             for job in jobs:

@@ -21,6 +21,7 @@ import mmap
 import threading
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from torch import nn
 from nvrag.model.residency import MADV_DONTNEED, madvise_range
 
 PACK_HINT_ROWS = 64  # the rows oneDNN is told to expect: queries and small batches, where packing pays
+MAX_WAIT_SECONDS = 1.0  # a busy server still gets a layer packed at least this often
 
 
 @cache
@@ -105,9 +107,16 @@ def packable(module: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
     return found
 
 
-def prepack(module: nn.Module, stop: threading.Event | None = None) -> tuple[int, float]:
+def prepack(
+    module: nn.Module,
+    stop: threading.Event | None = None,
+    busy: Callable[[], bool] | None = None,
+    max_wait: float = MAX_WAIT_SECONDS,
+) -> tuple[int, float]:
     """Swap every bfloat16 CPU Linear layer under ``module`` for a PackedLinear, one at a time (``stop``: quit
-    between layers); (layers packed, seconds). Nothing is done where prepack_supported() is False."""
+    between layers; ``busy``: while it says requests are running, wait before the next layer, up to
+    ``max_wait`` seconds, so they keep the cores); (layers packed, seconds). Nothing is done where
+    prepack_supported() is False."""
     if not prepack_supported():
         return 0, 0.0
     start = time.perf_counter()
@@ -117,6 +126,9 @@ def prepack(module: nn.Module, stop: threading.Event | None = None) -> tuple[int
         for parent, name, linear in packable(module):
             if stop is not None and stop.is_set():
                 break
+            waited = time.monotonic()
+            while busy is not None and busy() and time.monotonic() - waited < max_wait:
+                time.sleep(0.01)
             packed = PackedLinear(linear)
             mapped = _file_backed(linear.weight, maps)
             setattr(parent, name, packed)

@@ -99,3 +99,46 @@ def test_passes_running_while_the_weights_are_swapped_are_right() -> None:
     prepack(model.backbone)
     thread.join()
     assert seen == [True] * 30
+
+
+def test_packing_waits_while_requests_run_but_never_starves() -> None:
+    model = random_model(torch.bfloat16)
+    answers = iter([True] * 5)
+    asked = 0
+
+    def busy() -> bool:  # requests running for the first 5 looks, then idle
+        nonlocal asked
+        asked += 1
+        return next(answers, False)
+
+    layers, _ = prepack(model.backbone, busy=busy)
+    assert layers == 14 and asked == 5 + 14  # it looked before every layer, and waited out the busy spell
+    always = random_model(torch.bfloat16)
+    assert prepack(always.backbone, busy=lambda: True, max_wait=0.001)[0] == 14  # a busy server still gets packed
+
+
+def test_a_work_queue_is_busy_while_a_pass_runs_or_rows_wait() -> None:
+    from nvrag.embedder.work_queue import WorkQueue
+
+    release = threading.Event()
+
+    def forward(rows: list[int], key: object) -> list[int]:
+        release.wait()
+        return rows
+
+    queue: WorkQueue[int, list[int]] = WorkQueue("t", [forward], batch_tokens=64, max_batch_size=8)
+    assert not queue.busy
+    done = threading.Thread(target=queue.submit, args=("k", [1, 2], [1, 1], False, [0, 0]))
+    done.start()
+    for _ in range(500):
+        if queue.busy:
+            break
+        threading.Event().wait(0.01)
+    assert queue.busy
+    release.set()
+    done.join()
+    for _ in range(500):  # the worker books the pass just after answering
+        if not queue.busy:
+            break
+        threading.Event().wait(0.01)
+    assert not queue.busy
