@@ -70,7 +70,10 @@ def _file_mappings() -> tuple[list[int], list[tuple[int, str]]]:
     """This process's file-backed mappings: sorted starts, and (end, path) for each."""
     starts: list[int] = []
     rest: list[tuple[int, str]] = []
-    with Path("/proc/self/maps").open(encoding="ascii", errors="replace") as f:
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():  # not Linux: nothing is known to be mapped, so no page is dropped
+        return starts, rest
+    with maps.open(encoding="ascii", errors="replace") as f:
         for line in f:
             parts = line.split(maxsplit=5)
             if len(parts) == 6 and parts[5].startswith("/"):
