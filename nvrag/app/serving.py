@@ -238,10 +238,19 @@ def _ready(
     if on_ready is not None:
         on_ready(problem)
     if problem is None:  # a server answers many requests: what pays back over them, while it answers
-        for embedder in services.loaded():
+        prepare_for_serving(services.loaded(), say)
+
+
+def prepare_for_serving(embedders: Sequence[Embedder], say: Callable[[str], None] | None) -> None:
+    """Each model prepared for many requests (Embedder.prepare_for_serving), a line each; a failure there
+    costs only the speed-up, so it is a line too, never the server."""
+    for embedder in embedders:
+        try:
             line = embedder.prepare_for_serving()
-            if line is not None and say is not None:
-                say(line)
+        except Exception as exc:  # the model still serves as loaded
+            line = f"{embedder.name}: not prepared for serving ({type(exc).__name__}: {exc}); it serves as loaded"
+        if line is not None and say is not None:
+            say(line)
 
 
 def announce(services: Services, reranker: Reranker | None, say: Callable[[str], None]) -> None:
@@ -261,9 +270,6 @@ def announce(services: Services, reranker: Reranker | None, say: Callable[[str],
             loaded.append(embedder)
         if reranker is not None:
             say(reranker_model_line(reranker))
-        for embedder in loaded:
-            line = embedder.prepare_for_serving()
-            if line is not None:
-                say(line)
+        prepare_for_serving(loaded, say)
 
     threading.Thread(target=run, name="nvrag-announce", daemon=True).start()
