@@ -67,7 +67,8 @@ def exact_neighbours(
     best_ids = np.empty((len(q), k), dtype=object)
     for batch in batches:
         ids = np.asarray(batch.column("chunk_id").to_pylist(), dtype=object)
-        vectors = np.asarray(batch.column("vector").to_numpy(zero_copy_only=False).tolist(), dtype=np.float32)
+        column = batch.column("vector")  # fixed-size lists: their flat values, reshaped (no Python objects)
+        vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         scores = q @ vectors.T
         scores[ids[None, :] == np.asarray(own, dtype=object)[:, None]] = -np.inf
