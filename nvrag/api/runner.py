@@ -26,7 +26,10 @@ class PortInUseError(ConfigError):
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port``; PortInUseError if another process has it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto named: asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and accepted sockets
+    # inherit it; with proto 0, Nagle's algorithm held each response's body behind the client's delayed ACK
+    # (40 ms on every request after the first on a keep-alive connection)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart reuses a port in TIME_WAIT
     try:
         sock.bind((host, port))
