@@ -1,29 +1,21 @@
-"""One model replica per device on one machine: batches spread over the replicas by token count, results in
-input order. ``--devices cuda:0,cuda:1`` (or ``auto``: every visible GPU) on the command line."""
+"""One model replica per device on one machine: ``--devices cuda:0,cuda:1`` (or ``auto``: every visible GPU) on
+the command line.
+
+The replicas compose under the one batching core (``work_queue.WorkQueue``): each replica's forward pass is a
+worker of it, taking the next pass as soon as it is free, so a fast device does more of the work and a slow
+one never holds the rest up. A served model wraps the replicas in its Scheduler (``replica_set``); used
+directly (`nvrag index --devices`), the replicas share a queue of their own with no admission bounds.
+"""
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from nvrag.embedder.base import Embedder, FloatArray, normalise, token_budget_batches
+from nvrag.embedder.base import Embedder, FloatArray, normalise
+from nvrag.embedder.work_queue import Output, WorkQueue
 from nvrag.errors import ConfigError
-
-
-def assign_batches(batches: Sequence[Sequence[int]], lengths: Sequence[int], replicas: int) -> list[list[int]]:
-    """Indices of ``batches`` per replica, balancing padded tokens: the largest batch goes to the replica with the
-    fewest tokens so far (longest-processing-time first); ties go to the lower replica number."""
-    load = [(0, r) for r in range(replicas)]
-    plan: list[list[int]] = [[] for _ in range(replicas)]
-    cost = [len(b) * max(lengths[i] for i in b) for b in batches]
-    for b in sorted(range(len(batches)), key=lambda i: (-cost[i], i)):
-        tokens, r = heapq.heappop(load)
-        plan[r].append(b)
-        heapq.heappush(load, (tokens + cost[b], r))
-    return plan
 
 
 class ReplicatedEmbedder(Embedder):
@@ -39,7 +31,10 @@ class ReplicatedEmbedder(Embedder):
         super().__init__(first.info, batch_tokens=first.batch_tokens, max_batch_size=first.max_batch_size)
         self.replicas = list(replicas)
         self.notes = first.notes  # how the model loaded (its dtype's reason): the same for every replica
-        self._pool = ThreadPoolExecutor(max_workers=len(self.replicas), thread_name_prefix="nvrag-replica")
+        self.dtype_reason = first.dtype_reason
+        sizes = [r.weight_bytes for r in self.replicas]
+        self.weight_bytes = None if None in sizes else sum(s for s in sizes if s is not None)
+        self._queue: WorkQueue | None = None
 
     @property
     def special_tokens(self) -> int:
@@ -61,21 +56,35 @@ class ReplicatedEmbedder(Embedder):
         lines = [line for replica in self.replicas if (line := replica.prepare_for_serving(busy))]
         return "; ".join(lines) or None
 
+    def close(self) -> None:
+        if self._queue is not None:
+            self._queue.close()
+        for replica in self.replicas:
+            replica.close()
+
     def _embed_counted(self, texts: Sequence[str], prefix: str) -> tuple[FloatArray, int]:
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
-            return out, 0
+            return np.zeros((0, self.dimension), dtype=np.float32), 0
         ids = self.tokenize(texts, prefix)
-        lengths = [len(x) for x in ids]
-        batches = token_budget_batches(lengths, self.batch_tokens, self.max_batch_size)
-        plan = assign_batches(batches, lengths, len(self.replicas))
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        return self._work_queue().submit(prefix, ids, [len(x) for x in ids], False, out)
 
-        def run(replica: Embedder, mine: list[int]) -> None:
-            for b in mine:
-                out[batches[b]] = replica.forward([ids[i] for i in batches[b]], prefix)
+    def _work_queue(self) -> WorkQueue:
+        """The replicas' queue, started on first use (its workers are threads: torch releases the GIL inside
+        its kernels, so one thread per device keeps every device busy)."""
+        if self._queue is None:
 
-        # torch releases the GIL inside its kernels, so one thread per device keeps every device busy
-        futures = [self._pool.submit(run, r, mine) for r, mine in zip(self.replicas, plan, strict=True) if mine]
-        for future in futures:
-            future.result()
-        return normalise(out), sum(lengths)
+            def forward_of(replica: Embedder) -> Callable[[Sequence[object], Hashable], Output]:
+                return lambda rows, key: replica.forward(rows, str(key))  # type: ignore[arg-type]
+
+            self._queue = WorkQueue(
+                self.name,
+                [forward_of(r) for r in self.replicas],
+                batch_tokens=self.batch_tokens,
+                max_batch_size=self.max_batch_size,
+                max_queued=1 << 30,
+                max_queued_tokens=1 << 62,
+                max_queue_seconds=None,  # one caller's own work: nothing to refuse
+                on_done=normalise,
+            )
+        return self._queue

@@ -120,6 +120,7 @@ class WorkQueue:
         self._turn = 0
         self._rate = 0.0  # tokens a second over recent forward passes (for Retry-After)
         self._passes = 0  # forward passes running now
+        self._closed = False  # close(): the workers stop once the work queued is done
         for n, forward in enumerate(forwards):
             thread = threading.Thread(target=self._work, args=(forward,), name=f"nvrag-queue-{name}-{n}", daemon=True)
             thread.start()
@@ -141,6 +142,13 @@ class WorkQueue:
         with self._cond:
             return bool(self._pending) or self._passes > 0
 
+    def close(self) -> None:
+        """No new work: the jobs queued still run, then the workers end (and drop their replicas' forward
+        functions, so the model can be freed). A later submit is refused (OverloadedError: retry)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
     def submit(
         self, key: Hashable, rows: Sequence[Row], lengths: list[int], urgent: bool, out: Output
     ) -> tuple[Output, int]:
@@ -148,6 +156,8 @@ class WorkQueue:
         the output (through ``on_done``) and the tokens it took."""
         job: _Job[Row] = _Job(key, rows, lengths, urgent, next(self._seq), out)
         with self._cond:
+            if self._closed:
+                raise OverloadedError(f"{self.name} was unloaded to make room for another model; retry", 1)
             self._admit(job)
             self._pending.append(job)
             self._queued_tokens += job.tokens
@@ -216,8 +226,12 @@ class WorkQueue:
         while True:
             with self._cond:
                 while not self._pending:
+                    if self._closed:
+                        return
                     self._cond.wait()
                 key, rows = self._next_batch()
+                if self._pending:
+                    self._cond.notify()  # rows remain: wake another worker (one job can keep every replica busy)
                 jobs = list(dict.fromkeys(job for job, _ in rows))
                 began = time.perf_counter()
                 for job in jobs:

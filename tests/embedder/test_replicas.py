@@ -1,37 +1,48 @@
-"""Replicas on several devices, tested with two CPU "devices": the split by tokens and the input order."""
+"""Replicas on several devices, tested with two CPU "devices": the work shared, the input order kept."""
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from nvrag.embedder import LoadOptions, WordLengthEmbedder, load_embedder
+from nvrag.embedder.base import FloatArray
 from nvrag.embedder.minilm import MiniLMEmbedder
-from nvrag.embedder.replicas import ReplicatedEmbedder, assign_batches
+from nvrag.embedder.replicas import ReplicatedEmbedder
 from nvrag.errors import ConfigError
 
 TEXTS = [" ".join(["w"] * n) + f" x{i}" for i, n in enumerate([1, 40, 3, 20, 20, 2, 30, 5, 9, 12])]
 
 
-def test_batches_are_balanced_by_padded_tokens() -> None:
-    lengths = [10, 10, 8, 6, 3]
-    batches = [[0], [1], [2], [3, 4]]  # padded costs: 10, 10, 8, 12
-    # largest first: 12 -> r0, 10 -> r1, 10 -> r2... with two replicas: 12 -> r0, 10 -> r1, 10 -> r1 (10 < 12),
-    # 8 -> r0 (12 < 20)
-    assert assign_batches(batches, lengths, 2) == [[3, 2], [0, 1]]
-    assert assign_batches(batches, lengths, 1) == [[3, 0, 1, 2]]
+class Meeting(WordLengthEmbedder):
+    """A replica whose first forward pass waits (a guard of 60 s) until the other replica is in one too: the
+    test then shows both devices compute at once, whatever the threads' timing."""
+
+    def __init__(self, meet: threading.Barrier) -> None:
+        super().__init__(batch_tokens=64)
+        self.meet = meet
+
+    def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
+        if not self.forward_calls:
+            self.meet.wait(timeout=60)
+        return super().forward(batch, prefix)
 
 
 def test_two_replicas_give_the_single_models_vectors_in_input_order() -> None:
-    first, second = WordLengthEmbedder(batch_tokens=64), WordLengthEmbedder(batch_tokens=64)
+    meet = threading.Barrier(2)
+    first, second = Meeting(meet), Meeting(meet)
     first.notes = second.notes = ("dtype: bfloat16, since ...",)
     pooled = ReplicatedEmbedder([first, second])
     assert pooled.notes == first.notes  # the CLI prints the loaded model's notes: a replicated one keeps them
     single = WordLengthEmbedder(batch_tokens=64)
     np.testing.assert_array_equal(pooled.embed_documents(TEXTS), single.embed_documents(TEXTS))
     np.testing.assert_array_equal(pooled.embed_queries(TEXTS, "q"), single.embed_queries(TEXTS, "q"))
-    assert first.forward_calls and second.forward_calls  # both did work
+    assert first.forward_calls and second.forward_calls  # both computed, at the same time
     assert sum(first.forward_calls) + sum(second.forward_calls) == 2 * len(TEXTS)
+    assert pooled.embed_counted([], "")[0].shape == (0, 8)
 
 
 def test_minilm_replicas_on_two_cpu_devices(minilm: MiniLMEmbedder) -> None:

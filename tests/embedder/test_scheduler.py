@@ -169,10 +169,24 @@ def test_full_queues_refuse_at_once_and_a_failed_pass_fails_only_its_callers() -
     assert batcher.embed_documents([]).shape == (0, 8)
 
 
+class Meeting(Gate):
+    """A replica whose first pass waits (a guard of 60 s) until the other is in one too: both devices compute
+    at once, whatever the threads' timing."""
+
+    def __init__(self, meet: threading.Barrier) -> None:
+        super().__init__(batch_tokens=2)
+        self.meet = meet
+        self.gate.set()
+
+    def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
+        if not self.passes:
+            self.meet.wait(timeout=60)
+        return super().forward(batch, prefix)
+
+
 def test_each_replica_gets_its_own_worker() -> None:
-    replicas = [Gate(batch_tokens=2), Gate(batch_tokens=2)]
-    for r in replicas:
-        r.gate.set()
+    meet = threading.Barrier(2)
+    replicas = [Meeting(meet), Meeting(meet)]
     batcher = Scheduler(ReplicatedEmbedder(replicas))
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(batcher.embed_documents, [["a b"] * 4 for _ in range(8)]))
