@@ -44,6 +44,10 @@ class ModelUnavailableError(ModelError):
     """The model is registered but cannot be loaded on this machine or in this version."""
 
 
+class ModelMemoryError(ModelError):
+    """A model does not fit in the memory budget of a server's model pool."""
+
+
 class CheckpointError(ModelError):
     """A checkpoint folder whose config, shards, keys or shapes are not what the model needs."""
 

@@ -9,6 +9,7 @@ no client can grow the exposition by sending made-up paths or methods."""
 from __future__ import annotations
 
 import time
+import weakref
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -106,8 +107,10 @@ class Metrics:
             tokens.inc(embedded)  # every caller's: /v1/embeddings, searches, documents, MCP, the page
 
         embedder.queue.on_batch, embedder.queue.on_job = on_batch, on_job
-        self.queued.labels(name).set_function(lambda: embedder.queued)
-        self.queued_tokens.labels(name).set_function(lambda: embedder.queued_tokens)
+        # weakly: a model the pool unloads is freed, and then shows nothing queued
+        watched = weakref.ref(embedder)
+        self.queued.labels(name).set_function(lambda: e.queued if (e := watched()) is not None else 0)
+        self.queued_tokens.labels(name).set_function(lambda: e.queued_tokens if (e := watched()) is not None else 0)
         return embedder
 
     def exposition(self) -> bytes:

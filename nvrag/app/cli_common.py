@@ -20,7 +20,7 @@ from typer.core import TyperCommand, TyperGroup
 from typer.models import CommandFunctionType
 
 from nvrag import __version__
-from nvrag.app.settings import ENV_DB, ENV_DTYPE, ENV_MODEL
+from nvrag.app.settings import ENV_DB, ENV_DTYPE, ENV_MODEL, ENV_MODEL_MEMORY
 from nvrag.errors import IndexBusyError, InputError, NvRagError, StorageError
 from nvrag.indexer import StopFlag, reading
 
@@ -123,6 +123,17 @@ DtypeOption = Annotated[
         "--dtype",
         help="What the model computes in: float32 (exact), bfloat16, or float16 (GPUs). Default: bfloat16 on "
         f"CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX), else float32 (or set {ENV_DTYPE}).",
+        show_default=False,
+    ),
+]
+ModelMemoryOption = Annotated[
+    float | None,
+    typer.Option(
+        "--model-memory",
+        metavar="GIB",
+        min=0.01,
+        help="GiB the loaded models may take together; loading one more first unloads the least recently used. "
+        f"Default: 80% of this machine's (or container's) memory (or set {ENV_MODEL_MEMORY}).",
         show_default=False,
     ),
 ]

@@ -16,6 +16,7 @@ from nvrag.app.cli_common import (
     IndexOption,
     InstructionOption,
     JsonOption,
+    ModelMemoryOption,
     ModelOption,
     ModelPathOption,
     QueryDtypeOption,
@@ -277,6 +278,7 @@ def ui(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 7860,
     rerank_model: RerankModelOption = None,
     dtype: DtypeOption = None,
+    model_memory: ModelMemoryOption = None,
     db: DbOption = None,
 ) -> None:
     """Start the web search UI (Gradio). Loopback only by default; no public share link.
@@ -293,7 +295,7 @@ def ui(
             sock = bind(host, port)  # before anything is announced: a port in use is one line, exit 4
         except PortInUseError as exc:
             raise fail(str(exc), EXIT_PORT_IN_USE) from None
-        settings = Settings.from_env(db=db, dtype=dtype)
+        settings = Settings.from_env(db=db, dtype=dtype, model_memory=model_memory)
         store = open_store(settings)
         if index is not None and not store.exists(index):
             store.open(index)  # raises IndexNotFoundError naming the known indexes

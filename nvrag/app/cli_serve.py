@@ -15,6 +15,7 @@ from nvrag.app.cli_common import (
     EXIT_PORT_IN_USE,
     DbOption,
     DtypeOption,
+    ModelMemoryOption,
     ModelOption,
     ModelPathOption,
     QueryDtypeOption,
@@ -122,6 +123,7 @@ def serve(
     model_path: ModelPathOption = None,
     rerank_model: RerankModelOption = None,
     dtype: DtypeOption = None,
+    model_memory: ModelMemoryOption = None,
     db: DbOption = None,
 ) -> None:
     """Serve the HTTP API: POST /v1/embeddings (OpenAI-compatible), POST /v1/rerank (with --rerank-model; Cohere
@@ -151,7 +153,7 @@ def serve(
         except PortInUseError as exc:
             raise fail(str(exc), EXIT_PORT_IN_USE) from None
         threads = share_cpus()
-        settings = Settings.from_env(db=db, dtype=dtype)
+        settings = Settings.from_env(db=db, dtype=dtype, model_memory=model_memory)
         where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{sock.getsockname()[1]}"
 
         def on_ready(problem: str | None) -> None:
@@ -195,6 +197,7 @@ def mcp(
     index: ServedIndexes = None,
     rerank_model: RerankModelOption = None,
     dtype: QueryDtypeOption = None,
+    model_memory: ModelMemoryOption = None,
     db: DbOption = None,
 ) -> None:
     """Serve nvrag's tools to an agent over stdio (Model Context Protocol): search, list_indexes,
@@ -208,7 +211,7 @@ def mcp(
         raise
     with user_errors():
         try:
-            settings = Settings.from_env(db=db, dtype=dtype)
+            settings = Settings.from_env(db=db, dtype=dtype, model_memory=model_memory)
             reranker = load_rerank_model(settings, rerank_model) if rerank_model is not None else None
             say = lambda line: err.print(safe(line))  # noqa: E731 - stderr: stdout carries the protocol
             server = build_mcp_server(settings, open_store(settings), index, reranker, say)

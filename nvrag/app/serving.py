@@ -34,6 +34,20 @@ def pooled_loader(settings: Settings, wrap: Callable[[Embedder], Embedder] | Non
     return load
 
 
+MODEL_MEMORY_SHARE = 0.8  # of this process's memory, for the loaded models, when no budget is given
+
+
+def model_budget(settings: Settings) -> int | None:
+    """The model pool's memory budget in bytes: --model-memory / NVRAG_MODEL_MEMORY, else a share of the memory
+    this process may use (a container's limit included); None where that cannot be read."""
+    if settings.model_memory is not None:
+        return int(settings.model_memory * 2**30)
+    from nvrag.embedder.dtypes import memory_bytes
+
+    total = memory_bytes()
+    return None if total is None else int(total * MODEL_MEMORY_SHARE)
+
+
 def build_web_app(
     settings: Settings,
     store: Store,
@@ -55,7 +69,7 @@ def build_web_app(
     from nvrag.ui import UIContext, build_server
 
     if services is None:
-        services = Services(settings, store, pooled_loader(settings))
+        services = Services(settings, store, pooled_loader(settings), max_model_bytes=model_budget(settings))
         if say is not None:
             announce(services, reranker, say)
     local = "://" not in settings.db
@@ -122,7 +136,7 @@ def build_api_app(
 
     services = Services(
         settings, store, pooled_loader(settings, scheduled), served=(served.name, served.model_path),
-        indexes=indexes, shared=True,
+        indexes=indexes, shared=True, max_model_bytes=model_budget(settings),
     )  # fmt: skip
     reranker = None
     if rerank_model is not None:
@@ -202,7 +216,8 @@ def build_mcp_server(
 
     for name in indexes or ():
         store.open(name)  # IndexNotFoundError naming the known ones
-    services = Services(settings, store, pooled_loader(settings), indexes=indexes)
+    budget = model_budget(settings)
+    services = Services(settings, store, pooled_loader(settings), indexes=indexes, max_model_bytes=budget)
     if say is not None:
         announce(services, reranker, say)
     return build_mcp(MCPContext(store, services.retriever, services.indexes, reranker))

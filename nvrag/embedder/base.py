@@ -75,6 +75,7 @@ class Embedder(ABC):
         self.max_batch_size = max_batch_size
         self.notes: tuple[str, ...] = ()  # lines worth showing the user about how it loaded (set by the loader)
         self.dtype_reason = ""  # why it computes in info.compute_dtype, in words (set by the loader)
+        self.weight_bytes: int | None = None  # what its weights take once loaded (set by the loader; None: unknown)
 
     # -- what a model supplies -------------------------------------------------------------------
 
@@ -155,6 +156,11 @@ class Embedder(ABC):
         passes (on a CPU in bfloat16: matmul weights prepacked for its kernels, model/prepack.py). A line
         saying what was done, or None. Requests may run meanwhile; while ``busy()`` says they are, the work
         waits (a while) between steps rather than compete with them for the cores."""
+        return None
+
+    def close(self) -> None:
+        """Stop what serves this model (a scheduler's workers, once the work queued is done), so that the model
+        can be freed when nothing refers to it: a model pool unloading it calls this. A plain model: nothing."""
         return None
 
     def replica_set(self) -> Sequence[Embedder]:

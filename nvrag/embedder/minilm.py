@@ -101,6 +101,11 @@ class MiniLMEmbedder(Embedder):
         self._numpy_model: Any = None
 
     @property
+    def model_dir(self) -> Path:
+        """The checkpoint folder (the bundled one unless another was given)."""
+        return self._model_dir
+
+    @property
     def model(self) -> Any:
         """The PyTorch encoder (bert.BertEncoder)."""
         if self._model is None:

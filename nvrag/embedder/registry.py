@@ -27,7 +27,7 @@ from nvrag.embedder.names import (
 )
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
 from nvrag.embedder.replicas import ReplicatedEmbedder
-from nvrag.embedder.weights import checkpoint_fp32_bytes
+from nvrag.embedder.weights import checkpoint_fp32_bytes, loaded_weight_bytes
 from nvrag.errors import ConfigError, ModelUnavailableError, UnknownModelError
 
 AUTO = "auto"
@@ -90,6 +90,7 @@ def _load_minilm(options: LoadOptions) -> Embedder:
     )
     embedder.notes = (dtype.note,) if dtype.note else ()
     embedder.dtype_reason = dtype.reason
+    embedder.weight_bytes = loaded_weight_bytes(embedder.model_dir, dtype.name)
     return embedder
 
 
@@ -132,6 +133,7 @@ def _load_nvembed(options: LoadOptions) -> Embedder:
     )
     embedder.notes = (dtype.note,) if dtype.note else ()
     embedder.dtype_reason = dtype.reason
+    embedder.weight_bytes = loaded_weight_bytes(folder, dtype.name)
     return embedder
 
 
@@ -161,6 +163,7 @@ def _decoder_loader(hub_id: str | None) -> Callable[[LoadOptions], Embedder]:
         )
         embedder.notes = (dtype.note,) if dtype.note else ()
         embedder.dtype_reason = dtype.reason
+        embedder.weight_bytes = loaded_weight_bytes(folder, dtype.name)
         return embedder
 
     return load

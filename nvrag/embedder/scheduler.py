@@ -54,7 +54,7 @@ class Scheduler(Embedder):
     ) -> None:
         super().__init__(inner.info, batch_tokens=inner.batch_tokens, max_batch_size=inner.max_batch_size)
         self.inner = inner
-        self.notes, self.dtype_reason = inner.notes, inner.dtype_reason
+        self.notes, self.dtype_reason, self.weight_bytes = inner.notes, inner.dtype_reason, inner.weight_bytes
 
         def forward_of(replica: Embedder) -> Callable[[Sequence[object], Hashable], Output]:
             return lambda rows, key: replica.forward(rows, str(key))  # type: ignore[arg-type]
@@ -83,6 +83,10 @@ class Scheduler(Embedder):
 
     def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
         return self.inner.forward(batch, prefix)
+
+    def close(self) -> None:
+        self.queue.close()
+        self.inner.close()
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         return self.inner.token_spans(text)

@@ -29,6 +29,16 @@ def checkpoint_fp32_bytes(folder: Path) -> int | None:
     return sum(p.stat().st_size for p in shards) * 4 // stored
 
 
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
+
+
+def loaded_weight_bytes(folder: Path, compute_dtype: str) -> int | None:
+    """What a checkpoint's weights take once loaded in ``compute_dtype`` (its float32 size scaled): what a model
+    pool counts against its memory budget. None where the folder has no readable shards."""
+    fp32 = checkpoint_fp32_bytes(folder)
+    return None if fp32 is None else fp32 * DTYPE_BYTES.get(compute_dtype, 4) // 4
+
+
 SENTENCE_TRANSFORMERS_FILES = (
     "modules.json",
     "1_Pooling/config.json",
