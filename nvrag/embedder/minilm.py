@@ -12,7 +12,7 @@ same queries give the same vectors however the process got there; documents neve
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -156,6 +156,19 @@ class MiniLMEmbedder(Embedder):
             spans.extend((a + start, b + start) for a, b in encoding.offsets)
             start = end
         return spans
+
+    def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
+        """A server's bfloat16 CPU model: its matmul weights prepacked for oneDNN (model/prepack.py: the same
+        arithmetic, measured 18% faster for documents and 24% for a one-line query on this project's CPU). A
+        query-only load keeps its small batches on NumPy, so there is nothing to pack."""
+        if self._engine != "torch":
+            return None
+        import torch
+
+        from nvrag.embedder.runtime import prepack_weights
+
+        dtype = torch.bfloat16 if self.info.compute_dtype == "bfloat16" else torch.float32
+        return prepack_weights(self.name, self.model, torch.device(self._device), dtype, busy)
 
     def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
         width = max(len(ids) for ids in batch)

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nvrag.model.dense import Dense
 from nvrag.model.residency import MADV_DONTNEED, madvise_range
 
 PACK_HINT_ROWS = 64  # the rows oneDNN is told to expect: queries and small batches, where packing pays
@@ -45,20 +46,26 @@ def prepack_supported() -> bool:
 
 
 class PackedLinear(nn.Module):
-    """A Linear layer whose weight is in oneDNN's blocked layout (inference only)."""
+    """A Linear layer whose weight is in oneDNN's blocked layout (inference only). A ``Dense`` layer keeps its
+    fused activation and casts its input to bfloat16 first, as it did (model/dense.py)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACK_HINT_ROWS)
         self.bias = None if linear.bias is None else linear.bias.detach()
+        self.dense = isinstance(linear, Dense)
+        self.post_op = ("gelu", "none") if self.dense and linear.activation == "gelu" else ("none", "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.bfloat16:  # (only bfloat16 weights are packed)
+        if self.dense:
+            x = x.to(torch.bfloat16)
+        elif x.dtype != torch.bfloat16:  # (only bfloat16 weights are packed)
             raise TypeError(f"PackedLinear takes bfloat16 inputs, not {x.dtype}")
         lead = x.shape[:-1]
+        attr, algorithm = self.post_op
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
-            x.reshape(-1, self.in_features), self.packed, self.bias, "none", [], ""
+            x.reshape(-1, self.in_features), self.packed, self.bias, attr, [], algorithm
         )
         return out.view(*lead, self.out_features)
 
@@ -101,11 +108,13 @@ def _drop_pages(tensor: torch.Tensor) -> None:
 
 
 def packable(module: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, layer) for every bfloat16 CPU Linear layer under ``module``."""
-    found = []
+    """(parent, attribute, layer) for every bfloat16 CPU Linear (or Dense) layer under ``module``."""
+    found: list[tuple[nn.Module, str, nn.Linear]] = []
     for parent in module.modules():
         for name, child in parent.named_children():
-            if type(child) is nn.Linear and child.weight.dtype == torch.bfloat16 and child.weight.device.type == "cpu":
+            linear = type(child) is nn.Linear or isinstance(child, Dense)
+            if linear and child.weight.dtype == torch.bfloat16 and child.weight.device.type == "cpu":
+                assert isinstance(child, nn.Linear)
                 found.append((parent, name, child))
     return found
 

@@ -142,3 +142,29 @@ def test_a_work_queue_is_busy_while_a_pass_runs_or_rows_wait() -> None:
             break
         threading.Event().wait(0.01)
     assert not queue.busy
+
+
+def test_the_bundled_model_prepared_for_serving_gives_the_same_vectors_bit_for_bit() -> None:
+    """Its Dense layers (GELU fused, float32 inputs cast to bfloat16) are packed too: every one of the six
+    layers' q, k, v, attention output, up (with the GELU) and down."""
+    from nvrag.embedder import LoadOptions, load_embedder
+    from nvrag.model.dense import Dense
+
+    embedder = load_embedder("all-MiniLM-L6-v2", LoadOptions(dtype="bfloat16"))
+    texts = ["a short query", "a longer passage about hashing files and running shell commands " * 6, ""]
+    plain_documents, plain_queries = embedder.embed_documents(texts), embedder.embed_queries(texts[:1])
+    line = embedder.prepare_for_serving()
+    assert line is not None and line.startswith("all-MiniLM-L6-v2: 36 matmul weights prepacked")
+    model = embedder.model  # type: ignore[attr-defined]
+    assert not any(isinstance(m, Dense) for m in model.modules())
+    gelus = [m for m in model.modules() if isinstance(m, PackedLinear) and m.post_op[0] == "gelu"]
+    assert len(gelus) == 6
+    assert (embedder.embed_documents(texts) == plain_documents).all()
+    assert (embedder.embed_queries(texts[:1]) == plain_queries).all()
+
+
+def test_a_query_only_load_has_nothing_to_pack() -> None:
+    from nvrag.embedder import LoadOptions, load_embedder
+
+    queries = load_embedder("all-MiniLM-L6-v2", LoadOptions(dtype="bfloat16", for_queries=True))
+    assert queries.prepare_for_serving() is None
