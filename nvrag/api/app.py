@@ -45,6 +45,20 @@ from nvrag.api.limits import (
 )
 from nvrag.api.metrics import CONTENT_TYPE_LATEST, Metrics
 from nvrag.api.rerank_routes import rerank_router, reranker_card, served_reranker
+from nvrag.api.responses import (
+    ERROR_RESPONSES,
+    DocumentDeleted,
+    DocumentPage,
+    EmbeddingsResponse,
+    IndexCard,
+    IndexDropped,
+    IndexList,
+    IndexReportResponse,
+    Live,
+    ModelList,
+    Ready,
+    SearchResponse,
+)
 from nvrag.api.schemas import MAX_INPUT_CHARS, DocumentIn, EmbeddingsRequest, SearchRequest
 from nvrag.embedder import Embedder, get_spec, resolve_instruction
 from nvrag.embedder.matryoshka import cut
@@ -60,12 +74,12 @@ from nvrag.store.visibility import check_visible, visible_indexes
 
 
 def build_api(ctx: APIContext) -> FastAPI:
-    app = FastAPI(title="nvrag", version=__version__, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="nvrag", version=__version__, docs_url="/docs", redoc_url=None, responses=ERROR_RESPONSES)
     _handlers(app)
 
     # the probes and /metrics are coroutines: they run on the event loop, never behind model work in the pool
-    @app.get("/health")
-    @app.get("/ready")
+    @app.get("/health", response_model=Ready)
+    @app.get("/ready", response_model=Ready)
     async def ready() -> JSONResponse:
         if ctx.failed is not None:
             return JSONResponse(error_body(ctx.failed, "service_unavailable_error", "not_ready"), 503)
@@ -74,22 +88,23 @@ def build_api(ctx: APIContext) -> FastAPI:
             return JSONResponse(error_body(message, "service_unavailable_error", "loading"), 503)
         return JSONResponse({"status": "ok", "version": __version__})
 
-    @app.get("/live")
+    @app.get("/live", response_model=Live)
     async def live() -> JSONResponse:
         return JSONResponse({"status": "alive", "ready": ctx.ready.is_set(), "version": __version__})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     async def metrics() -> Response:
+        """Prometheus exposition: requests, latencies, queues, tokens, refusals."""
         return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)
     def models() -> dict[str, Any]:
         cards = [_model_card(name) for name in ctx.models] + [reranker_card(r) for r in ctx.rerankers.values()]
         return {"object": "list", "data": cards}
 
     app.include_router(rerank_router(ctx))
 
-    @app.post("/v1/embeddings")
+    @app.post("/v1/embeddings", response_model=EmbeddingsResponse)
     def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
         name = _served(ctx, body.model)
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
@@ -126,7 +141,7 @@ def build_api(ctx: APIContext) -> FastAPI:
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return {"object": "list", "data": data, "model": name, "usage": usage}
 
-    @app.post("/v1/search")
+    @app.post("/v1/search", response_model=SearchResponse, response_model_exclude_none=False)
     def search(body: SearchRequest) -> dict[str, Any]:
         _exposed(ctx, body.index)
         if not body.query.strip():
@@ -149,17 +164,17 @@ def build_api(ctx: APIContext) -> FastAPI:
         reranked = {"reranker": reranker.name} if reranker is not None else {}
         return {"index": body.index, "model": retriever.embedder.name, **reranked, "hits": [h.to_dict() for h in hits]}
 
-    @app.get("/v1/indexes")
+    @app.get("/v1/indexes", response_model=IndexList)
     def indexes() -> dict[str, Any]:
         names = visible_indexes(ctx.store, ctx.indexes)
         return {"object": "list", "data": [_index_card(ctx, n) for n in names]}
 
-    @app.get("/v1/indexes/{name}")
+    @app.get("/v1/indexes/{name}", response_model=IndexCard)
     def index(name: str) -> dict[str, Any]:
         _exposed(ctx, name)
         return _index_card(ctx, name)
 
-    @app.get("/v1/indexes/{name}/documents")
+    @app.get("/v1/indexes/{name}/documents", response_model=DocumentPage)
     def list_index_documents(
         name: str,
         offset: Annotated[int, Query(ge=0)] = 0,
@@ -176,6 +191,7 @@ def build_api(ctx: APIContext) -> FastAPI:
 
     @app.post(
         "/v1/indexes/{name}/documents",
+        response_model=IndexReportResponse,
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": documents_body}}}},
     )
     async def add_documents(name: str, request: Request, replace_other_origins: bool = False) -> dict[str, Any]:
@@ -195,7 +211,7 @@ def build_api(ctx: APIContext) -> FastAPI:
         report = await run_in_threadpool(lambda: run(request_))
         return report.to_dict()
 
-    @app.delete("/v1/indexes/{name}/documents/{doc_id}")
+    @app.delete("/v1/indexes/{name}/documents/{doc_id}", response_model=DocumentDeleted)
     def delete_document(name: str, doc_id: str, replace_other_origins: bool = False) -> dict[str, Any]:
         """Remove a document added through the API (another origin's only with ``replace_other_origins``)."""
         if ctx.run_index is None:
@@ -210,7 +226,7 @@ def build_api(ctx: APIContext) -> FastAPI:
             raise APIError(404, f"index {name!r} has no document {doc_id!r}", "not_found_error", "document_not_found")
         return {"index": name, "id": doc_id, "deleted": True, "chunks_removed": removed}
 
-    @app.delete("/v1/indexes/{name}")
+    @app.delete("/v1/indexes/{name}", response_model=IndexDropped)
     def drop(name: str, replace_other_origins: bool = False) -> dict[str, Any]:
         """Remove an index (refused with 409 while another process writes it). An index holding documents
         added another way (from PATH, or uploaded in the page) is dropped only with ``replace_other_origins``."""

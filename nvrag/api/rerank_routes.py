@@ -11,6 +11,7 @@ from fastapi import APIRouter
 
 from nvrag.api.context import APIContext
 from nvrag.api.errors import APIError
+from nvrag.api.responses import RerankResponse
 from nvrag.api.schemas import MAX_INPUT_CHARS, RerankRequest
 from nvrag.reranker import Reranker, ranked
 
@@ -69,7 +70,10 @@ def rerank_router(ctx: APIContext) -> APIRouter:
         }
 
     for path in RERANK_PATHS:
-        router.add_api_route(path, rerank, methods=["POST"], include_in_schema=path == RERANK_PATHS[0])
+        router.add_api_route(
+            path, rerank, methods=["POST"], response_model=RerankResponse, response_model_exclude_none=True,
+            include_in_schema=path == RERANK_PATHS[0],
+        )  # fmt: skip
     return router
 
 
