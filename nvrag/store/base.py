@@ -15,7 +15,6 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -73,11 +72,15 @@ def document_groups(docs: dict[str, set[str]], limit: int = DELETE_GROUP) -> Ite
 
 @dataclass(frozen=True)
 class Staged:
-    """A batch of chunks written by a writer's stage step but not committed: no reader sees it until
-    ``TableWriter.commit``. ``data`` is the backend's own (rows in memory, or files written by a worker)."""
+    """``rows`` chunks staged, unseen before ``TableWriter.commit``; a kind per backend (StagedRows, lance_writer's)."""
 
     rows: int
-    data: Any
+
+
+@dataclass(frozen=True)
+class StagedRows(Staged):  # chunks and vectors in memory until the commit (the in-process writers)
+    chunks: tuple[Chunk, ...]
+    vectors: npt.NDArray[np.float32]
 
 
 class Stager(ABC):
@@ -122,12 +125,13 @@ class UpsertWriter(TableWriter):
 
     def stage(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged:
         check_vectors(chunks, vectors, self.table.manifest.dimension)
-        return Staged(len(chunks), (list(chunks), vectors))
+        return StagedRows(len(chunks), tuple(chunks), vectors)
 
     def commit(self, batches: Sequence[Staged], replaced: Collection[str] = ()) -> None:
-        chunks = [c for b in batches for c in b.data[0]]
-        vectors = np.concatenate([b.data[1] for b in batches]) if batches else np.zeros((0, 0), np.float32)
-        self.table.replace(chunks, vectors, replaced)
+        staged = [b for b in batches if isinstance(b, StagedRows)]
+        assert len(staged) == len(batches), "a batch another writer staged"
+        vectors = np.concatenate([b.vectors for b in staged]) if staged else np.zeros((0, 0), np.float32)
+        self.table.replace([c for b in staged for c in b.chunks], vectors, replaced)
 
 
 METADATA_SCAN_ROWS = 200_000  # metadata_fields reads at most this many chunks

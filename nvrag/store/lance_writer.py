@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import lance
@@ -31,6 +32,21 @@ if TYPE_CHECKING:
     from nvrag.store.lancedb_store import LanceTable
 
 
+@dataclass(frozen=True)
+class StagedTable(Staged):
+    """A batch as the Arrow table of its rows, in this process (merged in at the commit)."""
+
+    table: pa.Table
+
+
+@dataclass(frozen=True)
+class StagedFragments(Staged):
+    """A batch a worker wrote as fragments of the dataset, as Lance's own JSON metadata (data, not pickled
+    objects: the commit reads it with ``FragmentMetadata.from_json``)."""
+
+    fragments: tuple[str, ...]
+
+
 class LanceFragmentStager(Stager):
     """Writes a batch as fragments of the dataset at ``uri`` (picklable: it carries only plain values); the
     fragments' metadata travels back as Lance's JSON, data rather than pickled objects."""
@@ -39,9 +55,9 @@ class LanceFragmentStager(Stager):
         self.uri, self.dimension = uri, dimension
         self.vector_dtype, self.quantization, self.storage_version = vector_dtype, quantization, storage_version
 
-    def __call__(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged:
+    def __call__(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> StagedFragments:
         if not chunks:
-            return Staged(0, [])
+            return StagedFragments(0, ())
         check_vectors(chunks, vectors, self.dimension)
         data = chunk_table(chunks, vectors, self.dimension, self.vector_dtype, self.quantization)
         fragments = lance.fragment.write_fragments(
@@ -50,7 +66,7 @@ class LanceFragmentStager(Stager):
             schema=chunk_schema(self.dimension, self.vector_dtype, self.quantization),
             data_storage_version=self.storage_version,
         )
-        return Staged(len(chunks), [json.dumps(f.to_json()) for f in fragments])  # Lance's own JSON form
+        return StagedFragments(len(chunks), tuple(json.dumps(f.to_json()) for f in fragments))
 
 
 def _replacing(dataset: Any, fragments: list[Any], old: str) -> Any:
@@ -75,10 +91,10 @@ class LanceWriter(TableWriter):
         add_indexed_at(lancedb_table)  # (writers hold the index's write lock)
         self._appended = False
 
-    def stage(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged:
+    def stage(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> StagedTable:
         m = self.table.manifest
         check_vectors(chunks, vectors, m.dimension)
-        return Staged(len(chunks), chunk_table(chunks, vectors, m.dimension, m.vector_dtype, m.quantization))
+        return StagedTable(len(chunks), chunk_table(chunks, vectors, m.dimension, m.vector_dtype, m.quantization))
 
     def stager(self) -> LanceFragmentStager:
         m = self.table.manifest
@@ -87,8 +103,13 @@ class LanceWriter(TableWriter):
         return LanceFragmentStager(uri, m.dimension, m.vector_dtype, m.quantization, storage)
 
     def commit(self, batches: Sequence[Staged], replaced: Collection[str] = ()) -> None:
-        tables = [b.data for b in batches if isinstance(b.data, pa.Table) and b.rows]
-        fragments = [FragmentMetadata.from_json(f) for b in batches if isinstance(b.data, list) for f in b.data]
+        for batch in batches:
+            if not isinstance(batch, StagedTable | StagedFragments):
+                raise TypeError(f"a {type(batch).__name__} batch committed to a Lance writer")
+        tables = [b.table for b in batches if isinstance(b, StagedTable) and b.rows]
+        fragments = [
+            FragmentMetadata.from_json(f) for b in batches if isinstance(b, StagedFragments) for f in b.fragments
+        ]
         old = f"chunk_id IN ({', '.join(quote(x) for x in sorted(replaced))})" if replaced else None
         if tables:
             data = pa.concat_tables(tables)
