@@ -10,9 +10,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from nvrag.indexer.reading import MAX_DOCUMENT_CHARS, MAX_TITLE_CHARS
+from nvrag.limits import MAX_K, MAX_QUERY_CHARS, MAX_RERANK_DEPTH
 
 MAX_INPUT_CHARS = 100_000  # one input text; inputs over the model's token limit are truncated by it
-MAX_QUERY_CHARS = 10_000
 MAX_NAME_CHARS = 200
 
 
@@ -40,7 +40,7 @@ class SearchRequest(BaseModel):
 
     index: str = Field(max_length=MAX_NAME_CHARS)
     query: str = Field(max_length=MAX_QUERY_CHARS)
-    k: int = Field(default=10, ge=1, le=1000)
+    k: int = Field(default=10, ge=1, le=MAX_K)
     mode: Literal["dense", "bm25", "hybrid"] = "dense"
     filter: str | list[str] | None = None
     task: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
@@ -50,7 +50,7 @@ class SearchRequest(BaseModel):
     rerank: bool | str = Field(
         default=False, description="true: rerank with the served reranker; or the name of a served reranker"
     )
-    rerank_depth: int = Field(default=50, ge=1, le=1000)
+    rerank_depth: int = Field(default=50, ge=1, le=MAX_RERANK_DEPTH)
     rerank_instruction: str | None = Field(default=None, max_length=MAX_QUERY_CHARS)
 
 

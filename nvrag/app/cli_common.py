@@ -23,6 +23,7 @@ from nvrag import __version__
 from nvrag.app.settings import ENV_DB, ENV_DTYPE, ENV_MODEL, ENV_MODEL_MEMORY
 from nvrag.errors import IndexBusyError, InputError, NvRagError, StorageError
 from nvrag.indexer import StopFlag, reading
+from nvrag.limits import MAX_RERANK_DEPTH
 
 EXIT_OK = 0
 EXIT_INPUT_FAILURES = 1
@@ -166,7 +167,10 @@ RerankModelOption = Annotated[
     ),
 ]
 RerankDepthOption = Annotated[
-    int, typer.Option("--rerank-depth", min=1, max=1000, help="How many first-stage candidates the reranker scores.")
+    int,
+    typer.Option(
+        "--rerank-depth", min=1, max=MAX_RERANK_DEPTH, help="How many first-stage candidates the reranker scores."
+    ),
 ]
 RerankInstructionOption = Annotated[
     str | None,

@@ -44,6 +44,7 @@ from nvrag.embedder.dtypes import choose_dtype
 from nvrag.errors import ConfigError, ManifestVersionError
 from nvrag.evaluation import METRICS, evaluate
 from nvrag.evaluation.plot import save_plot
+from nvrag.limits import MAX_K, MAX_RERANK_DEPTH
 from nvrag.reranker.loading import KNOWN_RERANKERS
 from nvrag.retriever import DEFAULT_RERANK_DEPTH, DEFAULT_RRF_K, MODES, parse_filters
 from nvrag.retriever.dense import check_rerank
@@ -53,7 +54,7 @@ from nvrag.retriever.dense import check_rerank
 def search(
     query: Annotated[str, typer.Argument(help="The query text.")],
     index: IndexOption = "default",
-    k: Annotated[int, typer.Option("-k", "--top-k", help="How many hits to return.", min=1, max=1000)] = 10,
+    k: Annotated[int, typer.Option("-k", "--top-k", help="How many hits to return.", min=1, max=MAX_K)] = 10,
     task: TaskOption = None,
     instruction: InstructionOption = None,
     mode: Annotated[
@@ -190,7 +191,8 @@ def eval_command(
     ] = None,
     rerank: RerankOption = None,
     rerank_depth: Annotated[
-        int, typer.Option("--rerank-depth", min=1, max=100, help="Documents per query the reranker reorders.")
+        int,
+        typer.Option("--rerank-depth", min=1, max=MAX_RERANK_DEPTH, help="Documents per query the reranker reorders."),
     ] = DEFAULT_RERANK_DEPTH,
     rerank_instruction: RerankInstructionOption = None,
     db: DbOption = None,

@@ -22,13 +22,13 @@ from mcp.server.mcpserver.exceptions import ToolError
 from nvrag import __version__
 from nvrag.embedder import resolve_instruction
 from nvrag.errors import ConfigError, IndexNotFoundError, NvRagError
+from nvrag.limits import MAX_K_SHOWN, MAX_QUERY_CHARS
 from nvrag.reranker import Reranker
 from nvrag.retriever import DEFAULT_RERANK_DEPTH, MODES, Retriever, parse_filters
 from nvrag.store import Store
 from nvrag.store.visibility import check_visible, visible_indexes
 
-MAX_K = 50
-MAX_QUERY_CHARS = 10_000
+MAX_K = MAX_K_SHOWN  # results an agent reads in full
 
 
 @dataclass

@@ -13,16 +13,14 @@ import numpy.typing as npt
 from nvrag.embedder import Embedder
 from nvrag.embedder.pinning import check_manifest_model
 from nvrag.errors import ConfigError, FilterError
+from nvrag.limits import MAX_K, MAX_QUERY_CHARS, MAX_RERANK_DEPTH
 from nvrag.reranker import Reranker, ranked
 from nvrag.retriever.fusion import DEFAULT_RRF_K, mmr, rrf
 from nvrag.schema import FilterCondition, Hit, passage_text
 from nvrag.store import ScoredChunk, Table
 from nvrag.store.base import COLUMN_FIELDS
 
-MAX_K = 1000
 DEFAULT_RERANK_DEPTH = 50  # first-stage candidates a reranker scores
-MAX_RERANK_DEPTH = 1000
-MAX_QUERY_CHARS = 10_000
 Mode = Literal["dense", "bm25", "hybrid"]
 MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
 HYBRID_DEPTH = 100  # how deep each retriever's list goes before fusion

@@ -12,6 +12,7 @@ from typing import Any
 from nvrag.errors import NvRagError
 from nvrag.indexer import reading
 from nvrag.indexer.loaders import HTML_SUFFIXES, LoadUnit, load_unit, split_line
+from nvrag.limits import MAX_QUERY_CHARS
 from nvrag.retriever import MODES
 from nvrag.schema import Document
 from nvrag.ui import callbacks, documents
@@ -37,7 +38,7 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
                     placeholder="Ask something and press Enter",
                     scale=4,
                     elem_id="query",
-                    max_length=callbacks.MAX_QUERY_CHARS,
+                    max_length=MAX_QUERY_CHARS,
                 )
                 index_box = gr.Dropdown(
                     choices=indexes, value=selected, label="Index", allow_custom_value=False, scale=1, elem_id="index"
@@ -50,7 +51,7 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
                     label="Custom instruction",
                     placeholder="used with 'Custom instruction'",
                     elem_id="instruction",
-                    max_length=callbacks.MAX_QUERY_CHARS,
+                    max_length=MAX_QUERY_CHARS,
                 )
                 k = gr.Slider(1, callbacks.MAX_K, value=10, step=1, label="k", elem_id="k")
                 mode = gr.Radio(choices=list(MODES), value="dense", label="Mode", elem_id="mode")
@@ -59,7 +60,7 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
                 placeholder="e.g. lang = en and year >= 2020",
                 info=callbacks.filter_fields(ctx, selected),
                 elem_id="filters",
-                max_length=callbacks.MAX_QUERY_CHARS,
+                max_length=MAX_QUERY_CHARS,
             )
             with gr.Row():
                 rerank = gr.Checkbox(

@@ -18,6 +18,7 @@ from nvrag.embedder import TASK_INSTRUCTIONS, resolve_instruction
 from nvrag.errors import NvRagError
 from nvrag.indexer import IndexReport, IndexRequest, ItemsSource, LoadFailure, load_corpus, reading
 from nvrag.indexer.loaders import UPLOAD_PREFIX, split_line
+from nvrag.limits import MAX_K_SHOWN, MAX_QUERY_CHARS
 from nvrag.reranker import Reranker
 from nvrag.retriever import DEFAULT_RERANK_DEPTH, MODES, Retriever, parse_filters
 from nvrag.schema import Document
@@ -27,9 +28,8 @@ from nvrag.ui.render import md, message, result_cards
 DEFAULT_TASK = "(model default)"
 CUSTOM_TASK = "Custom instruction"
 TASK_CHOICES = [DEFAULT_TASK, *sorted(TASK_INSTRUCTIONS), CUSTOM_TASK]
-MAX_K = 50  # documents per page of results
+MAX_K = MAX_K_SHOWN  # documents per page of results
 CHUNKS_PER_DOCUMENT = 4  # chunks searched per document shown: a document's other passages fill its card
-MAX_QUERY_CHARS = 1000
 UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".jsonl")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

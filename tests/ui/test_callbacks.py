@@ -58,7 +58,7 @@ def test_messages_instead_of_errors(ctx: UIContext) -> None:
     bad = search(ctx, "x", filters="lang ==")
     assert 'data-testid="error"' in bad and "Bad filter: cannot read the filter condition" in bad
     assert "No results. Nothing matched the filter." in search(ctx, "x", filters="lang = fr")
-    assert "limit is 1000" in search(ctx, "x" * 1001)
+    assert "limit is 10000" in search(ctx, "x" * 10_001)
     assert "unknown task" in search(ctx, "x", task="Nope")
 
 
