@@ -19,13 +19,47 @@
     ├── FilterError              a metadata filter that does not parse, or that the data cannot satisfy
     ├── InstructionError         an unknown task preset, or an instruction that leaves no room for the text
     └── OverloadedError          more work queued or in flight than the server admits (retry after a pause)
+
+What to do about an error depends on where it is shown: on the command line, its options; over HTTP (and to an
+agent, and on the page), a request's fields. An error raised below the edges says what went wrong in its
+message and what to do in a ``Hint`` with both wordings; each edge renders its own (``for_cli``, ``for_api``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What to do, for each edge: ``cli`` in the command line's words (its options); ``api`` in a request's
+    (its fields; None: nothing the client can change, so a server shows the message alone); ``field``: the
+    request field it is about (HTTP errors name it as ``param``); ``join``: what goes between message and hint."""
+
+    cli: str
+    api: str | None = None
+    field: str | None = None
+    join: str = "; "
+
 
 class NvRagError(Exception):
-    """Base class of every error nvrag raises on purpose."""
+    """Base class of every error nvrag raises on purpose. ``str()`` is the command line's rendering."""
+
+    def __init__(self, message: str = "", *, hint: Hint | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+    def for_cli(self) -> str:
+        return f"{self.message}{self.hint.join}{self.hint.cli}" if self.hint is not None else self.message
+
+    def for_api(self) -> str:
+        """The message as a program, an agent or the page shows it: with the hint in request terms, or alone."""
+        if self.hint is None:
+            return self.message
+        return f"{self.message}{self.hint.join}{self.hint.api}" if self.hint.api else self.message
+
+    def __str__(self) -> str:
+        return self.for_cli()
 
 
 class ConfigError(NvRagError):
@@ -106,6 +140,7 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "FilterError",
+    "Hint",
     "IndexAccessError",
     "IndexBusyError",
     "IndexNotFoundError",

@@ -40,16 +40,18 @@ _STATUS: tuple[tuple[type[NvRagError], int, str, str], ...] = (
 )
 
 
-def error_body(message: str, kind: str, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
+def error_body(message: str, kind: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "code": code, "param": param}}
 
 
 def for_domain_error(exc: NvRagError) -> tuple[int, dict[str, Any]]:
-    """The status and body for a domain error (anything not listed: 503, the server cannot serve it now)."""
+    """The status and body for a domain error (anything not listed: 503, the server cannot serve it now): its
+    message with the hint in a request's terms (``NvRagError.for_api``), ``param`` the field the hint names."""
+    param = exc.hint.field if exc.hint is not None else None
     for kind, status, name, code in _STATUS:
         if isinstance(exc, kind):
-            return status, error_body(str(exc), name, code)
-    return 503, error_body(str(exc), "service_unavailable_error", "unavailable")
+            return status, error_body(exc.for_api(), name, code, param)
+    return 503, error_body(exc.for_api(), "service_unavailable_error", "unavailable", param)
 
 
 class APIError(Exception):

@@ -24,7 +24,7 @@ from nvrag.embedder.names import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NA
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
 from nvrag.embedder.runtime import choose_backend, parse_dtype, prepack_weights, right_padded
 from nvrag.embedder.weights import weights_fingerprint
-from nvrag.errors import CheckpointError, ConfigError, InstructionError
+from nvrag.errors import CheckpointError, ConfigError, Hint, InstructionError
 from nvrag.model import NVEmbedModel, load_model, read_config
 
 EOS = "</s>"
@@ -142,8 +142,8 @@ class NVEmbedEmbedder(Embedder):
             # the reference returns NaN here (0/0); say why instead
             raise InstructionError(
                 f"the instruction takes {self.instruction_length(prefix)} tokens and the max length is "
-                f"{self.info.max_tokens}: no text token is left to embed; raise --max-length or shorten the "
-                "instruction"
+                f"{self.info.max_tokens}: no text token is left to embed",
+                hint=Hint("raise --max-length or shorten the instruction", "shorten the instruction", "instruction"),
             )
         if self.dtype == torch.bfloat16 and self.device.type == "cpu":
             width = cpu_batch_width(input_ids.shape[1], self.info.max_tokens)

@@ -8,7 +8,7 @@ from pathlib import Path
 from nvrag import __version__
 from nvrag.embedder.base import Embedder
 from nvrag.embedder.weights import weights_fingerprint
-from nvrag.errors import ModelMismatchError, ModelUnavailableError
+from nvrag.errors import Hint, ModelMismatchError, ModelUnavailableError
 from nvrag.schema import ChunkerSettings, IndexManifest
 
 
@@ -70,7 +70,8 @@ def check_pinned(
         advice += f", or add --reembed to rebuild this index with {other}"
     raise ModelMismatchError(
         f"index {manifest.name!r} was built with {built}; it cannot be searched or extended with {other} "
-        f"(a different vector space). {advice}"
+        "(a different vector space).",
+        hint=Hint(advice, join=" "),  # options of the command line: a server searches each index with its own model
     )
 
 
@@ -90,11 +91,13 @@ def weights_for_index(manifest: IndexManifest, given: Path | None) -> Path | Non
     folder = Path(manifest.model_path)
     where = f"index {manifest.name!r} was built with {manifest.model} from {folder}"
     if not (folder / "config.json").is_file():
-        raise ModelUnavailableError(f"{where}, which no longer holds a checkpoint; pass --model-path with its weights")
+        raise ModelUnavailableError(
+            f"{where}, which no longer holds a checkpoint", hint=Hint("pass --model-path with its weights")
+        )
     found = weights_fingerprint(folder)
     if found != manifest.model_revision:
         raise ModelUnavailableError(
-            f"{where}, which now holds other weights ({found}, not {manifest.model_revision}); pass --model-path "
-            "with the weights it was built with"
+            f"{where}, which now holds other weights ({found}, not {manifest.model_revision})",
+            hint=Hint("pass --model-path with the weights it was built with"),
         )
     return folder

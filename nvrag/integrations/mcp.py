@@ -56,7 +56,7 @@ def _told(tool: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return tool(*args, **kwargs)
         except NvRagError as exc:
-            raise ToolError(str(exc)) from None
+            raise ToolError(exc.for_api()) from None  # the hint in the tool's terms, not the CLI's
 
     return told
 

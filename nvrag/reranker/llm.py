@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from nvrag.errors import CheckpointError, ConfigError, InputError
+from nvrag.errors import CheckpointError, ConfigError, Hint, InputError
 from nvrag.model.decoder_config import decoder_config_from_hf
 from nvrag.model.loading import load_token_scorer
 from nvrag.model.token_scorer import TokenScorer
@@ -84,7 +84,8 @@ class LLMReranker(DecoderReranker):
         if head.overflowing:
             raise InputError(
                 f"the query and instruction take over {self.room} tokens, leaving no room for a document within "
-                f"the reranker's max length {self.info.max_tokens}; shorten them or raise --max-length"
+                f"the reranker's max length {self.info.max_tokens}",
+                hint=Hint("shorten them or raise --max-length", "shorten them", "query"),
             )
         encodings = self.tokenizer.encode_batch([format_pair(chosen, query, d) for d in documents])
         return [PairInput(ids=self.prefix + e.ids + self.suffix, truncated=bool(e.overflowing)) for e in encodings]

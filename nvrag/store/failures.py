@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Iterator
 
-from nvrag.errors import NvRagError, StorageError
+from nvrag.errors import Hint, NvRagError, StorageError
 
 _OS_ERROR = re.compile(r"os error (\d+)")
 _WORDS = {  # storage engines that do not raise OSError (lance's Rust, SQLite) name the cause in their message
@@ -59,8 +59,12 @@ def storage_errors(location: str) -> Iterator[None]:
 
 def storage_error(location: str, code: int) -> StorageError:
     """The one wording of a storage failure (``storage_problem``'s errno) of the data directory ``location``."""
+    fix = "free space there" if code in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
     return StorageError(
-        f"the data directory {location} {_WHAT_TO_DO[code]} ({os.strerror(code)}): "
-        + ("free space there" if code in (errno.ENOSPC, errno.EDQUOT) else "make it writable")
-        + " (or choose another --db), then run the same command again; it continues where it stopped"
+        f"the data directory {location} {_WHAT_TO_DO[code]} ({os.strerror(code)})",
+        hint=Hint(
+            cli=f"{fix} (or choose another --db), then run the same command again; it continues where it stopped",
+            api=f"the server's operator must {fix}; then send the request again (what was committed is kept)",
+            join=": ",
+        ),
     )

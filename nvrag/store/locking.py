@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from nvrag.errors import ConfigError, IndexBusyError
+from nvrag.errors import ConfigError, Hint, IndexBusyError
 
 
 def _holder(path: Path) -> str:
@@ -37,7 +37,8 @@ def _open(path: Path) -> int:
         if code is not None:  # a full, read-only or unwritable data directory: its own error and exit code
             raise storage_error(str(path.parent), code) from None
         raise ConfigError(
-            f"cannot write to the data directory {path.parent} ({exc.strerror or exc}); check it or choose another --db"
+            f"cannot write to the data directory {path.parent} ({exc.strerror or exc})",
+            hint=Hint("check it or choose another --db"),  # over HTTP: the message alone (the operator's to fix)
         ) from None
 
 

@@ -105,7 +105,7 @@ def search(
         )
     except NvRagError as exc:
         prefix = "Bad filter: " if "filter" in type(exc).__name__.lower() else ""
-        return message(f"{prefix}{exc}", error=True)
+        return message(f"{prefix}{exc.for_api()}", error=True)
     if not hits:
         return message("No results." + (" Nothing matched the filter." if (filters or "").strip() else ""))
     return result_cards(hits, query, ctx.source_url, index, mode, limit=k_int)
@@ -229,7 +229,7 @@ def upload(ctx: UIContext, index: str | None, files: Sequence[str] | None) -> st
             with ctx._lock:  # one upload run at a time in this server; the index's write lock covers the rest
                 report = ctx.run_index(request)
         except NvRagError as exc:
-            return f"**Could not index the files:** {md(str(exc))}"
+            return f"**Could not index the files:** {md(exc.for_api())}"
     lines = [
         f"**Indexed into {md(index)}:** {report.documents} documents, {report.chunks_added} chunks added, "
         f"{report.chunks_unchanged} unchanged."

@@ -46,7 +46,7 @@ def delete_document(ctx: UIContext, index: str | None, doc_id: str, confirmed: b
         else:
             removed = delete_documents(ctx.store, index, [doc_id])
     except NvRagError as exc:
-        return f"**Not deleted:** {md(exc)}"
+        return f"**Not deleted:** {md(exc.for_api())}"
     if removed == 0:
         return f"Index {md(index)} has no document {md(doc_id)}."
     return f"**Deleted** {md(doc_id)} from {md(index)} ({removed} chunks)."
