@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
 import numpy as np
@@ -73,8 +74,13 @@ from nvrag.store import check_index_name
 from nvrag.store.visibility import check_visible, visible_indexes
 
 
-def build_api(ctx: APIContext) -> FastAPI:
-    app = FastAPI(title="nvrag", version=__version__, docs_url="/docs", redoc_url=None, responses=ERROR_RESPONSES)
+def build_api(ctx: APIContext, lifespan: Lifespan | None = None) -> FastAPI:
+    """The API over ``ctx``; ``lifespan``: what runs while the server does (the composition root's: warming up,
+    the mounted apps' own lifespans), given to FastAPI."""
+    app = FastAPI(
+        title="nvrag", version=__version__, docs_url="/docs", redoc_url=None, responses=ERROR_RESPONSES,
+        lifespan=lifespan,
+    )  # fmt: skip
     _handlers(app)
 
     # the probes and /metrics are coroutines: they run on the event loop, never behind model work in the pool
@@ -271,6 +277,9 @@ class _Measured:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._measured(scope, receive, send)
+
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def _handlers(app: FastAPI) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,26 +166,16 @@ def build_api_app(
         metrics=metrics,
         rerankers={reranker.name: reranker} if reranker is not None else {},
     )
-    app = build_api(ctx)
     from nvrag.integrations.mcp import MCPContext, build_mcp
 
     agents = build_mcp(MCPContext(store, services.retriever, services.indexes, reranker))
-    # the MCP endpoint, behind the same key (the API's middleware sees every request); its sessions need the
-    # parent's lifespan, which a mounted app does not get on its own
-    # the API's BrowserGuard checks Host and Origin for every route, /mcp included, against --allowed-host and
-    # --allowed-origin: MCP's own check (loopback names only) would refuse the names the user allowed
-    from mcp.server.transport_security import TransportSecuritySettings
-
-    unguarded = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    app.mount("/mcp", agents.streamable_http_app(streamable_http_path="/", transport_security=unguarded))
     web: Any = None
     if ui:
         selected = indexes[0] if indexes else None
         web = build_web_app(settings, store, selected, services=services, mounted_at="/ui", reranker=reranker)
-        app.mount("/ui", web)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Any) -> Any:
+    async def lifespan(_: Any) -> AsyncIterator[None]:
         import anyio.to_thread
 
         # every admitted request gets a thread at once: waiting happens in the scheduler, where it is bounded
@@ -199,7 +189,17 @@ def build_api_app(
                 await stack.enter_async_context(web.router.lifespan_context(web))
             yield
 
-    app.router.lifespan_context = lifespan
+    app = build_api(ctx, lifespan=lifespan)
+    # the MCP endpoint, behind the same key (the API's middleware sees every request); its sessions need the
+    # parent's lifespan, which a mounted app does not get on its own
+    # the API's BrowserGuard checks Host and Origin for every route, /mcp included, against --allowed-host and
+    # --allowed-origin: MCP's own check (loopback names only) would refuse the names the user allowed
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    unguarded = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    app.mount("/mcp", agents.streamable_http_app(streamable_http_path="/", transport_security=unguarded))
+    if web is not None:
+        app.mount("/ui", web)
     return app
 
 

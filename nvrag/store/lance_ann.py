@@ -15,15 +15,31 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from nvrag.errors import ConfigError
+from nvrag.schema import IndexManifest
+from nvrag.store.base import ScoredChunk
 
-if TYPE_CHECKING:
-    from nvrag.store.lancedb_store import LanceTable
+
+class IndexedTable(Protocol):
+    """What building and probing an ANN index needs of a table (lancedb_store.LanceTable, which imports this
+    module, never the other way): its manifest, its LanceDB table and Lance dataset, and its search."""
+
+    @property
+    def manifest(self) -> IndexManifest: ...
+
+    @property
+    def lancedb_table(self) -> Any: ...
+
+    @property
+    def dataset(self) -> Any: ...
+
+    def search(self, vector: npt.NDArray[np.float32], k: int, *, nprobes: int = 0) -> list[ScoredChunk]: ...
+
 
 ANN_KINDS = ("ivf-pq", "hnsw")
 ANN_MIN_ROWS = 5000  # below this, exact search is fast enough and stays exact
@@ -89,7 +105,7 @@ def ladder(partitions: int, start: int) -> list[int]:
     return [*steps, partitions]
 
 
-def build(table: LanceTable, kind: str, rows: int) -> tuple[str, int]:
+def build(table: IndexedTable, kind: str, rows: int) -> tuple[str, int]:
     """Build the vector index ``kind`` on ``table`` (rows >= ANN_MIN_ROWS); (what was built, partitions)."""
     from lancedb.index import HnswSq, IvfFlat, IvfPq
 
@@ -99,7 +115,7 @@ def build(table: LanceTable, kind: str, rows: int) -> tuple[str, int]:
     manifest = table.manifest
     if manifest.quantization == "binary":
         # the bits are already compact: an inverted file over them (Hamming), candidates still rescored
-        table._table.create_index("bits", config=IvfFlat(distance_type="hamming", num_partitions=partitions))
+        table.lancedb_table.create_index("bits", config=IvfFlat(distance_type="hamming", num_partitions=partitions))
         return f"binary index: IVF over the sign bits ({partitions} partitions), full vectors rescore", partitions
     dim = manifest.dimension
     if kind == "ivf-pq":
@@ -111,13 +127,13 @@ def build(table: LanceTable, kind: str, rows: int) -> tuple[str, int]:
     else:
         partitions = ann_partitions(rows, hnsw=True)
         config = HnswSq(distance_type="cosine", num_partitions=partitions, m=20, ef_construction=300)
-    table._table.create_index("vector", config=config, replace=True)
+    table.lancedb_table.create_index("vector", config=config, replace=True)
     return f"{kind} index over {rows} rows ({partitions} partitions)", partitions
 
 
-def probe(table: LanceTable, partitions: int, start: int, seed: int = 0) -> Probe:
+def probe(table: IndexedTable, partitions: int, start: int, seed: int = 0) -> Probe:
     """Recall@10 of ``table``'s ANN index at growing nprobes, on PROBE_QUERIES of its own vectors."""
-    dataset = table._dataset
+    dataset = table.dataset
     rows = dataset.count_rows()
     picked = np.random.default_rng(seed).choice(rows, size=min(PROBE_QUERIES, rows), replace=False)
     sample = dataset.take(sorted(picked.tolist()), columns=["chunk_id", "vector"])

@@ -13,9 +13,9 @@ Fragment writing and committing use pylance, as the store's reads do.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import lance
 import numpy as np
@@ -23,13 +23,25 @@ import numpy.typing as npt
 import pyarrow as pa
 from lance.fragment import FragmentMetadata
 
-from nvrag.schema import Chunk
+from nvrag.schema import Chunk, IndexManifest
 from nvrag.store.base import Staged, Stager, TableWriter, check_vectors
 from nvrag.store.lance_schema import add_indexed_at, chunk_schema, chunk_table
 from nvrag.store.lance_sql import quote
 
-if TYPE_CHECKING:
-    from nvrag.store.lancedb_store import LanceTable
+
+class WrittenTable(Protocol):
+    """What the writer needs of the table it writes (lancedb_store.LanceTable): its manifest and dataset URI,
+    to be told it changed, and its atomic delete. The store module imports this one, never the other way."""
+
+    @property
+    def manifest(self) -> IndexManifest: ...
+
+    @property
+    def uri(self) -> str: ...
+
+    def changed(self) -> None: ...
+
+    def delete(self, chunk_ids: Iterable[str]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -85,7 +97,7 @@ def _replacing(dataset: Any, fragments: list[Any], old: str) -> Any:
 
 
 class LanceWriter(TableWriter):
-    def __init__(self, table: LanceTable, lancedb_table: Any) -> None:
+    def __init__(self, table: WrittenTable, lancedb_table: Any) -> None:
         self.table = table
         self._lancedb = lancedb_table
         add_indexed_at(lancedb_table)  # (writers hold the index's write lock)

@@ -31,6 +31,7 @@ from nvrag.store.base import METADATA_SCAN_ROWS, ManifestStore, ScoredChunk, Tab
 from nvrag.store.lance_ann import ANN_KINDS, ANN_MIN_ROWS, ann_partitions
 from nvrag.store.lance_schema import INDEXED_AT, chunk_schema, sign_bits
 from nvrag.store.lance_sql import quote, where_sql
+from nvrag.store.lance_writer import LanceWriter
 
 # Index names cannot start with "_" (check_index_name), so this table never collides with one.
 MANIFEST_TABLE = "_nvrag_manifests"
@@ -89,13 +90,14 @@ class LanceTable(Table):
         self._manifest = manifest
 
     @property
-    def _dataset(self) -> Any:
+    def dataset(self) -> Any:
+        """The Lance dataset as last read (reopened after a write here: ``changed``)."""
         if self._read is None:
             self._read = lance.dataset(self.uri)
         return self._read
 
     @property
-    def _table(self) -> Any:
+    def lancedb_table(self) -> Any:
         """The LanceDB table, for writes and index builds (each calls changed() when it is done)."""
         if self._lancedb_table is None:
             self._lancedb_table = self._store._db.open_table(self._name)
@@ -106,15 +108,13 @@ class LanceTable(Table):
         self._read = None
 
     def count(self) -> int:
-        return int(self._dataset.count_rows())
+        return int(self.dataset.count_rows())
 
     def writer(self) -> TableWriter:
-        from nvrag.store.lance_writer import LanceWriter
-
-        return LanceWriter(self, self._table)
+        return LanceWriter(self, self.lancedb_table)
 
     def chunk_ids_by_doc(self) -> dict[str, set[str]]:
-        rows = self._dataset.to_table(columns=["chunk_id", "doc_id"])
+        rows = self.dataset.to_table(columns=["chunk_id", "doc_id"])
         grouped: dict[str, set[str]] = {}
         for chunk_id, doc_id in zip(rows["chunk_id"].to_pylist(), rows["doc_id"].to_pylist(), strict=True):
             grouped.setdefault(doc_id, set()).add(chunk_id)
@@ -128,7 +128,7 @@ class LanceTable(Table):
     def delete(self, chunk_ids: Iterable[str]) -> None:
         ids = sorted(set(chunk_ids))
         if ids:  # one commit: callers group many deletes by whole documents (base.document_groups)
-            self._table.delete(f"chunk_id IN ({', '.join(quote(x) for x in ids)})")
+            self.lancedb_table.delete(f"chunk_id IN ({', '.join(quote(x) for x in ids)})")
         self.changed()
 
     def search(
@@ -184,7 +184,7 @@ class LanceTable(Table):
 
     def _indices(self) -> list[tuple[str, list[str]]]:
         """The dataset's indexes: (type, such as IVF_PQ, IVF_HNSW_SQ, IVF_FLAT or Inverted; the columns)."""
-        return [(str(d.index_type), list(d.field_names)) for d in self._dataset.describe_indices()]
+        return [(str(d.index_type), list(d.field_names)) for d in self.dataset.describe_indices()]
 
     def _bits_indexed(self) -> bool:
         return any("bits" in fields for _, fields in self._indices())
@@ -202,7 +202,7 @@ class LanceTable(Table):
         """One scan of the dataset (a nearest-neighbour or full-text query in ``scan``), filtered before it ranks."""
         predicate = where_sql(where)
         try:
-            rows: list[dict[str, Any]] = self._dataset.to_table(
+            rows: list[dict[str, Any]] = self.dataset.to_table(
                 columns=columns, filter=predicate, prefilter=predicate is not None, **scan
             ).to_pylist()
         except Exception as exc:  # DataFusion reports bad predicates as generic errors
@@ -215,14 +215,14 @@ class LanceTable(Table):
         ids = sorted(set(chunk_ids))
         for i in range(0, len(ids), 500):
             part = ", ".join(quote(x) for x in ids[i : i + 500])
-            yield from self._dataset.to_table(columns=columns, filter=f"chunk_id IN ({part})").to_pylist()
+            yield from self.dataset.to_table(columns=columns, filter=f"chunk_id IN ({part})").to_pylist()
 
     def get(self, chunk_ids: Sequence[str]) -> list[Chunk]:
         found = {c.chunk_id: c for c in map(Chunk.from_row, self._by_ids(_RESULT_COLUMNS, chunk_ids))}
         return [found[x] for x in chunk_ids if x in found]
 
     def indexed_at(self, chunk_ids: Iterable[str]) -> dict[str, datetime]:
-        if INDEXED_AT not in self._dataset.schema.names:  # written before rows recorded their time
+        if INDEXED_AT not in self.dataset.schema.names:  # written before rows recorded their time
             return {}
         rows = self._by_ids(["chunk_id", INDEXED_AT], chunk_ids)
         return {r["chunk_id"]: r[INDEXED_AT] for r in rows if r[INDEXED_AT] is not None}
@@ -230,7 +230,7 @@ class LanceTable(Table):
     def metadata_fields(self, max_rows: int = METADATA_SCAN_ROWS) -> set[str] | None:
         if self.count() > max_rows:
             return None
-        batches = self._dataset.to_batches(columns=["metadata"])  # one column, streamed
+        batches = self.dataset.to_batches(columns=["metadata"])  # one column, streamed
         values = (json.loads(text or "{}") for batch in batches for text in batch.column(0).to_pylist())
         return {key for value in values if isinstance(value, dict) for key in value}
 
@@ -250,9 +250,9 @@ class LanceTable(Table):
     def _build_ann(self, kind: str) -> str:
         rows, manifest = self.count(), self._manifest
         if kind == "none":
-            for index in self._table.list_indices():
+            for index in self.lancedb_table.list_indices():
                 if "vector" in index.columns or "bits" in index.columns:
-                    self._table.drop_index(index.name)
+                    self.lancedb_table.drop_index(index.name)
             self.set_manifest(replace(manifest, ann_nprobes=0, ann_recall=None))
             binary = " (over the sign bits, rescored)" if manifest.quantization == "binary" else ""
             return f"vector index dropped: searches are exact{binary}"
@@ -278,10 +278,10 @@ class LanceTable(Table):
         if self.count() == 0:
             return
         if self._text_indexed():
-            self._table.optimize()  # folds rows added since into the full-text index
+            self.lancedb_table.optimize()  # folds rows added since into the full-text index
         else:
             for column in _TEXT_COLUMNS:
-                self._table.create_index(column, config=_fts_config(), replace=True)
+                self.lancedb_table.create_index(column, config=_fts_config(), replace=True)
         self.changed()
 
 

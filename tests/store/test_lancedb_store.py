@@ -179,7 +179,7 @@ def test_float16_vectors_halve_storage_and_keep_the_ranking(store: LanceStore) -
     chunks = [chunk(i, doc=f"d{i}") for i in range(300)]
     half.upsert(chunks, vectors)
     full.upsert(chunks, vectors)
-    assert str(half._table.schema.field("vector").type) == "fixed_size_list<item: halffloat>[4]"
+    assert str(half.lancedb_table.schema.field("vector").type) == "fixed_size_list<item: halffloat>[4]"
     agree = 0
     for q in unit(rng.normal(size=(20, DIM)).tolist()):
         a = [h.chunk.chunk_id for h in half.search(q, 10)]
@@ -206,8 +206,8 @@ def test_binary_quantisation_stores_sign_bits_and_rescores_with_the_full_vectors
     z = [-1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0]
     vectors = unit([x, y, z])
     table.upsert([chunk(0, "x"), chunk(1, "y"), chunk(2, "z")], vectors)
-    bits = table._table.to_arrow().column("bits").to_pylist()
-    assert str(table._table.schema.field("bits").type) == "fixed_size_list<item: uint8>[1]"
+    bits = table.lancedb_table.to_arrow().column("bits").to_pylist()
+    assert str(table.lancedb_table.schema.field("bits").type) == "fixed_size_list<item: uint8>[1]"
     assert bits == [[0b11111110], [0b11111111], [0b00101010]]
     q = unit([[1] * 8])[0]
     hits = table.search(q, 2)
@@ -244,7 +244,7 @@ def test_binary_quantisation_recall_against_exact_search(store: LanceStore) -> N
     assert flat >= 0.95, flat
     assert binary.build_ann("ivf-pq").startswith("binary index: IVF over the sign bits")
     assert isinstance(binary, LanceTable)
-    assert any("bits" in index.columns for index in binary._table.list_indices())
+    assert any("bits" in index.columns for index in binary.lancedb_table.list_indices())
     indexed = recall()
     assert indexed >= 0.95, indexed
     top = binary.search(vectors[7], 1)[0]
