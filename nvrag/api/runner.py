@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import signal
 import socket
+import threading
 from typing import Any
 
 from nvrag.api.limits import DEFAULT_MAX_CONNECTIONS, HEADER_SECONDS, KEEP_ALIVE_SECONDS
@@ -91,6 +93,10 @@ def serve(app: Any, sock: socket.socket, *, max_connections: int = DEFAULT_MAX_C
     import uvicorn
 
     host, port = sock.getsockname()[:2]
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn shuts down gracefully on SIGTERM and then raises the signal again for the handler it found:
+        # with the default one the process died there, skipping atexit (the folder of received uploads stayed)
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     config = uvicorn.Config(
         app,
         host=host,
@@ -101,3 +107,9 @@ def serve(app: Any, sock: socket.socket, *, max_connections: int = DEFAULT_MAX_C
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM ends the process through Python (exit status 128 + 15, as the signal would give a shell), so
+    that exit handlers run."""
+    raise SystemExit(128 + signum)

@@ -3,8 +3,10 @@ server, each over one ``Services`` (its model and retriever pools), from the par
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -63,8 +65,12 @@ def build_web_app(
     no login of its own). Uploads go into existing indexes with the index's model."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
     # Gradio writes what it receives to GRADIO_TEMP_DIR (default: /tmp/gradio, shared by every user of the
-    # machine); this server's uploads go to a folder of its own, readable by this user only
-    received = Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.mkdtemp(prefix="nvrag-received-"))
+    # machine); this server's uploads go to a folder of its own, readable by this user only, removed when the
+    # process ends (the uploads it indexed are kept under the data directory; these are the bytes as received)
+    given = os.environ.get("GRADIO_TEMP_DIR")
+    received = Path(given or tempfile.mkdtemp(prefix="nvrag-received-"))
+    if not given:
+        atexit.register(shutil.rmtree, received, True)
     os.environ["GRADIO_TEMP_DIR"] = str(received)
     from nvrag.ui import UIContext, build_server
 

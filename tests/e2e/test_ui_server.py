@@ -51,3 +51,15 @@ def test_login_from_the_environment(db: Path) -> None:
         assert status(f"{url}source/t/{chunk_id}")[0] == 404  # outside Gradio's login: switched off
         assert status(f"{url}login", {"username": "ann", "password": "wrong"})[0] >= 400
         assert status(f"{url}login", {"username": "ann", "password": "secret"})[0] == 200
+
+
+def test_the_folder_that_receives_uploads_goes_with_the_server(db: Path, tmp_path: Path) -> None:
+    """Gradio keeps the bytes it receives in a folder of the server's own; once the server stops, the folder
+    is gone (146 of them had piled up in one machine's /tmp before), while the indexed uploads stay in the
+    data directory."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with running_ui(db, "t", TMPDIR=str(temp)):
+        (received,) = temp.glob("nvrag-received-*")
+        assert received.is_dir()
+    assert list(temp.glob("nvrag-received-*")) == []
