@@ -36,6 +36,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nvrag import __version__
+from nvrag.api import responses as out
 from nvrag.api.context import APIContext
 from nvrag.api.errors import APIError, error_body, for_domain_error
 from nvrag.api.guard import Admission, BrowserGuard, KeyRequired
@@ -46,20 +47,6 @@ from nvrag.api.limits import (
 )
 from nvrag.api.metrics import CONTENT_TYPE_LATEST, Metrics
 from nvrag.api.rerank_routes import rerank_router, reranker_card, served_reranker
-from nvrag.api.responses import (
-    ERROR_RESPONSES,
-    DocumentDeleted,
-    DocumentPage,
-    EmbeddingsResponse,
-    IndexCard,
-    IndexDropped,
-    IndexList,
-    IndexReportResponse,
-    Live,
-    ModelList,
-    Ready,
-    SearchResponse,
-)
 from nvrag.api.schemas import MAX_INPUT_CHARS, DocumentIn, EmbeddingsRequest, SearchRequest
 from nvrag.embedder import Embedder, get_spec, resolve_instruction
 from nvrag.embedder.matryoshka import cut
@@ -78,14 +65,14 @@ def build_api(ctx: APIContext, lifespan: Lifespan | None = None) -> FastAPI:
     """The API over ``ctx``; ``lifespan``: what runs while the server does (the composition root's: warming up,
     the mounted apps' own lifespans), given to FastAPI."""
     app = FastAPI(
-        title="nvrag", version=__version__, docs_url="/docs", redoc_url=None, responses=ERROR_RESPONSES,
+        title="nvrag", version=__version__, docs_url="/docs", redoc_url=None, responses=out.ERROR_RESPONSES,
         lifespan=lifespan,
     )  # fmt: skip
     _handlers(app)
 
     # the probes and /metrics are coroutines: they run on the event loop, never behind model work in the pool
-    @app.get("/health", response_model=Ready)
-    @app.get("/ready", response_model=Ready)
+    @app.get("/health", response_model=out.Ready)
+    @app.get("/ready", response_model=out.Ready)
     async def ready() -> JSONResponse:
         if ctx.failed is not None:
             return JSONResponse(error_body(ctx.failed, "service_unavailable_error", "not_ready"), 503)
@@ -94,7 +81,7 @@ def build_api(ctx: APIContext, lifespan: Lifespan | None = None) -> FastAPI:
             return JSONResponse(error_body(message, "service_unavailable_error", "loading"), 503)
         return JSONResponse({"status": "ok", "version": __version__})
 
-    @app.get("/live", response_model=Live)
+    @app.get("/live", response_model=out.Live)
     async def live() -> JSONResponse:
         return JSONResponse({"status": "alive", "ready": ctx.ready.is_set(), "version": __version__})
 
@@ -103,14 +90,14 @@ def build_api(ctx: APIContext, lifespan: Lifespan | None = None) -> FastAPI:
         """Prometheus exposition: requests, latencies, queues, tokens, refusals."""
         return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)
+    @app.get("/v1/models", response_model=out.ModelList, response_model_exclude_none=True)
     def models() -> dict[str, Any]:
         cards = [_model_card(name) for name in ctx.models] + [reranker_card(r) for r in ctx.rerankers.values()]
         return {"object": "list", "data": cards}
 
     app.include_router(rerank_router(ctx))
 
-    @app.post("/v1/embeddings", response_model=EmbeddingsResponse)
+    @app.post("/v1/embeddings", response_model=out.EmbeddingsResponse)
     def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
         name = _served(ctx, body.model)
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
@@ -147,7 +134,7 @@ def build_api(ctx: APIContext, lifespan: Lifespan | None = None) -> FastAPI:
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return {"object": "list", "data": data, "model": name, "usage": usage}
 
-    @app.post("/v1/search", response_model=SearchResponse, response_model_exclude_none=False)
+    @app.post("/v1/search", response_model=out.SearchResponse, response_model_exclude_none=False)
     def search(body: SearchRequest) -> dict[str, Any]:
         _exposed(ctx, body.index)
         if not body.query.strip():
@@ -170,17 +157,17 @@ def build_api(ctx: APIContext, lifespan: Lifespan | None = None) -> FastAPI:
         reranked = {"reranker": reranker.name} if reranker is not None else {}
         return {"index": body.index, "model": retriever.embedder.name, **reranked, "hits": [h.to_dict() for h in hits]}
 
-    @app.get("/v1/indexes", response_model=IndexList)
+    @app.get("/v1/indexes", response_model=out.IndexList)
     def indexes() -> dict[str, Any]:
         names = visible_indexes(ctx.store, ctx.indexes)
         return {"object": "list", "data": [_index_card(ctx, n) for n in names]}
 
-    @app.get("/v1/indexes/{name}", response_model=IndexCard)
+    @app.get("/v1/indexes/{name}", response_model=out.IndexCard)
     def index(name: str) -> dict[str, Any]:
         _exposed(ctx, name)
         return _index_card(ctx, name)
 
-    @app.get("/v1/indexes/{name}/documents", response_model=DocumentPage)
+    @app.get("/v1/indexes/{name}/documents", response_model=out.DocumentPage)
     def list_index_documents(
         name: str,
         offset: Annotated[int, Query(ge=0)] = 0,
@@ -197,7 +184,7 @@ def build_api(ctx: APIContext, lifespan: Lifespan | None = None) -> FastAPI:
 
     @app.post(
         "/v1/indexes/{name}/documents",
-        response_model=IndexReportResponse,
+        response_model=out.IndexReportResponse,
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": documents_body}}}},
     )
     async def add_documents(name: str, request: Request, replace_other_origins: bool = False) -> dict[str, Any]:
@@ -217,7 +204,7 @@ def build_api(ctx: APIContext, lifespan: Lifespan | None = None) -> FastAPI:
         report = await run_in_threadpool(lambda: run(request_))
         return report.to_dict()
 
-    @app.delete("/v1/indexes/{name}/documents/{doc_id}", response_model=DocumentDeleted)
+    @app.delete("/v1/indexes/{name}/documents/{doc_id}", response_model=out.DocumentDeleted)
     def delete_document(name: str, doc_id: str, replace_other_origins: bool = False) -> dict[str, Any]:
         """Remove a document added through the API (another origin's only with ``replace_other_origins``)."""
         if ctx.run_index is None:
@@ -232,7 +219,7 @@ def build_api(ctx: APIContext, lifespan: Lifespan | None = None) -> FastAPI:
             raise APIError(404, f"index {name!r} has no document {doc_id!r}", "not_found_error", "document_not_found")
         return {"index": name, "id": doc_id, "deleted": True, "chunks_removed": removed}
 
-    @app.delete("/v1/indexes/{name}", response_model=IndexDropped)
+    @app.delete("/v1/indexes/{name}", response_model=out.IndexDropped)
     def drop(name: str, replace_other_origins: bool = False) -> dict[str, Any]:
         """Remove an index (refused with 409 while another process writes it). An index holding documents
         added another way (from PATH, or uploaded in the page) is dropped only with ``replace_other_origins``."""

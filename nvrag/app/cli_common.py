@@ -122,8 +122,9 @@ DtypeOption = Annotated[
     str | None,
     typer.Option(
         "--dtype",
-        help="What the model computes in: float32 (exact), bfloat16, or float16 (GPUs). Default: bfloat16 on "
-        f"CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX), else float32 (or set {ENV_DTYPE}).",
+        help="What the model computes in: float32 (exact), bfloat16, float16 (GPUs), or int8 (CPUs with VNNI or "
+        "AMX: int8 weights, half of bfloat16's memory). Default: bfloat16 on CUDA and on CPUs with native bf16 "
+        f"(AVX-512 BF16, AMX), else float32 (or set {ENV_DTYPE}).",
         show_default=False,
     ),
 ]
@@ -142,7 +143,7 @@ QueryDtypeOption = Annotated[
     str | None,
     typer.Option(
         "--dtype",
-        help="What queries are computed in: float32 (exact), bfloat16, or float16 (GPUs). Default: float32 with "
+        help="What queries are computed in: float32 (exact), bfloat16, float16 (GPUs) or int8. Default: float32 with "
         "the bundled model on a CPU (a query is a few tokens; it then needs no torch), else as for documents: "
         f"bfloat16 on CUDA and on CPUs with native bf16, else float32 (or set {ENV_DTYPE}).",
         show_default=False,

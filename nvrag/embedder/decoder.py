@@ -29,7 +29,7 @@ from nvrag.embedder.families import (
 )
 from nvrag.embedder.families import style_of as find_style
 from nvrag.embedder.hf_tokenizer import load_tokenizer, prompt_length
-from nvrag.embedder.runtime import choose_backend, parse_dtype, prepack_weights, right_padded
+from nvrag.embedder.runtime import choose_backend, is_int8, parse_dtype, prepack_weights, quantize_weights, right_padded
 from nvrag.embedder.weights import weights_fingerprint
 from nvrag.errors import ConfigError
 from nvrag.model.decoder_config import decoder_config_from_hf
@@ -85,11 +85,12 @@ class DecoderEmbedder(Embedder):
             license=(known.license if known and known.license else None)
             or (style.license if style else GENERIC_LICENSE),
             default_instruction=default_instruction,
-            compute_dtype=str(torch_dtype).removeprefix("torch."),
+            compute_dtype="int8" if is_int8(dtype) else str(torch_dtype).removeprefix("torch."),
             source=str(folder.resolve()),
             matryoshka=bool(style and style.matryoshka),
         )
         super().__init__(info, batch_tokens=batch_tokens)
+        self.int8 = is_int8(dtype)  # matmul weights in int8 (model/int8.py), the rest in torch_dtype
         self.folder, self.facts, self.style, self.config = folder, facts, style, config
         self.device, self.dtype = torch_device, torch_dtype
         self.backend = choose_backend(attention, torch_device, torch_dtype)
@@ -107,7 +108,10 @@ class DecoderEmbedder(Embedder):
     def model(self) -> DecoderEmbeddingModel:
         with self._load_lock:
             if self._model is None:
-                self._model = load_decoder(self.folder, self.config, self.pooling, dtype=self.dtype, device=self.device)
+                model = load_decoder(self.folder, self.config, self.pooling, dtype=self.dtype, device=self.device)
+                if self.int8:
+                    quantize_weights(self.name, model.backbone)
+                self._model = model
             return self._model
 
     @property

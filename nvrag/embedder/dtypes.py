@@ -17,7 +17,8 @@ from pathlib import Path
 
 from nvrag.errors import ConfigError
 
-DTYPE_NAMES = ("float32", "float16", "bfloat16")
+DTYPE_NAMES = ("float32", "float16", "bfloat16", "int8")
+INT8_DOT_FLAGS = ("avx_vnni", "avx512_vnni", "amx_int8")  # CPU features with int8 dot products, weakest first
 _ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo: bf16 dot products in hardware
 COMFORTABLE_SHARE = 0.5  # float32 weights above this share of memory: bfloat16 by default on the CPU
@@ -32,11 +33,11 @@ def cpu_batch_width(width: int, limit: int) -> int:
 
 
 def normalize_dtype(name: str) -> str:
-    """float32 | float16 | bfloat16 (also fp32, fp16, half, bf16), or ConfigError naming the choices."""
+    """float32 | float16 | bfloat16 | int8 (also fp32, fp16, half, bf16), or ConfigError naming the choices."""
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in DTYPE_NAMES:
-        raise ConfigError(f"unknown dtype {name!r}; use float32, float16 or bfloat16")
+        raise ConfigError(f"unknown dtype {name!r}; use float32, float16, bfloat16 or int8")
     return key
 
 
@@ -95,6 +96,8 @@ def choose_dtype(
         name = normalize_dtype(requested)
         if device.startswith("cpu") and name == "float16":
             raise ConfigError("--dtype float16 is for GPUs (CPUs compute it slowly or not at all); use bfloat16")
+        if name == "int8":
+            return _int8(device, flags)
         return DtypeChoice(name, "as requested")
     if device.startswith("cuda"):
         return DtypeChoice("bfloat16", "a CUDA GPU computes bfloat16 natively")
@@ -110,6 +113,27 @@ def choose_dtype(
         )
         return DtypeChoice("bfloat16", "float32 weights would not fit comfortably in memory", note)
     return DtypeChoice("float32", "the CPU has no native bfloat16")
+
+
+def _int8(device: str, flags: frozenset[str] | None) -> DtypeChoice:
+    if not device.startswith("cpu"):
+        raise ConfigError("--dtype int8 is for CPUs (their int8 dot products); on a GPU use bfloat16")
+    found = [f for f in INT8_DOT_FLAGS if f in (cpu_flags() if flags is None else flags)]
+    if not found:
+        raise ConfigError(
+            "--dtype int8 needs a CPU with int8 dot products (AVX-512 VNNI, AVX-VNNI or AMX), and this one has "
+            "none: int8 would be slower than float32 here; use bfloat16 or float32"
+        )
+    rest = "bfloat16" if native_bf16(flags) else "float32"
+    return DtypeChoice(
+        "int8", f"as requested: int8 weights and activations on the CPU's {found[-1]}, the rest in {rest}"
+    )
+
+
+def int8_rest_dtype(flags: frozenset[str] | None = None) -> str:
+    """What an int8 model computes the rest in (embeddings, norms, attention): bfloat16 where the CPU has it
+    natively, else float32."""
+    return "bfloat16" if native_bf16(flags) else "float32"
 
 
 def choose_query_dtype(requested: str | None, device: str) -> DtypeChoice:

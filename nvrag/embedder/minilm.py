@@ -229,5 +229,13 @@ def _load_bert(model_dir: Path, device: str, compute_dtype: str) -> Any:
     from nvrag.model.bert import load_bert
 
     with _LOAD_LOCK:
-        # compute_dtype is normalised (float32, float16 or bfloat16): each is torch's own name
-        return load_bert(model_dir, device, getattr(torch, compute_dtype))
+        # compute_dtype is normalised (float32, float16, bfloat16 or int8): torch's own names; int8 loads in
+        # the dtype its other layers compute in, then converts its matmul weights
+        if compute_dtype != "int8":
+            return load_bert(model_dir, device, getattr(torch, compute_dtype))
+        from nvrag.embedder.dtypes import int8_rest_dtype
+        from nvrag.model.int8 import quantize
+
+        model = load_bert(model_dir, device, getattr(torch, int8_rest_dtype()))
+        quantize(model)
+        return model

@@ -22,7 +22,7 @@ from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
 from nvrag.embedder.dtypes import cpu_batch_width
 from nvrag.embedder.names import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
-from nvrag.embedder.runtime import choose_backend, parse_dtype, prepack_weights, right_padded
+from nvrag.embedder.runtime import choose_backend, is_int8, parse_dtype, prepack_weights, quantize_weights, right_padded
 from nvrag.embedder.weights import weights_fingerprint
 from nvrag.errors import CheckpointError, ConfigError, Hint, InstructionError
 from nvrag.model import NVEmbedModel, load_model, read_config
@@ -79,10 +79,11 @@ class NVEmbedEmbedder(Embedder):
             document_template="",
             license=NVEMBED_LICENSE,
             default_instruction=DEFAULT_QUERY_INSTRUCTION,
-            compute_dtype=str(torch_dtype).removeprefix("torch."),
+            compute_dtype="int8" if is_int8(dtype) else str(torch_dtype).removeprefix("torch."),
             source=str(folder.resolve()),
         )
         super().__init__(info, batch_tokens=batch_tokens)
+        self.int8 = is_int8(dtype)  # matmul weights in int8 (model/int8.py), the rest in torch_dtype
         self.folder = folder
         self.device = torch_device
         self.dtype = torch_dtype
@@ -99,7 +100,10 @@ class NVEmbedEmbedder(Embedder):
     @property
     def model(self) -> NVEmbedModel:
         if self._model is None:
-            self._model = load_model(self.folder, dtype=self.dtype, device=self.device)
+            model = load_model(self.folder, dtype=self.dtype, device=self.device)
+            if self.int8:
+                quantize_weights(self.name, model.backbone)
+            self._model = model
         return self._model
 
     def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:

@@ -7,19 +7,33 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from nvrag.embedder.dtypes import normalize_dtype
+from nvrag.embedder.dtypes import int8_rest_dtype, normalize_dtype
 from nvrag.errors import ConfigError
 from nvrag.model import Backend, available_backends
 from nvrag.model.prepack import prepack
 
 
 def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """``None`` → bfloat16 on CUDA, float32 (exact) on CPU; otherwise one of float32, float16, bfloat16.
+    """``None`` → bfloat16 on CUDA, float32 (exact) on CPU; otherwise one of float32, float16, bfloat16; for
+    int8, the dtype the model loads in and computes all but its matmuls in (``int8_rest_dtype``).
     (The loader, registry.load_embedder, picks the default by the CPU and the checkpoint's size: dtypes.py.)"""
     if name is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    dtype: torch.dtype = getattr(torch, normalize_dtype(name))  # float32 | float16 | bfloat16: torch's names
+    name = normalize_dtype(name)
+    dtype: torch.dtype = getattr(torch, int8_rest_dtype() if name == "int8" else name)  # torch's own names
     return dtype
+
+
+def is_int8(name: str | None) -> bool:
+    return name is not None and normalize_dtype(name) == "int8"
+
+
+def quantize_weights(name: str, module: torch.nn.Module) -> str:
+    """Convert a loaded model's matmul weights to int8 (model/int8.py); the line saying so."""
+    from nvrag.model.int8 import quantize
+
+    layers, seconds = quantize(module)
+    return f"{name}: {layers} matmul weights converted to int8 in {seconds:.1f} s"
 
 
 def choose_backend(requested: str, device: torch.device, dtype: torch.dtype) -> Backend:

@@ -21,7 +21,7 @@ from nvrag.embedder.dtypes import DtypeChoice, choose_dtype
 from nvrag.embedder.families import hub_id_of_folder
 from nvrag.embedder.names import LOCAL_PREFIX
 from nvrag.embedder.weights import checkpoint_fp32_bytes, weights_fingerprint
-from nvrag.errors import CheckpointError, ModelUnavailableError
+from nvrag.errors import CheckpointError, ConfigError, ModelUnavailableError
 from nvrag.model.config import read_config_json
 from nvrag.model.decoder_config import FAMILIES
 from nvrag.reranker.base import Checkpoint, Reranker, RerankerKind
@@ -142,6 +142,8 @@ def load_reranker(
     folder, known = resolve_folder(name_or_path)
     kind, config = kind_of(folder)
     choice = choose_dtype(dtype, device, fp32_bytes=checkpoint_fp32_bytes(folder))
+    if choice.name == "int8":
+        raise ConfigError("rerankers compute in float32, bfloat16 or float16; --dtype int8 is for the embedders")
     source = Checkpoint(
         folder=folder,
         config=config,

@@ -51,7 +51,7 @@ def test_what_the_user_asks_for_wins_and_mistakes_say_what_to_use() -> None:
     assert choose_dtype("half", "cuda").name == "float16"
     with pytest.raises(ConfigError, match=r"^--dtype float16 is for GPUs .*; use bfloat16$"):
         choose_dtype("float16", "cpu")
-    with pytest.raises(ConfigError, match=r"^unknown dtype 'int4'; use float32, float16 or bfloat16$"):
+    with pytest.raises(ConfigError, match=r"^unknown dtype 'int4'; use float32, float16, bfloat16 or int8$"):
         normalize_dtype("int4")
 
 

@@ -1,0 +1,114 @@
+"""int8 weights on the CPU (model/int8.py, ``--dtype int8``): the layer's arithmetic against a product computed
+by hand in integers, every matmul of a model converted, the vectors of each model family close to float32's,
+the refusals (a GPU, a CPU without int8 dot products, a reranker), and the CLI recording it like any dtype."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nvrag.embedder import LoadOptions, load_embedder
+from nvrag.embedder.dtypes import choose_dtype
+from nvrag.errors import ConfigError
+from nvrag.model.dense import Dense
+from nvrag.model.int8 import Int8Linear, int8_supported, quantize, quantize_rows
+from nvrag.reranker import load_reranker
+from tests.conftest import REPO
+from tests.e2e.test_cli_e2e import nvrag
+
+FIXTURES = REPO.parent / "shared" / "fixtures"
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "hashing files and running shell commands " * 6, "short"]
+VNNI = frozenset({"avx512f", "avx512_vnni"})
+
+pytestmark = pytest.mark.skipif(not int8_supported(), reason="this PyTorch has no int8 matmul on the CPU")
+
+
+def test_the_layer_is_the_integer_product_scaled_back() -> None:
+    g = torch.Generator().manual_seed(0)
+    linear = Dense(24, 40, activation="gelu")
+    with torch.no_grad():
+        linear.weight.normal_(0, 0.1, generator=g)
+        linear.bias.normal_(0, 0.1, generator=g)
+    x = torch.randn(3, 5, 24, generator=g)
+    ours = Int8Linear(linear)(x)
+    # by hand: each weight row and each input row scaled to 127, multiplied in integers, scaled back
+    wq, ws = quantize_rows(linear.weight.detach())
+    xq, xs = quantize_rows(x.reshape(-1, 24))
+    integer = xq.long() @ wq.long().t()
+    want = nn.functional.gelu(integer.double() * xs.double() * ws.double().t() + linear.bias.double())
+    assert ours.shape == (3, 5, 40) and ours.dtype == torch.float32
+    torch.testing.assert_close(ours.reshape(-1, 40).double(), want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        exact = linear(x)
+    assert float((ours - exact).norm() / exact.norm()) < 0.02  # int8's own error, not a bug's
+
+
+def test_every_matmul_of_a_model_is_converted() -> None:
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Sequential(Dense(16, 8), nn.LayerNorm(8)))
+    layers, _ = quantize(model)
+    assert layers == 2 and not any(isinstance(m, nn.Linear) for m in model.modules())
+    assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 2
+    assert isinstance(model[2][1], nn.LayerNorm)  # the rest stays
+
+
+@pytest.mark.parametrize(
+    ("name", "folder"),
+    [
+        ("all-MiniLM-L6-v2", None),
+        ("nvidia/NV-Embed-v2", FIXTURES / "nvembed-tiny"),
+        ("auto", FIXTURES / "family" / "qwen3-embedding"),
+        ("auto", FIXTURES / "family" / "llama-nemotron-embed"),
+    ],
+)
+def test_each_family_in_int8_is_close_to_float32(name: str, folder: Path | None) -> None:
+    from nvrag.app.settings import Settings
+    from nvrag.app.wiring import choose
+
+    model = choose(Settings(db="unused"), name, folder).name if name == "auto" else name
+    exact = load_embedder(model, LoadOptions(dtype="float32", model_path=folder))
+    int8 = load_embedder(model, LoadOptions(dtype="int8", model_path=folder))
+    assert int8.info.compute_dtype == "int8" and int8.computes.startswith("int8 (as requested: int8 weights")
+    documents = (exact.embed_documents(TEXTS) * int8.embed_documents(TEXTS)).sum(1)
+    queries = (exact.embed_queries(TEXTS[:2]) * int8.embed_queries(TEXTS[:2])).sum(1)
+    assert documents.min() > 0.99 and queries.min() > 0.99, (documents, queries)
+    converted = int8.model.backbone if hasattr(int8.model, "backbone") else int8.model  # type: ignore[attr-defined]
+    assert any(isinstance(m, Int8Linear) for m in converted.modules())
+    assert not any(type(m) is nn.Linear or isinstance(m, Dense) for m in converted.modules())
+
+
+def test_int8_is_refused_where_it_cannot_pay() -> None:
+    with pytest.raises(ConfigError, match="--dtype int8 is for CPUs"):
+        choose_dtype("int8", "cuda")
+    with pytest.raises(ConfigError, match="needs a CPU with int8 dot products"):
+        choose_dtype("int8", "cpu", flags=frozenset({"avx2", "avx512f"}))
+    assert choose_dtype("int8", "cpu", flags=VNNI).reason.startswith("as requested: int8 weights and activations")
+    with pytest.raises(ConfigError, match="rerankers compute in float32, bfloat16 or float16"):
+        load_reranker(FIXTURES / "family" / "bert-cross-encoder", dtype="int8")
+
+
+@pytest.mark.slow
+def test_the_cli_embeds_and_indexes_in_int8_and_the_index_records_it(tmp_path: Path) -> None:
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps(t) + "\n" for t in TEXTS), encoding="utf-8")
+    out, exact = tmp_path / "int8.npy", tmp_path / "float32.npy"
+    for dtype, path in (("int8", out), ("float32", exact)):
+        run = nvrag("embed", "--input", str(texts), "-o", str(path), "--model", "all-MiniLM-L6-v2", "--dtype", dtype,
+                    db=tmp_path / "db")  # fmt: skip
+        assert run.returncode == 0, run.stderr
+    assert (np.load(out) * np.load(exact)).sum(1).min() > 0.99
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(TEXTS[1], encoding="utf-8")
+    built = nvrag("index", str(corpus), "--index", "q", "--model", "all-MiniLM-L6-v2", "--dtype", "int8",
+                  db=tmp_path / "db")  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert "computing in int8" in " ".join(built.stderr.split())
+    info = nvrag("info", "--json", db=tmp_path / "db")
+    assert info.returncode == 0, info.stderr
+    (index,) = [i["manifest"] for i in json.loads(info.stdout)["indexes"] if i["manifest"]["name"] == "q"]
+    assert index["compute_dtype"] == "int8"
