@@ -97,12 +97,12 @@ def quality() -> None:
         env.update(HF_HUB_OFFLINE="1", NVRAG_DB=str(Path(tmp) / "db"))
         for dtype in ("float32", "int8"):
             command = [sys.executable, "-m", "nvrag", "eval", str(NFCORPUS), "--model", "all-MiniLM-L6-v2",
-                       "--dtype", dtype, "--json"]  # fmt: skip
+                       "--dtype", dtype, "--index", f"nfcorpus-{dtype}", "--json"]  # fmt: skip
             start = time.perf_counter()
             done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
             wall = time.perf_counter() - start
             metrics = json.loads(done.stdout)["metrics"]
-            print(f"| {dtype} | {metrics['ndcg_cut_10']:.4f} | {metrics['recall_100']:.4f} | {wall:.0f} |", flush=True)
+            print(f"| {dtype} | {metrics['nDCG@10']:.4f} | {metrics['Recall@100']:.4f} | {wall:.0f} |", flush=True)
 
 
 def main() -> None:

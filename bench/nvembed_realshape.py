@@ -43,7 +43,8 @@ FIXTURE = REPO.parent / "shared" / "fixtures" / "nvembed-tiny"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 QUERY = "how does caffeine affect sleep quality in adults"
 INSTRUCTION = "Given a question, retrieve passages that answer the question"
-DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+# int8 (--dtype int8): loaded in bfloat16, matmul weights converted (model/int8.py); rooflines use the bf16 peak
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "int8": torch.bfloat16}
 
 
 def read_seconds(folder: Path) -> float:
@@ -203,10 +204,12 @@ def where_time_goes(model: Any, batch: tuple[torch.Tensor, ...]) -> dict[str, An
     }
 
 
-def in_process(folder: Path, dtype: torch.dtype, query_tokens: int, queries: int) -> dict[str, Any]:
+def in_process(folder: Path, dtype: torch.dtype, query_tokens: int, queries: int, int8: bool = False) -> dict[str, Any]:
     """nvrag's loader and model in this process: load time, a query's forward pass with plain and with
-    prepacked weights (median of ``queries``), and where each one's time goes."""
+    prepacked weights (median of ``queries``), and where each one's time goes; ``int8``: with int8 weights
+    instead of prepacked ones, and the cosine of the int8 vectors to the plain ones."""
     from nvrag.model import load_model
+    from nvrag.model.int8 import quantize
     from nvrag.model.prepack import prepack
 
     start = time.perf_counter()
@@ -231,6 +234,26 @@ def in_process(folder: Path, dtype: torch.dtype, query_tokens: int, queries: int
 
     plain = median_query()
     plain_profile = where_time_goes(model, batch)
+    if int8:
+        texts = torch.randint(3, 32000, (4, 512), generator=g)
+        full = torch.ones_like(texts)
+        with torch.inference_mode():
+            before = [model(*batch, folded=True), model(texts, full, full.clone(), folded=True)]
+        layers, seconds = quantize(model.backbone)
+        with torch.inference_mode():
+            after = [model(*batch, folded=True), model(texts, full, full.clone(), folded=True)]
+        cos = [
+            float(c) for b, a in zip(before, after, strict=True) for c in torch.cosine_similarity(b.float(), a.float())
+        ]
+        return {
+            "load_seconds": round(loaded, 2),
+            "query_plain_seconds": round(plain, 3),
+            "int8_layers": layers,
+            "int8_convert_seconds": round(seconds, 1),
+            "query_int8_seconds": round(median_query(), 3),
+            "cosine_int8_to_bf16": {"min": round(min(cos), 5), "values": [round(c, 5) for c in cos]},
+            "plain": plain_profile,
+        }
     layers, pack_seconds = prepack(model.backbone)
     packed = median_query()
     result = {
@@ -272,7 +295,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(threads())
     if args.in_process:
-        print(json.dumps(in_process(args.folder, DTYPES[args.dtype], args.in_process, args.queries)))
+        result = in_process(args.folder, DTYPES[args.dtype], args.in_process, args.queries, args.dtype == "int8")
+        print(json.dumps(result))
         return
     written = write_checkpoint(args.folder, args.shape, dtype=torch.bfloat16)
     for name in TOKENIZER_FILES:
@@ -282,7 +306,7 @@ def main() -> None:
     peak = max(matmul_peak(torch.device("cpu"), DTYPES[args.dtype], n) for n in (1024, 2048, 4096))
     limits = {"matmul_gflops": round(peak / 1e9), "bandwidth_gb_s": round(bandwidth() / 1e9, 1)}
     limits["read_shards_seconds"] = round(read_seconds(args.folder), 2)
-    weight_bytes = written["bytes"] * (2 if args.dtype == "float32" else 1)
+    weight_bytes = written["bytes"] * {"float32": 2.0, "bfloat16": 1.0, "int8": 0.5}[args.dtype]
     query_tokens = token_count(args.folder, f"Instruct: {INSTRUCTION}\nQuery: {QUERY}</s>")
     doc_lengths = documents(args.folder)[1]
 
@@ -322,12 +346,14 @@ def main() -> None:
         "ratios": {
             "warm_query_vs_roofline": round(served["warm_query_seconds"]["median"] / query_roofline, 2),
             "forward_plain_vs_roofline": round(model["query_plain_seconds"] / query_roofline, 2),
-            "forward_prepacked_vs_roofline": round(model["query_prepacked_seconds"] / query_roofline, 2),
+            "forward_prepacked_or_int8_vs_roofline": round(
+                model.get("query_prepacked_seconds", model.get("query_int8_seconds", 0)) / query_roofline, 2
+            ),
             "load_vs_read_shards": round(model["load_seconds"] / limits["read_shards_seconds"], 2),
             "first_query_vs_warm": round(served["first_query_seconds"] / served["warm_query_seconds"]["median"], 2),
             "documents_vs_roofline": round(served["documents_seconds"] / doc_roofline, 2),
             "documents_tokens_per_s": round(sum(doc_lengths) / served["documents_seconds"]),
-            "peak_rss_minus_weights_mib": round(served["peak_rss_mib"] - written["bytes"] / 2**20),
+            "peak_rss_minus_weights_mib": round(served["peak_rss_mib"] - weight_bytes / 2**20),
         },
         "rooflines": {"query_seconds": round(query_roofline, 3), "documents_seconds": round(doc_roofline, 3)},
     }
