@@ -121,8 +121,11 @@ class WorkQueue:
         self._rate = 0.0  # tokens a second over recent forward passes (for Retry-After)
         self._passes = 0  # forward passes running now
         self._closed = False  # close(): the workers stop once the work queued is done
-        for n, forward in enumerate(forwards):
-            thread = threading.Thread(target=self._work, args=(forward,), name=f"nvrag-queue-{name}-{n}", daemon=True)
+        self.workers = [  # one per replica; after close(), they end once the work queued is done
+            threading.Thread(target=self._work, args=(forward,), name=f"nvrag-queue-{name}-{n}", daemon=True)
+            for n, forward in enumerate(forwards)
+        ]
+        for thread in self.workers:
             thread.start()
 
     @property

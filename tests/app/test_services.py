@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import os
-import threading
 import weakref
 from pathlib import Path
 
@@ -90,8 +89,8 @@ def test_an_unloaded_model_is_let_go_with_its_retrievers_and_its_workers(tmp_pat
     first = s.loaded()[0]
     assert isinstance(first, Scheduler)
     first.embed_documents(["warm the worker"])
-    workers = [t for t in threading.enumerate() if t.name.startswith(f"nvrag-queue-{FAKE}")]
-    assert workers
+    workers = first.queue.workers
+    assert workers and all(w.is_alive() for w in workers)
     gone = weakref.ref(first.inner)
 
     s.embedder("model-b")  # 200 > 150: the index's model is unloaded, and the index's retriever with it
