@@ -108,7 +108,10 @@ class DecoderEmbedder(Embedder):
     def model(self) -> DecoderEmbeddingModel:
         with self._load_lock:
             if self._model is None:
-                model = load_decoder(self.folder, self.config, self.pooling, dtype=self.dtype, device=self.device)
+                model = load_decoder(
+                    self.folder, self.config, self.pooling, dtype=self.dtype, device=self.device,
+                    resident_weights=not self.int8,
+                )  # fmt: skip
                 if self.int8:
                     quantize_weights(self.name, model.backbone)
                 self._model = model

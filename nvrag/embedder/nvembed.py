@@ -100,7 +100,8 @@ class NVEmbedEmbedder(Embedder):
     @property
     def model(self) -> NVEmbedModel:
         if self._model is None:
-            model = load_model(self.folder, dtype=self.dtype, device=self.device)
+            # int8: each layer's pages come in as it is converted and go once converted (peak: the int8 size)
+            model = load_model(self.folder, dtype=self.dtype, device=self.device, resident_weights=not self.int8)
             if self.int8:
                 quantize_weights(self.name, model.backbone)
             self._model = model

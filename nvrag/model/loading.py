@@ -121,12 +121,17 @@ def load_model(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    resident_weights: bool = True,
 ) -> NVEmbedModel:
-    """Build the model from a checkpoint folder in ``dtype`` on ``device``, every key and shape checked."""
+    """Build the model from a checkpoint folder in ``dtype`` on ``device``, every key and shape checked.
+    ``resident_weights`` False: the mapped shards' pages are left to come in as they are read (a caller about
+    to convert the weights a layer at a time, int8, keeps its peak memory at the converted size)."""
     config = read_config(folder)
     with skeleton():
         model = NVEmbedModel(config)
     load_weights(folder, model, name_map(config), shard_map(folder), dtype=dtype, device=torch.device(device))
+    if not resident_weights:
+        return model.eval().requires_grad_(False).prepare()
     with resident(model.parameters()):  # the mapped shards' pages come in while the latent matrices compute
         return model.eval().requires_grad_(False).prepare()
 
@@ -143,8 +148,10 @@ def load_decoder(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    resident_weights: bool = True,
 ) -> DecoderEmbeddingModel:
-    """A Hugging Face decoder checkpoint (keys bare or under ``model.``) as a DecoderEmbeddingModel."""
+    """A Hugging Face decoder checkpoint (keys bare or under ``model.``) as a DecoderEmbeddingModel
+    (``resident_weights``: as load_model's)."""
     with skeleton():
         model = DecoderEmbeddingModel(config, pooling)
     shards = shard_map(folder)
@@ -153,7 +160,8 @@ def load_decoder(
         if key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
             del shards[key]
     load_weights(folder, model, decoder_name_map(model, prefix), shards, dtype=dtype, device=torch.device(device))
-    populate(model.parameters())  # views of the mapped shards: resident now, not during the first forward pass
+    if resident_weights:
+        populate(model.parameters())  # views of the mapped shards: resident now, not during the first pass
     return model.eval().requires_grad_(False)
 
 
