@@ -6,7 +6,8 @@ shared by every surface it runs (the API, MCP, the page, uploads), instead of on
   page keeps the query-only load for searches (float32 NumPy queries on a CPU) and a document load for uploads.
   Several models stay loaded at once within a memory budget (``max_model_bytes``: what their weights take once
   loaded): loading one that would go over it first unloads the least recently used others; one larger than
-  the whole budget is refused (ModelMemoryError), naming both sizes.
+  the whole budget is refused (ModelMemoryError, naming both sizes) when the budget was given; under the
+  default budget it is loaded alone (its weights are mapped from the file, so the page cache can share them).
 - A retriever pool: one Retriever per index, reopened when the index's manifest changes (every write stamps
   it), keeping the loaded model when the model is the same; an unloaded model's retrievers go with it.
 - The indexes a surface may show, and indexing runs (uploads, API documents) with the pooled models.
@@ -43,7 +44,8 @@ class Services:
     """See the module. ``load`` loads a model (wiring's, with the settings); ``shared``: one instance per model
     serves both purposes (a server); ``served``: the model (and weights folder) of new indexes and of
     /v1/embeddings; ``indexes``: the indexes shown (None: all); ``max_model_bytes``: the model pool's memory
-    budget (None: no bound)."""
+    budget (None: no bound); ``refuse_oversized``: a model larger than the whole budget is refused (a budget the
+    user gave) rather than loaded alone (the default one)."""
 
     def __init__(
         self,
@@ -55,12 +57,13 @@ class Services:
         indexes: Sequence[str] | None = None,
         shared: bool = False,
         max_model_bytes: int | None = None,
+        refuse_oversized: bool = True,
     ) -> None:
         self.settings, self.store, self._load = settings, store, load
         self.served = served
         self.indexes = list(indexes) if indexes else None
         self.shared = shared
-        self.max_model_bytes = max_model_bytes
+        self.max_model_bytes, self.refuse_oversized = max_model_bytes, refuse_oversized
         self._lock = threading.RLock()  # loads happen under it: a model loads once, whoever asks first
         self._models: OrderedDict[ModelKey, Embedder] = OrderedDict()  # least recently used first
         self._retrievers: dict[str, tuple[Retriever, ModelKey]] = {}
@@ -93,7 +96,7 @@ class Services:
         budget, size = self.max_model_bytes, loading.weight_bytes or 0
         if budget is None:
             return
-        if size > budget:
+        if size > budget and self.refuse_oversized:
             loading.close()
             raise ModelMemoryError(
                 f"{name} takes about {_gib(size)} once loaded, more than the model memory budget "

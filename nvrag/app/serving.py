@@ -75,7 +75,10 @@ def build_web_app(
     from nvrag.ui import UIContext, build_server
 
     if services is None:
-        services = Services(settings, store, pooled_loader(settings), max_model_bytes=model_budget(settings))
+        services = Services(
+            settings, store, pooled_loader(settings), max_model_bytes=model_budget(settings),
+            refuse_oversized=settings.model_memory is not None,
+        )  # fmt: skip
         if say is not None:
             announce(services, reranker, say)
     local = "://" not in settings.db
@@ -143,6 +146,7 @@ def build_api_app(
     services = Services(
         settings, store, pooled_loader(settings, scheduled), served=(served.name, served.model_path),
         indexes=indexes, shared=True, max_model_bytes=model_budget(settings),
+        refuse_oversized=settings.model_memory is not None,
     )  # fmt: skip
     reranker = None
     if rerank_model is not None:
@@ -223,7 +227,10 @@ def build_mcp_server(
     for name in indexes or ():
         store.open(name)  # IndexNotFoundError naming the known ones
     budget = model_budget(settings)
-    services = Services(settings, store, pooled_loader(settings), indexes=indexes, max_model_bytes=budget)
+    services = Services(
+        settings, store, pooled_loader(settings), indexes=indexes, max_model_bytes=budget,
+        refuse_oversized=settings.model_memory is not None,
+    )  # fmt: skip
     if say is not None:
         announce(services, reranker, say)
     return build_mcp(MCPContext(store, services.retriever, services.indexes, reranker))

@@ -42,9 +42,9 @@ class Pool:
         return model
 
 
-def services(tmp_path: Path, budget: int | None, pool: Pool) -> Services:
+def services(tmp_path: Path, budget: int | None, pool: Pool, *, given: bool = True) -> Services:
     settings = Settings(db=str(tmp_path / "db"))
-    return Services(settings, open_store(settings), pool, shared=True, max_model_bytes=budget)
+    return Services(settings, open_store(settings), pool, shared=True, max_model_bytes=budget, refuse_oversized=given)
 
 
 def test_models_stay_loaded_within_the_budget_and_the_least_recently_used_goes_first(tmp_path: Path) -> None:
@@ -76,6 +76,16 @@ def test_a_model_larger_than_the_budget_is_refused_naming_both_sizes(tmp_path: P
         "--model-memory or NVRAG_MODEL_MEMORY (GiB)"
     )
     assert s.loaded() == [kept]  # nothing was unloaded for a model that cannot fit anyway
+
+
+def test_under_the_default_budget_a_model_larger_than_it_loads_alone(tmp_path: Path) -> None:
+    """The default budget (a share of the memory) is not the user's word: a model over it still loads, alone
+    (its weights are mapped from the file); the others are unloaded first."""
+    s = services(tmp_path, 250, Pool(), given=False)
+    s.embedder(FAKE)
+    s.embedder("model-b")
+    huge = s.embedder("huge")
+    assert s.loaded() == [huge]
 
 
 def test_an_unloaded_model_is_let_go_with_its_retrievers_and_its_workers(tmp_path: Path) -> None:
