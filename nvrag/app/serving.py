@@ -50,6 +50,13 @@ def model_budget(settings: Settings) -> int | None:
     return None if total is None else int(total * MODEL_MEMORY_SHARE)
 
 
+def pooled_services(settings: Settings, store: Store, load: Loader, **options: Any) -> Services:
+    """Services with the settings' model budget: a budget the user gave refuses a model over it, the default
+    one loads such a model alone."""
+    refuse = settings.model_memory is not None
+    return Services(settings, store, load, max_model_bytes=model_budget(settings), refuse_oversized=refuse, **options)
+
+
 def build_web_app(
     settings: Settings,
     store: Store,
@@ -75,10 +82,7 @@ def build_web_app(
     from nvrag.ui import UIContext, build_server
 
     if services is None:
-        services = Services(
-            settings, store, pooled_loader(settings), max_model_bytes=model_budget(settings),
-            refuse_oversized=settings.model_memory is not None,
-        )  # fmt: skip
+        services = pooled_services(settings, store, pooled_loader(settings))
         if say is not None:
             announce(services, reranker, say)
     local = "://" not in settings.db
@@ -143,11 +147,10 @@ def build_api_app(
             Scheduler(loaded, max_queued=bounds[0], max_queued_tokens=bounds[1], max_queue_seconds=bounds[2])
         )
 
-    services = Services(
-        settings, store, pooled_loader(settings, scheduled), served=(served.name, served.model_path),
-        indexes=indexes, shared=True, max_model_bytes=model_budget(settings),
-        refuse_oversized=settings.model_memory is not None,
-    )  # fmt: skip
+    load = pooled_loader(settings, scheduled)
+    services = pooled_services(
+        settings, store, load, served=(served.name, served.model_path), indexes=indexes, shared=True
+    )
     reranker = None
     if rerank_model is not None:
         loaded = load_rerank_model(settings, rerank_model)
@@ -226,11 +229,7 @@ def build_mcp_server(
 
     for name in indexes or ():
         store.open(name)  # IndexNotFoundError naming the known ones
-    budget = model_budget(settings)
-    services = Services(
-        settings, store, pooled_loader(settings), indexes=indexes, max_model_bytes=budget,
-        refuse_oversized=settings.model_memory is not None,
-    )  # fmt: skip
+    services = pooled_services(settings, store, pooled_loader(settings), indexes=indexes)
     if say is not None:
         announce(services, reranker, say)
     return build_mcp(MCPContext(store, services.retriever, services.indexes, reranker))

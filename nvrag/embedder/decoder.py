@@ -29,11 +29,12 @@ from nvrag.embedder.families import (
 )
 from nvrag.embedder.families import style_of as find_style
 from nvrag.embedder.hf_tokenizer import load_tokenizer, prompt_length
-from nvrag.embedder.runtime import choose_backend, is_int8, parse_dtype, prepack_weights, quantize_weights, right_padded
+from nvrag.embedder.runtime import choose_backend, is_int8, parse_dtype, prepack_weights, right_padded
 from nvrag.embedder.weights import weights_fingerprint
 from nvrag.errors import ConfigError
 from nvrag.model.decoder_config import decoder_config_from_hf
 from nvrag.model.embedding import DecoderEmbeddingModel
+from nvrag.model.int8 import quantize
 from nvrag.model.loading import load_decoder
 from nvrag.model.pooling import PoolingSpec
 
@@ -113,7 +114,7 @@ class DecoderEmbedder(Embedder):
                     resident_weights=not self.int8,
                 )  # fmt: skip
                 if self.int8:
-                    quantize_weights(self.name, model.backbone)
+                    quantize(model.backbone)  # model/int8.py
                 self._model = model
             return self._model
 

@@ -22,10 +22,11 @@ from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
 from nvrag.embedder.dtypes import cpu_batch_width
 from nvrag.embedder.names import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
-from nvrag.embedder.runtime import choose_backend, is_int8, parse_dtype, prepack_weights, quantize_weights, right_padded
+from nvrag.embedder.runtime import choose_backend, is_int8, parse_dtype, prepack_weights, right_padded
 from nvrag.embedder.weights import weights_fingerprint
 from nvrag.errors import CheckpointError, ConfigError, Hint, InstructionError
 from nvrag.model import NVEmbedModel, load_model, read_config
+from nvrag.model.int8 import quantize
 
 EOS = "</s>"
 EOS_ID = 2
@@ -103,7 +104,7 @@ class NVEmbedEmbedder(Embedder):
             # int8: each layer's pages come in as it is converted and go once converted (peak: the int8 size)
             model = load_model(self.folder, dtype=self.dtype, device=self.device, resident_weights=not self.int8)
             if self.int8:
-                quantize_weights(self.name, model.backbone)
+                quantize(model.backbone)  # model/int8.py
             self._model = model
         return self._model
 

@@ -4,18 +4,19 @@ the command line.
 The replicas compose under the one batching core (``work_queue.WorkQueue``): each replica's forward pass is a
 worker of it, taking the next pass as soon as it is free, so a fast device does more of the work and a slow
 one never holds the rest up. A served model wraps the replicas in its Scheduler (``replica_set``); used
-directly (`nvrag index --devices`), the replicas share a queue of their own with no admission bounds.
+directly (`nvrag index --devices`), the replicas share a Scheduler of their own with no admission bounds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from nvrag.embedder.base import Embedder, FloatArray, normalise
-from nvrag.embedder.work_queue import Output, WorkQueue
+from nvrag.embedder.base import Embedder, FloatArray
 from nvrag.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nvrag.embedder.scheduler import Scheduler
 
 
 class ReplicatedEmbedder(Embedder):
@@ -34,7 +35,7 @@ class ReplicatedEmbedder(Embedder):
         self.dtype_reason = first.dtype_reason
         sizes = [r.weight_bytes for r in self.replicas]
         self.weight_bytes = None if None in sizes else sum(s for s in sizes if s is not None)
-        self._queue: WorkQueue | None = None
+        self._scheduler: Scheduler | None = None  # started on first use (its workers are threads)
 
     @property
     def special_tokens(self) -> int:
@@ -57,34 +58,15 @@ class ReplicatedEmbedder(Embedder):
         return "; ".join(lines) or None
 
     def close(self) -> None:
-        if self._queue is not None:
-            self._queue.close()
+        if self._scheduler is not None:
+            self._scheduler.queue.close()
         for replica in self.replicas:
             replica.close()
 
     def _embed_counted(self, texts: Sequence[str], prefix: str) -> tuple[FloatArray, int]:
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32), 0
-        ids = self.tokenize(texts, prefix)
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        return self._work_queue().submit(prefix, ids, [len(x) for x in ids], False, out)
+        """Through a Scheduler of its own (one worker per replica) with no admission bounds: one caller's work."""
+        if self._scheduler is None:
+            from nvrag.embedder.scheduler import Scheduler
 
-    def _work_queue(self) -> WorkQueue:
-        """The replicas' queue, started on first use (its workers are threads: torch releases the GIL inside
-        its kernels, so one thread per device keeps every device busy)."""
-        if self._queue is None:
-
-            def forward_of(replica: Embedder) -> Callable[[Sequence[object], Hashable], Output]:
-                return lambda rows, key: replica.forward(rows, str(key))  # type: ignore[arg-type]
-
-            self._queue = WorkQueue(
-                self.name,
-                [forward_of(r) for r in self.replicas],
-                batch_tokens=self.batch_tokens,
-                max_batch_size=self.max_batch_size,
-                max_queued=1 << 30,
-                max_queued_tokens=1 << 62,
-                max_queue_seconds=None,  # one caller's own work: nothing to refuse
-                on_done=normalise,
-            )
-        return self._queue
+            self._scheduler = Scheduler(self, max_queued=1 << 30, max_queued_tokens=1 << 62, max_queue_seconds=None)
+        return self._scheduler.embed_counted(texts, prefix)

@@ -28,14 +28,6 @@ def is_int8(name: str | None) -> bool:
     return name is not None and normalize_dtype(name) == "int8"
 
 
-def quantize_weights(name: str, module: torch.nn.Module) -> str:
-    """Convert a loaded model's matmul weights to int8 (model/int8.py); the line saying so."""
-    from nvrag.model.int8 import quantize
-
-    layers, seconds = quantize(module)
-    return f"{name}: {layers} matmul weights converted to int8 in {seconds:.1f} s"
-
-
 def choose_backend(requested: str, device: torch.device, dtype: torch.dtype) -> Backend:
     available = available_backends(device, dtype)
     if requested == "auto":

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from nvrag.model.dense import Dense
-from nvrag.model.prepack import _drop_pages, _file_backed, _file_mappings
+from nvrag.model.prepack import drop_pages, file_backed, file_mappings
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,15 +71,15 @@ def quantize(module: nn.Module) -> tuple[int, float]:
     """Swap every Linear (and Dense) layer under ``module`` for an Int8Linear, one at a time (each layer's float
     weight is released once its int8 copy is in place); (layers converted, seconds)."""
     start = time.perf_counter()
-    maps = _file_mappings()
+    maps = file_mappings()
     done = 0
     with torch.inference_mode():
         for parent in list(module.modules()):
             for name, child in list(parent.named_children()):
                 if isinstance(child, nn.Linear) and child.weight.device.type == "cpu":
-                    mapped = _file_backed(child.weight, maps)
+                    mapped = file_backed(child.weight, maps)
                     setattr(parent, name, Int8Linear(child))
                     if mapped:
-                        _drop_pages(child.weight)
+                        drop_pages(child.weight)
                     done += 1
     return done, time.perf_counter() - start

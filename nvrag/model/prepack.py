@@ -73,7 +73,7 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
 
 
-def _file_mappings() -> tuple[list[int], list[tuple[int, str]]]:
+def file_mappings() -> tuple[list[int], list[tuple[int, str]]]:
     """This process's file-backed mappings: sorted starts, and (end, path) for each."""
     starts: list[int] = []
     rest: list[tuple[int, str]] = []
@@ -91,14 +91,14 @@ def _file_mappings() -> tuple[list[int], list[tuple[int, str]]]:
     return [starts[i] for i in order], [rest[i] for i in order]
 
 
-def _file_backed(tensor: torch.Tensor, maps: tuple[list[int], list[tuple[int, str]]]) -> bool:
+def file_backed(tensor: torch.Tensor, maps: tuple[list[int], list[tuple[int, str]]]) -> bool:
     starts, rest = maps
     address = tensor.data_ptr()
     i = bisect_right(starts, address) - 1
     return i >= 0 and address + tensor.numel() * tensor.element_size() <= rest[i][0]
 
 
-def _drop_pages(tensor: torch.Tensor) -> None:
+def drop_pages(tensor: torch.Tensor) -> None:
     """Forget this process's copy of a file-backed tensor's whole pages (the file keeps them)."""
     start, end = tensor.data_ptr(), tensor.data_ptr() + tensor.numel() * tensor.element_size()
     first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE  # only pages wholly inside the tensor
@@ -132,7 +132,7 @@ def prepack(
     if not prepack_supported():
         return 0, 0.0
     start = time.perf_counter()
-    maps = _file_mappings()
+    maps = file_mappings()
     done = 0
     with torch.inference_mode():
         for parent, name, linear in packable(module):
@@ -142,9 +142,9 @@ def prepack(
             while busy is not None and busy() and time.monotonic() - waited < max_wait:
                 time.sleep(0.01)
             packed = PackedLinear(linear)
-            mapped = _file_backed(linear.weight, maps)
+            mapped = file_backed(linear.weight, maps)
             setattr(parent, name, packed)
             if mapped:
-                _drop_pages(linear.weight)
+                drop_pages(linear.weight)
             done += 1
     return done, time.perf_counter() - start
