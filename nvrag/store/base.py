@@ -57,9 +57,8 @@ DELETE_GROUP = 2000  # chunks removed per atomic delete when many go (prune): wh
 
 
 def document_groups(docs: dict[str, set[str]], limit: int = DELETE_GROUP) -> Iterator[set[str]]:
-    """The chunk ids of ``docs`` (doc id -> its chunk ids) in groups of whole documents of about ``limit``
-    chunks (a larger document is a group of its own), so that a delete killed between groups never leaves a
-    document half removed."""
+    """The chunk ids of ``docs`` (doc id -> its chunk ids) in groups of whole documents of about ``limit`` chunks
+    (a larger document is a group of its own): a delete killed between groups never leaves a document half gone."""
     group: set[str] = set()
     for ids in docs.values():
         if group and len(group) + len(ids) > limit:
@@ -215,8 +214,9 @@ class Table(ABC):
         """The stored vectors of these chunks (missing ids are left out)."""
 
     @abstractmethod
-    def build_ann(self, kind: str) -> str:
-        """Build an approximate vector index ("ivf-pq" or "hnsw"), or drop it ("none"); says what it did."""
+    def build_ann(self, kind: str, probe_queries: npt.NDArray[np.float32] | None = None) -> str:
+        """Build an approximate vector index ("ivf-pq" or "hnsw") or drop it ("none"); says what it did. Stores
+        that tune searches by a recall probe use ``probe_queries``, query-like vectors, when given."""
 
     @abstractmethod
     def refresh_text_index(self) -> None:

@@ -72,6 +72,8 @@ def _scored(rows: list[dict[str, Any]], score: Any, with_vectors: bool = False) 
 
 
 class LanceTable(Table):
+    probes_recall = True  # build_ann tunes its searches by a recall probe (retriever/probing.py gives it queries)
+
     def __init__(self, store: LanceStore, manifest: IndexManifest, key: str | None = None) -> None:
         self._store = store
         self._manifest = manifest
@@ -241,13 +243,13 @@ class LanceTable(Table):
     def _ann_kind(self) -> str | None:
         return next((kind for kind, fields in self._indices() if "vector" in fields and kind != "Inverted"), None)
 
-    def build_ann(self, kind: str) -> str:
+    def build_ann(self, kind: str, probe_queries: npt.NDArray[np.float32] | None = None) -> str:
         try:
-            return self._build_ann(kind)
+            return self._build_ann(kind, probe_queries)
         finally:
             self.changed()
 
-    def _build_ann(self, kind: str) -> str:
+    def _build_ann(self, kind: str, probe_queries: npt.NDArray[np.float32] | None) -> str:
         rows, manifest = self.count(), self._manifest
         if kind == "none":
             for index in self.lancedb_table.list_indices():
@@ -264,11 +266,17 @@ class LanceTable(Table):
         if manifest.quantization == "binary":
             return built
         self.changed()
-        found = lance_ann.probe(self, partitions, max(1, ann_nprobes(rows, kind == "hnsw") // 2))
+        start = max(1, ann_nprobes(rows, kind == "hnsw") // 2)
+        found = lance_ann.probe(self, partitions, start, probe_queries)
         self.set_manifest(replace(manifest, ann_nprobes=found.nprobes, ann_recall=round(found.recall, 4)))
+        probes = (
+            f"{len(probe_queries)} query-like probes (spans of its chunks, embedded as queries)"
+            if probe_queries is not None
+            else f"{min(lance_ann.PROBE_QUERIES, rows)} of its own vectors"
+        )
         return (
-            f"{built}; searches probe {found.nprobes} partitions: recall@10 {found.recall:.3f}, measured on "
-            f"{min(lance_ann.PROBE_QUERIES, rows)} of its own vectors against exact search"
+            f"{built}; searches probe {found.nprobes} partitions: recall@10 {found.recall:.3f}, measured with "
+            f"{probes} against exact search"
         )
 
     def _text_indexed(self) -> bool:

@@ -230,8 +230,8 @@ class SidecarTable(Table):
         found = self._vectors.get([vector_id(c) for c in present])
         return {c: found[vector_id(c)] for c in present if vector_id(c) in found}
 
-    def build_ann(self, kind: str) -> str:
-        return self._vectors.build_ann(kind)
+    def build_ann(self, kind: str, probe_queries: npt.NDArray[np.float32] | None = None) -> str:
+        return self._vectors.build_ann(kind)  # FAISS and NumPy keep fixed search settings: no probe
 
     def refresh_text_index(self) -> None:
         """The FTS5 table is kept current by triggers on every write: nothing to do."""

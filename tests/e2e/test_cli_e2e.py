@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from nvrag.store import LanceStore
 from tests.conftest import DEMO_CORPUS
 
 pytestmark = pytest.mark.slow
@@ -106,3 +107,25 @@ def test_ray_engine_refuses_gpus_the_cluster_lacks_and_writes_nothing(tmp_path: 
         "error: --gpus-per-worker 1: the Ray cluster has 0 GPUs; use --gpus-per-worker 0 for CPU workers"
     )
     assert json.loads(nvrag("info", "--json", db=db).stdout)["indexes"] == []
+
+
+def test_optimize_tunes_the_ann_index_by_query_like_probes(tmp_path: Path) -> None:
+    db, corpus = tmp_path / "db", tmp_path / "corpus.jsonl"
+    words = ["a", "to", "the", "word", "seven", "letters", "sentence"]
+    with corpus.open("w", encoding="utf-8") as f:
+        for i in range(5200):  # above the 5,000 rows an ANN index needs
+            text = " ".join(words[(i * j + j) % 7] for j in range(1, 4 + i % 9))
+            f.write(json.dumps({"id": f"d{i}", "text": text}) + "\n")
+    built = nvrag("index", str(corpus), "--index", "big", "--model", "nvrag/fake-wordlen", db=db)
+    assert built.returncode == 0, built.stderr
+    queries = nvrag("optimize", "big", db=db)
+    assert queries.returncode == 0, queries.stderr
+    assert "embedding the recall probe's queries with nvrag/fake-wordlen" in queries.stderr
+    assert "measured with 100 query-like probes (spans of its chunks, embedded as queries)" in queries.stderr
+    manifest = LanceStore(str(db)).open("big").manifest  # what searches use is what it printed
+    assert f"probe {manifest.ann_nprobes} partitions: recall@10 {manifest.ann_recall:.3f}" in queries.stderr
+    own = nvrag("optimize", "big", "--probe", "vectors", db=db)
+    assert own.returncode == 0, own.stderr
+    assert "embedding" not in own.stderr and "measured with 100 of its own vectors" in own.stderr
+    wrong = nvrag("optimize", "big", "--probe", "texts", db=db)
+    assert wrong.returncode == 2 and wrong.stderr.strip() == "error: unknown --probe 'texts'; use queries or vectors"

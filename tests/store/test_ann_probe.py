@@ -55,7 +55,7 @@ def test_building_an_index_records_the_setting_and_the_recall_it_measured(store:
     manifest = LanceStore(store.uri).open("docs").manifest  # recorded, as any later search reads it
     assert manifest.ann_nprobes >= 1 and manifest.ann_recall is not None
     assert f"searches probe {manifest.ann_nprobes} partitions: recall@10 {manifest.ann_recall:.3f}" in said
-    assert f"measured on {PROBE_QUERIES} of its own vectors" in said
+    assert f"measured with {PROBE_QUERIES} of its own vectors" in said
     if manifest.ann_recall < TARGET_RECALL:  # only when no setting reached the target: every partition
         assert manifest.ann_nprobes == int(said.split("(")[1].split()[0])
     table = LanceStore(store.uri).open("docs")
@@ -70,3 +70,23 @@ def test_building_an_index_records_the_setting_and_the_recall_it_measured(store:
     assert kind == "hnsw" or one != every  # (HNSW over 6,000 rows has one partition: one is every)
     assert table.build_ann("none") == "vector index dropped: searches are exact"
     assert LanceStore(store.uri).open("docs").manifest.ann_nprobes == 0
+
+
+def test_query_like_probes_choose_the_setting_by_their_own_recall(store: LanceStore) -> None:
+    vectors = fill(store, 6000)
+    rng = np.random.default_rng(11)
+    queries = rng.normal(size=(20, DIM)).astype(np.float32)  # not stored vectors: nothing of theirs is left out
+    said = store.open("docs").build_ann("ivf-pq", queries)
+    table = LanceStore(store.uri).open("docs")
+    chosen = table.manifest.ann_nprobes
+    assert "measured with 20 query-like probes (spans of its chunks, embedded as queries)" in said
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    exact = [{f"c{j}" for j in np.argsort(-(vectors @ q))[:10]} for q in unit]
+
+    def recall(nprobes: int) -> float:
+        hits = [{h.chunk.chunk_id for h in table.search(q, 10, nprobes=nprobes)} for q in queries]
+        return sum(len(h & e) for h, e in zip(hits, exact, strict=True)) / 200
+
+    assert table.manifest.ann_recall == round(recall(chosen), 4)  # what was recorded is these queries' recall
+    if table.manifest.ann_recall >= TARGET_RECALL and chosen > 1:
+        assert recall(chosen // 2) < TARGET_RECALL  # and the setting the ladder tried before fell short
