@@ -7,9 +7,11 @@ model, each ask for the next forward pass and run it with their own ``forward(ro
 - it is led by the most urgent job: urgent (queries) before the rest, then the job with the fewest tokens
   still to run, then the oldest; every ``AGING``-th pass is led by the oldest job instead, so a large job
   keeps moving while small ones stream past it;
-- the leader's longest pending row sets the pass's width; the pass is filled with pending rows of the leader
-  and then of other jobs with its key whose lengths lie between ``MIN_FILL`` of that width and the width
-  itself, up to the token budget (padding stays under a third of the real tokens).
+- the leader's longest pending row sets the pass's width, widened to the longest pending row of its key at most
+  ``PAD_SLACK`` tokens longer; the pass is filled with pending rows of the leader and then of other jobs with
+  its key whose lengths lie within ``MIN_FILL`` of that width or ``PAD_SLACK`` tokens under it, up to the token
+  budget (padding stays under a third of the real tokens, or under PAD_SLACK tokens a row: short rows, such as
+  queries of 4 to 20 tokens, share passes instead of the longest waiting for passes of their own).
 
 Admission: at most ``max_queued`` jobs and ``max_queued_tokens`` tokens wait at once, and a job is admitted
 only if the work ranked ahead of it and its own would finish within ``max_queue_seconds`` at the measured
@@ -37,6 +39,7 @@ DEFAULT_MAX_QUEUED_TOKENS = 1 << 20  # about 4,000 one-page documents, or 100,00
 DEFAULT_MAX_QUEUE_SECONDS = 10.0  # the longest wait the queue may promise, at the model's measured throughput
 AGING = 4
 MIN_FILL = 0.75
+PAD_SLACK = 16
 
 Row = TypeVar("Row")
 Output = npt.NDArray[Any]
@@ -203,8 +206,9 @@ class WorkQueue:
 
     def _next_batch(self) -> tuple[Hashable, list[tuple[_Job[Any], int]]]:
         """The rows of the next forward pass (called with the lock held, at least one job pending): the leader's
-        longest pending row sets the width; rows of like length (within MIN_FILL of it, never wider) from jobs
-        of the same key fill the token budget, the leader's first, then in rank order."""
+        longest pending row, widened by at most PAD_SLACK to a longer pending row of its key, sets the width; rows
+        of like length (within MIN_FILL or PAD_SLACK of it, never wider) from jobs of the same key fill the token
+        budget, the leader's first, then in rank order."""
         self._turn += 1
         ranked = sorted(self._pending, key=_Job.rank)
         if self._turn % AGING == 0:
@@ -213,6 +217,9 @@ class WorkQueue:
             ranked.insert(0, oldest)
         leader = ranked[0]
         width = leader.lengths[leader.pending[0]]
+        near = (n for job in ranked if job.key == leader.key for n in map(job.lengths.__getitem__, job.pending))
+        width = max((n for n in near if n <= width + PAD_SLACK), default=width)
+        low = min(MIN_FILL * width, width - PAD_SLACK)
         room = max(1, min(self.max_batch_size, self.batch_tokens // max(width, 1)))
         rows: list[tuple[_Job[Any], int]] = []
         for job in ranked:
@@ -220,7 +227,7 @@ class WorkQueue:
                 break
             if job.key == leader.key:
                 before = job.pending_tokens
-                rows.extend((job, i) for i in job.take(MIN_FILL * width, width, room - len(rows)))
+                rows.extend((job, i) for i in job.take(low, width, room - len(rows)))
                 self._queued_tokens -= before - job.pending_tokens
         self._pending = [j for j in self._pending if not j.dispatched]
         return leader.key, rows

@@ -106,10 +106,11 @@ def test_a_large_call_is_sliced_and_small_calls_overtake_it() -> None:
         query.result()
     prefixes = [p for p, _ in inner.passes]
     rows = [n for _, n in inner.passes]
-    # after the holder: the query (urgent), the small call (fewest tokens: shares a pass with no long row,
-    # since its row is narrower than 0.75 of theirs), then the large call in slices of 3
+    # after the holder: the query (urgent), the small call (fewest tokens), its 1-token row widened to share a
+    # pass with two of the large call's (4 tokens: within PAD_SLACK), then the large call in slices of 3
     assert prefixes[1] == "q: " and rows[1] == 1
-    assert rows[2] == 1 and rows[3:] == [3] * 20
+    assert rows[2] == 3 and inner.firsts[2] == 3  # the small call's row ("one") leads its pass
+    assert rows[3:] == [3] * 19 + [1]
 
 
 def test_the_oldest_job_leads_every_aging_th_pass_so_a_large_job_keeps_moving() -> None:
@@ -207,3 +208,23 @@ def test_minilm_through_the_scheduler_equals_minilm_alone(minilm: MiniLMEmbedder
     vectors, tokens = batcher.embed_counted(["hello world"], "")
     assert tokens == 4 and vectors.shape == (1, 384)  # [CLS] hello world [SEP]
     assert minilm.embed_counted(["hello world"], "")[1] == 4
+
+
+def test_short_rows_of_different_lengths_share_a_pass_instead_of_the_longest_waiting() -> None:
+    """Queries of 2 to 17 tokens: padding them to 17 costs little, so they run in one pass; rows far longer than
+    PAD_SLACK past the leader (or, long ones, outside MIN_FILL of the width) still wait for passes of their own."""
+    inner = Gate()
+    seen: list[tuple[int, int]] = []
+    batcher = Scheduler(inner, on_batch=lambda rows, jobs: seen.append((rows, jobs)))
+    lengths = (2, 9, 17, 40)  # words: tokens of the fake model (with its one-word prompt "q: ")
+    with ThreadPoolExecutor(8) as pool:
+        holder = pool.submit(batcher.embed_queries, ["hold"], instruction="q")
+        assert inner.entered.wait(timeout=60)
+        calls = [pool.submit(batcher.embed_queries, [" ".join(["w"] * (n - 1))], instruction="q") for n in lengths]
+        wait_until(lambda: batcher.queued == 4)
+        inner.gate.set()
+        holder.result()
+        for n, call in zip(lengths, calls, strict=True):
+            want = WordLengthEmbedder().embed_queries([" ".join(["w"] * (n - 1))], instruction="q")
+            np.testing.assert_array_equal(call.result(), want)
+    assert seen[1:] == [(3, 3), (1, 1)]  # 2, 9 and 17 tokens together; 40 (23 past 17) alone
