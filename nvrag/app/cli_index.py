@@ -319,8 +319,13 @@ def _chunking(chunk_tokens: int | None, overlap: int | None) -> dict[str, Any]:
 def optimize(
     index: Annotated[str, typer.Argument(help="The index to optimise.")],
     ann: Annotated[
-        str, typer.Option("--ann", help="ivf-pq or hnsw: build an approximate vector index; none: drop it.")
-    ] = "ivf-pq",
+        str,
+        typer.Option(
+            "--ann",
+            help="The approximate vector index: auto (the store's best: ivf-rq on LanceDB, ivf-pq on FAISS), "
+            "ivf-rq (LanceDB), ivf-pq or hnsw; none drops it.",
+        ),
+    ] = "auto",
     probe: Annotated[
         str,
         typer.Option(

@@ -215,7 +215,7 @@ class Table(ABC):
 
     @abstractmethod
     def build_ann(self, kind: str, probe_queries: npt.NDArray[np.float32] | None = None) -> str:
-        """Build an approximate vector index ("ivf-pq" or "hnsw") or drop it ("none"); says what it did. Stores
+        """Build an approximate vector index ("auto", "ivf-rq", ...) or drop it ("none"); says what it did. Stores
         that tune searches by a recall probe use ``probe_queries``, query-like vectors, when given."""
 
     @abstractmethod

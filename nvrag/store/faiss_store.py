@@ -102,8 +102,9 @@ class FaissVectors(VectorIndex):
             self.ann_path.unlink(missing_ok=True)
             return "vector index dropped: searches are exact"
         rows = self.index.ntotal
+        kind = "ivf-pq" if kind == "auto" else kind
         if kind not in ("ivf-pq", "hnsw"):
-            raise ConfigError(f"unknown ANN kind {kind!r}; use ivf-pq, hnsw or none")
+            raise ConfigError(f"FAISS indexes build ivf-pq or hnsw (or auto: ivf-pq), not {kind!r}; none drops it")
         if rows < ANN_MIN_ROWS:
             return f"{rows} rows: below {ANN_MIN_ROWS}, exact search is fast and exact; no vector index built"
         ids = self.faiss.vector_to_array(self.index.id_map).astype(np.int64)

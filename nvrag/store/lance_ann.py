@@ -48,7 +48,8 @@ class IndexedTable(Protocol):
     def search(self, vector: npt.NDArray[np.float32], k: int, *, nprobes: int = 0) -> list[ScoredChunk]: ...
 
 
-ANN_KINDS = ("ivf-pq", "hnsw")
+ANN_KINDS = ("auto", "ivf-rq", "ivf-pq", "hnsw")
+DEFAULT_ANN = "ivf-rq"  # what "auto" builds: RaBitQ codes scan fastest, the full vectors re-rank (performance.md)
 ANN_MIN_ROWS = 5000  # below this, exact search is fast enough and stays exact
 PROBE_QUERIES = 100
 PROBE_K = 10
@@ -114,10 +115,11 @@ def ladder(partitions: int, start: int) -> list[int]:
 
 def build(table: IndexedTable, kind: str, rows: int) -> tuple[str, int]:
     """Build the vector index ``kind`` on ``table`` (rows >= ANN_MIN_ROWS); (what was built, partitions)."""
-    from lancedb.index import HnswSq, IvfFlat, IvfPq
+    from lancedb.index import HnswSq, IvfFlat, IvfPq, IvfRq
 
     if kind not in ANN_KINDS:
-        raise ConfigError(f"unknown ANN kind {kind!r}; use ivf-pq, hnsw or none")
+        raise ConfigError(f"unknown ANN kind {kind!r}; use auto, ivf-rq, ivf-pq, hnsw or none")
+    kind = DEFAULT_ANN if kind == "auto" else kind
     partitions = ann_partitions(rows)
     manifest = table.manifest
     if manifest.quantization == "binary":
@@ -125,12 +127,15 @@ def build(table: IndexedTable, kind: str, rows: int) -> tuple[str, int]:
         table.lancedb_table.create_index("bits", config=IvfFlat(distance_type="hamming", num_partitions=partitions))
         return f"binary index: IVF over the sign bits ({partitions} partitions), full vectors rescore", partitions
     dim = manifest.dimension
-    if kind == "ivf-pq":
+    if kind == "ivf-rq":
+        # RaBitQ: one bit a dimension, scanned with popcounts and corrected estimates; the full vectors re-rank
+        config: Any = IvfRq(distance_type="cosine", num_partitions=partitions)
+    elif kind == "ivf-pq":
         # 4 dims per PQ sub-vector (16 above 1,024 dims, where 4 makes training slow); a divisor of dim;
         # the full vectors re-rank the candidates (refine_factor)
         per = 4 if dim <= 1024 else 16
         sub = next(d for d in (dim // per, dim // 2, dim) if d >= 1 and dim % d == 0)
-        config: Any = IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub)
+        config = IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub)
     else:
         partitions = ann_partitions(rows, hnsw=True)
         config = HnswSq(distance_type="cosine", num_partitions=partitions, m=20, ef_construction=300)

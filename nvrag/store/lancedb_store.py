@@ -41,6 +41,10 @@ _MANIFEST_SCHEMA = pa.schema([pa.field("name", pa.string()), pa.field("manifest"
 ANN_NPROBES = 20
 ANN_REFINE = 20
 ANN_EF = 100
+# Lance file format of new tables: 2.1 fetches a search's hit rows (random access to small columns) about 5x
+# faster than 2.2, lancedb 0.40's default (10 rows x 8 columns of a 1M-row table: 1.0 vs 5.0 ms; the
+# writers follow whatever version a table has, so older tables keep working)
+LANCE_FILE_VERSION = "2.1"
 BINARY_CANDIDATES = 20  # binary search: Hamming candidates per requested hit, rescored with the full vectors
 BINARY_MIN_CANDIDATES = 200
 _RESULT_COLUMNS = list(CHUNK_COLUMNS)
@@ -259,7 +263,7 @@ class LanceTable(Table):
             binary = " (over the sign bits, rescored)" if manifest.quantization == "binary" else ""
             return f"vector index dropped: searches are exact{binary}"
         if kind not in ANN_KINDS:
-            raise ConfigError(f"unknown ANN kind {kind!r}; use ivf-pq, hnsw or none")
+            raise ConfigError(f"unknown ANN kind {kind!r}; use auto, ivf-rq, ivf-pq, hnsw or none")
         if rows < ANN_MIN_ROWS:
             return f"{rows} rows: below {ANN_MIN_ROWS}, exact search is fast and exact; no vector index built"
         built, partitions = lance_ann.build(self, kind, rows)
@@ -374,7 +378,7 @@ class LanceStore(ManifestStore):
         if physical not in self._tables():  # the manifest is written first: a crash in between left no table
             schema = chunk_schema(manifest.dimension, manifest.vector_dtype, manifest.quantization)
             try:  # a reader opening the index as its writer creates it: whichever is second finds the table
-                self._db.create_table(physical, schema=schema)
+                self._db.create_table(physical, schema=schema, data_storage_version=LANCE_FILE_VERSION)
             except ValueError:
                 if physical not in self._tables():
                     raise

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from nvrag.store import LanceStore
 from tests.conftest import DEMO_CORPUS
 
 pytestmark = pytest.mark.slow
@@ -122,8 +121,9 @@ def test_optimize_tunes_the_ann_index_by_query_like_probes(tmp_path: Path) -> No
     assert queries.returncode == 0, queries.stderr
     assert "embedding the recall probe's queries with nvrag/fake-wordlen" in queries.stderr
     assert "measured with 100 query-like probes (spans of its chunks, embedded as queries)" in queries.stderr
-    manifest = LanceStore(str(db)).open("big").manifest  # what searches use is what it printed
-    assert f"probe {manifest.ann_nprobes} partitions: recall@10 {manifest.ann_recall:.3f}" in queries.stderr
+    (entry,) = json.loads(nvrag("info", "--json", db=db).stdout)["indexes"]  # what searches use is what it printed
+    nprobes, recall = entry["manifest"]["ann_nprobes"], entry["manifest"]["ann_recall"]
+    assert f"probe {nprobes} partitions: recall@10 {recall:.3f}" in queries.stderr
     own = nvrag("optimize", "big", "--probe", "vectors", db=db)
     assert own.returncode == 0, own.stderr
     assert "embedding" not in own.stderr and "measured with 100 of its own vectors" in own.stderr

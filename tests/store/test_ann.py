@@ -25,11 +25,15 @@ def fill(store: Store, rows: int) -> np.ndarray:
     return vectors
 
 
-@pytest.mark.parametrize("kind", ["ivf-pq", "hnsw"])
+@pytest.mark.parametrize("kind", ["auto", "ivf-rq", "ivf-pq", "hnsw"])
 def test_ann_recall_at_10_against_exact(store: LanceStore, kind: str) -> None:
     vectors = fill(store, 6000)
     table = store.open("docs")
-    assert table.build_ann(kind).startswith(f"{kind} index over 6000 rows")
+    built = "ivf-rq" if kind == "auto" else kind  # LanceDB's default
+    assert table.build_ann(kind).startswith(f"{built} index over 6000 rows")
+    assert [i.index_type for i in table.lancedb_table.list_indices() if "vector" in i.columns] == [
+        {"ivf-rq": "IvfRq", "ivf-pq": "IvfPq", "hnsw": "IvfHnswSq"}[built]
+    ]
     rng = np.random.default_rng(4)
     queries = vectors[rng.choice(len(vectors), 20, replace=False)] + 0.05 * rng.normal(size=(20, DIM)).astype(
         np.float32
@@ -39,7 +43,8 @@ def test_ann_recall_at_10_against_exact(store: LanceStore, kind: str) -> None:
         q = q / np.linalg.norm(q)
         exact = {f"c{i}" for i in np.argsort(-(vectors @ q))[:10]}
         found += len(exact & {h.chunk.chunk_id for h in table.search(q.astype(np.float32), 10)})
-    # measured over repeated runs: HNSW 1.0, IVF-PQ 0.93-0.97 on these random (unclustered) vectors
+    # measured over repeated runs: HNSW 1.0, IVF-PQ 0.93-0.97 on these random (unclustered) vectors; IVF-RQ
+    # as many partitions as its recall probe needed
     assert found / 200 >= (0.95 if kind == "hnsw" else 0.9)
     assert table.build_ann("none") == "vector index dropped: searches are exact"
 
@@ -71,3 +76,32 @@ def test_faiss_ann_recall_at_10_against_exact(tmp_path: Path, kind: str) -> None
     # the ANN index survives a reopen and follows later writes
     reopened = FaissStore(tmp_path / "faiss").open("docs")
     assert reopened.search(vectors[0], 1)[0].chunk.chunk_id == "c0"
+
+
+@pytest.mark.parametrize("kind", ["ivf-rq", "ivf-pq"])
+def test_rows_appended_after_the_ann_index_are_folded_into_it(store: LanceStore, kind: str) -> None:
+    fill(store, 6000)
+    table = store.open("docs")
+    table.refresh_text_index()  # as `nvrag index` leaves a table: its full-text index built
+    table.build_ann(kind)
+    rng = np.random.default_rng(8)
+    added = rng.normal(size=(50, DIM)).astype(np.float32)
+    added /= np.linalg.norm(added, axis=1, keepdims=True)
+    table.upsert([Chunk(f"n{i}", f"n{i}", "s", 0, f"new {i}", 0, 5) for i in range(50)], added)
+    table.refresh_text_index()  # what nvrag index runs after a write: LanceDB optimize(), indexes included
+    (index,) = [i for i in table.lancedb_table.list_indices() if "vector" in i.columns]
+    stats = table.lancedb_table.index_stats(index.name)
+    assert (stats.num_indexed_rows, stats.num_unindexed_rows) == (6050, 0)
+    assert [table.search(v, 1)[0].chunk.chunk_id for v in added[:5]] == [f"n{i}" for i in range(5)]
+
+
+def test_faiss_builds_ivf_pq_for_auto_and_refuses_what_it_does_not_have(tmp_path: Path) -> None:
+    from nvrag.errors import ConfigError
+    from nvrag.store.faiss_store import FaissStore
+
+    store = FaissStore(tmp_path / "faiss")
+    fill(store, 6000)
+    table = store.open("docs")
+    assert table.build_ann("auto") == "ivf-pq index over 6000 rows"
+    with pytest.raises(ConfigError, match=r"FAISS indexes build ivf-pq or hnsw \(or auto: ivf-pq\), not 'ivf-rq'"):
+        table.build_ann("ivf-rq")

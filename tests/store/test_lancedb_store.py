@@ -326,3 +326,27 @@ def test_a_text_search_without_a_full_text_index_scans_and_writes_nothing(store:
     assert [h.chunk.chunk_id for h in reader.text_search("pears", 5)] == ["c1"]
     after = lance.dataset(table.uri)
     assert after.version == version and not after.describe_indices()
+
+
+def test_new_tables_use_the_faster_file_format_and_older_ones_keep_theirs(
+    store: LanceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nvrag.store import lancedb_store
+
+    assert str(store.create(manifest("new")).dataset.data_storage_version) == lancedb_store.LANCE_FILE_VERSION
+    monkeypatch.setattr(lancedb_store, "LANCE_FILE_VERSION", "2.2")  # a table made by lancedb 0.40's default
+    old = store.create(manifest("old"))
+    old.upsert([chunk(0)], unit([[1, 0, 0, 0]]))
+    monkeypatch.undo()
+    reopened = LanceStore(store.uri).open("old")
+    reopened.upsert([chunk(1)], unit([[0, 1, 0, 0]]))
+    writer = reopened.writer()  # the distributed path writes fragments, in the table's own format
+    writer.commit([writer.stager()([chunk(2)], unit([[0, 0, 1, 0]]))])
+    writer.finish()
+    table = LanceStore(store.uri).open("old")
+    assert str(table.dataset.data_storage_version) == "2.2"
+    assert [table.search(v, 1)[0].chunk.chunk_id for v in unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]])] == [
+        "c0",
+        "c1",
+        "c2",
+    ]
