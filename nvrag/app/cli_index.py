@@ -339,10 +339,11 @@ def optimize(
 ) -> None:
     """Build an approximate-nearest-neighbour vector index for a large index (5,000 rows or more).
 
-    Searches then probe the ANN index and re-rank candidates with the full vectors. Smaller indexes stay exact.
-    LanceDB indexes choose how many partitions a search probes from a recall probe run here (recall@10 of 0.95
-    against exact search), and print the recall measured. Appends keep the ANN and full-text indexes current
-    (nvrag index refreshes them).
+    Searches then probe the ANN index and re-rank candidates with the full vectors; smaller indexes stay exact.
+
+    On LanceDB a recall probe run here picks how many partitions searches probe (recall@10 0.95), and says so.
+
+    Appends keep the ANN and full-text indexes current (nvrag index refreshes them).
     """
     with user_errors():
         if probe not in ("queries", "vectors"):
