@@ -12,7 +12,9 @@ from the same folder in bfloat16 on the CPU and answer OpenAI-style embedding re
 
 Each row runs --seconds; a client told 429 waits Retry-After and sends again. Reported: answered requests/s,
 inputs/s, and p50/p99 latency of the answered ones as the client saw them. The "busy" rows run one CPU-bound
-Python process (``while True: pass``) beside the server for the whole row. The load generator (asyncio + httpx,
+Python process (``while True: pass``) beside the server for the whole row; the "twin" rows (``--neighbours
+quiet,busy,twin``) run a second server of the same kind beside it, both under the same load at once, one row
+each (how two processes of it share one machine). The load generator (asyncio + httpx,
 one connection per client) shares the machine's CPUs with the server in every row. Prints a Markdown table.
 """
 
@@ -29,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from serve_load import PASSAGE, QUERIES, free_port, percentile
@@ -146,29 +149,48 @@ def main() -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith("NVRAG_")}
         base.update(HF_HUB_OFFLINE="1", DO_NOT_TRACK="1", INFINITY_ANONYMOUS_USAGE_STATS="0")
         for server in args.servers.split(","):
-            port = free_port()
-            if server == "nvrag":
-                env = {**base, "NVRAG_DB": str(Path(tmp) / "db")}
-                command = [sys.executable, "-m", "nvrag", "serve", "--port", str(port), "--model-path", folder,
-                           "--dtype", "bfloat16"]  # fmt: skip
-                ready, url, model = f"http://127.0.0.1:{port}/ready", f"http://127.0.0.1:{port}/v1/embeddings", MODEL
-            else:
-                env = base
-                command = [args.infinity, "v2", "--model-id", folder, "--engine", "torch", "--device", "cpu",
-                           "--dtype", "bfloat16", "--port", str(port), "--host", "127.0.0.1"]  # fmt: skip
-                ready, url, model = f"http://127.0.0.1:{port}/health", f"http://127.0.0.1:{port}/embeddings", folder
+            command, env, ready, url, model = launch(server, args.infinity, folder, Path(tmp) / "a", base)
             with running(command, env, ready):
                 for busy in args.neighbours.split(","):
+                    if busy == "twin":  # a second server of the same kind, loaded the same way at the same time
+                        twin = launch(server, args.infinity, folder, Path(tmp) / "b", base)
+                        with running(*twin[:3]):
+                            for kind in args.kinds.split(","):
+                                for n in clients:
+                                    rows = asyncio.run(pair((url, model), (twin[3], twin[4]), n, args.seconds, kind))
+                                    for label, r in zip(("twin A", "twin B"), rows, strict=True):
+                                        report(server, label, kind, n, r)
+                        continue
                     with neighbour(busy == "busy"):
                         for kind in args.kinds.split(","):
                             for n in clients:
-                                r = asyncio.run(flood(url, model, n, args.seconds, kind))
-                                print(
-                                    f"| {server} | {busy} | {kind} | {n} | {r['rps']:.1f} | {r['inputs_s']:.0f} | "
-                                    f"{1000 * r['p50']:.0f} | {1000 * r['p99']:.0f} | {r['refused']:.0f} | "
-                                    f"{r['errors']:.0f} |",
-                                    flush=True,
-                                )
+                                report(server, busy, kind, n, asyncio.run(flood(url, model, n, args.seconds, kind)))
+
+
+def launch(server: str, infinity: str, folder: str, db: Path, base: dict[str, str]) -> tuple[Any, ...]:
+    """(command, env, ready URL, embeddings URL, model name) of one server on a free port."""
+    port = free_port()
+    if server == "nvrag":
+        command = [sys.executable, "-m", "nvrag", "serve", "--port", str(port), "--model-path", folder,
+                   "--dtype", "bfloat16"]  # fmt: skip
+        root = f"http://127.0.0.1:{port}"
+        return command, {**base, "NVRAG_DB": str(db)}, f"{root}/ready", f"{root}/v1/embeddings", MODEL
+    command = [infinity, "v2", "--model-id", folder, "--engine", "torch", "--device", "cpu",
+               "--dtype", "bfloat16", "--port", str(port), "--host", "127.0.0.1"]  # fmt: skip
+    return command, base, f"http://127.0.0.1:{port}/health", f"http://127.0.0.1:{port}/embeddings", folder
+
+
+async def pair(a: tuple[str, str], b: tuple[str, str], clients: int, seconds: float, kind: str) -> list[Any]:
+    """Two servers flooded at once, ``clients`` each."""
+    return list(await asyncio.gather(flood(*a, clients, seconds, kind), flood(*b, clients, seconds, kind)))
+
+
+def report(server: str, neighbour: str, kind: str, clients: int, r: dict[str, float]) -> None:
+    print(
+        f"| {server} | {neighbour} | {kind} | {clients} | {r['rps']:.1f} | {r['inputs_s']:.0f} | "
+        f"{1000 * r['p50']:.0f} | {1000 * r['p99']:.0f} | {r['refused']:.0f} | {r['errors']:.0f} |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
