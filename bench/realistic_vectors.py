@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from nvrag.embedder.minilm import MiniLMEmbedder
 from nvrag.retriever.probing import query_spans
+from nvrag.store.probes import ProbeQueries
 
 F32 = npt.NDArray[np.float32]
 K_SEED = 10  # a synthetic point lies between a real vector and one of its K_SEED nearest real neighbours
@@ -138,6 +139,9 @@ def neighbour_profile(vectors: F32, queries: F32) -> tuple[float, float, float]:
     return float(cos[:, 0].mean()), float(cos[:, 9].mean()), float((cos[:, 9] - cos[:, 10]).mean())
 
 
-def probe_vectors(texts: list[str], count: int = 100) -> F32:
-    """The recall probe's query-like vectors as `nvrag optimize` makes them: spans of the texts, as queries."""
-    return np.asarray(MiniLMEmbedder().embed_queries(query_spans(texts, count)), dtype=np.float32)
+def probe_vectors(texts: list[str], dim: int, count: int = 100) -> ProbeQueries:
+    """The recall probe's query-like vectors as `nvrag optimize` makes them (spans of the texts, embedded as
+    queries, lifted to ``dim``), each with its text's chunk id in the bench's tables (c{i}: text i's vector)."""
+    spans = query_spans(texts, count)
+    vectors = np.asarray(MiniLMEmbedder().embed_queries([text for _, text in spans]), dtype=np.float32)
+    return ProbeQueries(lift(vectors, dim), [f"c{i}" for i, _ in spans])

@@ -234,7 +234,7 @@ def validate(real: np.ndarray, texts: list[str], queries: np.ndarray, factor: fl
                 table,
                 partitions,
                 max(1, lance_module.ann_nprobes(n) // 2),  # type: ignore[arg-type]
-                realistic.lift(realistic.probe_vectors(sources), dim),
+                realistic.probe_vectors(sources, dim),
             )
             like = f"{found.nprobes} ({found.recall:.3f})"
             there = f"{held_out_recall(table, found.nprobes, lifted, truth):.3f}"
@@ -273,7 +273,7 @@ def main() -> None:
         if args.validate_only:
             return
         vectors = realistic.lift(realistic.expand(real, args.rows), args.dim)
-        probes = realistic.lift(realistic.probe_vectors(texts), args.dim)
+        probes = realistic.probe_vectors(texts, args.dim)
         kind = f"realistic vectors ({len(real)} real, expanded), {args.queries} held-out real queries"
     else:
         vectors, queries = random_data(args.rows, args.dim, args.queries)

@@ -322,8 +322,8 @@ def optimize(
         str,
         typer.Option(
             "--ann",
-            help="The approximate vector index: auto (the store's best: ivf-rq on LanceDB, ivf-pq on FAISS), "
-            "ivf-rq (LanceDB), ivf-pq or hnsw; none drops it.",
+            help="The approximate vector index: auto (the store's best: ivf-rq on LanceDB from 256 dimensions, "
+            "else ivf-pq), ivf-rq (LanceDB), ivf-pq or hnsw; none drops it.",
         ),
     ] = "auto",
     probe: Annotated[

@@ -4,7 +4,8 @@ A real query is a few words, embedded with the index's query prompt, and lies fa
 than a passage lies from its neighbours; an index tuned on its own vectors reaches its recall target there and
 falls short on queries. So the probe's queries are made like real ones, from the index itself: a span of
 SPAN_WORDS words at a random place in a randomly chosen chunk, embedded as a query with the prompt the index
-recorded. No text leaves the index and nothing is written.
+recorded; the probe leaves that chunk out of the span's neighbours (the span is a copy of its text, which no
+real query is). No text leaves the index and nothing is written.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import random
 from collections.abc import Sequence
 
 import numpy as np
-import numpy.typing as npt
 
 from nvrag.retriever.dense import Retriever
 from nvrag.store import Table
 from nvrag.store.lance_ann import ANN_MIN_ROWS
+from nvrag.store.probes import ProbeQueries
 
 SPAN_WORDS = (4, 12)  # a probe query's length in words: at least, at most
 PROBES = 100
@@ -29,24 +30,27 @@ def wants_probe(table: Table, kind: str) -> bool:
     return bool(probes) and kind != "none" and table.count() >= ANN_MIN_ROWS
 
 
-def query_spans(texts: Sequence[str], count: int = PROBES, seed: int = 0) -> list[str]:
-    """``count`` short spans of ``texts`` (chosen at random, with repeats when there are fewer texts)."""
+def query_spans(texts: Sequence[str], count: int = PROBES, seed: int = 0) -> list[tuple[int, str]]:
+    """``count`` short spans of ``texts`` (chosen at random, with repeats when there are fewer texts), each with
+    the index of the text it was cut from."""
     rng = random.Random(seed)
-    usable = [t.split() for t in texts if t.split()]
+    usable = [(i, t.split()) for i, t in enumerate(texts) if t.split()]
     spans = []
     for _ in range(count if usable else 0):
-        words = rng.choice(usable)
+        source, words = rng.choice(usable)
         length = min(len(words), rng.randint(*SPAN_WORDS))
         start = rng.randint(0, len(words) - length)
-        spans.append(" ".join(words[start : start + length]))
+        spans.append((source, " ".join(words[start : start + length])))
     return spans
 
 
-def probe_queries(retriever: Retriever, count: int = PROBES, seed: int = 0) -> npt.NDArray[np.float32]:
-    """``count`` query-like vectors for ``retriever``'s index: spans of its chunks embedded as its queries."""
+def probe_queries(retriever: Retriever, count: int = PROBES, seed: int = 0) -> ProbeQueries:
+    """``count`` query-like probes for ``retriever``'s index: spans of its chunks embedded as its queries, each
+    with the chunk it was cut from (which the probe leaves out)."""
     table = retriever.table
     ids = sorted(chunk for chunks in table.chunk_ids_by_doc().values() for chunk in chunks)
-    picked = random.Random(seed).sample(ids, min(count, len(ids)))
-    spans = query_spans([chunk.text for chunk in table.get(picked)], count, seed)
+    chunks = table.get(random.Random(seed).sample(ids, min(count, len(ids))))
+    spans = query_spans([chunk.text for chunk in chunks], count, seed)
     prefix = retriever.embedder.query_prefix(None, table.manifest.query_template)
-    return np.asarray(retriever.embedder.embed_with_prefix(spans, prefix), dtype=np.float32)
+    vectors = retriever.embedder.embed_with_prefix([text for _, text in spans], prefix)
+    return ProbeQueries(np.asarray(vectors, dtype=np.float32), [chunks[i].chunk_id for i, _ in spans])

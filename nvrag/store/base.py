@@ -22,6 +22,7 @@ import numpy.typing as npt
 from nvrag.errors import ConfigError, IndexNotFoundError
 from nvrag.schema import Chunk, FilterCondition, IndexManifest
 from nvrag.store.manifests import read_manifest
+from nvrag.store.probes import ProbeQueries
 
 _INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -83,8 +84,7 @@ class StagedRows(Staged):  # chunks and vectors in memory until the commit (the 
 
 
 class Stager(ABC):
-    """A table's stage step as a picklable object, for worker processes (distributed engines): each call
-    writes a batch where the table's data lives and returns what the driver commits."""
+    """A table's stage step as a picklable object for worker processes: writes a batch, returns what is committed."""
 
     @abstractmethod
     def __call__(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32]) -> Staged: ...
@@ -214,9 +214,9 @@ class Table(ABC):
         """The stored vectors of these chunks (missing ids are left out)."""
 
     @abstractmethod
-    def build_ann(self, kind: str, probe_queries: npt.NDArray[np.float32] | None = None) -> str:
+    def build_ann(self, kind: str, probe: ProbeQueries | None = None) -> str:
         """Build an approximate vector index ("auto", "ivf-rq", ...) or drop it ("none"); says what it did. Stores
-        that tune searches by a recall probe use ``probe_queries``, query-like vectors, when given."""
+        that tune searches by a recall probe search with ``probe``'s query-like vectors when given."""
 
     @abstractmethod
     def refresh_text_index(self) -> None:

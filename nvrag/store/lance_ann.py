@@ -6,8 +6,9 @@ embeddings are clustered, and the partitions a search must probe for a given rec
 magnitude between them (docs/performance.md). So after building, ``probe`` measures recall@10 of query
 vectors: the caller's query-like probes when it has them (short spans of stored chunks embedded as queries:
 retriever/probing.py), else PROBE_QUERIES of the index's own vectors, sampled. Each is searched with the ANN
-at growing ``nprobes`` and against the exact neighbours (a brute-force pass over every vector; an own vector
-leaves itself out), and the smallest setting that reaches TARGET_RECALL (or the best one tried) is kept. The
+at growing ``nprobes`` and against the exact neighbours (a brute-force pass over every vector), leaving out
+the chunk it was made from (the span's chunk, or the vector itself), and the smallest setting that reaches
+TARGET_RECALL (or the best one tried) is kept. The
 index's manifest records both; every search then uses that setting, and ``nvrag optimize`` prints the recall
 it measured.
 
@@ -30,6 +31,7 @@ import numpy.typing as npt
 from nvrag.errors import ConfigError
 from nvrag.schema import IndexManifest
 from nvrag.store.base import ScoredChunk
+from nvrag.store.probes import ProbeQueries
 
 
 class IndexedTable(Protocol):
@@ -50,6 +52,14 @@ class IndexedTable(Protocol):
 
 ANN_KINDS = ("auto", "ivf-rq", "ivf-pq", "hnsw")
 DEFAULT_ANN = "ivf-rq"  # what "auto" builds: RaBitQ codes scan fastest, the full vectors re-rank (performance.md)
+RQ_MIN_DIM = 256  # below this, one bit a dimension ranks candidates too coarsely (32-d: recall@10 0.88-0.94)
+
+
+def auto_kind(dimension: int) -> str:
+    """What ``--ann auto`` builds for vectors of ``dimension``: IVF-RQ for embeddings' sizes, else IVF-PQ."""
+    return DEFAULT_ANN if dimension >= RQ_MIN_DIM else "ivf-pq"
+
+
 ANN_MIN_ROWS = 5000  # below this, exact search is fast enough and stays exact
 PROBE_QUERIES = 100
 PROBE_K = 10
@@ -119,9 +129,9 @@ def build(table: IndexedTable, kind: str, rows: int) -> tuple[str, int]:
 
     if kind not in ANN_KINDS:
         raise ConfigError(f"unknown ANN kind {kind!r}; use auto, ivf-rq, ivf-pq, hnsw or none")
-    kind = DEFAULT_ANN if kind == "auto" else kind
-    partitions = ann_partitions(rows)
     manifest = table.manifest
+    kind = auto_kind(manifest.dimension) if kind == "auto" else kind
+    partitions = ann_partitions(rows)
     if manifest.quantization == "binary":
         # the bits are already compact: an inverted file over them (Hamming), candidates still rescored
         table.lancedb_table.create_index("bits", config=IvfFlat(distance_type="hamming", num_partitions=partitions))
@@ -143,20 +153,18 @@ def build(table: IndexedTable, kind: str, rows: int) -> tuple[str, int]:
     return f"{kind} index over {rows} rows ({partitions} partitions)", partitions
 
 
-def probe(
-    table: IndexedTable, partitions: int, start: int, queries: npt.NDArray[np.float32] | None = None, seed: int = 0
-) -> Probe:
-    """Recall@10 of ``table``'s ANN index at growing nprobes, for ``queries`` (query-like probe vectors) or,
-    without them, PROBE_QUERIES of the table's own vectors."""
+def probe(table: IndexedTable, partitions: int, start: int, given: ProbeQueries | None = None, seed: int = 0) -> Probe:
+    """Recall@10 of ``table``'s ANN index at growing nprobes, for ``given`` query-like probes or, without them,
+    PROBE_QUERIES of the table's own vectors; each leaves out the chunk it was made from."""
     dataset = table.dataset
-    if queries is None:
+    if given is None:
         rows = dataset.count_rows()
         picked = np.random.default_rng(seed).choice(rows, size=min(PROBE_QUERIES, rows), replace=False)
         sample = dataset.take(sorted(picked.tolist()), columns=["chunk_id", "vector"])
         own: list[str] = sample.column("chunk_id").to_pylist()
         queries = np.asarray(sample.column("vector").to_pylist(), dtype=np.float32)
     else:
-        own = [""] * len(queries)  # no chunk id is empty: nothing left out
+        own, queries = list(given.sources), np.asarray(given.vectors, dtype=np.float32)  # ("" leaves none out)
     truth = exact_neighbours(dataset.to_batches(columns=["chunk_id", "vector"], batch_size=65536), queries, own)
 
     def recall_at(nprobes: int) -> float:

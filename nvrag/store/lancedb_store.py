@@ -32,6 +32,7 @@ from nvrag.store.lance_ann import ANN_KINDS, ANN_MIN_ROWS, ann_partitions
 from nvrag.store.lance_schema import INDEXED_AT, chunk_schema, sign_bits
 from nvrag.store.lance_sql import quote, where_sql
 from nvrag.store.lance_writer import LanceWriter
+from nvrag.store.probes import ProbeQueries
 
 # Index names cannot start with "_" (check_index_name), so this table never collides with one.
 MANIFEST_TABLE = "_nvrag_manifests"
@@ -247,13 +248,13 @@ class LanceTable(Table):
     def _ann_kind(self) -> str | None:
         return next((kind for kind, fields in self._indices() if "vector" in fields and kind != "Inverted"), None)
 
-    def build_ann(self, kind: str, probe_queries: npt.NDArray[np.float32] | None = None) -> str:
+    def build_ann(self, kind: str, probe: ProbeQueries | None = None) -> str:
         try:
-            return self._build_ann(kind, probe_queries)
+            return self._build_ann(kind, probe)
         finally:
             self.changed()
 
-    def _build_ann(self, kind: str, probe_queries: npt.NDArray[np.float32] | None) -> str:
+    def _build_ann(self, kind: str, probe: ProbeQueries | None) -> str:
         rows, manifest = self.count(), self._manifest
         if kind == "none":
             for index in self.lancedb_table.list_indices():
@@ -271,11 +272,11 @@ class LanceTable(Table):
             return built
         self.changed()
         start = max(1, ann_nprobes(rows, kind == "hnsw") // 2)
-        found = lance_ann.probe(self, partitions, start, probe_queries)
+        found = lance_ann.probe(self, partitions, start, probe)
         self.set_manifest(replace(manifest, ann_nprobes=found.nprobes, ann_recall=round(found.recall, 4)))
         probes = (
-            f"{len(probe_queries)} query-like probes (spans of its chunks, embedded as queries)"
-            if probe_queries is not None
+            f"{len(probe.vectors)} query-like probes (spans of its chunks, embedded as queries)"
+            if probe is not None
             else f"{min(lance_ann.PROBE_QUERIES, rows)} of its own vectors"
         )
         return (

@@ -25,6 +25,7 @@ from nvrag.errors import ConfigError, IndexBusyError
 from nvrag.schema import CHUNK_COLUMNS, Chunk, FilterCondition, IndexManifest
 from nvrag.store.base import STAGING, ManifestStore, ScoredChunk, Table, check_vectors
 from nvrag.store.filtering import check_types, matches
+from nvrag.store.probes import ProbeQueries
 
 _TERM = re.compile(r"\w+", re.UNICODE)
 Vectors = npt.NDArray[np.float32]
@@ -230,7 +231,7 @@ class SidecarTable(Table):
         found = self._vectors.get([vector_id(c) for c in present])
         return {c: found[vector_id(c)] for c in present if vector_id(c) in found}
 
-    def build_ann(self, kind: str, probe_queries: npt.NDArray[np.float32] | None = None) -> str:
+    def build_ann(self, kind: str, probe: ProbeQueries | None = None) -> str:
         return self._vectors.build_ann(kind)  # FAISS and NumPy keep fixed search settings: no probe
 
     def refresh_text_index(self) -> None:

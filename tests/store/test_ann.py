@@ -9,6 +9,7 @@ import pytest
 
 from nvrag.schema import Chunk
 from nvrag.store import LanceStore, Store
+from nvrag.store.probes import ProbeQueries
 from tests.store.test_lancedb_store import manifest
 
 DIM = 32
@@ -29,7 +30,7 @@ def fill(store: Store, rows: int) -> np.ndarray:
 def test_ann_recall_at_10_against_exact(store: LanceStore, kind: str) -> None:
     vectors = fill(store, 6000)
     table = store.open("docs")
-    built = "ivf-rq" if kind == "auto" else kind  # LanceDB's default
+    built = "ivf-pq" if kind == "auto" else kind  # LanceDB's default under 256 dimensions (IVF-RQ above)
     assert table.build_ann(kind).startswith(f"{built} index over 6000 rows")
     assert [i.index_type for i in table.lancedb_table.list_indices() if "vector" in i.columns] == [
         {"ivf-rq": "IvfRq", "ivf-pq": "IvfPq", "hnsw": "IvfHnswSq"}[built]
@@ -43,9 +44,9 @@ def test_ann_recall_at_10_against_exact(store: LanceStore, kind: str) -> None:
         q = q / np.linalg.norm(q)
         exact = {f"c{i}" for i in np.argsort(-(vectors @ q))[:10]}
         found += len(exact & {h.chunk.chunk_id for h in table.search(q.astype(np.float32), 10)})
-    # measured over repeated runs: HNSW 1.0, IVF-PQ 0.93-0.97 on these random (unclustered) vectors; IVF-RQ
-    # as many partitions as its recall probe needed
-    assert found / 200 >= (0.95 if kind == "hnsw" else 0.9)
+    # measured over repeated runs on these random (unclustered) 32-d vectors: HNSW 1.0, IVF-PQ 0.93-0.97, IVF-RQ
+    # 0.875-0.94 (its rotation is random; one bit a dimension is coarse at 32: why auto builds IVF-PQ there)
+    assert found / 200 >= {"hnsw": 0.95, "ivf-rq": 0.85}.get(kind, 0.9)
     assert table.build_ann("none") == "vector index dropped: searches are exact"
 
 
@@ -105,3 +106,17 @@ def test_faiss_builds_ivf_pq_for_auto_and_refuses_what_it_does_not_have(tmp_path
     assert table.build_ann("auto") == "ivf-pq index over 6000 rows"
     with pytest.raises(ConfigError, match=r"FAISS indexes build ivf-pq or hnsw \(or auto: ivf-pq\), not 'ivf-rq'"):
         table.build_ann("ivf-rq")
+
+
+def test_auto_builds_ivf_rq_for_embedding_sized_vectors(store: LanceStore) -> None:
+    from nvrag.store.lance_ann import RQ_MIN_DIM, auto_kind
+
+    assert (auto_kind(RQ_MIN_DIM - 1), auto_kind(RQ_MIN_DIM), auto_kind(4096)) == ("ivf-pq", "ivf-rq", "ivf-rq")
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(5000, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = store.create(manifest(name="wide", dim=384))
+    table.upsert([Chunk(f"c{i}", f"d{i}", "s", 0, "t", 0, 1) for i in range(5000)], vectors)
+    assert table.build_ann("auto", ProbeQueries(vectors[:10], [f"c{i}" for i in range(10)])).startswith(
+        "ivf-rq index over 5000 rows"
+    )
