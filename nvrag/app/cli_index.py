@@ -354,6 +354,8 @@ def optimize(
         with store.writing(index):
             queries = None
             if probe == "queries" and wants_probe(table, ann):
-                err.print(f"embedding the recall probe's queries with {table.manifest.model} (--probe vectors: none)")
+                err.print(
+                    f"embedding the recall probe's queries with {table.manifest.model} (--probe vectors skips this)"
+                )
                 queries = probe_queries(build_retriever(settings, store, index, None))
             err.print(safe(table.build_ann(ann, queries)))

@@ -8,9 +8,8 @@ vectors: the caller's query-like probes when it has them (short spans of stored 
 retriever/probing.py), else PROBE_QUERIES of the index's own vectors, sampled. Each is searched with the ANN
 at growing ``nprobes`` and against the exact neighbours (a brute-force pass over every vector), leaving out
 the chunk it was made from (the span's chunk, or the vector itself), and the smallest setting that reaches
-TARGET_RECALL (or the best one tried) is kept. The
-index's manifest records both; every search then uses that setting, and ``nvrag optimize`` prints the recall
-it measured.
+TARGET_RECALL (or the best one tried) is kept. The index's manifest records both; every search then uses that
+setting, and ``nvrag optimize`` prints the recall it measured.
 
 Own vectors flatter an index: a stored vector sits inside the partition trained on it, with its neighbours
 close by, while a real query lies farther from every passage and its neighbours spread over more partitions
