@@ -3,6 +3,7 @@ domain errors become a red line and exit code 2."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -241,6 +242,9 @@ def user_errors() -> Iterator[None]:
         raise fail(f"{where}{exc.strerror or exc}") from None
 
 
+INTERRUPT_NOTICE = "stopping after the batch in flight (Ctrl-C again to abort at once)"
+
+
 @contextmanager
 def interruptible() -> Iterator[StopFlag]:
     """A stop flag that the first Ctrl-C sets (the run stops after the batch in flight); a second one aborts."""
@@ -251,7 +255,11 @@ def interruptible() -> Iterator[StopFlag]:
         if stop.requested:
             raise KeyboardInterrupt
         stop.set()
-        err.print("stopping after the batch in flight (Ctrl-C again to abort at once)")
+        # The handler runs between any two bytecodes of the main thread, possibly inside Rich's own first
+        # import of its emoji table: plain text only (no markup or emoji parsing, so no lazy import), and a
+        # failed notice never turns a clean stop into a traceback.
+        with contextlib.suppress(Exception):  # the stop is already requested; the notice is a courtesy
+            err.print(INTERRUPT_NOTICE, markup=False, emoji=False, highlight=False)
 
     signal.signal(signal.SIGINT, on_interrupt)
     try:
