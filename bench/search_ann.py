@@ -100,7 +100,8 @@ def lance_settings(**values: int) -> Iterator[None]:
 def lance_probes(table: Table, nprobes: int, **values: int) -> Iterator[None]:
     """Searches of ``table`` probing ``nprobes`` partitions (instead of its manifest's), with other constants."""
     saved = table._manifest  # type: ignore[attr-defined]
-    table._manifest = replace(saved, ann_nprobes=nprobes)  # type: ignore[attr-defined]
+    refine = values.get("ANN_REFINE", saved.ann_refine)
+    table._manifest = replace(saved, ann_nprobes=nprobes, ann_refine=refine)  # type: ignore[attr-defined]
     try:
         with lance_settings(**values):
             yield
@@ -131,18 +132,23 @@ def sweeps(store: str, kind: str, table: Table) -> list[tuple[str, Callable[[], 
     if store == "lancedb":
         # the build's recall probe chose nprobes (the manifest): sweep from there
         probes = table.manifest.ann_nprobes or lance_module.ann_nprobes(rows, hnsw=kind == "hnsw")
-        probed = f"probed: nprobes {probes}, recall@10 {table.manifest.ann_recall} by its build's probe"
+        refine = table.manifest.ann_refine or lance_module.ANN_REFINE
+        probed = (
+            f"probed: nprobes {probes}, refine {refine}, recall@10 {table.manifest.ann_recall} by its build's probe"
+        )
         if kind == "hnsw":
-            default = f"default ({probed}; ef {lance_module.ANN_EF}, refine {lance_module.ANN_REFINE})"
+            default = f"default ({probed}; ef {lance_module.ANN_EF})"
             return [(default, lambda: lance_settings())] + [
                 (f"nprobes {p}, ef {e}", lambda p=p, e=e: lance_probes(table, p, ANN_EF=e))
                 for p, e in ((2 * probes, 300), (4 * probes, 600))
             ]
         if kind in ("ivf-pq", "ivf-rq"):
-            default = f"default ({probed}; refine {lance_module.ANN_REFINE})"
+            default = f"default ({probed})"
+            others = dict.fromkeys([(probes, lance_module.ANN_REFINE), (2 * probes, refine), (2 * probes, 20)])
             return [(default, lambda: lance_settings())] + [
                 (f"nprobes {p}, refine {r}", lambda p=p, r=r: lance_probes(table, p, ANN_REFINE=r))
-                for p, r in ((2 * probes, 50), (4 * probes, 100))
+                for p, r in others
+                if (p, r) != (probes, refine)
             ]
         if kind == "binary":
             return [("default", lambda: lance_settings())] + [

@@ -160,7 +160,8 @@ class FilterCondition:
 # 2: ``table`` always names the physical table; every field is written. nvrag.store.manifests migrates.
 # 3: ``compute_dtype``, what the model computed the vectors in (bfloat16 became a CPU default).
 # 4: ``model_path``. 5: ``ann_nprobes`` and ``ann_recall``, the search setting a recall probe chose at build time.
-MANIFEST_SCHEMA_VERSION = 5
+# 6: ``ann_refine``, the candidates per hit that probe chose to re-rank with the full vectors.
+MANIFEST_SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class IndexManifest:
     # still holds the weights of model_revision
     ann_nprobes: int = 0  # partitions an ANN search probes, chosen by the build's recall probe (0: the default rule)
     ann_recall: float | None = None  # the recall@10 that probe measured at ann_nprobes (None: no ANN index probed)
+    ann_refine: int = 0  # candidates per hit re-ranked with the full vectors, chosen by that probe (0: the default)
 
     def __post_init__(self) -> None:
         if not self.table:

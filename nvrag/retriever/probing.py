@@ -17,11 +17,11 @@ import numpy as np
 
 from nvrag.retriever.dense import Retriever
 from nvrag.store import Table
-from nvrag.store.lance_ann import ANN_MIN_ROWS
+from nvrag.store.lance_ann import ANN_MIN_ROWS, PROBE_QUERIES
 from nvrag.store.probes import ProbeQueries
 
 SPAN_WORDS = (4, 12)  # a probe query's length in words: at least, at most
-PROBES = 100
+PROBES = PROBE_QUERIES
 
 
 def wants_probe(table: Table, kind: str) -> bool:

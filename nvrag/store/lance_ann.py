@@ -8,13 +8,21 @@ vectors: the caller's query-like probes when it has them (short spans of stored 
 retriever/probing.py), else PROBE_QUERIES of the index's own vectors, sampled. Each is searched with the ANN
 at growing ``nprobes`` and against the exact neighbours (a brute-force pass over every vector), leaving out
 the chunk it was made from (the span's chunk, or the vector itself), and the smallest setting that reaches
-TARGET_RECALL (or the best one tried) is kept. The index's manifest records both; every search then uses that
-setting, and ``nvrag optimize`` prints the recall it measured.
+PROBE_TARGET (or the best one tried) is kept; then the fewest candidates per hit re-ranked with the full
+vectors (``refine_factor``) that keep that recall. The index's manifest records all three; every search then
+uses that setting, and ``nvrag optimize`` prints the recall it measured.
 
 Own vectors flatter an index: a stored vector sits inside the partition trained on it, with its neighbours
 close by, while a real query lies farther from every passage and its neighbours spread over more partitions
 (on NFCorpus with the bundled model, own vectors reached 0.97 at a setting where held-out real queries reached
-0.88; query-like probes were within 0.03 of the real queries: docs/performance.md).
+0.88). Query-like probes come closer but still score above real questions (a span is a copy of stored text):
+0.02-0.06 above NFCorpus's held-out queries over 100k-1M rows at 384 and 4,096 dimensions. So the probe aims
+at PROBE_TARGET, above the recall users' queries should get (TARGET_RECALL), and measures PROBE_QUERIES
+probes, enough that two samples of them agree within ~0.01 (docs/performance.md).
+
+Re-ranking is not free: each candidate's full vector is read (16 KB at 4,096 dimensions). RaBitQ's estimates
+order candidates well in many dimensions, where 2 candidates per hit keep the recall of 20 at a fraction of
+the latency, and less well in few, so the probe measures that too.
 """
 
 from __future__ import annotations
@@ -46,7 +54,9 @@ class IndexedTable(Protocol):
     @property
     def dataset(self) -> Any: ...
 
-    def search(self, vector: npt.NDArray[np.float32], k: int, *, nprobes: int = 0) -> list[ScoredChunk]: ...
+    def search(
+        self, vector: npt.NDArray[np.float32], k: int, *, nprobes: int = 0, refine: int = 0
+    ) -> list[ScoredChunk]: ...
 
 
 ANN_KINDS = ("auto", "ivf-rq", "ivf-pq", "hnsw")
@@ -60,9 +70,13 @@ def auto_kind(dimension: int) -> str:
 
 
 ANN_MIN_ROWS = 5000  # below this, exact search is fast enough and stays exact
-PROBE_QUERIES = 100
+PROBE_QUERIES = 200
 PROBE_K = 10
-TARGET_RECALL = 0.95
+TARGET_RECALL = 0.95  # recall@10 users' queries should get
+PROBE_TARGET = 0.98  # what the probe aims at: its queries score 0.02-0.06 above users' (module docstring)
+REFINES = (2, 5, 10, 20)  # candidates per hit re-ranked with the full vectors, cheapest first; the last is
+REFINE_SLACK = 0.005  # the default, and a cheaper one is kept when its recall is within this of the default's
+LADDER_GROWTH = 1.5  # each nprobes the probe tries is this much larger than the one before
 
 
 def ann_partitions(rows: int, hnsw: bool = False) -> int:
@@ -77,9 +91,10 @@ class Probe:
     nprobes: int
     recall: float
     tried: tuple[tuple[int, float], ...]  # (nprobes, recall@10) in the order tried
+    refine: int = REFINES[-1]  # candidates per hit re-ranked at that recall
 
 
-def choose(ladder: Sequence[int], recall_at: Callable[[int], float], target: float = TARGET_RECALL) -> Probe:
+def choose(ladder: Sequence[int], recall_at: Callable[[int], float], target: float = PROBE_TARGET) -> Probe:
     """The first setting of ``ladder`` (cheapest first) whose recall reaches ``target``, else the best tried."""
     tried: list[tuple[int, float]] = []
     for setting in ladder:
@@ -88,6 +103,16 @@ def choose(ladder: Sequence[int], recall_at: Callable[[int], float], target: flo
             return Probe(setting, tried[-1][1], tuple(tried))
     best = max(tried, key=lambda t: (t[1], -t[0]))
     return Probe(best[0], best[1], tuple(tried))
+
+
+def fewest_candidates(found: Probe, recall_at: Callable[[int], float]) -> Probe:
+    """``found`` (measured with the most candidates per hit) at the cheapest refine of REFINES whose recall is
+    within REFINE_SLACK of it."""
+    for refine in REFINES[:-1]:
+        recall = recall_at(refine)
+        if recall >= found.recall - REFINE_SLACK:
+            return Probe(found.nprobes, recall, found.tried, refine)
+    return found
 
 
 def exact_neighbours(
@@ -114,11 +139,11 @@ def exact_neighbours(
 
 
 def ladder(partitions: int, start: int) -> list[int]:
-    """nprobes to try, cheapest first: ``start``, doubling, up to every partition."""
+    """nprobes to try, cheapest first: ``start``, growing by LADDER_GROWTH, up to every partition."""
     steps, value = [], max(1, min(start, partitions))
     while value < partitions:
         steps.append(value)
-        value *= 2
+        value = max(value + 1, round(value * LADDER_GROWTH))
     return [*steps, partitions]
 
 
@@ -166,11 +191,12 @@ def probe(table: IndexedTable, partitions: int, start: int, given: ProbeQueries 
         own, queries = list(given.sources), np.asarray(given.vectors, dtype=np.float32)  # ("" leaves none out)
     truth = exact_neighbours(dataset.to_batches(columns=["chunk_id", "vector"], batch_size=65536), queries, own)
 
-    def recall_at(nprobes: int) -> float:
+    def recall_at(nprobes: int, refine: int = REFINES[-1]) -> float:
         found = 0
         for q, chunk_id, exact in zip(queries, own, truth, strict=True):
-            hits = table.search(q, PROBE_K + (1 if chunk_id else 0), nprobes=nprobes)
+            hits = table.search(q, PROBE_K + (1 if chunk_id else 0), nprobes=nprobes, refine=refine)
             found += len(exact & ({h.chunk.chunk_id for h in hits} - {chunk_id}))
         return found / max(1, sum(len(t) for t in truth))
 
-    return choose(ladder(partitions, start), recall_at)
+    found = choose(ladder(partitions, start), recall_at)
+    return fewest_candidates(found, lambda refine: recall_at(found.nprobes, refine))

@@ -146,6 +146,7 @@ class LanceTable(Table):
         *,
         with_vectors: bool = False,
         nprobes: int = 0,  # partitions an ANN search probes; 0: what the build's recall probe chose
+        refine: int = 0,  # candidates per hit re-ranked with the full vectors; 0: likewise
     ) -> list[ScoredChunk]:
         rows = self.count() if k > 0 else 0
         if rows == 0:
@@ -163,7 +164,7 @@ class LanceTable(Table):
             # probe widely and re-rank candidates with the full vectors: recall close to exact search
             hnsw = "HNSW" in ann.upper()
             probes = nprobes or self._manifest.ann_nprobes or ann_nprobes(rows, hnsw)
-            nearest.update(nprobes=probes, refine_factor=ANN_REFINE)
+            nearest.update(nprobes=probes, refine_factor=refine or self._manifest.ann_refine or ANN_REFINE)
             if hnsw:
                 nearest["ef"] = max(ANN_EF, k * ANN_REFINE)
         columns = [*_RESULT_COLUMNS, *(["vector"] if with_vectors else []), "_distance"]
@@ -260,7 +261,7 @@ class LanceTable(Table):
             for index in self.lancedb_table.list_indices():
                 if "vector" in index.columns or "bits" in index.columns:
                     self.lancedb_table.drop_index(index.name)
-            self.set_manifest(replace(manifest, ann_nprobes=0, ann_recall=None))
+            self.set_manifest(replace(manifest, ann_nprobes=0, ann_recall=None, ann_refine=0))
             binary = " (over the sign bits, rescored)" if manifest.quantization == "binary" else ""
             return f"vector index dropped: searches are exact{binary}"
         if kind not in ANN_KINDS:
@@ -273,15 +274,16 @@ class LanceTable(Table):
         self.changed()
         start = max(1, ann_nprobes(rows, kind == "hnsw") // 2)
         found = lance_ann.probe(self, partitions, start, probe)
-        self.set_manifest(replace(manifest, ann_nprobes=found.nprobes, ann_recall=round(found.recall, 4)))
+        recall = round(found.recall, 4)
+        self.set_manifest(replace(manifest, ann_nprobes=found.nprobes, ann_recall=recall, ann_refine=found.refine))
         probes = (
             f"{len(probe.vectors)} query-like probes (spans of its chunks, embedded as queries)"
             if probe is not None
             else f"{min(lance_ann.PROBE_QUERIES, rows)} of its own vectors"
         )
         return (
-            f"{built}; searches probe {found.nprobes} partitions: recall@10 {found.recall:.3f}, measured with "
-            f"{probes} against exact search"
+            f"{built}; searches probe {found.nprobes} partitions and re-rank {found.refine} candidates per hit: "
+            f"recall@10 {found.recall:.3f}, measured with {probes} against exact search"
         )
 
     def _text_indexed(self) -> bool:

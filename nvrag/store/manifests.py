@@ -46,7 +46,18 @@ def _v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "ann_nprobes": data.get("ann_nprobes", 0), "ann_recall": data.get("ann_recall")}
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}  # version N -> N + 1
+def _v5_to_v6(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 5's probe chose only the partitions: searches re-rank the default number of candidates."""
+    return {**data, "ann_refine": data.get("ann_refine", 0)}
+
+
+MIGRATIONS: dict[int, Migration] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+    5: _v5_to_v6,
+}  # version N -> N + 1
 
 
 def migrate(data: dict[str, Any], key: str) -> dict[str, Any]:

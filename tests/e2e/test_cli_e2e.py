@@ -120,12 +120,14 @@ def test_optimize_tunes_the_ann_index_by_query_like_probes(tmp_path: Path) -> No
     queries = nvrag("optimize", "big", db=db)
     assert queries.returncode == 0, queries.stderr
     assert "embedding the recall probe's queries with nvrag/fake-wordlen" in queries.stderr
-    assert "measured with 100 query-like probes (spans of its chunks, embedded as queries)" in queries.stderr
+    assert "measured with 200 query-like probes (spans of its chunks, embedded as queries)" in queries.stderr
     (entry,) = json.loads(nvrag("info", "--json", db=db).stdout)["indexes"]  # what searches use is what it printed
-    nprobes, recall = entry["manifest"]["ann_nprobes"], entry["manifest"]["ann_recall"]
-    assert f"probe {nprobes} partitions: recall@10 {recall:.3f}" in queries.stderr
+    manifest = entry["manifest"]
+    nprobes, recall, refine = manifest["ann_nprobes"], manifest["ann_recall"], manifest["ann_refine"]
+    said = f"probe {nprobes} partitions and re-rank {refine} candidates per hit: recall@10 {recall:.3f}"
+    assert said in queries.stderr
     own = nvrag("optimize", "big", "--probe", "vectors", db=db)
     assert own.returncode == 0, own.stderr
-    assert "embedding" not in own.stderr and "measured with 100 of its own vectors" in own.stderr
+    assert "embedding" not in own.stderr and "measured with 200 of its own vectors" in own.stderr
     wrong = nvrag("optimize", "big", "--probe", "texts", db=db)
     assert wrong.returncode == 2 and wrong.stderr.strip() == "error: unknown --probe 'texts'; use queries or vectors"
