@@ -220,7 +220,7 @@ class Table(ABC):
 
     @abstractmethod
     def refresh_text_index(self) -> None:
-        """Make the full-text index cover every row (build it, or fold new rows in)."""
+        """Make the full-text index cover every row (build it, or fold new rows in), and any vector index too."""
 
 
 class Store(ABC):

@@ -292,11 +292,12 @@ class LanceTable(Table):
     def refresh_text_index(self) -> None:
         if self.count() == 0:
             return
-        if self._text_indexed():
-            self.lancedb_table.optimize()  # folds rows added since into the full-text index
-        else:
+        indexed = self._text_indexed()
+        if not indexed:
             for column in _TEXT_COLUMNS:
                 self.lancedb_table.create_index(column, config=_fts_config(), replace=True)
+        if indexed or any(kind != "Inverted" for kind, _ in self._indices()):  # a vector index on vector or bits
+            self.lancedb_table.optimize()  # folds rows added since into the full-text and vector indexes
         self.changed()
 
 

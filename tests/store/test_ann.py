@@ -79,12 +79,15 @@ def test_faiss_ann_recall_at_10_against_exact(tmp_path: Path, kind: str) -> None
     assert reopened.search(vectors[0], 1)[0].chunk.chunk_id == "c0"
 
 
-@pytest.mark.parametrize("kind", ["ivf-rq", "ivf-pq"])
-def test_rows_appended_after_the_ann_index_are_folded_into_it(store: LanceStore, kind: str) -> None:
+@pytest.mark.parametrize(("kind", "text_index_first"), [("ivf-rq", True), ("ivf-pq", True), ("ivf-rq", False)])
+def test_rows_appended_after_the_ann_index_are_folded_into_it(
+    store: LanceStore, kind: str, text_index_first: bool
+) -> None:
     fill(store, 6000)
     table = store.open("docs")
-    table.refresh_text_index()  # as `nvrag index` leaves a table: its full-text index built
-    table.build_ann(kind)
+    if text_index_first:
+        table.refresh_text_index()  # as `nvrag index` leaves a table: its full-text index built
+    table.build_ann(kind)  # (without it, the refresh below builds the full-text index and still folds the rows)
     rng = np.random.default_rng(8)
     added = rng.normal(size=(50, DIM)).astype(np.float32)
     added /= np.linalg.norm(added, axis=1, keepdims=True)
