@@ -103,6 +103,7 @@ class DecoderEmbedder(Embedder):
         self._prompt_lens: OrderedDict[str, int] = OrderedDict()
         self._prompt_lock = threading.Lock()
         self._model: DecoderEmbeddingModel | None = None
+        self._packed = False  # weights prepacked (a server): batches keep their own width
         self._load_lock = threading.Lock()
 
     @property
@@ -123,7 +124,9 @@ class DecoderEmbedder(Embedder):
         return self._specials
 
     def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
-        return prepack_weights(self.name, self.model.backbone, self.device, self.dtype, busy)
+        said = prepack_weights(self.name, self.model.backbone, self.device, self.dtype, busy)
+        self._packed = said is not None
+        return said
 
     def _text(self, prefix: str, text: str) -> str:
         full = prefix + text
@@ -164,7 +167,7 @@ class DecoderEmbedder(Embedder):
 
     def forward(self, batch: Sequence[Sequence[int]], prefix: str) -> FloatArray:
         width = max(len(ids) for ids in batch)
-        if self.device.type == "cpu" and self.dtype == torch.bfloat16:
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16 and not self._packed:
             width = cpu_batch_width(width, self.info.max_tokens)  # oneDNN keeps one kernel per width
         # include_prompt false: the prompt's positions leave the mean (a text that is all prompt pools to a zero
         # vector, as in sentence-transformers); padding is masked, so any id pads

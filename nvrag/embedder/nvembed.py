@@ -97,6 +97,7 @@ class NVEmbedEmbedder(Embedder):
         self._instruction_lens: OrderedDict[str, int] = OrderedDict()  # least recently used first
         self._instruction_lock = threading.Lock()
         self._model: NVEmbedModel | None = None
+        self._packed = False  # weights prepacked (a server): batches keep their own width
 
     @property
     def model(self) -> NVEmbedModel:
@@ -109,7 +110,9 @@ class NVEmbedEmbedder(Embedder):
         return self._model
 
     def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
-        return prepack_weights(self.name, self.model.backbone, self.device, self.dtype, busy)
+        said = prepack_weights(self.name, self.model.backbone, self.device, self.dtype, busy)
+        self._packed = said is not None
+        return said
 
     def instruction_length(self, instruction: str) -> int:
         """Tokens of the instruction tokenised alone, without BOS: the count the reference masks."""
@@ -151,7 +154,7 @@ class NVEmbedEmbedder(Embedder):
                 f"{self.info.max_tokens}: no text token is left to embed",
                 hint=Hint("raise --max-length or shorten the instruction", "shorten the instruction", "instruction"),
             )
-        if self.dtype == torch.bfloat16 and self.device.type == "cpu":
+        if self.dtype == torch.bfloat16 and self.device.type == "cpu" and not self._packed:
             width = cpu_batch_width(input_ids.shape[1], self.info.max_tokens)
             input_ids, attention_mask, pool_mask = _pad_width(input_ids, attention_mask, pool_mask, width)
         device = self.model.device

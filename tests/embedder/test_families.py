@@ -99,6 +99,20 @@ def test_bfloat16_stays_close_to_float32(style: str) -> None:
     assert float((a * b).sum(axis=1).min()) > 0.999
 
 
+def test_a_server_with_prepacked_weights_keeps_each_batch_at_its_own_width() -> None:
+    half = DecoderEmbedder(FAMILY / "qwen3-embedding", dtype="bfloat16")
+    widths: list[int] = []
+    half.model.register_forward_pre_hook(lambda module, args: widths.append(int(args[0].shape[1])))
+    texts = ["what is a short query", "and another one"]
+    plain = half.embed_documents(texts)
+    before = widths[:]
+    widths.clear()
+    assert half.prepare_for_serving() is not None
+    packed = half.embed_documents(texts)
+    assert all(w % 16 == 0 for w in before) and not any(w % 16 == 0 for w in widths)  # padded, then not
+    assert float((plain * packed).sum(axis=1).min()) > 0.9995
+
+
 # -- each mistake class of the READMEs, made on purpose, fails ---------------------------------------------
 
 

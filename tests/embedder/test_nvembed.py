@@ -139,6 +139,23 @@ def test_cpu_bfloat16_batches_are_padded_to_widths_of_16_with_masked_eos() -> No
     assert _pad_width(wide, wide, wide, 32)[0] is wide  # already that wide: unchanged
 
 
+def test_a_server_with_prepacked_weights_keeps_each_batch_at_its_own_width() -> None:
+    """Padding to a width of 16 keeps oneDNN's per-shape kernels few for plain weights; once a server prepacked
+    them the kernel takes any width and padded rows only cost time, so batches keep their longest row's."""
+    bf16 = NVEmbedEmbedder(NVEMBED_TINY, dtype="bfloat16", max_length=4096)
+    widths: list[int] = []
+    bf16.model.register_forward_pre_hook(lambda module, args: widths.append(int(args[0].shape[1])))
+    texts = ["what is a short query", "and another one"]
+    plain = bf16.embed_with_prefix(texts, "Retrieve passages")
+    before = widths[:]
+    widths.clear()
+    assert bf16.prepare_for_serving() is not None  # the backbone's matmul weights prepacked
+    packed = bf16.embed_with_prefix(texts, "Retrieve passages")
+    assert all(w % 16 == 0 for w in before) and not any(w % 16 == 0 for w in widths)  # padded, then not
+    # the padding was masked out: the same vectors up to bfloat16 rounding (attention's blocks follow the width)
+    assert np.abs(packed - plain).max() < 0.01 and (np.sum(packed * plain, axis=1) > 0.9995).all()
+
+
 def test_instruction_lengths_are_remembered_for_the_recent_instructions_only() -> None:
     """A server's clients choose instructions: 3,000 distinct ones must not grow the embedder without bound,
     and a count evicted and asked again is still right."""
