@@ -70,7 +70,10 @@ def share_cpus() -> int:
     another busy process (another nvrag, a build) does not burn the CPUs that process needs. Returns the count."""
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or usable_cpus()
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # libgomp: idle threads sleep
+    # libgomp: idle threads sleep. Measured (docs/performance.md): spinning briefly first (GOMP_SPINCOUNT 10,000
+    # or 100,000) bridges the gaps between a pass's parallel regions (NV-Embed's one-line query 0.74 -> 0.65 s
+    # on a quiet machine) but halves or thirds the bundled model's throughput beside a busy process
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("KMP_BLOCKTIME", "0")  # Intel OpenMP's equivalent
     if "torch" in sys.modules:  # too late for the environment: set torch's pool directly
         import torch
