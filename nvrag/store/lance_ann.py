@@ -18,7 +18,7 @@ close by, while a real query lies farther from every passage and its neighbours 
 0.88). Query-like probes come closer but still score above real questions (a span is a copy of stored text):
 0.02-0.06 above NFCorpus's held-out queries over 100k-1M rows at 384 and 4,096 dimensions. So the probe aims
 at PROBE_TARGET, above the recall users' queries should get (TARGET_RECALL), and measures PROBE_QUERIES
-probes, enough that two samples of them agree within ~0.01 (docs/performance.md).
+probes (samples of 100 differed by up to 0.02: docs/performance.md).
 
 Re-ranking is not free: each candidate's full vector is read (16 KB at 4,096 dimensions). RaBitQ's estimates
 order candidates well in many dimensions, where 2 candidates per hit keep the recall of 20 at a fraction of
@@ -74,8 +74,10 @@ PROBE_QUERIES = 200
 PROBE_K = 10
 TARGET_RECALL = 0.95  # recall@10 users' queries should get
 PROBE_TARGET = 0.98  # what the probe aims at: its queries score 0.02-0.06 above users' (module docstring)
-REFINES = (2, 5, 10, 20)  # candidates per hit re-ranked with the full vectors, cheapest first; the last is
-REFINE_SLACK = 0.005  # the default, and a cheaper one is kept when its recall is within this of the default's
+# candidates per hit re-ranked with the full vectors, cheapest first; the probe measures with the last and keeps
+# the first whose recall is within REFINE_SLACK of it
+REFINES = (2, 5, 10, 20)
+REFINE_SLACK = 0.005
 LADDER_GROWTH = 1.5  # each nprobes the probe tries is this much larger than the one before
 
 
