@@ -226,7 +226,7 @@ def finish_run(store: Store, run: Run) -> IndexReport:
             table = store.publish_staging(run.request.index)
             report.reembedded = True
     if report.chunks_added or report.chunks_removed or report.reembedded:
-        table.refresh_text_index()
+        table.refresh_indexes()
         table.set_manifest(replace(table.manifest, updated_at=utc_now(), nvrag_version=__version__))
     return report
 
@@ -249,6 +249,6 @@ def delete_documents(store: Store, name: str, doc_ids: Sequence[str], *, origins
         for group in document_groups(found):  # whole documents per commit
             table.delete(group)
         if gone:
-            table.refresh_text_index()
+            table.refresh_indexes()
             table.set_manifest(replace(table.manifest, updated_at=utc_now(), nvrag_version=__version__))
         return len(gone)

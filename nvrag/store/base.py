@@ -219,7 +219,7 @@ class Table(ABC):
         that tune searches by a recall probe search with ``probe``'s query-like vectors when given."""
 
     @abstractmethod
-    def refresh_text_index(self) -> None:
+    def refresh_indexes(self) -> None:
         """Make the full-text index cover every row (build it, or fold new rows in), and any vector index too."""
 
 

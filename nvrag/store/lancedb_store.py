@@ -200,7 +200,7 @@ class LanceTable(Table):
     def text_search(self, query: str, k: int, where: Sequence[FilterCondition] = ()) -> list[ScoredChunk]:
         if k <= 0 or not query.strip() or self.count() == 0:
             return []
-        # without a full-text index (writers build it: refresh_text_index) Lance scores a flat scan; a read
+        # without a full-text index (writers build it: refresh_indexes) Lance scores a flat scan; a read
         # never writes one, which would race the index's writer
         search = {"query": query, "columns": _TEXT_COLUMNS}
         rows = self._run([*_RESULT_COLUMNS, "_score"], where, full_text_query=search, limit=k)
@@ -289,7 +289,7 @@ class LanceTable(Table):
     def _text_indexed(self) -> bool:
         return any(kind == "Inverted" for kind, _ in self._indices())
 
-    def refresh_text_index(self) -> None:
+    def refresh_indexes(self) -> None:
         if self.count() == 0:
             return
         indexed = self._text_indexed()

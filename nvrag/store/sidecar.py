@@ -234,8 +234,8 @@ class SidecarTable(Table):
     def build_ann(self, kind: str, probe: ProbeQueries | None = None) -> str:
         return self._vectors.build_ann(kind)  # FAISS and NumPy keep fixed search settings: no probe
 
-    def refresh_text_index(self) -> None:
-        """The FTS5 table is kept current by triggers on every write: nothing to do."""
+    def refresh_indexes(self) -> None:
+        """The FTS5 table is kept current by triggers, the vector index by each write itself: nothing to do."""
 
 
 def _chunk(row: Sequence[Any]) -> Chunk:

@@ -86,13 +86,13 @@ def test_rows_appended_after_the_ann_index_are_folded_into_it(
     fill(store, 6000)
     table = store.open("docs")
     if text_index_first:
-        table.refresh_text_index()  # as `nvrag index` leaves a table: its full-text index built
+        table.refresh_indexes()  # as `nvrag index` leaves a table: its full-text index built
     table.build_ann(kind)  # (without it, the refresh below builds the full-text index and still folds the rows)
     rng = np.random.default_rng(8)
     added = rng.normal(size=(50, DIM)).astype(np.float32)
     added /= np.linalg.norm(added, axis=1, keepdims=True)
     table.upsert([Chunk(f"n{i}", f"n{i}", "s", 0, f"new {i}", 0, 5) for i in range(50)], added)
-    table.refresh_text_index()  # what nvrag index runs after a write: LanceDB optimize(), indexes included
+    table.refresh_indexes()  # what nvrag index runs after a write: LanceDB optimize(), indexes included
     (index,) = [i for i in table.lancedb_table.list_indices() if "vector" in i.columns]
     stats = table.lancedb_table.index_stats(index.name)
     assert (stats.num_indexed_rows, stats.num_unindexed_rows) == (6050, 0)

@@ -64,7 +64,7 @@ def filled(store: Store) -> Store:
     table = store.create(manifest(dim=DIM))
     table.upsert(chunks[:30], vectors[:30])
     table.upsert(chunks[30:], vectors[30:])
-    table.refresh_text_index()
+    table.refresh_indexes()
     return store
 
 

@@ -153,9 +153,9 @@ def test_where_sql_for_columns_metadata_numbers_and_lists() -> None:
 def test_text_search_covers_rows_added_after_the_index(store: LanceStore) -> None:
     table = store.create(manifest())
     table.upsert([replace(chunk(0), text="red apples")], unit([[1, 0, 0, 0]]))
-    table.refresh_text_index()
+    table.refresh_indexes()
     table.upsert([replace(chunk(1), text="green apples", title=None)], unit([[0, 1, 0, 0]]))
-    table.refresh_text_index()
+    table.refresh_indexes()
     assert {h.chunk.chunk_id for h in table.text_search("apples", 5)} == {"c0", "c1"}
     assert [h.chunk.chunk_id for h in table.text_search("green", 5)] == ["c1"]
     # titles are searched too: chunk 0 carries "title 0"
@@ -263,7 +263,7 @@ def test_reads_through_lance_equal_lancedbs_own_queries(store: LanceStore) -> No
     ]
     table = store.create(manifest())
     table.upsert(chunks, unit(rng.normal(size=(40, DIM)).tolist()))
-    table.refresh_text_index()
+    table.refresh_indexes()
     theirs = lancedb.connect(store.uri).open_table("docs")
     where = [FilterCondition("doc_id", "in", ("d1", "d3")), FilterCondition("n", ">=", 4.0)]
     predicate = "`doc_id` IN ('d1', 'd3') AND TRY_CAST(json_get_string(metadata, 'n') AS DOUBLE) >= 4.0"

@@ -64,7 +64,7 @@ def test_the_in_process_writer_of_every_backend_equals_the_oracle(kind: str, tmp
     writer.commit([first])
     writer.commit([second])
     writer.finish()
-    table.refresh_text_index()
+    table.refresh_indexes()
     same_as_oracle(store, oracle)
 
 
@@ -86,7 +86,7 @@ def test_fragments_staged_in_worker_processes_and_committed_here_equal_the_oracl
     writer.commit(staged[2:])
     writer.finish()
     assert set(table.indexed_at([c.chunk_id for c in chunks])) == {c.chunk_id for c in chunks}
-    table.refresh_text_index()
+    table.refresh_indexes()
     same_as_oracle(store, oracle)
     same_as_oracle(LanceStore(str(tmp_path / "lancedb")), oracle)  # and from disk
 
@@ -104,7 +104,7 @@ def test_batches_staged_but_never_committed_are_ignored_and_a_rerun_completes_on
     again = rerun.writer()
     again.commit([workers.submit(stage_elsewhere, pickle.dumps(again.stager()), chunks, vectors).result()])
     again.finish()
-    rerun.refresh_text_index()
+    rerun.refresh_indexes()
     assert sorted(c for ids in rerun.chunk_ids_by_doc().values() for c in ids) == sorted(c.chunk_id for c in chunks)
     same_as_oracle(store, oracle)
 
