@@ -193,6 +193,18 @@ def read_docx(data: bytes, doc_id: str, source: str) -> Document:
     )
 
 
+ID_SHOWN_CHARS = 80
+
+
+def shown_id(doc_id: object) -> str:
+    """A document id as a message names it: as it is when printable and short, else escaped and cut (a newline,
+    an escape sequence or a megabyte of id in a file still makes one short line)."""
+    text = str(doc_id)
+    if text.isprintable() and len(text) <= ID_SHOWN_CHARS:
+        return text
+    return repr(text[:ID_SHOWN_CHARS]) + ("..." if len(text) > ID_SHOWN_CHARS else "")
+
+
 def record_document(row: dict[str, Any], columns: TableColumns, where: str) -> Document:
     """One table row or JSON object as a Document; raises ValueError naming what is missing."""
     doc_id = row.get(columns.id)
@@ -202,7 +214,7 @@ def record_document(row: dict[str, Any], columns: TableColumns, where: str) -> D
     if doc_id is None or str(doc_id) == "" or isinstance(doc_id, bool):
         raise ValueError(f"missing or empty id column {columns.id!r}; row skipped")
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"document {doc_id}: missing or empty text column {columns.text!r}; row skipped")
+        raise ValueError(f"document {shown_id(doc_id)}: missing or empty text column {columns.text!r}; row skipped")
     title = row.get(columns.title)
     taken = {columns.id, columns.text, columns.title, "_id"}
     keys = columns.metadata if columns.metadata is not None else [k for k in row if k not in taken]

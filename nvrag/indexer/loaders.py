@@ -27,6 +27,7 @@ from nvrag.indexer.formats import (
     read_parquet,
     read_pdf,
     record_document,
+    shown_id,
 )
 from nvrag.indexer.reading import RejectedInputError, decode_text
 from nvrag.schema import Document
@@ -374,11 +375,11 @@ def _jsonl_document(obj: object, where: str) -> Document | LoadFailure:
     if not isinstance(doc_id, str | int) or isinstance(doc_id, bool) or str(doc_id) == "":
         return LoadFailure(where, "missing or empty 'id' (a string or integer); line skipped")
     if not isinstance(text, str) or not text.strip():
-        return LoadFailure(where, f"document {doc_id}: missing or empty 'text'; line skipped", str(doc_id))
+        return LoadFailure(where, f"document {shown_id(doc_id)}: missing or empty 'text'; line skipped", str(doc_id))
     if len(text) > reading.MAX_DOCUMENT_CHARS:
         return LoadFailure(
             where,
-            f"document {doc_id}: {len(text):,} characters of text is over the {reading.MAX_DOCUMENT_CHARS:,} "
+            f"document {shown_id(doc_id)}: {len(text):,} characters of text is over the {reading.MAX_DOCUMENT_CHARS:,} "
             "limit; line skipped",
             str(doc_id),
         )

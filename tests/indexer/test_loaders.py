@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,22 @@ def test_jsonl_documents_with_title_and_metadata(tmp_path: Path) -> None:
         (f"{where}:6", "missing or empty 'id' (a string or integer)"),
         (f"{where}:7", "document 3: missing or empty 'text'"),
     ]
+
+
+def test_a_hostile_id_is_named_on_one_short_escaped_line(tmp_path: Path) -> None:
+    """Found by tests/hostile/test_fuzz.py: an id of a newline made a two-line failure. Ids that are not
+    printable, or long, are shown escaped and cut; the failure still carries the id itself."""
+    path = tmp_path / "ids.jsonl"
+    rows = [{"id": "\n"}, {"id": "a\x1b[31mred"}, {"id": "x" * 5000, "text": " "}, {"id": "plain id", "text": ""}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    _, failures = split(list(load_corpus(path)))
+    assert [f.reason.split(": missing")[0] for f in failures] == [
+        "document '\\n'",
+        "document 'a\\x1b[31mred'",
+        "document '" + "x" * 80 + "'...",
+        "document plain id",
+    ]
+    assert [f.doc_id for f in failures] == [r["id"] for r in rows]
 
 
 def test_missing_path_and_unsupported_type(tmp_path: Path) -> None:
