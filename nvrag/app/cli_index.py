@@ -341,7 +341,7 @@ def optimize(
 
     Searches then probe the ANN index and re-rank candidates with the full vectors; smaller indexes stay exact.
 
-    On LanceDB a recall probe run here picks how many partitions searches probe (recall@10 0.95), and says so.
+    On LanceDB a recall probe picks the partitions searches probe and the candidates they re-rank; it says so.
 
     Appends keep the ANN and full-text indexes current (nvrag index refreshes them).
     """
