@@ -292,12 +292,12 @@ class LanceTable(Table):
     def refresh_indexes(self) -> None:
         if self.count() == 0:
             return
-        indexed = self._text_indexed()
-        if not indexed:
+        kinds = {kind for kind, _ in self._indices()}
+        if "Inverted" not in kinds:
             for column in _TEXT_COLUMNS:
                 self.lancedb_table.create_index(column, config=_fts_config(), replace=True)
-        if indexed or any(kind != "Inverted" for kind, _ in self._indices()):  # a vector index on vector or bits
-            self.lancedb_table.optimize()  # folds rows added since into the full-text and vector indexes
+        if kinds:  # full-text, vector or bits indexes built before: fold the rows added since into them
+            self.lancedb_table.optimize()
         self.changed()
 
 
