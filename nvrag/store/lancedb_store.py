@@ -286,9 +286,6 @@ class LanceTable(Table):
             f"recall@10 {found.recall:.3f}, measured with {probes} against exact search"
         )
 
-    def _text_indexed(self) -> bool:
-        return any(kind == "Inverted" for kind, _ in self._indices())
-
     def refresh_indexes(self) -> None:
         if self.count() == 0:
             return
