@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tempfile
@@ -56,3 +57,11 @@ NVEMBED_TINY = REPO.parent / "shared" / "fixtures" / "nvembed-tiny"
 def golden() -> dict[str, Any]:
     data: dict[str, Any] = json.loads((NVEMBED_TINY / "golden.json").read_text(encoding="utf-8"))
     return data
+
+
+@pytest.fixture(autouse=True)
+def _collect_what_a_test_froze() -> Iterator[None]:
+    """Servers started in-process freeze what they loaded (serving.prepare_for_serving); unfrozen after each
+    test, so what the test left behind is collected as usual."""
+    yield
+    gc.unfreeze()
