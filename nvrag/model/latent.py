@@ -4,6 +4,8 @@ The token states are the queries; the latents are the keys and values (NVEMBED.m
 weights, their keys and values are the same for every input: ``prepare`` computes them once per loaded model.
 ``folded`` goes further and multiplies the projections into two (hidden x heads*latents) matrices, exactly
 equal in exact arithmetic, cheaper per token; the plain path stays as the reference and tests compare them.
+A model that will only run folded can then ``release_projections``: the projections the folded matrices were
+made from (NV-Embed-v2: 1 GiB of the 1.4 GiB layer) leave memory.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from nvrag.model.config import LatentConfig
+from nvrag.model.prepack import drop_pages, file_backed, file_mappings
 
 
 class LatentPooling(nn.Module):
@@ -32,9 +35,12 @@ class LatentPooling(nn.Module):
         self.ff_out = nn.Linear(4 * width, width)
         self._kv: tuple[torch.Tensor, torch.Tensor] | None = None
         self._folded: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.released = False  # release_projections(): only the folded path can run
 
     def latent_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the latents, each (heads, num_latents, d). First half of to_kv is K."""
+        if self.released:
+            raise RuntimeError("this latent layer keeps only its folded matrices: run it with folded=True")
         heads, d = self.config.num_cross_heads, self.config.cross_dim_head
         kv = self.to_kv(self.latent_norm(self.latents))  # (n, 2 * heads * d)
         k, v = kv.chunk(2, dim=-1)
@@ -65,6 +71,22 @@ class LatentPooling(nn.Module):
         with torch.inference_mode():
             self._kv = self.latent_kv()
             self._folded = self.folded_weights(self._kv)
+
+    def release_projections(self) -> None:
+        """After ``prepare``, for a model that runs only folded: drop the query, key/value and output projections
+        and the latents' keys and values (what the folded matrices were made from), and this process's copy of
+        their pages where they are views of a mapped checkpoint (the file keeps them). The plain path then
+        refuses to run."""
+        if self._folded is None:
+            raise RuntimeError("prepare() the latent layer before releasing its projections")
+        maps = file_mappings()
+        for layer in (self.to_q, self.to_kv, self.to_out):
+            weight = layer.weight
+            layer.weight = nn.Parameter(weight.new_empty((0, weight.shape[1])), requires_grad=False)
+            if weight.device.type == "cpu" and file_backed(weight, maps):
+                drop_pages(weight)
+        self._kv = None
+        self.released = True
 
     def forward(self, hidden: torch.Tensor, *, folded: bool = False) -> torch.Tensor:
         """hidden (..., width) → (..., width): cross-attention to the latents, then a GEGLU feed-forward."""

@@ -168,3 +168,10 @@ def test_instruction_lengths_are_remembered_for_the_recent_instructions_only() -
         assert n == len(e._tokenizer.encode(f"Instruct: task number {i}\nQuery: ", add_special_tokens=False).ids)
     assert len(e._instruction_lens) == INSTRUCTION_CACHE_SIZE
     assert e.instruction_length("Instruct: task number 0\nQuery: ") == first  # evicted, then counted again
+
+
+def test_a_folded_embedder_keeps_only_the_folded_latent_matrices() -> None:
+    # NV-Embed-v2: the query, key/value and output projections are 1 GiB that the folded path never reads
+    folded, plain = embedder(folded=True).model.pool, embedder(folded=False).model.pool
+    assert folded.released and folded.to_kv.weight.numel() == 0
+    assert not plain.released and plain.to_kv.weight.numel() > 0

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from nvrag.model import LatentConfig, NVEmbedConfig, NVEmbedModel, available_backends, nvembed_text_config
+from nvrag.model import (
+    LatentConfig,
+    NVEmbedConfig,
+    NVEmbedModel,
+    available_backends,
+    load_model,
+    nvembed_text_config,
+)
 from nvrag.model.attention import eager_attention, sdpa_attention, varlen_attention
+from tests.model.test_residency import mapping_of
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from realshape import write_checkpoint
 
 CONFIG = NVEmbedConfig(
     text=nvembed_text_config(
@@ -116,3 +130,43 @@ def test_bfloat16_folding_rounds_the_float32_products_once(model: NVEmbedModel) 
         plain = half(ids, attention, pool_mask, folded=False)
         folded = half(ids, attention, pool_mask, folded=True)
     assert float(torch.nn.functional.cosine_similarity(plain, folded).min()) > 0.999
+
+
+def test_a_released_latent_layer_pools_as_before_and_refuses_the_plain_path() -> None:
+    torch.manual_seed(0)
+    m = NVEmbedModel(CONFIG)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.2)
+    m = m.eval().prepare()
+    ids, attention, pool = padded_batch()
+    with torch.inference_mode():
+        before = m(ids, attention, pool, folded=True)
+        m.pool.release_projections()
+        assert torch.equal(m(ids, attention, pool, folded=True), before)
+        with pytest.raises(RuntimeError, match="folded=True"):
+            m(ids, attention, pool, folded=False)
+    assert [layer.weight.numel() for layer in (m.pool.to_q, m.pool.to_kv, m.pool.to_out)] == [0, 0, 0]
+
+
+def test_releasing_needs_the_folded_matrices_first() -> None:
+    with pytest.raises(RuntimeError, match="prepare"):
+        NVEmbedModel(CONFIG).pool.release_projections()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps")
+def test_released_projections_leave_memory_when_mapped_from_the_checkpoint(tmp_path: Path) -> None:
+    write_checkpoint(tmp_path / "small", "small", dtype=torch.bfloat16, shards=1)
+    model = load_model(tmp_path / "small", dtype=torch.bfloat16)  # stored in bf16: views of the mapped shard
+    pool = model.pool
+    address = pool.to_kv.weight.data_ptr()
+    released_kib = sum(layer.weight.numel() * 2 for layer in (pool.to_q, pool.to_kv, pool.to_out)) // 1024
+    ids = torch.randint(3, 1000, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    with torch.inference_mode():
+        want = model(ids, mask, mask, folded=True)
+        _, _, before = mapping_of(address)
+        pool.release_projections()
+        _, _, after = mapping_of(address)
+        assert torch.equal(model(ids, mask, mask, folded=True), want)
+    assert before - after >= 0.9 * released_kib
