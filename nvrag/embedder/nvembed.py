@@ -103,9 +103,14 @@ class NVEmbedEmbedder(Embedder):
     def model(self) -> NVEmbedModel:
         if self._model is None:
             # int8: each layer's pages come in as it is converted and go once converted (peak: the int8 size)
-            model = load_model(self.folder, dtype=self.dtype, device=self.device, resident_weights=not self.int8)
-            if self.folded:  # the folded matrices are all the pooling reads: its projections (1 GiB) go, first
-                model.pool.release_projections()
+            # folded: the latent layer's projections (NV-Embed-v2: 1 GiB) go once folded, before any conversion
+            model = load_model(
+                self.folder,
+                dtype=self.dtype,
+                device=self.device,
+                resident_weights=not self.int8,
+                folded_only=self.folded,
+            )
             if self.int8:
                 quantize(model.backbone)  # model/int8.py
             self._model = model

@@ -122,18 +122,26 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     resident_weights: bool = True,
+    folded_only: bool = False,
 ) -> NVEmbedModel:
     """Build the model from a checkpoint folder in ``dtype`` on ``device``, every key and shape checked.
     ``resident_weights`` False: the mapped shards' pages are left to come in as they are read (a caller about
-    to convert the weights a layer at a time, int8, keeps its peak memory at the converted size)."""
+    to convert the weights a layer at a time, int8, keeps its peak memory at the converted size).
+    ``folded_only``: the model will run its latent layer folded, so the projections the folded matrices are
+    made from are released once they are (LatentPooling.release_projections), and never made resident."""
     config = read_config(folder)
     with skeleton():
         model = NVEmbedModel(config)
     load_weights(folder, model, name_map(config), shard_map(folder), dtype=dtype, device=torch.device(device))
-    if not resident_weights:
-        return model.eval().requires_grad_(False).prepare()
-    with resident(model.parameters()):  # the mapped shards' pages come in while the latent matrices compute
-        return model.eval().requires_grad_(False).prepare()
+    model.eval().requires_grad_(False)
+    pool = model.pool
+    released = {id(p) for p in (pool.to_q.weight, pool.to_kv.weight, pool.to_out.weight)} if folded_only else set()
+    wanted = [p for p in model.parameters() if id(p) not in released] if resident_weights else []
+    with resident(wanted):  # the mapped shards' pages come in while the latent matrices compute
+        model.prepare()
+        if folded_only:
+            pool.release_projections()
+    return model
 
 
 # keys a decoder checkpoint may carry that an embedding model does not use

@@ -170,3 +170,14 @@ def test_released_projections_leave_memory_when_mapped_from_the_checkpoint(tmp_p
         _, _, after = mapping_of(address)
         assert torch.equal(model(ids, mask, mask, folded=True), want)
     assert before - after >= 0.9 * released_kib
+
+
+def test_a_folded_only_load_gives_the_folded_vectors_without_the_projections(tmp_path: Path) -> None:
+    write_checkpoint(tmp_path / "small", "small", dtype=torch.bfloat16, shards=1)
+    full = load_model(tmp_path / "small", dtype=torch.bfloat16)
+    lean = load_model(tmp_path / "small", dtype=torch.bfloat16, folded_only=True)
+    assert lean.pool.released and not full.pool.released
+    ids = torch.randint(3, 1000, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    with torch.inference_mode():
+        assert torch.equal(lean(ids, mask, mask, folded=True), full(ids, mask, mask, folded=True))
