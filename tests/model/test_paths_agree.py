@@ -35,14 +35,18 @@ CONFIG = NVEmbedConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def model() -> NVEmbedModel:
+def random_model() -> NVEmbedModel:
     torch.manual_seed(0)
     m = NVEmbedModel(CONFIG)
     with torch.no_grad():
         for p in m.parameters():
             p.normal_(0.0, 0.2)
     return m.eval().prepare()
+
+
+@pytest.fixture(scope="module")
+def model() -> NVEmbedModel:
+    return random_model()
 
 
 def padded_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -133,12 +137,7 @@ def test_bfloat16_folding_rounds_the_float32_products_once(model: NVEmbedModel) 
 
 
 def test_a_released_latent_layer_pools_as_before_and_refuses_the_plain_path() -> None:
-    torch.manual_seed(0)
-    m = NVEmbedModel(CONFIG)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0.0, 0.2)
-    m = m.eval().prepare()
+    m = random_model()  # its own: this one is changed
     ids, attention, pool = padded_batch()
     with torch.inference_mode():
         before = m(ids, attention, pool, folded=True)
