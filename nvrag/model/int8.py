@@ -19,9 +19,9 @@ import time
 import torch
 from torch import nn
 
+from nvrag.heap import trim_heap
 from nvrag.model.dense import Dense
 from nvrag.model.prepack import drop_pages, file_backed, file_mappings
-from nvrag.model.residency import trim_heap
 
 TRIM_EVERY = 7  # layers converted between two trims (a decoder layer's matmuls; a trim takes ~0.05 s)
 

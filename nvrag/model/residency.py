@@ -13,9 +13,7 @@ nothing and the first pass pays as before.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
-import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -24,41 +22,21 @@ from typing import Any
 
 import torch
 
+from nvrag.heap import libc
+
 MADV_DONTNEED = 4  # linux/mman.h
 MADV_POPULATE_READ = 22
 
 
 @cache
-def _libc() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    except OSError:
-        return None
-
-
-@cache
 def _madvise() -> Any:
-    libc = _libc()
-    if libc is None:
+    c = libc()
+    if c is None:
         return None
-    function = libc.madvise
+    function = c.madvise
     function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     function.restype = ctypes.c_int
     return function
-
-
-def trim_heap() -> bool:
-    """Hand the C heap's free pages back to the system (glibc's malloc_trim); False where there is no such call.
-    Freed temporaries under glibc's mmap threshold stay in the heap, counted in RSS, until something reuses them:
-    converting NV-Embed-v2's 224 weights to int8 left 0.7 GiB of them (measured: RSS 7.7 -> 7.0 GiB trimmed)."""
-    libc = _libc()
-    trim = getattr(libc, "malloc_trim", None) if libc is not None else None  # glibc only (not musl)
-    if trim is None:
-        return False
-    trim(0)
-    return True
 
 
 def madvise_range(address: int, size: int, advice: int) -> bool:

@@ -8,10 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from nvrag.model import load_model
-from nvrag.model.residency import trim_heap
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "nvembed-tiny"
 
@@ -40,24 +38,3 @@ def test_the_mapped_shards_are_resident_after_loading() -> None:
     file, size, rss = mapping_of(weight.data_ptr())
     assert file.endswith(".safetensors")
     assert rss >= 0.9 * size  # without populate: only the pages the loader read (the latent layer's)
-
-
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/status, glibc")
-def test_trimming_hands_freed_heap_pages_back() -> None:
-    # 64 KiB blocks sit in the heap (under glibc's mmap threshold); every 16th kept, so the heap cannot shrink
-    # from its top: only a trim gives the freed ones back
-    blocks = [torch.ones(1 << 14) for _ in range(4096)]  # 256 MiB
-    kept = blocks[::16]
-    before = rss_kib()
-    del blocks
-    assert trim_heap()
-    after = rss_kib()
-    assert before - after >= 128 * 1024, (before, after)
-    assert all(float(b[0]) == 1.0 for b in kept)
