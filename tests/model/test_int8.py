@@ -15,8 +15,16 @@ from torch import nn
 from nvrag.embedder import LoadOptions, load_embedder
 from nvrag.embedder.dtypes import choose_dtype
 from nvrag.errors import ConfigError
+from nvrag.model import int8 as int8_module
 from nvrag.model.dense import Dense
-from nvrag.model.int8 import Int8Linear, int8_supported, quantize, quantize_rows
+from nvrag.model.int8 import (
+    Int8Linear,
+    int8_supported,
+    packed_int8_supported,
+    quantize,
+    quantize_rows,
+    quantize_rows_unsigned,
+)
 from nvrag.reranker import load_reranker
 from tests.conftest import REPO
 from tests.e2e.test_cli_e2e import nvrag
@@ -28,14 +36,21 @@ VNNI = frozenset({"avx512f", "avx512_vnni"})
 pytestmark = pytest.mark.skipif(not int8_supported(), reason="this PyTorch has no int8 matmul on the CPU")
 
 
-def test_the_layer_is_the_integer_product_scaled_back() -> None:
+@pytest.mark.parametrize("kernel", ["oneDNN prepacked", "torch._int_mm"])
+def test_the_layer_is_the_integer_product_scaled_back(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if kernel == "torch._int_mm":
+        monkeypatch.setattr(int8_module, "packed_int8_supported", lambda: False)
+    elif not packed_int8_supported():
+        pytest.skip("this PyTorch has no oneDNN int8 matmul")
     g = torch.Generator().manual_seed(0)
     linear = Dense(24, 40, activation="gelu")
     with torch.no_grad():
         linear.weight.normal_(0, 0.1, generator=g)
         linear.bias.normal_(0, 0.1, generator=g)
     x = torch.randn(3, 5, 24, generator=g)
-    ours = Int8Linear(linear)(x)
+    layer = Int8Linear(linear)
+    assert kernel in repr(layer)
+    ours = layer(x)
     # by hand: each weight row and each input row scaled to 127, multiplied in integers, scaled back
     wq, ws = quantize_rows(linear.weight.detach())
     xq, xs = quantize_rows(x.reshape(-1, 24))
@@ -46,6 +61,39 @@ def test_the_layer_is_the_integer_product_scaled_back() -> None:
     with torch.no_grad():
         exact = linear(x)
     assert float((ours - exact).norm() / exact.norm()) < 0.02  # int8's own error, not a bug's
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rows_are_quantised_to_the_nearest_step_of_their_own_range(dtype: torch.dtype) -> None:
+    x = torch.randn(50, 300, generator=torch.Generator().manual_seed(1)) * torch.logspace(-3, 3, 50)[:, None]
+    x[7] = 0  # an all-zero row goes to the zero point
+    x = x.to(dtype)
+    unsigned, scale = quantize_rows_unsigned(x)
+    signed, same = quantize_rows(x)
+    assert unsigned.dtype == torch.uint8 and signed.dtype == torch.int8 and torch.equal(scale, same)
+    assert torch.equal(unsigned.long() - 128, signed.long())
+    amax = x.double().abs().amax(dim=1, keepdim=True)
+    torch.testing.assert_close(scale.double(), amax.clamp(min=1e-12) / 127, rtol=1e-6, atol=0)
+    exact = x.double() * 127 / amax.clamp(min=1e-12)
+    assert float((signed.double() - exact).abs().max()) <= 0.5 + 1e-4  # the nearest step, up to float32's rounding
+    assert torch.equal(signed.abs().amax(dim=1)[[0, 8, 49]], torch.tensor([127, 127, 127], dtype=torch.int8))
+    assert bool((unsigned[7] == 128).all())
+
+
+@pytest.mark.skipif(not packed_int8_supported(), reason="this PyTorch has no oneDNN int8 matmul")
+@pytest.mark.parametrize("rows", [1, 29, 300])
+def test_the_prepacked_kernel_multiplies_exactly_at_any_rows(rows: int) -> None:
+    # 4,096-wide rows: int32 accumulation, the zero point's compensation, the kernel oneDNN picks for each count
+    g = torch.Generator().manual_seed(rows)
+    linear = nn.Linear(4096, 96, bias=False).requires_grad_(False)
+    linear.weight.normal_(generator=g)
+    linear.weight[:, 0] = 50.0  # one large column: the other weights use few levels, its own +-127
+    layer = Int8Linear(linear)
+    x = torch.randn(rows, 4096, generator=g)
+    wq, ws = quantize_rows(linear.weight)
+    xq, xs = quantize_rows(x)
+    want = (xq.long() @ wq.long().t()).double() * xs.double() * ws.double().t()
+    torch.testing.assert_close(layer(x).double(), want, rtol=1e-6, atol=1e-6)
 
 
 def test_every_matmul_of_a_model_is_converted() -> None:
