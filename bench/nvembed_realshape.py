@@ -167,7 +167,7 @@ def serve(folder: Path, dtype: str, queries: int, db: Path, env: dict[str, str],
 
 
 CATEGORIES = {
-    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise"),
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise", "onednn::qlinear_pointwise"),
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_softmax"),
 }
 

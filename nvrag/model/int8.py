@@ -35,6 +35,11 @@ TRIM_EVERY = 7  # layers converted between two trims (a decoder layer's matmuls;
 
 
 ZERO_POINT = 128  # the inputs' zero point: signed rows in [-127, 127] go to the kernel as unsigned bytes
+# Up to this many elements (the larger of a layer's input and output, on 2 threads), quantising the input and
+# scaling the product back run on one thread: a servers' sleeping compute threads (OMP_WAIT_POLICY=PASSIVE) take
+# longer to wake than the work takes. Measured on NV-Embed-v2's shapes (docs/performance.md): 8-29 rows 6-35%
+# faster per layer that way, 64-256 rows of 14,336 level or slower.
+SERIAL_ELEMENTS = 1 << 19
 
 
 def quantize_rows_unsigned(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +57,12 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``quantize_rows_unsigned`` without the zero point."""
     unsigned, scale = quantize_rows_unsigned(x)
     return (unsigned.to(torch.int16) - ZERO_POINT).to(torch.int8), scale
+
+
+def serial_limit(threads: int) -> int:
+    """Elements up to which a layer's elementwise work runs on one thread: SERIAL_ELEMENTS on 2 threads, about
+    half on many (waking more threads costs about as much, while their share of the work shrinks)."""
+    return SERIAL_ELEMENTS * threads // (2 * (threads - 1)) if threads > 1 else 0
 
 
 @cache
@@ -106,18 +117,35 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
-        if self.packed:
-            rows, row_scale = quantize_rows_unsigned(flat)
-            out = _packed_product(rows, self.weight_q, self.scale, self.zeros).mul_(row_scale)
-        else:
+        if not self.packed:
             signed, row_scale = quantize_rows(flat)
             # in place after the one float32 copy: a 2,048-row pass of NV-Embed's MLP holds 117 MB per temporary
             out = torch._int_mm(signed, self.weight_q).float().mul_(row_scale).mul_(self.scale)
+            return self._finish(out, x.dtype).view(*lead, self.out_features)
+        threads = torch.get_num_threads()
+        serial = threads > 1 and flat.shape[0] * max(self.in_features, self.out_features) <= serial_limit(threads)
+        try:
+            if serial:
+                torch.set_num_threads(1)
+            rows, row_scale = quantize_rows_unsigned(flat)
+            if serial:
+                torch.set_num_threads(threads)  # the product on every thread
+            out = _packed_product(rows, self.weight_q, self.scale, self.zeros)
+            if serial:
+                torch.set_num_threads(1)
+            out = self._finish(out.mul_(row_scale), x.dtype)
+        finally:
+            if serial:
+                torch.set_num_threads(threads)
+        return out.view(*lead, self.out_features)
+
+    def _finish(self, out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The bias and the fused GELU on the float32 product, then the input's dtype."""
         if self.bias is not None:
             out += self.bias
         if self.gelu:
             out = nn.functional.gelu(out)
-        return out.to(x.dtype).view(*lead, self.out_features)
+        return out.to(dtype)
 
     def extra_repr(self) -> str:
         kernel = "oneDNN prepacked" if self.packed else "torch._int_mm"

@@ -160,3 +160,28 @@ def test_the_cli_embeds_and_indexes_in_int8_and_the_index_records_it(tmp_path: P
     assert info.returncode == 0, info.stderr
     (index,) = [i["manifest"] for i in json.loads(info.stdout)["indexes"] if i["manifest"]["name"] == "q"]
     assert index["compute_dtype"] == "int8"
+
+
+@pytest.mark.skipif(not packed_int8_supported(), reason="this PyTorch has no oneDNN int8 matmul")
+def test_a_few_rows_quantise_on_one_thread_and_every_thread_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    layer = Int8Linear(nn.Linear(1024, 512).requires_grad_(False))
+    small, large = (torch.randn(n, 1024, generator=torch.Generator().manual_seed(n)) for n in (29, 2048))
+    calls: list[int] = []
+    real = torch.set_num_threads
+
+    def recording(n: int) -> None:
+        calls.append(n)
+        real(n)
+
+    before = torch.get_num_threads()
+    try:
+        real(1)
+        alone = layer(small), layer(large)
+        real(2)
+        monkeypatch.setattr(torch, "set_num_threads", recording)
+        both = layer(small), layer(large)
+        assert torch.get_num_threads() == 2
+    finally:
+        real(before)
+    assert calls == [1, 2, 1, 2]  # the small input's quantising and scaling back, not the large one's
+    assert all(torch.equal(a, b) for a, b in zip(alone, both, strict=True))  # the same arithmetic either way
