@@ -4,7 +4,7 @@
 
 1. One matmul layer at NV-Embed-v2's shapes (4,096 in; 4,096 and 14,336 out) for a query's 32 rows and a
    document batch's 512: float32 (``F.linear``), bfloat16 prepacked for oneDNN (what a server runs) and int8
-   (model/int8.py: the input quantised per row, ``torch._int_mm``, scaled back), ms and GOP/s.
+   (model/int8.py: the input quantised per row, oneDNN's prepacked int8 matmul, scaled back), ms and GOP/s.
 2. The bundled all-MiniLM-L6-v2 embedding 512 NFCorpus documents (title + text, 256-token cap) in each dtype:
    documents/s of the forward passes (the model loaded and warmed first), and the cosine of each vector to
    float32's (minimum and mean).

@@ -9,7 +9,9 @@ VM), and a real-shape NV-Embed-v2 pass of four 512-token documents in int8 spent
 one arena for every thread (a worker thread's own arena can hold no block over 64 MB, so it would map them
 anyway). It must run before the process starts threads that allocate (PyTorch's and OpenMP's): the CLI calls it
 first thing. The cost is memory that stays resident after a large pass (the pass's own peak, which a server
-needs again for the next one); ``trim_heap`` hands freed pages back when that matters.
+needs again for the next one); ``trim_heap`` hands freed pages back when that matters. A process whose
+environment already tunes malloc (``GLIBC_TUNABLES`` with ``glibc.malloc.*``, a ``MALLOC_*`` variable, or another
+allocator preloaded) keeps its own settings.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -37,11 +40,22 @@ def libc() -> Any:
         return None
 
 
-def reuse_freed_blocks() -> bool:
-    """Serve large allocations from one reused heap instead of fresh mappings (see above); False where the C
-    library has no glibc ``mallopt`` (musl, macOS) or refused a setting."""
+def tuned_by_environment(environ: Mapping[str, str]) -> bool:
+    """The environment already chooses malloc's behaviour (glibc's tunables or MALLOC_* variables, or another
+    allocator such as jemalloc or tcmalloc preloaded)."""
+    return (
+        "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")
+        or any(name.startswith("MALLOC_") for name in environ)
+        or any(name in environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc", "mimalloc"))
+    )
+
+
+def reuse_freed_blocks(environ: Mapping[str, str]) -> bool:
+    """Serve large allocations from one reused heap instead of fresh mappings (see above); False where the
+    process's environment (``environ``) tunes malloc itself, or the C library has no glibc ``mallopt`` (musl,
+    macOS) or refused a setting."""
     mallopt = getattr(libc(), "mallopt", None)
-    if mallopt is None:
+    if mallopt is None or tuned_by_environment(environ):
         return False
     settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, KEEP_FREE_TOP))
     return all(mallopt(parameter, value) == 1 for parameter, value in settings)

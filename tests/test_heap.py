@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nvrag.heap import trim_heap
+from nvrag.heap import trim_heap, tuned_by_environment
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc, /proc/self/status")
 
@@ -44,10 +44,20 @@ def faults(prelude: str, after: str = "") -> tuple[int, int]:
 
 
 def test_large_freed_blocks_are_reused_from_any_thread() -> None:
-    main, thread = faults("from nvrag.heap import reuse_freed_blocks\nassert reuse_freed_blocks()")
+    main, thread = faults("import os\nfrom nvrag.heap import reuse_freed_blocks\nassert reuse_freed_blocks(os.environ)")
     assert main < PAGES // 10 and thread < PAGES // 10, (main, thread)
     # glibc's own policy maps every such block afresh: each one faults in all its pages again
     assert min(faults("")) > PAGES // 2
+
+
+def test_a_process_that_tunes_malloc_itself_keeps_its_settings() -> None:
+    assert tuned_by_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    assert tuned_by_environment({"MALLOC_ARENA_MAX": "4"})
+    assert tuned_by_environment({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"})
+    assert not tuned_by_environment({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2", "PATH": "/usr/bin"})
+    prelude = "import os\nos.environ['MALLOC_ARENA_MAX'] = '2'\nfrom nvrag.heap import reuse_freed_blocks\n"
+    prelude += "assert not reuse_freed_blocks(os.environ)"
+    assert min(faults(prelude)) > PAGES // 2  # glibc's own policy, as the user chose
 
 
 def test_every_cli_process_reuses_them() -> None:

@@ -7,6 +7,7 @@ stopped with Ctrl-C (running it again continues).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -25,7 +26,7 @@ __all__ = ["EXIT_INPUT_FAILURES", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USER_ERRO
 
 def main() -> None:
     """Run the CLI; a usage mistake (unknown option, a value out of range) is one line and exit code 2."""
-    reuse_freed_blocks()  # before any thread allocates: large passes reuse their temporaries (nvrag/heap.py)
+    reuse_freed_blocks(os.environ)  # before any thread allocates: large passes reuse their temporaries (nvrag/heap.py)
     try:
         code = app(standalone_mode=False, prog_name="nvrag")
     except click_errors.NoArgsIsHelpError as exc:
