@@ -13,7 +13,7 @@ The kernel: oneDNN's int8 matmul with the weight reordered once into its blocked
 ``qlinear_prepack`` / ``qlinear_pointwise``, what PyTorch's own x86 quantisation compiles to). x86's int8 dot
 product multiplies unsigned by signed bytes, so each input row goes in as ``round(x / scale) + 128`` with zero
 point 128 and oneDNN subtracts the zero point's share exactly: the integer product is the one ``torch._int_mm``
-computes on the same signed values, 1.9-2.2x faster at a query's 29 rows (``torch._int_mm`` reorders the weight
+computes on the same signed values, 1.9-2.3x faster at a query's 29-32 rows (``torch._int_mm`` reorders the weight
 on every call: docs/performance.md). Where PyTorch lacks those operators, ``torch._int_mm`` does it.
 
 The rest of the model (embeddings, norms, attention, pooling) keeps the dtype it was loaded in.
@@ -36,7 +36,7 @@ TRIM_EVERY = 7  # layers converted between two trims (a decoder layer's matmuls;
 
 ZERO_POINT = 128  # the inputs' zero point: signed rows in [-127, 127] go to the kernel as unsigned bytes
 # Up to this many elements (the larger of a layer's input and output, on 2 threads), quantising the input and
-# scaling the product back run on one thread: a servers' sleeping compute threads (OMP_WAIT_POLICY=PASSIVE) take
+# scaling the product back run on one thread: a server's sleeping compute threads (OMP_WAIT_POLICY=PASSIVE) take
 # longer to wake than the work takes. Measured on NV-Embed-v2's shapes (docs/performance.md): 8-29 rows 6-35%
 # faster per layer that way, 64-256 rows of 14,336 level or slower.
 SERIAL_ELEMENTS = 1 << 19
@@ -61,8 +61,15 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def serial_limit(threads: int) -> int:
     """Elements up to which a layer's elementwise work runs on one thread: SERIAL_ELEMENTS on 2 threads, about
-    half on many (waking more threads costs about as much, while their share of the work shrinks)."""
-    return SERIAL_ELEMENTS * threads // (2 * (threads - 1)) if threads > 1 else 0
+    half on many (waking more threads costs about as much, while their share of the work shrinks); 0 where the
+    thread count cannot change per call (PyTorch's native thread pool fixes it at the first parallel work)."""
+    return SERIAL_ELEMENTS * threads // (2 * (threads - 1)) if threads > 1 and openmp() else 0
+
+
+@cache
+def openmp() -> bool:
+    """PyTorch's intra-op threads are OpenMP's, whose thread count a thread may set for its own next regions."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
 @cache
