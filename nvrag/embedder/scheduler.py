@@ -28,6 +28,7 @@ from nvrag.embedder.work_queue import (
     Output,
     WorkQueue,
 )
+from nvrag.heap import trim_heap
 
 __all__ = [
     "DEFAULT_MAX_QUEUED",
@@ -71,6 +72,7 @@ class Scheduler(Embedder):
             on_batch=on_batch,
             on_job=on_job,
             on_done=normalise,
+            on_idle=trim_heap,  # after a burst, the large passes' freed blocks go back (nvrag/heap.py)
         )
 
     # the wrapped model supplies everything but the batching

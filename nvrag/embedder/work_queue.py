@@ -38,6 +38,7 @@ DEFAULT_MAX_QUEUED = 256
 DEFAULT_MAX_QUEUED_TOKENS = 1 << 20  # about 4,000 one-page documents, or 100,000 one-line queries
 DEFAULT_MAX_QUEUE_SECONDS = 10.0  # the longest wait the queue may promise, at the model's measured throughput
 AGING = 4
+IDLE_SECONDS = 5.0  # a worker idle this long after a pass calls on_idle (servers: hand freed heap pages back)
 MIN_FILL = 0.75
 PAD_SLACK = 16
 
@@ -110,8 +111,11 @@ class WorkQueue:
         on_batch: BatchHook | None = None,
         on_job: JobHook | None = None,
         on_done: Callable[[Output], Output] | None = None,
+        on_idle: Callable[[], object] | None = None,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         self.name, self.what = name, what
+        self.on_idle, self.idle_seconds = on_idle, idle_seconds
         self.batch_tokens, self.max_batch_size = batch_tokens, max_batch_size
         self.max_queued, self.max_queued_tokens = max_queued, max_queued_tokens
         self.max_queue_seconds = max_queue_seconds
@@ -233,21 +237,31 @@ class WorkQueue:
         return leader.key, rows
 
     def _work(self, forward: Forward) -> None:
+        worked = False  # a pass ran since this worker was last idle for idle_seconds
         while True:
             with self._cond:
-                while not self._pending:
+                idle = False
+                while not self._pending and not idle:
                     if self._closed:
                         return
-                    self._cond.wait()
-                key, rows = self._next_batch()
-                if self._pending:
-                    self._cond.notify()  # rows remain: wake another worker (one job can keep every replica busy)
-                jobs = list(dict.fromkeys(job for job, _ in rows))
-                began = time.perf_counter()
-                for job in jobs:
-                    job.running += 1
-                    job.started = job.started or began
-                self._passes += 1
+                    timeout = self.idle_seconds if worked and self.on_idle is not None else None
+                    idle = not self._cond.wait(timeout) and not self._pending  # wait() is False on a timeout
+                if not idle:
+                    key, rows = self._next_batch()
+                    if self._pending:
+                        self._cond.notify()  # rows remain: wake another worker (one job can keep every replica busy)
+                    jobs = list(dict.fromkeys(job for job, _ in rows))
+                    began = time.perf_counter()
+                    for job in jobs:
+                        job.running += 1
+                        job.started = job.started or began
+                    self._passes += 1
+            if idle:  # outside the lock: submissions go on meanwhile
+                worked = False
+                assert self.on_idle is not None
+                self.on_idle()
+                continue
+            worked = True
             error: BaseException | None = None
             try:
                 outputs = forward([job.rows[i] for job, i in rows], key)

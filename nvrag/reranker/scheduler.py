@@ -16,6 +16,7 @@ import numpy as np
 from nvrag.embedder.base import FloatArray
 from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS
 from nvrag.embedder.work_queue import BatchHook, JobHook, Output, WorkQueue
+from nvrag.heap import trim_heap
 from nvrag.reranker.base import PairInput, Reranker
 
 
@@ -50,6 +51,7 @@ class RerankScheduler(Reranker):
             max_queue_seconds=max_queue_seconds,
             on_batch=on_batch,
             on_job=on_job,
+            on_idle=trim_heap,  # after a burst, the large passes' freed blocks go back (nvrag/heap.py)
         )
 
     def encode(self, query: str, documents: Sequence[str], instruction: str | None) -> list[PairInput]:

@@ -18,8 +18,9 @@ from nvrag.embedder.base import FloatArray
 from nvrag.embedder.minilm import MiniLMEmbedder
 from nvrag.embedder.replicas import ReplicatedEmbedder
 from nvrag.embedder.scheduler import Scheduler
-from nvrag.embedder.work_queue import AGING
+from nvrag.embedder.work_queue import AGING, WorkQueue
 from nvrag.errors import OverloadedError
+from nvrag.heap import trim_heap
 
 
 class Gate(WordLengthEmbedder):
@@ -228,3 +229,37 @@ def test_short_rows_of_different_lengths_share_a_pass_instead_of_the_longest_wai
             want = WordLengthEmbedder().embed_queries([" ".join(["w"] * (n - 1))], instruction="q")
             np.testing.assert_array_equal(call.result(), want)
     assert seen[1:] == [(3, 3), (1, 1)]  # 2, 9 and 17 tokens together; 40 (23 past 17) alone
+
+
+def test_a_worker_idle_after_work_calls_on_idle_once_and_still_takes_work_meanwhile() -> None:
+    calls: list[float] = []
+    release = threading.Event()
+
+    def idle() -> None:  # a slow hook: work submitted while it runs waits for it, then runs
+        calls.append(time.monotonic())
+        release.wait(timeout=60)
+
+    def forward(rows: Sequence[object], key: object) -> np.ndarray:
+        return np.array([len(r) for r in rows], dtype=np.float32)  # type: ignore[arg-type]
+
+    queue = WorkQueue("m", [forward], batch_tokens=100, max_batch_size=8, on_idle=idle, idle_seconds=0.05)
+    try:
+        time.sleep(0.3)
+        assert calls == []  # never worked: nothing to give back
+        out, tokens = queue.submit("k", [[1, 2], [3]], [2, 1], False, np.zeros(2, dtype=np.float32))
+        assert out.tolist() == [2.0, 1.0] and tokens == 3
+        wait_until(lambda: len(calls) == 1)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(queue.submit, "k", [[1, 2, 3]], [3], True, np.zeros(1, dtype=np.float32))
+            time.sleep(0.1)
+            release.set()
+            assert pending.result(timeout=60)[0].tolist() == [3.0]
+        wait_until(lambda: len(calls) == 2)  # idle again after that pass, once
+        time.sleep(0.3)
+        assert len(calls) == 2
+    finally:
+        release.set()
+        queue.close()
+    served = Scheduler(Gate())
+    served.close()
+    assert served.queue.on_idle is trim_heap  # servers hand the large passes' blocks back when idle
