@@ -24,6 +24,7 @@ from nvrag.model.int8 import (
     quantize,
     quantize_rows,
     quantize_rows_unsigned,
+    quantize_weight,
 )
 from nvrag.reranker import load_reranker
 from tests.conftest import REPO
@@ -185,3 +186,11 @@ def test_a_few_rows_quantise_on_one_thread_and_every_thread_comes_back(monkeypat
         real(before)
     assert calls == [1, 2, 1, 2]  # the small input's quantising and scaling back, not the large one's
     assert all(torch.equal(a, b) for a, b in zip(alone, both, strict=True))  # the same arithmetic either way
+
+
+def test_a_weight_is_quantised_in_row_blocks_exactly_as_in_one_piece() -> None:
+    weight = torch.randn(600, 48, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)  # 3 blocks
+    weight[300] = 0
+    blocks, scale = quantize_weight(weight)
+    whole, want = quantize_rows(weight)
+    assert torch.equal(blocks, whole) and torch.equal(scale, want)
