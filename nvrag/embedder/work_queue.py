@@ -39,6 +39,7 @@ DEFAULT_MAX_QUEUED_TOKENS = 1 << 20  # about 4,000 one-page documents, or 100,00
 DEFAULT_MAX_QUEUE_SECONDS = 10.0  # the longest wait the queue may promise, at the model's measured throughput
 AGING = 4
 IDLE_SECONDS = 5.0  # a worker idle this long after a pass calls on_idle (servers: hand freed heap pages back)
+CLOSED_IDLE_SECONDS = 2.0  # and this long after the last worker of a closed queue ended (an unloaded model freed)
 MIN_FILL = 0.75
 PAD_SLACK = 16
 
@@ -128,6 +129,7 @@ class WorkQueue:
         self._rate = 0.0  # tokens a second over recent forward passes (for Retry-After)
         self._passes = 0  # forward passes running now
         self._closed = False  # close(): the workers stop once the work queued is done
+        self._running_workers = len(forwards)
         self.workers = [  # one per replica; after close(), they end once the work queued is done
             threading.Thread(target=self._work, args=(forward,), name=f"nvrag-queue-{name}-{n}", daemon=True)
             for n, forward in enumerate(forwards)
@@ -154,7 +156,8 @@ class WorkQueue:
 
     def close(self) -> None:
         """No new work: the jobs queued still run, then the workers end (and drop their replicas' forward
-        functions, so the model can be freed). A later submit is refused (OverloadedError: retry)."""
+        functions, so the model can be freed) and, CLOSED_IDLE_SECONDS later, on_idle runs once (the unloaded
+        model's freed heap goes back). A later submit is refused (OverloadedError: retry)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -243,6 +246,12 @@ class WorkQueue:
                 idle = False
                 while not self._pending and not idle:
                     if self._closed:
+                        self._running_workers -= 1
+                        if self._running_workers == 0 and self.on_idle is not None:
+                            # once the last pass's callers and whoever unloaded the model have let go of it
+                            later = threading.Timer(CLOSED_IDLE_SECONDS, self.on_idle)
+                            later.daemon = True
+                            later.start()
                         return
                     timeout = self.idle_seconds if worked and self.on_idle is not None else None
                     idle = not self._cond.wait(timeout) and not self._pending  # wait() is False on a timeout

@@ -263,3 +263,19 @@ def test_a_worker_idle_after_work_calls_on_idle_once_and_still_takes_work_meanwh
     served = Scheduler(Gate())
     served.close()
     assert served.queue.on_idle is trim_heap  # servers hand the large passes' blocks back when idle
+
+
+def test_a_closed_queue_calls_on_idle_once_its_last_worker_ended() -> None:
+    calls: list[float] = []
+
+    def forward(rows: Sequence[object], key: object) -> np.ndarray:
+        return np.zeros(len(rows), dtype=np.float32)
+
+    queue = WorkQueue("m", [forward, forward], batch_tokens=100, max_batch_size=8, on_idle=lambda: calls.append(1))
+    queue.submit("k", [[1]], [1], False, np.zeros(1, dtype=np.float32))
+    queue.close()  # an unloaded model: its freed memory goes back once the workers have let go of it
+    for worker in queue.workers:
+        worker.join(timeout=60)
+    wait_until(lambda: len(calls) == 1)
+    time.sleep(0.3)
+    assert calls == [1]  # once, not once per worker
