@@ -41,6 +41,7 @@ ZERO_POINT = 128  # the inputs' zero point: signed rows in [-127, 127] go to the
 # faster per layer that way, 64-256 rows of 14,336 level or slower.
 SERIAL_ELEMENTS = 1 << 19
 WEIGHT_ROWS = 256  # a weight is quantised this many rows at a time
+ROUNDING_SHIFT = torch.tensor(ZERO_POINT + 0.5)  # added before the truncating cast to uint8: it rounds
 
 
 def quantize_rows_unsigned(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +50,7 @@ def quantize_rows_unsigned(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     then the truncating cast: +128.5 makes it round), because each extra pass over a 2,048-row input costs as
     much as a tenth of its matmul."""
     amax = x.abs().amax(dim=1, keepdim=True).float().clamp_(min=1e-12)
-    shifted = torch.addcmul(torch.tensor(ZERO_POINT + 0.5), x, 127.0 / amax)  # float32, in [1.5, 255.5]
+    shifted = torch.addcmul(ROUNDING_SHIFT, x, 127.0 / amax)  # float32, in [1.5, 255.5]
     return shifted.to(torch.uint8), amax.div_(127.0)
 
 
