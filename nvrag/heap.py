@@ -9,7 +9,8 @@ VM), and a real-shape NV-Embed-v2 pass of four 512-token documents in int8 spent
 one arena for every thread (a worker thread's own arena can hold no block over 64 MB, so it would map them
 anyway). It must run before the process starts threads that allocate (PyTorch's and OpenMP's): the CLI calls it
 first thing. The cost is memory that stays resident after a large pass (the pass's own peak, which a server
-needs again for the next one); ``trim_heap`` hands freed pages back when that matters. A process whose
+needs again for the next one) until ``trim_heap`` hands the freed pages back: a served model's worker calls it
+after 5 s idle, and after the model is unloaded (embedder/work_queue.py). A process whose
 environment already tunes malloc (``GLIBC_TUNABLES`` with ``glibc.malloc.*``, a ``MALLOC_*`` variable, or another
 allocator preloaded) keeps its own settings.
 """
