@@ -27,7 +27,7 @@ from nvrag.app.cli_common import (
     safe,
     user_errors,
 )
-from nvrag.app.devices import share_cpus
+from nvrag.app.devices import fit_threads, share_cpus
 from nvrag.app.serving import build_api_app, build_mcp_server
 from nvrag.app.settings import ENV_API_KEY, Settings
 from nvrag.app.wiring import load_rerank_model, open_store
@@ -152,7 +152,7 @@ def serve(
             sock = bind(host, port)
         except PortInUseError as exc:
             raise fail(str(exc), EXIT_PORT_IN_USE) from None
-        threads = share_cpus()
+        threads, share = share_cpus()
         settings = Settings.from_env(db=db, dtype=dtype, model_memory=model_memory)
         where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{sock.getsockname()[1]}"
 
@@ -181,10 +181,12 @@ def serve(
             on_ready=on_ready,
             rerank_model=rerank_model,
             say=lambda line: err.print(safe(line)),
+            before_pass=None if share is None else fit_threads(share),
         )
+    fewer = ", fewer while other processes keep CPUs busy" if share is not None else ""
     err.print(
         f"nvrag API on {safe(where)}/v1, loading its models (docs: {safe(where)}/docs; {threads} compute "
-        "threads; Ctrl-C stops it)"
+        f"threads{fewer}; Ctrl-C stops it)"
     )
     if host not in LOOPBACK:
         err.print(f"[yellow]warning:[/] listening on {safe(host)}: other machines can reach this API")

@@ -6,11 +6,22 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from nvrag.cpus import CpuShare
 from nvrag.errors import ConfigError
 
-__all__ = ["cuda_available", "nvidia_driver_possible", "parse_devices", "share_cpus", "usable_cpus"]
+__all__ = [
+    "cuda_available",
+    "fit_threads",
+    "nvidia_driver_possible",
+    "parse_devices",
+    "share_cpus",
+    "usable_cpus",
+]
+
+SPIN_COUNT = 100_000  # libgomp's spins before an idle thread sleeps (about a millisecond here)
 
 
 def cuda_available() -> bool:
@@ -64,19 +75,49 @@ def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, cpus)
 
 
-def share_cpus() -> int:
-    """Set a server's compute threads before torch loads: one per usable CPU (``usable_cpus``; an explicit
-    OMP_NUM_THREADS wins), and OpenMP threads that sleep when idle instead of spinning, so a server beside
-    another busy process (another nvrag, a build) does not burn the CPUs that process needs. Returns the count."""
+def share_cpus() -> tuple[int, CpuShare | None]:
+    """Set a server's compute threads before torch loads: one per usable CPU (``usable_cpus``), and how idle
+    OpenMP threads wait; (the count, the CpuShare that fits it to the CPUs others leave free, or None).
+
+    By default threads spin briefly (libgomp ``GOMP_SPINCOUNT`` 100,000, Intel OpenMP ``KMP_BLOCKTIME`` 1 ms),
+    so a pass's parallel regions start at once, and each pass runs on the CPUs other processes leave free
+    (nvrag/cpus.py), so no thread spins on a CPU another process needs. Where that cannot be measured (no
+    /proc, or a cgroup quota below the CPUs this process may run on: spinning would spend the quota) threads
+    sleep when idle (``OMP_WAIT_POLICY=PASSIVE``). Whatever the user set wins: an explicit OMP_NUM_THREADS or
+    wait policy keeps the count fixed."""
+    explicit = any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or usable_cpus()
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    # libgomp: idle threads sleep. Measured (docs/performance.md): spinning briefly first (GOMP_SPINCOUNT 10,000
-    # or 100,000) bridges the gaps between a pass's parallel regions (NV-Embed's one-line query 0.74 -> 0.65 s
-    # on a quiet machine) but halves or thirds the bundled model's throughput beside a busy process
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("KMP_BLOCKTIME", "0")  # Intel OpenMP's equivalent
+    share = None
+    if not explicit:
+        try:
+            cpus = os.sched_getaffinity(0)
+        except (AttributeError, OSError):  # not Linux
+            cpus = set()
+        if len(cpus) == threads:  # no quota below the CPUs it may run on
+            share = CpuShare(threads, cpus)
+            share = share if share.measurable else None
+    if share is not None:
+        os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
+        os.environ.setdefault("KMP_BLOCKTIME", "1")  # Intel OpenMP's equivalent, in milliseconds
+    else:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        os.environ.setdefault("KMP_BLOCKTIME", "0")
     if "torch" in sys.modules:  # too late for the environment: set torch's pool directly
         import torch
 
         torch.set_num_threads(threads)
-    return threads
+    return threads, share
+
+
+def fit_threads(share: CpuShare) -> Callable[[], None]:
+    """A scheduler's ``before_pass``: the calling worker's compute threads set to ``share.threads()`` (OpenMP
+    keeps the count per thread, so it is set in the thread that runs the passes)."""
+    import torch
+
+    def fit() -> None:
+        wanted = share.threads()
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+
+    return fit

@@ -126,11 +126,13 @@ def build_api_app(
     on_ready: Callable[[str | None], None] | None = None,
     rerank_model: str | Path | None = None,
     say: Callable[[str], None] | None = None,
+    before_pass: Callable[[], object] | None = None,
 ) -> Any:
     """The HTTP API's FastAPI app: one loaded embedder per model behind one scheduler, shared by
     /v1/embeddings and the searches of every index built with it; the reranker (``rerank_model``) behind its
     own, shared by /v1/rerank and reranked searches (the API's, MCP's and the page's); the models warm up in the
-    background (/ready says 503 until each has run a forward pass)."""
+    background (/ready says 503 until each has run a forward pass). ``before_pass``: run by the schedulers'
+    workers before each forward pass (``devices.fit_threads``)."""
     from nvrag.api import APIContext, build_api
     from nvrag.api.guard import allowed_hosts as hosts_for
     from nvrag.api.metrics import Metrics
@@ -145,7 +147,13 @@ def build_api_app(
         # one scheduler per model: every route's embedding work shares its batches
         bounds = (max_queued, max_queued_tokens, max_queue_seconds)
         return metrics.watch(
-            Scheduler(loaded, max_queued=bounds[0], max_queued_tokens=bounds[1], max_queue_seconds=bounds[2])
+            Scheduler(
+                loaded,
+                max_queued=bounds[0],
+                max_queued_tokens=bounds[1],
+                max_queue_seconds=bounds[2],
+                before_pass=before_pass,
+            )
         )
 
     load = pooled_loader(settings, scheduled)
@@ -160,6 +168,7 @@ def build_api_app(
             max_queued=max_queued,
             max_queued_tokens=max_queued_tokens,
             max_queue_seconds=max_queue_seconds,
+            before_pass=before_pass,
         )
         reranker = metrics.watch(scheduler)
     ctx = APIContext(

@@ -52,6 +52,7 @@ class Scheduler(Embedder):
         max_queue_seconds: float | None = DEFAULT_MAX_QUEUE_SECONDS,
         on_batch: BatchHook | None = None,
         on_job: JobHook | None = None,
+        before_pass: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(inner.info, batch_tokens=inner.batch_tokens, max_batch_size=inner.max_batch_size)
         self.inner = inner
@@ -73,6 +74,7 @@ class Scheduler(Embedder):
             on_job=on_job,
             on_done=normalise,
             on_idle=trim_heap,  # after a burst, the large passes' freed blocks go back (nvrag/heap.py)
+            before_pass=before_pass,
         )
 
     # the wrapped model supplies everything but the batching

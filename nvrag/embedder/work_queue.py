@@ -96,7 +96,8 @@ class _Job(Generic[Row]):
 
 class WorkQueue:
     """See the module. ``name``: the model, as refusals name it; ``forwards``: one forward function per replica,
-    each driven by its own thread; ``what``: how refusals name the work ("embedding requests")."""
+    each driven by its own thread; ``what``: how refusals name the work ("embedding requests"); ``before_pass``:
+    called in the worker's thread before each forward pass (servers: how many compute threads it uses)."""
 
     def __init__(
         self,
@@ -114,9 +115,11 @@ class WorkQueue:
         on_done: Callable[[Output], Output] | None = None,
         on_idle: Callable[[], object] | None = None,
         idle_seconds: float = IDLE_SECONDS,
+        before_pass: Callable[[], object] | None = None,
     ) -> None:
         self.name, self.what = name, what
         self.on_idle, self.idle_seconds = on_idle, idle_seconds
+        self.before_pass = before_pass
         self.batch_tokens, self.max_batch_size = batch_tokens, max_batch_size
         self.max_queued, self.max_queued_tokens = max_queued, max_queued_tokens
         self.max_queue_seconds = max_queue_seconds
@@ -273,6 +276,8 @@ class WorkQueue:
             worked = True
             error: BaseException | None = None
             try:
+                if self.before_pass is not None:
+                    self.before_pass()
                 outputs = forward([job.rows[i] for job, i in rows], key)
                 for (job, i), output in zip(rows, outputs, strict=True):
                     job.out[i] = output

@@ -9,7 +9,7 @@ rather than let it wait past them. A pair's score does not depend on what shares
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class RerankScheduler(Reranker):
         max_queue_seconds: float | None = DEFAULT_MAX_QUEUE_SECONDS,
         on_batch: BatchHook | None = None,
         on_job: JobHook | None = None,
+        before_pass: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(inner.info, batch_tokens=inner.batch_tokens, max_batch_size=inner.max_batch_size)
         self.inner = inner
@@ -52,6 +53,7 @@ class RerankScheduler(Reranker):
             on_batch=on_batch,
             on_job=on_job,
             on_idle=trim_heap,  # after a burst, the large passes' freed blocks go back (nvrag/heap.py)
+            before_pass=before_pass,
         )
 
     def encode(self, query: str, documents: Sequence[str], instruction: str | None) -> list[PairInput]:

@@ -279,3 +279,22 @@ def test_a_closed_queue_calls_on_idle_once_its_last_worker_ended() -> None:
     wait_until(lambda: len(calls) == 1)
     time.sleep(0.3)
     assert calls == [1]  # once, not once per worker
+
+
+def test_before_pass_runs_in_the_worker_thread_before_every_pass() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def before() -> None:
+        seen.append(("before", threading.get_ident()))
+
+    def forward(rows: Sequence[object], key: object) -> np.ndarray:
+        seen.append(("pass", threading.get_ident()))
+        return np.zeros(len(rows), dtype=np.float32)
+
+    queue = WorkQueue("m", [forward], batch_tokens=4, max_batch_size=8, before_pass=before)
+    try:
+        queue.submit("k", [[1, 2, 3], [4, 5, 6]], [3, 3], False, np.zeros(2, dtype=np.float32))  # two passes
+    finally:
+        queue.close()
+    assert [what for what, _ in seen] == ["before", "pass", "before", "pass"]
+    assert {thread for _, thread in seen} == {queue.workers[0].ident}
