@@ -95,10 +95,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def token_count(folder: Path, text: str) -> int:
+def token_count(folder: Path, text: str, special: bool = True) -> int:
     from tokenizers import Tokenizer
 
-    return len(Tokenizer.from_file(str(folder / "tokenizer.json")).encode(text).ids)
+    return len(Tokenizer.from_file(str(folder / "tokenizer.json")).encode(text, add_special_tokens=special).ids)
 
 
 def documents(folder: Path, count: int = 4, tokens: int = 512) -> tuple[list[str], list[int]]:
@@ -308,10 +308,12 @@ def main() -> None:
     limits["read_shards_seconds"] = round(read_seconds(args.folder), 2)
     weight_bytes = written["bytes"] * {"float32": 2.0, "bfloat16": 1.0, "int8": 0.5}[args.dtype]
     query_tokens = token_count(args.folder, f"Instruct: {INSTRUCTION}\nQuery: {QUERY}</s>")
+    # the mean leaves the instruction out (its length without BOS, counted from the first position: NVEMBED.md)
+    query_pooled = query_tokens - token_count(args.folder, f"Instruct: {INSTRUCTION}\nQuery: ", special=False)
     doc_lengths = documents(args.folder)[1]
 
-    def roofline(lengths: list[int]) -> float:
-        compute = sum(forward_flops(config, lengths, folded=True).values()) / peak
+    def roofline(lengths: list[int], pooled: list[int] | None = None) -> float:
+        compute = sum(forward_flops(config, lengths, folded=True, pooled=pooled).values()) / peak
         return max(compute, weight_bytes / (limits["bandwidth_gb_s"] * 1e9))
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -327,7 +329,7 @@ def main() -> None:
     read_seconds(args.folder)
     with tempfile.TemporaryDirectory(prefix="nvrag-realshape-") as tmp:
         served = serve(args.folder, args.dtype, args.queries, Path(tmp) / "db", env, Path(tmp) / "serve.log")
-    query_roofline = roofline([query_tokens])
+    query_roofline = roofline([query_tokens], [query_pooled])
     doc_roofline = roofline(doc_lengths)
     result = {
         "machine": {

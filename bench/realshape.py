@@ -176,11 +176,15 @@ def read_shards_seconds(folder: Path) -> float:
     return time.perf_counter() - start
 
 
-def forward_flops(config: NVEmbedConfig, lengths: Sequence[int], *, folded: bool = False) -> dict[str, float]:
+def forward_flops(
+    config: NVEmbedConfig, lengths: Sequence[int], *, folded: bool = False, pooled: Sequence[int] | None = None
+) -> dict[str, float]:
     """Matmul FLOPs of one forward pass over sequences of ``lengths`` real tokens (multiply-add = 2), split as
     ``decoder`` (projections and MLP, per token), ``attention`` (QKᵀ and PV, per pair of tokens of a sequence)
-    and ``latent`` (the latent layer per token: query and output projections, scores and values over the
-    latents, the GEGLU feed-forward; ``folded``: the two folded matrices instead of the first four)."""
+    and ``latent`` (the latent layer per token the mean keeps, ``pooled`` (default: every token): query and
+    output projections, scores and values over the latents, the GEGLU feed-forward; ``folded``: the two folded
+    matrices instead of the first four). A query's instruction is left out of the mean, so the latent layer's
+    work on it is not useful work (nvrag skips it: model/pooling.kept_tokens)."""
     t, lat = config.text, config.latent
     tokens = sum(lengths)
     kv = t.head_dim * t.num_key_value_heads
@@ -199,7 +203,7 @@ def forward_flops(config: NVEmbedConfig, lengths: Sequence[int], *, folded: bool
     return {
         "decoder": float(per_layer * t.num_hidden_layers * tokens),
         "attention": float(4 * t.hidden_size * pairs * t.num_hidden_layers),
-        "latent": float((attend + geglu) * tokens),
+        "latent": float((attend + geglu) * sum(lengths if pooled is None else pooled)),
     }
 
 

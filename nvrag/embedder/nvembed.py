@@ -117,7 +117,8 @@ class NVEmbedEmbedder(Embedder):
         return self._model
 
     def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
-        said = prepack_weights(self.name, self.model.backbone, self.device, self.dtype, busy)
+        # the decoder's and the latent layer's feed-forward (its folded matrices are plain tensors)
+        said = prepack_weights(self.name, self.model, self.device, self.dtype, busy)
         self._packed = said is not None
         return said
 

@@ -113,7 +113,13 @@ def packable(module: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
     for parent in module.modules():
         for name, child in parent.named_children():
             linear = type(child) is nn.Linear or isinstance(child, Dense)
-            if linear and child.weight.dtype == torch.bfloat16 and child.weight.device.type == "cpu":
+            # (a released projection keeps an empty weight: nothing to pack)
+            if (
+                linear
+                and child.weight.dtype == torch.bfloat16
+                and child.weight.device.type == "cpu"
+                and child.weight.numel()
+            ):
                 assert isinstance(child, nn.Linear)
                 found.append((parent, name, child))
     return found

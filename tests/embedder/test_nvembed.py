@@ -150,6 +150,11 @@ def test_a_server_with_prepacked_weights_keeps_each_batch_at_its_own_width() -> 
     before = widths[:]
     widths.clear()
     assert bf16.prepare_for_serving() is not None  # the backbone's matmul weights prepacked
+    # and the latent layer's feed-forward; its projections are folded (released or unused)
+    from nvrag.model.prepack import PackedLinear
+
+    pool = bf16.model.pool
+    assert isinstance(pool.ff_in, PackedLinear) and isinstance(pool.ff_out, PackedLinear)
     packed = bf16.embed_with_prefix(texts, "Retrieve passages")
     assert all(w % 16 == 0 for w in before) and not any(w % 16 == 0 for w in widths)  # padded, then not
     # the padding was masked out: the same vectors up to bfloat16 rounding (attention's blocks follow the width)

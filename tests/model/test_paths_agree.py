@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812
 
 from nvrag.model import (
     LatentConfig,
@@ -17,6 +18,7 @@ from nvrag.model import (
     nvembed_text_config,
 )
 from nvrag.model.attention import eager_attention, sdpa_attention, varlen_attention
+from nvrag.model.pooling import kept_tokens, pool_packed
 from tests.model.test_residency import mapping_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -180,3 +182,35 @@ def test_a_folded_only_load_gives_the_folded_vectors_without_the_projections(tmp
     mask = torch.ones(2, 9, dtype=torch.long)
     with torch.inference_mode():
         assert torch.equal(lean(ids, mask, mask, folded=True), full(ids, mask, mask, folded=True))
+
+
+def test_kept_tokens_are_the_ones_a_mean_keeps_with_their_sequences_bounds() -> None:
+    hidden = torch.arange(7.0)[:, None]  # token t's state is t
+    weights = torch.tensor([0, 0, 1, 1, 0, 1, 1])  # sequences [0, 4) with a 2-token prefix, [4, 5), [5, 7)
+    kept, kept_weights, bounds = kept_tokens(hidden, weights, torch.tensor([0, 4, 5, 7]))
+    assert kept[:, 0].tolist() == [2.0, 3.0, 5.0, 6.0] and kept_weights.tolist() == [1, 1, 1, 1]
+    assert bounds.tolist() == [0, 2, 2, 4]  # the second sequence keeps nothing: it pools to zero
+    pooled = pool_packed(kept, kept_weights, bounds, "mean")
+    assert pooled[:, 0].tolist() == [2.5, 0.0, 5.5]
+
+
+@pytest.mark.parametrize("backend", available_backends(torch.device("cpu"), torch.float32))
+def test_the_latent_layer_sees_only_the_pooled_tokens_and_pools_as_over_every_token(
+    model: NVEmbedModel, backend: str
+) -> None:
+    """The latent layer acts on each token alone and the mean leaves the instruction out, so it runs on the
+    pooled tokens only: the vectors of running it on every real token and pooling after."""
+    ids, attention, pool = padded_batch()
+    seen: list[int] = []
+    handle = model.pool.register_forward_pre_hook(lambda module, args: seen.append(int(args[0].shape[0])))
+    try:
+        with torch.inference_mode():
+            got = model(ids, attention, pool, backend=backend, folded=True)  # type: ignore[arg-type]
+            batch = model.backbone.padded_batch(attention, "eager", model.dtype)
+            every = model.pool(model.backbone(ids, batch), folded=True)  # (B, L, H): every position
+            weights = pool.unsqueeze(-1).float()
+            expected = F.normalize((every * weights).sum(dim=1) / weights.sum(dim=1), dim=-1)
+    finally:
+        handle.remove()
+    assert seen[0] == int(pool.sum())  # 23 real tokens, 21 pooled
+    torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
