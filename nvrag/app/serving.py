@@ -275,17 +275,17 @@ def _ready(
     if on_ready is not None:
         on_ready(problem)
     if problem is None:  # a server answers many requests: what pays back over them, while it answers
-        prepare_for_serving(services.loaded(), say)
+        prepare_for_serving([*services.loaded(), *([reranker] if reranker is not None else [])], say)
 
 
-def prepare_for_serving(embedders: Sequence[Embedder], say: Callable[[str], None] | None) -> None:
-    """Each model prepared for many requests (Embedder.prepare_for_serving), a line each; a failure there
-    costs only the speed-up, so it is a line too, never the server."""
-    for embedder in embedders:
+def prepare_for_serving(models: Sequence[Embedder | Reranker], say: Callable[[str], None] | None) -> None:
+    """Each model (embedders and the reranker) prepared for many requests (``prepare_for_serving``), a line
+    each; a failure there costs only the speed-up, so it is a line too, never the server."""
+    for model in models:
         try:
-            line = embedder.prepare_for_serving()
+            line = model.prepare_for_serving()
         except Exception as exc:  # the model still serves as loaded
-            line = f"{embedder.name}: not prepared for serving ({type(exc).__name__}: {exc}); it serves as loaded"
+            line = f"{model.name}: not prepared for serving ({type(exc).__name__}: {exc}); it serves as loaded"
         if line is not None and say is not None:
             say(line)
     # everything loaded so far (modules, models, tokenizers, the app) lives as long as the process: frozen,
@@ -311,6 +311,6 @@ def announce(services: Services, reranker: Reranker | None, say: Callable[[str],
             loaded.append(embedder)
         if reranker is not None:
             say(reranker_model_line(reranker))
-        prepare_for_serving(loaded, say)
+        prepare_for_serving([*loaded, *([reranker] if reranker is not None else [])], say)
 
     threading.Thread(target=run, name="nvrag-announce", daemon=True).start()

@@ -10,7 +10,7 @@ order, cut to ``top_n``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +107,12 @@ class Reranker(ABC):
     @abstractmethod
     def forward(self, batch: Sequence[PairInput]) -> FloatArray:
         """Scores (len(batch),) for one batch of pairs."""
+
+    def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
+        """Make this model faster for the many requests of a server (called once it is ready; ``busy`` says
+        whether requests are running, so the work can wait for them); a line saying what was done, or None.
+        By default nothing: the PyTorch rerankers prepack their bfloat16 CPU matmul weights (model/prepack.py)."""
+        return None
 
     # -- what every reranker gets ------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ sentence-transformers would apply a sigmoid there, which keeps the order and cha
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 
 from nvrag.embedder.base import FloatArray
 from nvrag.embedder.dtypes import cpu_batch_width
+from nvrag.embedder.runtime import prepack_weights
 from nvrag.errors import CheckpointError, ConfigError
 from nvrag.model.bert_config import BertConfig
 from nvrag.model.cross_encoder import BertClassifier, load_bert_classifier, num_labels_of
@@ -75,6 +76,7 @@ class CrossEncoderReranker(Reranker):
         self.pad_id = int(config.get("pad_token_id") or 0)
         self._model: BertClassifier | None = None
         self._lock = threading.Lock()
+        self._packed = False  # weights prepacked (a server): batches keep their own width
 
     @property
     def model(self) -> BertClassifier:
@@ -95,9 +97,16 @@ class CrossEncoderReranker(Reranker):
             for e in encodings
         ]
 
+    def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
+        """A server's bfloat16 CPU model: the encoder's matmul weights prepacked (model/prepack.py; the GELU
+        stays fused), the same arithmetic. The pooler and classifier (one row each) stay as they are."""
+        said = prepack_weights(self.name, self.model.encoder, self.device, self.dtype, busy)
+        self._packed = said is not None
+        return said
+
     def forward(self, batch: Sequence[PairInput]) -> FloatArray:
         width = max(len(p.ids) for p in batch)
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and not self._packed:
             width = cpu_batch_width(width, self.info.max_tokens)  # oneDNN keeps one kernel per width
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         segments = torch.zeros((len(batch), width), dtype=torch.long)

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import threading
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from nvrag.embedder.base import FloatArray
 from nvrag.embedder.dtypes import cpu_batch_width
-from nvrag.embedder.runtime import choose_backend, right_padded
+from nvrag.embedder.runtime import choose_backend, prepack_weights, right_padded
 from nvrag.model.token_scorer import HeadScorer
 from nvrag.reranker.base import Checkpoint, PairInput, Reranker, RerankerInfo
 
@@ -28,6 +28,7 @@ class DecoderReranker(Reranker):
         self.backend = choose_backend(source.attention, self.device, self.dtype)
         self._model: HeadScorer | None = None
         self._lock = threading.Lock()
+        self._packed = False  # weights prepacked (a server): batches keep their own width
 
     @abstractmethod
     def load(self) -> HeadScorer:
@@ -44,10 +45,17 @@ class DecoderReranker(Reranker):
                 self._model = self.load()
             return self._model
 
+    def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
+        """A server's bfloat16 CPU model: the decoder's matmul weights prepacked (model/prepack.py; the head is
+        a few rows, computed in float32)."""
+        said = prepack_weights(self.name, self.model.backbone, self.device, self.dtype, busy)
+        self._packed = said is not None
+        return said
+
     def forward(self, batch: Sequence[PairInput]) -> FloatArray:
         width = max(len(p.ids) for p in batch)
-        if self.device.type == "cpu" and self.dtype == torch.bfloat16:
-            width = cpu_batch_width(width, self.info.max_tokens)  # oneDNN keeps one kernel per width
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16 and not self._packed:
+            width = cpu_batch_width(width, self.info.max_tokens)  # oneDNN keeps one kernel per plain weight's width
         # padding is masked (attention and pooling), so any id pads; the head reads each row's own tokens
         input_ids, attention_mask, _ = right_padded([p.ids for p in batch], 0, 0, width)
         model = self.model

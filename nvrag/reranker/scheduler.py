@@ -59,6 +59,10 @@ class RerankScheduler(Reranker):
     def encode(self, query: str, documents: Sequence[str], instruction: str | None) -> list[PairInput]:
         return self.inner.encode(query, documents, instruction)
 
+    def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
+        queue = self.queue
+        return self.inner.prepare_for_serving(busy or (lambda: queue.busy))  # requests first
+
     def forward(self, batch: Sequence[PairInput]) -> FloatArray:
         return self.inner.forward(batch)
 

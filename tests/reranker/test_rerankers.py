@@ -208,3 +208,43 @@ def test_bfloat16_stays_close_to_the_float32_reference() -> None:
         model = load_reranker(folder, dtype="bfloat16", max_length=golden(folder)["max_length"])
         scores, _ = model.score_pairs([encoded(model, c) for c in cases])
         assert np.abs(scores - [c["score"] for c in cases]).max() < 0.05
+
+
+@pytest.mark.parametrize("folder", [QWEN, BERT], ids=["decoder", "cross-encoder"])
+def test_a_server_prepacks_a_bfloat16_reranker_and_its_scores_stay_the_same(folder: Path) -> None:
+    """Servers call prepare_for_serving once ready (app/serving.py): the encoder's or decoder's matmul weights
+    go to oneDNN's layout, batches then keep their own width, and the scores are those of the plain weights
+    up to bfloat16 rounding (attention's blocks follow the width). float32 models have nothing to pack."""
+    from nvrag.model.prepack import PackedLinear, prepack_supported
+
+    if not prepack_supported():
+        pytest.skip("this PyTorch cannot prepack bfloat16 weights for oneDNN")
+    cases = golden(folder)["cases"]
+    model = load_reranker(folder, dtype="bfloat16", max_length=golden(folder)["max_length"])
+    pairs = [encoded(model, c) for c in cases]
+    plain, _ = model.score_pairs(pairs)
+    line = model.prepare_for_serving()
+    assert line is not None and "matmul weights prepacked" in line
+    assert any(isinstance(m, PackedLinear) for m in model.model.modules())
+    packed, _ = model.score_pairs(pairs)
+    assert np.abs(packed - plain).max() < 0.02
+    assert reranker(folder).prepare_for_serving() is None  # float32
+
+
+def test_the_rerank_scheduler_prepares_its_model_waiting_for_requests_first() -> None:
+    from nvrag.reranker.scheduler import RerankScheduler
+    from tests.reranker.fakes import SharedWords
+
+    class Prepared(SharedWords):
+        def prepare_for_serving(self, busy: Any = None) -> str | None:
+            self.busy = busy
+            return "prepared"
+
+    inner = Prepared()
+    scheduler = RerankScheduler(inner)
+    try:
+        assert scheduler.prepare_for_serving() == "prepared"
+        assert inner.busy is not None and inner.busy() is False  # the queue's own: nothing queued
+    finally:
+        scheduler.queue.close()
+    assert SharedWords().prepare_for_serving() is None  # by default nothing to prepare
