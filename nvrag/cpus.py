@@ -92,7 +92,7 @@ class CpuShare:
             self._last = sample
         return sample
 
-    def others(self, now: tuple[float, int, int, int]) -> float:
+    def _others(self, now: tuple[float, int, int, int]) -> float:
         """CPUs other processes kept busy between the last sample and ``now``."""
         assert self._last is not None
         _, busy0, total0, own0 = self._last
@@ -110,7 +110,7 @@ class CpuShare:
             now = self._sample()
             if now is None:
                 return self._threads
-            free = len(self.cpus) - self.others(now)
+            free = len(self.cpus) - self._others(now)
             self._last = now
             if abs(free - self._threads) > HYSTERESIS:
                 self._threads = min(self.max_threads, max(1, math.floor(free + 0.5)))

@@ -67,7 +67,7 @@ def kept_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The packed tokens a ``mean`` keeps (pool weight not zero), their weights, and their sequences' bounds:
     what a layer applied to every token before the mean (NV-Embed's latent attention) need only see. A query's
-    instruction is most of its tokens (20 of 29 for a one-line NV-Embed-v2 query). A sequence left with no
+    instruction is most of its tokens (18 of 29 for a one-line NV-Embed-v2 query). A sequence left with no
     token pools to zero, as before."""
     keep = pool_weights != 0
     before = F.pad(keep.cumsum(0), (1, 0))  # kept tokens before each position
