@@ -10,11 +10,12 @@ from the same folder in bfloat16 on the CPU and answer OpenAI-style embedding re
 - queries: N clients each sending one one-line input per request, back to back (a search's query embedding);
 - documents: N clients each sending 16 passages of about 100 words per request.
 
-Each row runs --seconds; a client told 429 waits Retry-After and sends again. Reported: answered requests/s,
-inputs/s, and p50/p99 latency of the answered ones as the client saw them. The "busy" rows run one CPU-bound
-Python process (``while True: pass``) beside the server for the whole row; the "twin" rows (``--neighbours
-quiet,busy,twin``) run a second server of the same kind beside it, both under the same load at once, one row
-each (how two processes of it share one machine). The load generator (asyncio + httpx,
+Each server is left idle --settle seconds once ready (nvrag prepares its model for serving in the background then:
+the rows measure steady state, not start-up). Each row runs --seconds; a client told 429 waits Retry-After and
+sends again. Reported: answered requests/s, inputs/s, and p50/p99 latency of the answered ones as the client saw
+them. The "busy" rows run one CPU-bound Python process (``while True: pass``) beside the server for the whole row;
+the "twin" rows (``--neighbours quiet,busy,twin``) run a second server of the same kind beside it, both under the
+same load at once, one row each (how two processes of it share one machine). The load generator (asyncio + httpx,
 one connection per client) shares the machine's CPUs with the server in every row. Prints a Markdown table.
 """
 
@@ -46,7 +47,7 @@ def minilm_folder() -> str:
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], ready_url: str) -> Iterator[None]:
+def running(command: list[str], env: dict[str, str], ready_url: str, settle: float) -> Iterator[None]:
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -59,6 +60,7 @@ def running(command: list[str], env: dict[str, str], ready_url: str) -> Iterator
                     f"{command[0]} never became ready: {server.stderr.read()[-2000:] if server.stderr else ''}"
                 )
             time.sleep(0.3)
+        time.sleep(settle)  # steady state: nvrag prepares its model for serving in the background once ready
         yield
     finally:
         server.terminate()
@@ -138,6 +140,9 @@ def main() -> None:
     parser.add_argument("--kinds", default="queries,documents")
     parser.add_argument("--neighbours", default="quiet,busy")
     parser.add_argument("--servers", default="nvrag,infinity")
+    parser.add_argument(
+        "--settle", type=float, default=5.0, help="seconds a server is left idle once ready, before its first row"
+    )
     args = parser.parse_args()
     folder = minilm_folder()
     clients = [int(c) for c in args.clients.split(",")]
@@ -150,11 +155,11 @@ def main() -> None:
         base.update(HF_HUB_OFFLINE="1", DO_NOT_TRACK="1", INFINITY_ANONYMOUS_USAGE_STATS="0")
         for server in args.servers.split(","):
             command, env, ready, url, model = launch(server, args.infinity, folder, Path(tmp) / "a", base)
-            with running(command, env, ready):
+            with running(command, env, ready, args.settle):
                 for busy in args.neighbours.split(","):
                     if busy == "twin":  # a second server of the same kind, loaded the same way at the same time
                         twin = launch(server, args.infinity, folder, Path(tmp) / "b", base)
-                        with running(*twin[:3]):
+                        with running(*twin[:3], args.settle):
                             for kind in args.kinds.split(","):
                                 for n in clients:
                                     rows = asyncio.run(pair((url, model), (twin[3], twin[4]), n, args.seconds, kind))
