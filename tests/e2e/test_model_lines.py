@@ -69,7 +69,7 @@ def test_serve_prepacks_a_cpu_bfloat16_model_after_ready(db: Path, tmp_path: Pat
     (model/prepack.py), saying so after its "ready:" line; one-shot commands never do."""
     args = ["serve", "--model-path", str(NVEMBED_TINY), "--dtype", "bfloat16", "--port", str(free_port())]
     text = stderr_until(args, db, "prepacked", tmp_path / "e")
-    layers = 2 * 7  # the fixture's 2 layers x q, k, v, o, gate, up, down
+    layers = 2 * 7 + 2  # the fixture's 2 layers x q, k, v, o, gate, up, down, and the latent feed-forward's 2
     assert f"nvidia/NV-Embed-v2: {layers} matmul weights prepacked for this CPU's kernels in" in text, text
     assert text.index("ready:") < text.index("prepacked")
     corpus = tmp_path / "c.jsonl"
