@@ -183,8 +183,9 @@ def forward_flops(
     ``decoder`` (projections and MLP, per token), ``attention`` (QKᵀ and PV, per pair of tokens of a sequence)
     and ``latent`` (the latent layer per token the mean keeps, ``pooled`` (default: every token): query and
     output projections, scores and values over the latents, the GEGLU feed-forward; ``folded``: the two folded
-    matrices instead of the first four). A query's instruction is left out of the mean, so the latent layer's
-    work on it is not useful work (nvrag skips it: model/pooling.kept_tokens)."""
+    matrices instead of the first four). A query's instruction is left out of the mean, so the last decoder
+    layer's output projection and MLP and the latent layer's work on it are not useful work (nvrag skips them:
+    model/pooling.read_tokens); its keys and values are."""
     t, lat = config.text, config.latent
     tokens = sum(lengths)
     kv = t.head_dim * t.num_key_value_heads
@@ -200,10 +201,12 @@ def forward_flops(
     )
     geglu = 2 * (lat.hidden_dim * 8 * lat.hidden_dim + 4 * lat.hidden_dim * lat.hidden_dim)
     pairs = sum(n * n for n in lengths)
+    kept = sum(lengths if pooled is None else pooled)
+    finished = 2 * (t.hidden_size * t.hidden_size + 3 * t.hidden_size * t.intermediate_size)  # o and the MLP
     return {
-        "decoder": float(per_layer * t.num_hidden_layers * tokens),
+        "decoder": float(per_layer * t.num_hidden_layers * tokens - finished * (tokens - kept)),
         "attention": float(4 * t.hidden_size * pairs * t.num_hidden_layers),
-        "latent": float((attend + geglu) * sum(lengths if pooled is None else pooled)),
+        "latent": float((attend + geglu) * kept),
     }
 
 

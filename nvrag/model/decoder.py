@@ -108,7 +108,9 @@ class SelfAttention(nn.Module):
         self.q_norm = RMSNorm(d, config.rms_norm_eps) if config.qk_norm else None
         self.k_norm = RMSNorm(d, config.rms_norm_eps) if config.qk_norm else None
 
-    def forward(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, batch: Batch, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Every token's output, or with ``keep`` (a boolean mask over the leading shape) only the kept tokens'
+        (n, hidden), in order: every token is still a key and a value, only the output projection is spared."""
         lead = x.shape[:-1]  # (B, L) padded or (T,) packed
         q = self.q(x).view(*lead, self.heads, self.head_dim)
         k = self.k(x).view(*lead, self.kv_heads, self.head_dim)
@@ -131,7 +133,8 @@ class SelfAttention(nn.Module):
             attend = eager_attention if batch.backend == "eager" else sdpa_attention
             q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, d)
             out = attend(q, k, v, batch.key_mask, causal=self.causal, window=self.window).transpose(1, 2)
-        projected: torch.Tensor = self.o(out.reshape(*lead, self.heads * self.head_dim))
+        out = out.reshape(*lead, self.heads * self.head_dim)
+        projected: torch.Tensor = self.o(out if keep is None else out[keep])
         return projected
 
 
@@ -156,8 +159,10 @@ class Layer(nn.Module):
         self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = SwiGLU(config)
 
-    def forward(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), batch)
+    def forward(self, x: torch.Tensor, batch: Batch, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer's output for every token, or with ``keep`` for the kept tokens only: (n, hidden)."""
+        attended = self.attn(self.attn_norm(x), batch, keep)
+        x = (x if keep is None else x[keep]) + attended
         out: torch.Tensor = x + self.mlp(self.mlp_norm(x))
         return out
 
@@ -170,11 +175,18 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, ids: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """ids (B, L) padded or (T,) packed → final (normed) hidden states of the same leading shape."""
+    def forward(self, ids: torch.Tensor, batch: Batch, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """ids (B, L) padded or (T,) packed → final (normed) hidden states of the same leading shape; with
+        ``keep`` (a boolean mask of that shape) only the kept tokens' states, (n, hidden) in order. Nothing
+        after the last layer's attention mixes tokens, so its output projection, MLP and the final norm run on
+        the kept tokens only: what pooling reads (one token a sequence for last-token pooling, a query's text
+        without its instruction for NV-Embed's mean), the same states as computed for every token."""
         x: torch.Tensor = self.embed(ids)
-        for layer in self.layers:
-            x = layer(x, batch)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, batch, keep if i == last else None)
+        if keep is not None and last < 0:  # (no layer: nothing to spare)
+            x = x[keep]
         out: torch.Tensor = self.norm(x)
         return out
 

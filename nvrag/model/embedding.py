@@ -14,7 +14,7 @@ from torch import nn
 from nvrag.model.attention import PACKED_BACKENDS, Backend
 from nvrag.model.decoder import Decoder
 from nvrag.model.decoder_config import DecoderConfig
-from nvrag.model.pooling import PoolingSpec, kept_tokens, pool_packed, pool_padded
+from nvrag.model.pooling import PoolingSpec, kept_bounds, pool_packed, read_tokens
 
 
 class DecoderEmbeddingModel(nn.Module):
@@ -53,33 +53,23 @@ class DecoderEmbeddingModel(nn.Module):
     ) -> torch.Tensor:
         """The backbone's final states (through ``transform``, a layer applied to each token's state on its own,
         such as NV-Embed's latent attention), pooled; on the padded or the packed path as ``backend`` says.
-        Before a mean, ``transform`` sees only the tokens the mean keeps (``kept_tokens``)."""
+        The backbone finishes, and ``transform`` sees, only the tokens the pooling reads (``read_tokens``)."""
         kind = self.pooling.kind
+        real = attention_mask.bool()
+        lengths = real.sum(dim=1)
+        cu_seqlens = F.pad(lengths.cumsum(0), (1, 0))
+        weights = pool_mask[real]  # (T,) the real tokens' pool weights, in packed order
+        keep = read_tokens(kind, weights, cu_seqlens)
+        if not bool(keep.any()):  # a mean over no token anywhere (all prompt): zero vectors, as before
+            keep = torch.ones_like(keep)
         if backend in PACKED_BACKENDS:
-            real = attention_mask.bool()
             batch, _ = self.backbone.packed_batch(real, backend, self.dtype)
-            hidden = self.backbone(input_ids[real], batch)  # (T, H)
-            assert batch.cu_seqlens is not None
-            return self._transformed_pool(hidden, pool_mask[real], batch.cu_seqlens, transform)
-        batch = self.backbone.padded_batch(attention_mask, backend, self.dtype)
-        hidden = self.backbone(input_ids, batch)  # (B, L, H)
-        lengths = attention_mask.sum(dim=1)
-        if transform is not None and kind == "mean":  # to the packed form: only real tokens go on
-            real = attention_mask.bool()
-            cu_seqlens = F.pad(lengths.cumsum(0), (1, 0))
-            return self._transformed_pool(hidden[real], pool_mask[real], cu_seqlens, transform)
+            hidden = self.backbone(input_ids[real], batch, keep)  # (n, H): the kept tokens, in packed order
+        else:
+            padded_keep = torch.zeros_like(real)
+            padded_keep[real] = keep
+            hidden = self.backbone(
+                input_ids, self.backbone.padded_batch(attention_mask, backend, self.dtype), padded_keep
+            )
         hidden = transform(hidden) if transform is not None else hidden
-        return pool_padded(hidden, pool_mask, lengths, kind)
-
-    def _transformed_pool(
-        self,
-        hidden: torch.Tensor,
-        pool_weights: torch.Tensor,
-        cu_seqlens: torch.Tensor,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None,
-    ) -> torch.Tensor:
-        """Packed tokens (T, H) through ``transform`` (for a mean, only those it keeps), pooled: (B, H)."""
-        if transform is not None and self.pooling.kind == "mean":
-            hidden, pool_weights, cu_seqlens = kept_tokens(hidden, pool_weights, cu_seqlens)
-        hidden = transform(hidden) if transform is not None else hidden
-        return pool_packed(hidden, pool_weights, cu_seqlens, self.pooling.kind)
+        return pool_packed(hidden, weights[keep], kept_bounds(keep, cu_seqlens), kind)

@@ -62,13 +62,19 @@ def pool_packed(
     return summed / counts.clamp(min=EMPTY)[:, None]
 
 
-def kept_tokens(
-    hidden: torch.Tensor, pool_weights: torch.Tensor, cu_seqlens: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The packed tokens a ``mean`` keeps (pool weight not zero), their weights, and their sequences' bounds:
-    what a layer applied to every token before the mean (NV-Embed's latent attention) need only see. A query's
-    instruction is most of its tokens (18 of 29 for a one-line NV-Embed-v2 query). A sequence left with no
-    token pools to zero, as before."""
-    keep = pool_weights != 0
-    before = F.pad(keep.cumsum(0), (1, 0))  # kept tokens before each position
-    return hidden[keep], pool_weights[keep], before[cu_seqlens]
+def read_tokens(kind: PoolingKind, pool_weights: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """Which packed tokens (T,) a pooling reads: each sequence's last real token (``last``) or first (``cls``),
+    or the tokens a ``mean`` weighs (pool weight not zero: a query's text without its instruction, 11 of a
+    one-line NV-Embed-v2 query's 29 tokens). The decoder computes the rest of its last layer, and any layer
+    applied to each token before the mean (NV-Embed's latent attention), on these tokens only."""
+    if kind == "mean":
+        return pool_weights != 0
+    keep = torch.zeros(pool_weights.shape[0], dtype=torch.bool, device=pool_weights.device)
+    keep[cu_seqlens[1:] - 1 if kind == "last" else cu_seqlens[:-1]] = True
+    return keep
+
+
+def kept_bounds(keep: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """The sequences' bounds (B+1,) among the kept tokens of packed sequences bounded by ``cu_seqlens``. A
+    sequence left with no token pools to zero, as it did with all of them."""
+    return F.pad(keep.cumsum(0), (1, 0))[cu_seqlens]

@@ -60,6 +60,10 @@ def test_the_real_shape_is_nvembed_v2s() -> None:
     assert (t["intermediate_size"], t["vocab_size"]) == (14336, 32000)
     flops = forward_flops(SHAPES["real"], [40])  # a one-line query with its instruction: ~2 x 7.1e9 per token
     assert 40 * 2 * 6.9e9 < flops["decoder"] < 40 * 2 * 7.1e9
+    # 11 of 40 tokens pooled: the last layer's output projection and MLP finish those 11 only
+    pooled = forward_flops(SHAPES["real"], [40], pooled=[11])
+    assert flops["decoder"] - pooled["decoder"] == 29 * 2 * (4096 * 4096 + 3 * 4096 * 14336)
+    assert pooled["latent"] == flops["latent"] * 11 / 40
 
 
 @pytest.mark.usefixtures("clean_env")

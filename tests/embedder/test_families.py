@@ -21,9 +21,11 @@ from torch import nn
 
 from nvrag.embedder.base import normalise
 from nvrag.embedder.decoder import DecoderEmbedder
+from nvrag.embedder.runtime import right_padded
 from nvrag.errors import CheckpointError, ConfigError
 from nvrag.model import available_backends
 from nvrag.model.decoder_config import RopeConfig
+from nvrag.model.pooling import PoolingKind
 from tests.conftest import REPO
 
 FAMILY = REPO.parent / "shared" / "fixtures" / "family"
@@ -158,15 +160,17 @@ def test_hidden_states_before_the_final_norm_are_caught() -> None:
         assert mistaken(style, skip) > 1e-3, style
 
 
-def test_last_token_of_the_padded_row_is_caught() -> None:
-    """Last-token pooling must read each row's own last token, not the batch's last column."""
+def test_the_token_before_the_last_is_caught() -> None:
+    """Last-token pooling must read each row's own last real token (the appended EOS), not the one before it."""
     from nvrag.model import embedding
 
-    def padded_last(hidden: torch.Tensor, pool_mask: torch.Tensor, lengths: torch.Tensor, kind: str) -> torch.Tensor:
-        return hidden[:, -1].float()
+    def before_last(kind: PoolingKind, weights: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+        keep = torch.zeros(weights.shape[0], dtype=torch.bool)
+        keep[cu_seqlens[1:] - 2] = True
+        return keep
 
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(embedding, "pool_padded", padded_last)
+    monkey.setattr(embedding, "read_tokens", before_last)
     try:
         e = load("qwen3-embedding", attention="sdpa")
         case = next(c for c in golden("qwen3-embedding")["cases"] if c["name"] == "document_batch_mixed_lengths")
@@ -246,3 +250,27 @@ def test_unsupported_folders_are_refused_with_one_line(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps(config | {"model_type": "gemma3"}))
     with pytest.raises(CheckpointError, match="model_type 'gemma3' is not a supported decoder"):
         DecoderEmbedder(folder)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_last_token_pooling_finishes_one_token_a_text(backend: str) -> None:
+    """Last-token pooling reads one state a text, so the last layer's output projection and MLP run on one row
+    a text (every token is still a key and a value there): the goldens still hold, and a pass that finished
+    every token gives the same vectors."""
+    e = load("qwen3-embedding", attention=backend)
+    case = next(c for c in golden("qwen3-embedding")["cases"] if c["name"] == "document_batch_mixed_lengths")
+    texts = [i["text"] for i in case["items"]]
+    batch = e.tokenize(texts, "")
+    rows: list[int] = []
+    hook = e.model.backbone.layers[-1].mlp.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[-2]))
+    try:
+        got = normalise(e.forward(batch, ""))
+    finally:
+        hook.remove()
+    assert rows == [len(texts)]
+    np.testing.assert_allclose(got, [i["embedding"] for i in case["items"]], atol=ATOL)
+    ids, mask, _ = right_padded(batch, 0, 0, max(len(ids) for ids in batch))
+    with torch.inference_mode():
+        states = e.model.backbone(ids, e.model.backbone.padded_batch(mask, "eager", e.model.dtype))
+        every = states[torch.arange(len(texts)), mask.sum(dim=1) - 1]  # every token finished, then the last read
+    np.testing.assert_allclose(got, normalise(every.float().numpy()), atol=ATOL)

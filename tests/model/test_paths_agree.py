@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
+from torch import nn
 
 from nvrag.model import (
     LatentConfig,
@@ -17,8 +19,8 @@ from nvrag.model import (
     load_model,
     nvembed_text_config,
 )
-from nvrag.model.attention import eager_attention, sdpa_attention, varlen_attention
-from nvrag.model.pooling import kept_tokens, pool_packed
+from nvrag.model.attention import PACKED_BACKENDS, eager_attention, sdpa_attention, varlen_attention
+from nvrag.model.pooling import PoolingKind, kept_bounds, pool_packed, read_tokens
 from tests.model.test_residency import mapping_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -184,14 +186,27 @@ def test_a_folded_only_load_gives_the_folded_vectors_without_the_projections(tmp
         assert torch.equal(lean(ids, mask, mask, folded=True), full(ids, mask, mask, folded=True))
 
 
-def test_kept_tokens_are_the_ones_a_mean_keeps_with_their_sequences_bounds() -> None:
+def test_a_mean_reads_the_weighed_tokens_with_their_sequences_bounds() -> None:
     hidden = torch.arange(7.0)[:, None]  # token t's state is t
     weights = torch.tensor([0, 0, 1, 1, 0, 1, 1])  # sequences [0, 4) with a 2-token prefix, [4, 5), [5, 7)
-    kept, kept_weights, bounds = kept_tokens(hidden, weights, torch.tensor([0, 4, 5, 7]))
-    assert kept[:, 0].tolist() == [2.0, 3.0, 5.0, 6.0] and kept_weights.tolist() == [1, 1, 1, 1]
+    cu_seqlens = torch.tensor([0, 4, 5, 7])
+    keep = read_tokens("mean", weights, cu_seqlens)
+    bounds = kept_bounds(keep, cu_seqlens)
+    assert hidden[keep][:, 0].tolist() == [2.0, 3.0, 5.0, 6.0]
     assert bounds.tolist() == [0, 2, 2, 4]  # the second sequence keeps nothing: it pools to zero
-    pooled = pool_packed(kept, kept_weights, bounds, "mean")
+    pooled = pool_packed(hidden[keep], weights[keep], bounds, "mean")
     assert pooled[:, 0].tolist() == [2.5, 0.0, 5.5]
+
+
+@pytest.mark.parametrize(("kind", "tokens"), [("last", [3, 4, 6]), ("cls", [0, 4, 5])])
+def test_last_and_first_token_pooling_read_one_token_a_sequence(kind: PoolingKind, tokens: list[int]) -> None:
+    hidden = torch.arange(7.0)[:, None]
+    cu_seqlens = torch.tensor([0, 4, 5, 7])
+    keep = read_tokens(kind, torch.ones(7), cu_seqlens)
+    assert keep.nonzero()[:, 0].tolist() == tokens
+    bounds = kept_bounds(keep, cu_seqlens)
+    assert bounds.tolist() == [0, 1, 2, 3]
+    assert pool_packed(hidden[keep], torch.ones(3), bounds, kind)[:, 0].tolist() == [float(t) for t in tokens]
 
 
 @pytest.mark.parametrize("backend", available_backends(torch.device("cpu"), torch.float32))
@@ -213,4 +228,45 @@ def test_the_latent_layer_sees_only_the_pooled_tokens_and_pools_as_over_every_to
     finally:
         handle.remove()
     assert seen[0] == int(pool.sum())  # 23 real tokens, 21 pooled
+    torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", available_backends(torch.device("cpu"), torch.float32))
+def test_the_last_layer_finishes_only_the_pooled_tokens_with_every_tokens_vectors(
+    model: NVEmbedModel, backend: str
+) -> None:
+    """Nothing after the last layer's attention mixes tokens: its output projection and MLP (and the final norm)
+    run on the tokens the mean keeps, while every real token is still a key and a value there. The vectors are
+    those of finishing every token and pooling after."""
+    ids, attention, pool = padded_batch()
+    rows: dict[str, int] = {}
+
+    def count(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            rows.setdefault(name, args[0].shape[-2])
+
+        return hook
+
+    layers = model.backbone.layers
+    hooks = [
+        layers[0].mlp.register_forward_pre_hook(count("first mlp")),
+        layers[-1].attn.k.register_forward_pre_hook(count("last k")),
+        layers[-1].mlp.register_forward_pre_hook(count("last mlp")),
+    ]
+    try:
+        with torch.inference_mode():
+            got = model(ids, attention, pool, backend=backend, folded=True)  # type: ignore[arg-type]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    real, pooled = int(attention.sum()), int(pool.sum())
+    if backend in PACKED_BACKENDS:  # (T, H): every real token
+        assert rows == {"first mlp": real, "last k": real, "last mlp": pooled}
+    else:  # (B, L, H) padded, then the kept tokens packed
+        assert rows == {"first mlp": 12, "last k": 12, "last mlp": pooled}
+    with torch.inference_mode():
+        states = model.backbone(ids, model.backbone.padded_batch(attention, "eager", model.dtype))
+        every = model.pool(states, folded=True)  # every position finished, then the latent layer
+        weights = pool.unsqueeze(-1).float()
+        expected = F.normalize((every * weights).sum(dim=1) / weights.sum(dim=1), dim=-1)
     torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
