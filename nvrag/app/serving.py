@@ -275,7 +275,12 @@ def _ready(
     if on_ready is not None:
         on_ready(problem)
     if problem is None:  # a server answers many requests: what pays back over them, while it answers
-        prepare_for_serving([*services.loaded(), *([reranker] if reranker is not None else [])], say)
+        prepare_for_serving([*services.loaded(), *optional(reranker)], say)
+
+
+def optional(reranker: Reranker | None) -> list[Reranker]:
+    """The reranker as a list of models: itself, or none."""
+    return [] if reranker is None else [reranker]
 
 
 def prepare_for_serving(models: Sequence[Embedder | Reranker], say: Callable[[str], None] | None) -> None:
@@ -311,6 +316,6 @@ def announce(services: Services, reranker: Reranker | None, say: Callable[[str],
             loaded.append(embedder)
         if reranker is not None:
             say(reranker_model_line(reranker))
-        prepare_for_serving([*loaded, *([reranker] if reranker is not None else [])], say)
+        prepare_for_serving([*loaded, *optional(reranker)], say)
 
     threading.Thread(target=run, name="nvrag-announce", daemon=True).start()
