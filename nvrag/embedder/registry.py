@@ -6,12 +6,13 @@ all-MiniLM-L6-v2; ``choose_model`` says which and why.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nvrag.embedder.base import Embedder
-from nvrag.embedder.dtypes import choose_dtype, choose_query_dtype
+from nvrag.embedder.dtypes import choose_dtype, choose_query_dtype, int8_rest_dtype
 from nvrag.embedder.fake import FAKE_NAME, WordLengthEmbedder
 from nvrag.embedder.families import KNOWN, STYLES
 from nvrag.embedder.names import (
@@ -48,6 +49,17 @@ class LoadOptions:
     for_queries: bool = False  # queries only (a retriever): MiniLM then computes float32 on the CPU, small batches
     # on its NumPy engine (no torch)
     dimensions: int | None = None  # Matryoshka models: cut vectors to this many dimensions (None: all)
+
+
+# NV-Embed's latent projections, freed once folded into the two matrices the folded layer computes with
+FOLDED_AWAY = re.compile(r"^latent_attention_model\.cross_attend_blocks\.0\.fn\.to_(q|kv|out)\.weight$")
+
+
+def weight_bytes(folder: Path, dtype: str, folded: bool = False) -> int | None:
+    """What the checkpoint in ``folder`` takes loaded in ``dtype`` (int8: the rest in what int8 computes it in;
+    ``folded``: NV-Embed's latent projections freed)."""
+    rest = int8_rest_dtype() if dtype == "int8" else dtype
+    return loaded_weight_bytes(folder, dtype, rest, FOLDED_AWAY if folded else None)
 
 
 def default_batch_tokens(device: str, model: str = "minilm") -> int:
@@ -90,7 +102,7 @@ def _load_minilm(options: LoadOptions) -> Embedder:
     )
     embedder.notes = (dtype.note,) if dtype.note else ()
     embedder.dtype_reason = dtype.reason
-    embedder.weight_bytes = loaded_weight_bytes(embedder.model_dir, dtype.name)
+    embedder.weight_bytes = weight_bytes(embedder.model_dir, dtype.name)
     return embedder
 
 
@@ -133,7 +145,7 @@ def _load_nvembed(options: LoadOptions) -> Embedder:
     )
     embedder.notes = (dtype.note,) if dtype.note else ()
     embedder.dtype_reason = dtype.reason
-    embedder.weight_bytes = loaded_weight_bytes(folder, dtype.name)
+    embedder.weight_bytes = weight_bytes(folder, dtype.name, folded=options.folded)
     return embedder
 
 
@@ -163,7 +175,7 @@ def _decoder_loader(hub_id: str | None) -> Callable[[LoadOptions], Embedder]:
         )
         embedder.notes = (dtype.note,) if dtype.note else ()
         embedder.dtype_reason = dtype.reason
-        embedder.weight_bytes = loaded_weight_bytes(folder, dtype.name)
+        embedder.weight_bytes = weight_bytes(folder, dtype.name)
         return embedder
 
     return load

@@ -1,10 +1,35 @@
-"""A checkpoint's weights without loading them: their float32 size and a cheap fingerprint. Torch-free."""
+"""A checkpoint's weights without loading them: their size in a dtype and a cheap fingerprint. Torch-free."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from pathlib import Path
+from typing import Any
+
+MAX_HEADER_BYTES = 100_000_000
+WIDTHS = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
+# the decoder and encoder layers' matmul weights: what --dtype int8 stores as int8 (the embeddings, norms and
+# NV-Embed's latent layer stay in the dtype the rest computes in)
+QUANTISED = re.compile(r"(^|\.)layers?\.\d+\.")
+INT8_ROW_BYTES = 4 + 8  # each output row's float32 scale and oneDNN's int64 zero point
+
+
+def _tensors(shard: Path) -> list[tuple[str, dict[str, Any]]] | None:
+    """(name, entry) of each tensor in a safetensors header; None where it cannot be read."""
+    try:
+        with shard.open("rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if not 0 < header_len <= MAX_HEADER_BYTES:
+                return None
+            header = json.loads(f.read(header_len))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    return [(k, v) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
 
 
 def checkpoint_fp32_bytes(folder: Path) -> int | None:
@@ -13,30 +38,46 @@ def checkpoint_fp32_bytes(folder: Path) -> int | None:
     shards = sorted(folder.glob("*.safetensors"))
     if not shards:
         return None
-    try:
-        with shards[0].open("rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            if not 0 < header_len <= 100_000_000:
-                return None
-            header = json.loads(f.read(header_len))
-    except (OSError, ValueError):
+    tensors = _tensors(shards[0])
+    if tensors is None:
         return None
-    if not isinstance(header, dict):
-        return None
-    widths = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
-    tensors = [v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
-    stored = widths.get(str(tensors[0].get("dtype")), 4) if tensors else 4
+    stored = WIDTHS.get(str(tensors[0][1].get("dtype")), 4) if tensors else 4
     return sum(p.stat().st_size for p in shards) * 4 // stored
 
 
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
-def loaded_weight_bytes(folder: Path, compute_dtype: str) -> int | None:
-    """What a checkpoint's weights take once loaded in ``compute_dtype`` (its float32 size scaled): what a model
-    pool counts against its memory budget. None where the folder has no readable shards."""
-    fp32 = checkpoint_fp32_bytes(folder)
-    return None if fp32 is None else fp32 * DTYPE_BYTES.get(compute_dtype, 4) // 4
+def loaded_weight_bytes(
+    folder: Path, compute_dtype: str, rest_dtype: str = "bfloat16", released: re.Pattern[str] | None = None
+) -> int | None:
+    """What a checkpoint's weights take once loaded in ``compute_dtype``, tensor by tensor from every shard's
+    header: what a model pool counts against its memory budget. int8 stores each layer's matmul weights one
+    byte a parameter plus ``INT8_ROW_BYTES`` a row, the rest (embeddings, norms, NV-Embed's latent layer) in
+    ``rest_dtype``. Tensors whose names match ``released`` are freed once loaded (NV-Embed's folded latent
+    projections) and not counted. None where a shard cannot be read."""
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        return None
+    int8 = compute_dtype == "int8"
+    width = DTYPE_BYTES.get(rest_dtype if int8 else compute_dtype, 4)
+    total = 0
+    for shard in shards:
+        tensors = _tensors(shard)
+        if tensors is None:
+            return None
+        for name, entry in tensors:
+            shape = entry.get("shape")
+            if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+                return None
+            if released is not None and released.search(name):
+                continue
+            count = math.prod(shape)
+            if int8 and len(shape) == 2 and name.endswith(".weight") and QUANTISED.search(name):
+                total += count + shape[0] * INT8_ROW_BYTES
+            else:
+                total += count * width
+    return total
 
 
 SENTENCE_TRANSFORMERS_FILES = (

@@ -3,6 +3,8 @@ and that the choice reaches the model and the manifest."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from nvrag.embedder import LoadOptions, load_embedder
 from nvrag.embedder.dtypes import choose_dtype, choose_query_dtype, cpu_flags, native_bf16, normalize_dtype
 from nvrag.embedder.minilm import MiniLMEmbedder
-from nvrag.embedder.weights import checkpoint_fp32_bytes
+from nvrag.embedder.weights import checkpoint_fp32_bytes, loaded_weight_bytes
 from nvrag.errors import ConfigError
 from tests.conftest import NVEMBED_TINY
 
@@ -79,6 +81,47 @@ def test_a_checkpoints_float32_size_comes_from_its_shards(tmp_path: Path) -> Non
     (half / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
     assert checkpoint_fp32_bytes(half) == 2 * (8 + len(header) + 4)  # twice the bytes of a bfloat16 file
     assert checkpoint_fp32_bytes(tmp_path / "nothing") is None
+
+
+def test_an_int8_models_size_counts_its_layers_matmul_weights_at_one_byte(tmp_path: Path) -> None:
+    """int8 stores each layer's matmul weights one byte a parameter plus a scale and zero point a row; the
+    embeddings, norms and anything outside the layers (NV-Embed's latent layer) stay in the rest's dtype."""
+    entries = {
+        "model.layers.0.mlp.up_proj.weight": [8, 4],  # 32 bytes + 8 rows x 12
+        "encoder.layer.1.attention.self.query.weight": [3, 4],  # BERT's naming: 12 + 3 x 12
+        "model.layers.0.input_layernorm.weight": [4],  # a norm: rest dtype
+        "model.embed_tokens.weight": [10, 4],  # an embedding table: rest dtype
+        "latent_attention_model.latents": [5, 4],  # outside the layers: rest dtype
+    }
+    header = json.dumps({k: {"dtype": "BF16", "shape": v, "data_offsets": [0, 0]} for k, v in entries.items()})
+    for shard, names in (("model-1.safetensors", list(entries)[:2]), ("model-2.safetensors", list(entries)[2:])):
+        part = json.dumps({k: json.loads(header)[k] for k in names}).encode()
+        (tmp_path / shard).write_bytes(len(part).to_bytes(8, "little") + part)
+    rest = 4 + 40 + 20
+    assert loaded_weight_bytes(tmp_path, "int8", "bfloat16") == 32 + 96 + 12 + 36 + 2 * rest
+    assert loaded_weight_bytes(tmp_path, "int8", "float32") == 32 + 96 + 12 + 36 + 4 * rest
+    assert loaded_weight_bytes(tmp_path, "bfloat16") == 2 * (32 + 12 + rest)  # every tensor in bfloat16
+    released = re.compile(r"latents$")  # freed once loaded: not counted
+    assert loaded_weight_bytes(tmp_path, "int8", "bfloat16", released) == 32 + 96 + 12 + 36 + 2 * (rest - 20)
+    (tmp_path / "model-3.safetensors").write_bytes(b"\x05" + b"\0" * 7 + b"[1,2]")  # unreadable: unknown
+    assert loaded_weight_bytes(tmp_path, "int8") is None
+
+
+def test_nvembeds_folded_latent_projections_are_not_counted() -> None:
+    """The folded latent layer frees its query, key/value and output projections once folded."""
+    from safetensors import safe_open
+
+    from nvrag.embedder.registry import weight_bytes
+
+    projections = 0
+    for shard in NVEMBED_TINY.glob("*.safetensors"):
+        with safe_open(shard, "np") as f:
+            keys = f.keys()  # (a safe_open handle is not iterable)
+            names = [n for n in keys if re.search(r"\.fn\.to_(q|kv|out)\.weight$", n)]
+            projections += sum(int(np.prod(f.get_slice(n).get_shape())) for n in names)
+    assert projections > 0
+    full = weight_bytes(NVEMBED_TINY, "float32")
+    assert full is not None and weight_bytes(NVEMBED_TINY, "float32", folded=True) == full - 4 * projections
 
 
 def test_minilm_in_bfloat16_is_close_to_float32_and_says_what_it_computes_in(minilm: MiniLMEmbedder) -> None:
