@@ -4,10 +4,19 @@ failure there is a line too, never the server's end."""
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from nvrag.app.serving import prepare_for_serving
 from nvrag.embedder import WordLengthEmbedder
+from nvrag.embedder.registry import LoadOptions, load_embedder
+from nvrag.embedder.scheduler import Scheduler
+from tests.conftest import NVEMBED_TINY
+
+FAMILY = NVEMBED_TINY.parent / "family"
 
 
 class Prepared(WordLengthEmbedder):
@@ -41,3 +50,25 @@ def test_what_was_loaded_is_frozen_so_full_collections_skip_it() -> None:
     assert not any(o is model for o in gc.get_objects())
     later = Prepared()  # what requests allocate afterwards is collected as usual
     assert any(o is later for o in gc.get_objects())
+
+
+@pytest.mark.parametrize(
+    ("name", "folder"),
+    [("nvidia/NV-Embed-v2", NVEMBED_TINY), ("Qwen/Qwen3-Embedding-0.6B", FAMILY / "qwen3-embedding")],
+)
+def test_a_prepared_and_frozen_model_is_freed_once_the_pool_closes_it(name: str, folder: Path) -> None:
+    """Frozen objects are never collected, so a model the pool unloads after the freeze must be freed by
+    reference counting alone: no reference cycle may hold its torch module (NV-Embed and a decoder family,
+    each scheduled, served, prepacked)."""
+    embedder = load_embedder(name, LoadOptions(model_path=folder, dtype="bfloat16"))
+    scheduled = Scheduler(embedder)
+    scheduled.embed_documents(["a first document", "and a second one"])
+    prepare_for_serving([scheduled], None)  # prepacks where it can, then freezes everything loaded
+    module = weakref.ref(embedder.model)
+    workers = scheduled.queue.workers
+    scheduled.close()
+    for worker in workers:
+        worker.join(timeout=60)  # a guard against a hang
+    del scheduled, embedder
+    gc.collect()  # (frozen cycles would survive it)
+    assert module() is None
