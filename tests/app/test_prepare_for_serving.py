@@ -15,6 +15,7 @@ from nvrag.embedder import WordLengthEmbedder
 from nvrag.embedder.registry import LoadOptions, load_embedder
 from nvrag.embedder.scheduler import Scheduler
 from tests.conftest import NVEMBED_TINY
+from tests.reranker.fakes import SharedWords
 
 FAMILY = NVEMBED_TINY.parent / "family"
 
@@ -37,6 +38,24 @@ def test_each_model_says_what_was_done_and_a_failure_is_one_line() -> None:
         f"{name}: ready for many requests",
         f"{name}: not prepared for serving (RuntimeError: no kernel for this CPU); it serves as loaded",
     ]
+
+
+class PreparedWords(SharedWords):
+    def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
+        return f"{self.name}: ready for many requests"
+
+
+def test_a_model_prepared_runs_one_pass_before_any_request_and_others_none() -> None:
+    """The first pass after preparing (prepacked weights: oneDNN's one-time set-up of their kernels) is paid
+    by the server, not by the first request after; a model with nothing prepared, or whose preparation failed,
+    is not run."""
+    prepared, plain, broken, reranker = Prepared(), WordLengthEmbedder(), Broken(), PreparedWords()
+    prepare_for_serving([prepared, plain, broken, reranker], None)
+    assert [len(m.forward_calls) for m in (prepared, plain, broken)] == [1, 0, 0]
+    assert reranker.seen == [["warm-up"]]
+    unprepared = SharedWords()
+    prepare_for_serving([unprepared], None)
+    assert unprepared.seen == []
 
 
 def test_what_was_loaded_is_frozen_so_full_collections_skip_it() -> None:
