@@ -300,10 +300,12 @@ def prepare_for_serving(models: Sequence[Embedder | Reranker], say: Callable[[st
     for model in models:
         try:
             line = model.prepare_for_serving()
-            if line is not None:
-                first_pass(model)
         except Exception as exc:  # the model still serves as loaded
             line = f"{model.name}: not prepared for serving ({type(exc).__name__}: {exc}); it serves as loaded"
+        else:
+            if line is not None:
+                with contextlib.suppress(Exception):  # (unloaded meanwhile: the next request meets the reason)
+                    first_pass(model)
         if line is not None and say is not None:
             say(line)
     # everything loaded so far (modules, models, tokenizers, the app) lives as long as the process: frozen,

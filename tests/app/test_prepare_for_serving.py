@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from nvrag.app.serving import prepare_for_serving
 from nvrag.embedder import WordLengthEmbedder
+from nvrag.embedder.base import FloatArray
 from nvrag.embedder.registry import LoadOptions, load_embedder
 from nvrag.embedder.scheduler import Scheduler
+from nvrag.errors import OverloadedError
 from tests.conftest import NVEMBED_TINY
 from tests.reranker.fakes import SharedWords
 
@@ -56,6 +58,17 @@ def test_a_model_prepared_runs_one_pass_before_any_request_and_others_none() -> 
     unprepared = SharedWords()
     prepare_for_serving([unprepared], None)
     assert unprepared.seen == []
+
+
+class PreparedThenClosed(Prepared):
+    def embed_queries(self, texts: Sequence[str], instruction: str | None = None) -> FloatArray:
+        raise OverloadedError("model-a was unloaded to make room for another model; retry")
+
+
+def test_a_first_pass_that_fails_leaves_the_model_prepared_and_says_so() -> None:
+    said: list[str] = []
+    prepare_for_serving([PreparedThenClosed()], said.append)  # unloaded by the pool meanwhile: nothing raised
+    assert said == [f"{WordLengthEmbedder().name}: ready for many requests"]
 
 
 def test_what_was_loaded_is_frozen_so_full_collections_skip_it() -> None:
