@@ -25,7 +25,7 @@ def _tensors(shard: Path) -> list[tuple[str, dict[str, Any]]] | None:
             if not 0 < header_len <= MAX_HEADER_BYTES:
                 return None
             header = json.loads(f.read(header_len))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # (a header nested 100,000 deep is not a checkpoint)
         return None
     if not isinstance(header, dict):
         return None

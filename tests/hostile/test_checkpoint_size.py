@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nvrag.embedder.weights import checkpoint_fp32_bytes
+from nvrag.embedder.weights import checkpoint_fp32_bytes, loaded_weight_bytes
 
 
 def shard(folder: Path, payload: bytes) -> Path:
@@ -26,6 +26,21 @@ def test_headers_that_lie_or_are_not_json_give_no_size(tmp_path: Path) -> None:
     truncated = (4).to_bytes(8, "little") + b"{"
     assert checkpoint_fp32_bytes(shard(tmp_path / "truncated", truncated).parent) is None
     assert checkpoint_fp32_bytes(shard(tmp_path / "short", b"\x01").parent) is None
+    nested = b"[" * 100_000 + b"]" * 100_000
+    assert checkpoint_fp32_bytes(shard(tmp_path / "nested", len(nested).to_bytes(8, "little") + nested).parent) is None
+    for case in ("huge", "zero", "garbage", "truncated", "short", "nested"):
+        for dtype in ("int8", "bfloat16"):  # the model pool's size: unknown, never an exception
+            assert loaded_weight_bytes(tmp_path / case, dtype) is None, (case, dtype)
+
+
+def test_shapes_that_are_not_lists_of_sizes_give_no_pool_size(tmp_path: Path) -> None:
+    for name, shape in (("text", "big"), ("negative", [-1, 4]), ("floats", [1.5, 2]), ("nested", [[1], 2])):
+        body = json.dumps({"model.layers.0.mlp.up_proj.weight": {"dtype": "BF16", "shape": shape}}).encode()
+        path = shard(tmp_path / name, len(body).to_bytes(8, "little") + body)
+        assert loaded_weight_bytes(path.parent, "int8") is None, name
+    body = json.dumps({"w": {"dtype": "BF16", "shape": [10**30, 10**30]}}).encode()  # absurd, but a size
+    path = shard(tmp_path / "absurd", len(body).to_bytes(8, "little") + body)
+    assert loaded_weight_bytes(path.parent, "bfloat16") == 2 * 10**60  # larger than any budget: refused there
 
 
 def test_a_header_of_the_wrong_shape_counts_as_float32(tmp_path: Path) -> None:
