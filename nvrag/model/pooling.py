@@ -32,19 +32,6 @@ class PoolingSpec:
     include_prompt: bool = True  # mean: prompt tokens count (sentence-transformers' include_prompt)
 
 
-def pool_padded(
-    hidden: torch.Tensor, pool_mask: torch.Tensor, lengths: torch.Tensor, kind: PoolingKind
-) -> torch.Tensor:
-    """hidden (B, L, H) right-padded, pool_mask (B, L), lengths (B,) → float32 (B, H)."""
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    if kind == "last":
-        return hidden[rows, lengths - 1].float()
-    if kind == "cls":
-        return hidden[:, 0].float()
-    weights = pool_mask.to(torch.float32).unsqueeze(-1)  # (B, L, 1)
-    return (hidden.float() * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=EMPTY)
-
-
 def pool_packed(
     hidden: torch.Tensor, pool_weights: torch.Tensor, cu_seqlens: torch.Tensor, kind: PoolingKind
 ) -> torch.Tensor:
