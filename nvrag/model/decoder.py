@@ -185,8 +185,6 @@ class Decoder(nn.Module):
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x, batch, keep if i == last else None)
-        if keep is not None and last < 0:  # (no layer: nothing to spare)
-            x = x[keep]
         out: torch.Tensor = self.norm(x)
         return out
 
