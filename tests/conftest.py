@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,8 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="nvrag-test-hf-")
 from nvrag.embedder import WordLengthEmbedder
 from nvrag.embedder.minilm import MiniLMEmbedder
 from nvrag.store import LanceStore
+
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], True)
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = REPO / "data" / "demo" / "stdlib.jsonl"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +53,7 @@ def cli_env(db: Path, **extra: str) -> dict[str, str]:
 
 
 _STARTED: list[subprocess.Popen[bytes]] = []
+_FOLDERS: list[Path] = []  # each run's output folder, removed after its test
 
 
 @pytest.fixture(autouse=True)
@@ -68,11 +70,14 @@ def _no_process_outlives_its_test() -> Iterator[None]:
                 process.kill()
                 os.waitpid(process.pid, 0)
         process.returncode = -signal.SIGKILL
+    while _FOLDERS:
+        shutil.rmtree(_FOLDERS.pop(), ignore_errors=True)
 
 
 def start(*args: str, db: Path, prefix: tuple[str, ...] = (), **env: str) -> tuple[subprocess.Popen[bytes], Path]:
     """Start `python -m nvrag ARGS` with its output going to files (read by finish)."""
     folder = Path(tempfile.mkdtemp(prefix="nvrag-run-"))
+    _FOLDERS.append(folder)
     environment = cli_env(db, **env, NVRAG_TEST_PEAK_FILE=str(folder / "peak"))
     with (folder / "out").open("wb") as out, (folder / "err").open("wb") as err:
         process = subprocess.Popen(

@@ -35,16 +35,16 @@ documents = st.fixed_dictionaries(
 
 def load(suffix: str, data: bytes) -> list[Document | LoadFailure]:
     """Load one file of these bytes and check the bounds: every item a Document or a LoadFailure."""
-    folder = Path(tempfile.mkdtemp(prefix="nvrag-fuzz-"))
-    path = folder / f"input{suffix}"
-    path.write_bytes(data)
-    tracemalloc.start()
-    started = time.monotonic()
-    try:
-        items = list(load_corpus(path))
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+    with tempfile.TemporaryDirectory(prefix="nvrag-fuzz-") as folder:  # removed after each input
+        path = Path(folder) / f"input{suffix}"
+        path.write_bytes(data)
+        tracemalloc.start()
+        started = time.monotonic()
+        try:
+            items = list(load_corpus(path))
+        finally:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
     elapsed = time.monotonic() - started
     assert elapsed < SECONDS, (suffix, elapsed)
     assert peak < PYTHON_BYTES, (suffix, peak)
