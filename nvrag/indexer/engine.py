@@ -70,6 +70,10 @@ class Engine(ABC):
         the run cleanly after the batch in flight.
         The run holds the index's write lock (IndexBusyError when another writer has it)."""
         self.check(request)
+        folder = self.store.local_dir()
+        if folder is not None and isinstance(request.source, PathSource):
+            # the store's own files (indexes, locks, reports, uploads) are never documents, were they inside PATH
+            request = replace(request, source=replace(request.source, exclude=(*request.source.exclude, folder)))
         with storage_errors(self.store.location), self.store.writing(request.index):
             return self._run(request, progress, stop)
 
@@ -203,7 +207,7 @@ def finish_run(store: Store, run: Run) -> IndexReport:
     run.writer.finish()
     report, ledger, table = run.report, run.ledger, run.table
     if isinstance(run.request.source, PathSource):
-        report.skipped = unsupported_files(run.request.source.path)
+        report.skipped = unsupported_files(run.request.source.path, run.request.source.exclude)
     ledger.list_unlisted()
     if not report.interrupted:
         gone: dict[str, set[str]] = dict(ledger.stale)  # stale chunks no commit took (the Ray engine's)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -88,20 +88,24 @@ class LoadUnit:
     failure: str | None = None  # a directory that could not be listed: loading it reports this reason
 
 
-def load_corpus(path: Path, columns: TableColumns | None = None) -> Iterator[Document | LoadFailure]:
-    """Documents from a file or a directory (recursive), in a stable order; see the module docstring."""
-    for unit in plan_units(path):
+def load_corpus(
+    path: Path, columns: TableColumns | None = None, exclude: tuple[Path, ...] = ()
+) -> Iterator[Document | LoadFailure]:
+    """Documents from a file or a directory (recursive, leaving out the directories in ``exclude``), in a
+    stable order; see the module docstring."""
+    for unit in plan_units(path, exclude=exclude):
         yield from load_unit(unit, columns)
 
 
-def plan_units(path: Path, jsonl_block_lines: int | None = None) -> list[LoadUnit]:
-    """The files under ``path`` as units, in load order; JSONL files are cut into blocks of
-    ``jsonl_block_lines`` lines when it is given (this reads each JSONL file once to find the line offsets)."""
+def plan_units(path: Path, jsonl_block_lines: int | None = None, exclude: tuple[Path, ...] = ()) -> list[LoadUnit]:
+    """The files under ``path`` (but not under the directories in ``exclude``) as units, in load order; JSONL
+    files are cut into blocks of ``jsonl_block_lines`` lines when it is given (this reads each JSONL file once
+    to find the line offsets)."""
     if not path.exists() and not path.is_symlink():
         raise InputError(f"{path}: no such file or directory")
     unreadable: list[tuple[Path, str]] = []
     if path.is_dir():
-        files = [(file, file.relative_to(path).as_posix()) for file in _directory_files(path, unreadable)]
+        files = [(file, file.relative_to(path).as_posix()) for file in _directory_files(path, unreadable, exclude)]
     elif path.suffix.lower() in SUPPORTED_SUFFIXES:
         files = [(path, path.name)]
     else:
@@ -145,10 +149,11 @@ def load_unit(unit: LoadUnit, columns: TableColumns | None = None) -> Iterator[D
         yield from _load_file(path, unit.doc_id, columns)
 
 
-def count_items(path: Path) -> int | None:
-    """How many items load_corpus(path) will yield (files, or non-empty JSONL lines), for progress bars."""
+def count_items(path: Path, exclude: tuple[Path, ...] = ()) -> int | None:
+    """How many items load_corpus(path, exclude=exclude) will yield (files, or non-empty JSONL lines), for
+    progress bars."""
     if path.is_dir():
-        files = _directory_files(path)
+        files = _directory_files(path, exclude=exclude)
         if any(f.suffix.lower() in TABLE_SUFFIXES | JSONL_SUFFIXES for f in files):
             return None  # files hold many documents each: no meaningful total
         return len(files)
@@ -161,14 +166,14 @@ def count_items(path: Path) -> int | None:
     return 1
 
 
-def unsupported_files(path: Path) -> dict[str, int]:
-    """Files under a directory that nvrag does not read, counted by suffix (lower case; "(none)" for files
-    without one): what a run's report names as skipped. Empty for a single file (refused up front)."""
+def unsupported_files(path: Path, exclude: tuple[Path, ...] = ()) -> dict[str, int]:
+    """Files under a directory (not under those in ``exclude``) that nvrag does not read, counted by suffix
+    (lower case; "(none)" for files without one): what a run's report names as skipped. Empty for a single
+    file (refused up front)."""
     counts: dict[str, int] = {}
     if not path.is_dir():
         return counts
-    for _, dirs, files in os.walk(path, followlinks=False):
-        dirs.sort()
+    for _, _, files in _walk(path, exclude):
         for name in files:
             suffix = Path(name).suffix.lower()
             if suffix not in SUPPORTED_SUFFIXES:
@@ -177,18 +182,33 @@ def unsupported_files(path: Path) -> dict[str, int]:
     return counts
 
 
-def _directory_files(root: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
-    """Candidate files below root, sorted. Symlinked directories are not followed (no loops); symlinked files
-    are, and a broken or looping one fails when it is read, with its reason. Directories that cannot be listed
-    are added to ``unreadable`` with the reason (their files are not indexed)."""
+def _walk(
+    root: Path, exclude: tuple[Path, ...], onerror: Callable[[OSError], None] | None = None
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` below root in sorted order, symlinked directories not followed (no loops), not entering the
+    directories in ``exclude`` (compared resolved: a data directory inside the indexed folder, however named)."""
+    left_out = {p.resolve() for p in exclude}
+    for folder, dirs, files in os.walk(root, onerror=onerror, followlinks=False):
+        if left_out:
+            dirs[:] = [d for d in dirs if (Path(folder) / d).resolve() not in left_out]
+        dirs.sort()
+        yield folder, dirs, files
+
+
+def _directory_files(
+    root: Path, unreadable: list[tuple[Path, str]] | None = None, exclude: tuple[Path, ...] = ()
+) -> list[Path]:
+    """Candidate files below root, not below the directories in ``exclude``, sorted. Symlinked directories are
+    not followed (no loops); symlinked files are, and a broken or looping one fails when it is read, with its
+    reason. Directories that cannot be listed are added to ``unreadable`` with the reason (their files are not
+    indexed)."""
     found: list[Path] = []
 
     def failed(exc: OSError) -> None:
         if unreadable is not None:
             unreadable.append((Path(exc.filename or root), exc.strerror or str(exc)))
 
-    for folder, dirs, files in os.walk(root, onerror=failed, followlinks=False):
-        dirs.sort()
+    for folder, _, files in _walk(root, exclude, failed):
         found.extend(Path(folder) / f for f in files if Path(f).suffix.lower() in SUPPORTED_SUFFIXES)
     return sorted(found)
 

@@ -127,6 +127,6 @@ def _items(request: IndexRequest) -> tuple[int | None, Iterator[Document | LoadF
     """The request's items, and how many a path holds (for a progress bar) when that can be counted."""
     source = request.source
     if isinstance(source, PathSource):
-        return count_items(source.path), load_corpus(source.path, source.columns)
+        return count_items(source.path, source.exclude), load_corpus(source.path, source.columns, source.exclude)
     assert isinstance(source, ItemsSource)
     return None, iter(source.items)

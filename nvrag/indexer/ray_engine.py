@@ -87,7 +87,7 @@ class RayEngine(Engine):
         import ray
 
         assert isinstance(request.source, PathSource)  # check_request: the Ray engine reads a path
-        units = plan_units(request.source.path, request.ray.jsonl_block_lines)
+        units = plan_units(request.source.path, request.ray.jsonl_block_lines, request.source.exclude)
         started_here = not ray.is_initialized()
         if started_here:
             with warnings.catch_warnings():

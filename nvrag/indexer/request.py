@@ -27,10 +27,12 @@ DEFAULT_BATCH_CHUNKS = 256  # chunks per embedding batch and commit, per device
 
 @dataclass(frozen=True)
 class PathSource:
-    """A file or a directory (read recursively); ``columns`` name the fields of tables and JSON."""
+    """A file or a directory (read recursively); ``columns`` name the fields of tables and JSON; directories
+    under it in ``exclude`` are not read (an engine adds its store's own directory: ``Engine.run``)."""
 
     path: Path
     columns: TableColumns = field(default_factory=TableColumns)
+    exclude: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)

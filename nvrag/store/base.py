@@ -231,9 +231,14 @@ class Store(ABC):
     #: whether a table's writer can stage batches in other processes (``TableWriter.stager``)
     distributed_writes: bool = False
 
-    def lock_dir(self) -> Path | None:
-        """Where write locks live (a local data directory), or None where there is no file to lock."""
+    def local_dir(self) -> Path | None:
+        """The local directory this store keeps everything in (its indexes, write locks, run reports and
+        uploads), or None (an object store). An indexing run never reads it as documents."""
         return None
+
+    def lock_dir(self) -> Path | None:
+        """Where write locks live (the local directory), or None where there is no file to lock."""
+        return self.local_dir()
 
     @contextlib.contextmanager
     def writing(self, name: str) -> Iterator[None]:

@@ -324,7 +324,7 @@ class LanceStore(ManifestStore):
         local = self._local()
         return str(local / f"{name}{_SUFFIX}") if local is not None else f"{self.uri.rstrip('/')}/{name}{_SUFFIX}"
 
-    def lock_dir(self) -> Path | None:
+    def local_dir(self) -> Path | None:
         return self._local()
 
     def _manifest_section(self) -> Any:

@@ -257,7 +257,7 @@ class SidecarStore(ManifestStore):
         with self._db:
             self._db.execute("CREATE TABLE IF NOT EXISTS manifests (key TEXT PRIMARY KEY, json TEXT NOT NULL)")
 
-    def lock_dir(self) -> Path | None:
+    def local_dir(self) -> Path | None:
         return self.root
 
     @abstractmethod

@@ -159,3 +159,31 @@ def test_load_units_cut_jsonl_into_blocks_that_read_like_the_whole_file(tmp_path
     docs, failures = split(blocks)
     assert [d.doc_id for d in docs] == ["a.txt"] + [f"d{i}" for i in range(10) if i != 4]
     assert [f.source.rsplit(":", 1)[1] for f in failures] == ["5"]
+
+
+def test_excluded_directories_are_not_read_however_they_are_named(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    data = tmp_path / "db"  # a data directory inside the folder, holding files nvrag would otherwise read
+    (data / "uploads").mkdir(parents=True)
+    (data / "uploads" / "upload.md").write_text("uploaded", encoding="utf-8")
+    (data / "docs.report.json").write_text('{"id": "r", "text": "a run report"}', encoding="utf-8")
+    (data / "docs.lance").mkdir()
+    (data / "docs.lance" / "0.lance").write_bytes(b"\x00")
+    (tmp_path / "db2").mkdir()  # a sibling whose name starts the same is read
+    (tmp_path / "db2" / "kept.txt").write_text("kept", encoding="utf-8")
+    (tmp_path / "link").symlink_to(data)
+    for spelling in (data, tmp_path / "link", tmp_path / "db2" / ".." / "db"):
+        units = loaders.plan_units(tmp_path, exclude=(spelling,))
+        assert [u.doc_id for u in units] == ["db2/kept.txt", "notes.txt"]
+        assert [d.doc_id for d in load_corpus(tmp_path, exclude=(spelling,))] == ["db2/kept.txt", "notes.txt"]
+        assert loaders.count_items(tmp_path, exclude=(spelling,)) == 2
+        assert loaders.unsupported_files(tmp_path, exclude=(spelling,)) == {}
+    assert [u.doc_id for u in loaders.plan_units(tmp_path)] == [
+        "db/docs.report.json",
+        "db/uploads/upload.md",
+        "db2/kept.txt",
+        "notes.txt",
+    ]
+    assert loaders.unsupported_files(tmp_path) == {".lance": 1}
+    # the folder itself inside an excluded one (indexing the uploads folder on purpose) is read
+    assert [u.doc_id for u in loaders.plan_units(data / "uploads", exclude=(data,))] == ["upload.md"]

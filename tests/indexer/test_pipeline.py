@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from nvrag.embedder import WordLengthEmbedder
 from nvrag.errors import ConfigError, ModelMismatchError
-from nvrag.indexer import Indexer, LoadFailure, Progress, StopFlag, load_corpus
+from nvrag.indexer import Indexer, IndexRequest, LoadFailure, PathSource, Progress, StopFlag, load_corpus
 from nvrag.schema import ChunkerSettings, Document
 from nvrag.store import LanceStore
+from nvrag.store.faiss_store import FaissStore
 
 DOCS = [
     Document("a", "alpha beta gamma", "src/a"),
@@ -164,3 +166,23 @@ def test_stop_ends_a_run_after_the_batch_in_flight(store: LanceStore, fake: Word
     resumed = Indexer(store, fake).index("t", DOCS)
     assert (resumed.chunks_added, resumed.chunks_unchanged) == (2, 1)
     assert store.open("t").count() == 3
+
+
+@pytest.mark.parametrize("kind", ["lancedb", "faiss"])
+def test_a_data_directory_inside_the_indexed_folder_is_never_read(
+    tmp_path: Path, fake: WordLengthEmbedder, kind: str
+) -> None:
+    folder = tmp_path / "project"
+    (folder / "notes").mkdir(parents=True)
+    (folder / "notes" / "a.txt").write_text("alpha beta gamma", encoding="utf-8")
+    data = folder / ".nvrag"  # NVRAG_DB=./.nvrag nvrag index .
+    (data / "uploads").mkdir(parents=True)
+    (data / "uploads" / "u.md").write_text("an upload kept by the web page", encoding="utf-8")
+    store = FaissStore(data) if kind == "faiss" else LanceStore(str(data))
+    request = IndexRequest("t", PathSource(folder), prune=True)
+    first = Indexer(store, fake).run(request)
+    (data / "t.report.json").write_text(json.dumps(first.to_dict()), encoding="utf-8")  # as the CLI writes it
+    again = Indexer(store, fake).run(request)
+    assert (first.documents, first.chunks_added, first.skipped) == (1, 1, {})
+    assert (again.documents, again.chunks_added, again.chunks_unchanged, again.skipped) == (1, 0, 1, {})
+    assert set(store.open("t").chunk_ids_by_doc()) == {"notes/a.txt"}
