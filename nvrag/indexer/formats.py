@@ -87,7 +87,8 @@ def read_pdf(data: bytes, doc_id: str, source: str) -> Document:
     """Text of every page, pages separated by a blank line; page_starts lets chunks know their page.
 
     Bounded: at most MAX_PDF_PAGES pages, PDF_STREAM_BYTES per decompressed stream (pypdf's own limits),
-    PDF_SECONDS of extraction and MAX_DOCUMENT_CHARS of text."""
+    PDF_SECONDS of extraction (checked between pages: one page can run for hours, so loaders call this in a
+    child process with a hard deadline, pdf_process.py) and MAX_DOCUMENT_CHARS of text."""
     from pypdf import PdfReader
     from pypdf.errors import LimitReachedError, PdfReadError
 

@@ -25,10 +25,10 @@ from nvrag.indexer.formats import (
     read_html,
     read_json_records,
     read_parquet,
-    read_pdf,
     record_document,
     shown_id,
 )
+from nvrag.indexer.pdf_process import extract_pdf
 from nvrag.indexer.reading import RejectedInputError, decode_text
 from nvrag.schema import Document
 
@@ -225,7 +225,7 @@ def _load_file(path: Path, doc_id: str, columns: TableColumns) -> Iterator[Docum
         elif suffix in HTML_SUFFIXES:
             yield _checked(read_html(decode_text(data)[0], doc_id, source))
         elif suffix == ".pdf":
-            yield _checked(read_pdf(data, doc_id, source))
+            yield _checked(extract_pdf(data, doc_id, source))  # read_pdf in a child, with a hard deadline
         elif suffix == ".docx":
             reading.check_zip(data)
             yield _checked(read_docx(data, doc_id, source))

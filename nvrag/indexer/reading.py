@@ -32,7 +32,7 @@ MAX_TABLE_ROWS = 1_000_000  # rows of one table or .json file (Parquet: checked 
 MAX_FAILURES_PER_FILE = 100  # failures listed one by one for one file; the rest are counted in one line
 MAX_PDF_PAGES = 5000
 PDF_STREAM_BYTES = 8 * 1024 * 1024  # one decompressed PDF stream (pypdf parses about 0.5 MB of content a second)
-PDF_SECONDS = 20.0  # text extraction of one PDF, checked between pages
+PDF_SECONDS = 20.0  # text extraction of one PDF: a hard deadline (pdf_process.py), and checked between pages
 
 
 class RejectedInputError(ValueError):
