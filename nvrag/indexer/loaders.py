@@ -186,13 +186,22 @@ def _walk(
     root: Path, exclude: tuple[Path, ...], onerror: Callable[[OSError], None] | None = None
 ) -> Iterator[tuple[str, list[str], list[str]]]:
     """``os.walk`` below root in sorted order, symlinked directories not followed (no loops), not entering the
-    directories in ``exclude`` (compared resolved: a data directory inside the indexed folder, however named)."""
-    left_out = {p.resolve() for p in exclude}
+    directories in ``exclude`` (the same directory, however named: a data directory inside the indexed folder)."""
+    left_out = {identity for identity in map(_directory_identity, exclude) if identity is not None}
     for folder, dirs, files in os.walk(root, onerror=onerror, followlinks=False):
         if left_out:
-            dirs[:] = [d for d in dirs if (Path(folder) / d).resolve() not in left_out]
+            dirs[:] = [d for d in dirs if _directory_identity(Path(folder) / d) not in left_out]
         dirs.sort()
         yield folder, dirs, files
+
+
+def _directory_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a directory (one stat, symlinks followed), or None if it cannot be read."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _directory_files(

@@ -1,8 +1,8 @@
 """PDF text extraction in a child process with a hard deadline and a memory cap.
 
 pypdf's text extraction cannot be bounded from inside: a page may draw one form XObject any number of times,
-and each drawing runs the form's content again, so a 1 KB PDF can keep a CPU busy for hours (measured: a
-1,156-byte file, 83 s, stopped only by the text-size limit; with empty strings nothing stops it). The checks in
+and each drawing runs the form's content again, so a PDF of a few KB can keep a CPU busy for hours (measured:
+a 1,156-byte file, 83 s, stopped only by the text-size limit; with empty strings nothing stops it). The checks in
 ``formats.read_pdf`` run between pages, so they never see such a page end. Here ``read_pdf`` runs in a
 long-lived child process (one per parent, started at the first PDF, reused): the parent waits at most
 ``reading.PDF_SECONDS`` for each answer and kills the child when that passes (the next PDF starts a new one).
