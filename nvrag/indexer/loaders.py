@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from nvrag.indexer.formats import (
 )
 from nvrag.indexer.pdf_process import extract_pdf
 from nvrag.indexer.reading import RejectedInputError, decode_text
+from nvrag.indexer.walking import directory_files, walk
 from nvrag.schema import Document
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
@@ -105,7 +106,10 @@ def plan_units(path: Path, jsonl_block_lines: int | None = None, exclude: tuple[
         raise InputError(f"{path}: no such file or directory")
     unreadable: list[tuple[Path, str]] = []
     if path.is_dir():
-        files = [(file, file.relative_to(path).as_posix()) for file in _directory_files(path, unreadable, exclude)]
+        files = [
+            (file, file.relative_to(path).as_posix())
+            for file in directory_files(path, SUPPORTED_SUFFIXES, unreadable, exclude)
+        ]
     elif path.suffix.lower() in SUPPORTED_SUFFIXES:
         files = [(path, path.name)]
     else:
@@ -153,7 +157,7 @@ def count_items(path: Path, exclude: tuple[Path, ...] = ()) -> int | None:
     """How many items load_corpus(path, exclude=exclude) will yield (files, or non-empty JSONL lines), for
     progress bars."""
     if path.is_dir():
-        files = _directory_files(path, exclude=exclude)
+        files = directory_files(path, SUPPORTED_SUFFIXES, exclude=exclude)
         if any(f.suffix.lower() in TABLE_SUFFIXES | JSONL_SUFFIXES for f in files):
             return None  # files hold many documents each: no meaningful total
         return len(files)
@@ -173,53 +177,13 @@ def unsupported_files(path: Path, exclude: tuple[Path, ...] = ()) -> dict[str, i
     counts: dict[str, int] = {}
     if not path.is_dir():
         return counts
-    for _, _, files in _walk(path, exclude):
+    for _, _, files in walk(path, exclude):
         for name in files:
             suffix = Path(name).suffix.lower()
             if suffix not in SUPPORTED_SUFFIXES:
                 key = suffix or "(none)"
                 counts[key] = counts.get(key, 0) + 1
     return counts
-
-
-def _walk(
-    root: Path, exclude: tuple[Path, ...], onerror: Callable[[OSError], None] | None = None
-) -> Iterator[tuple[str, list[str], list[str]]]:
-    """``os.walk`` below root in sorted order, symlinked directories not followed (no loops), not entering the
-    directories in ``exclude`` (the same directory, however named: a data directory inside the indexed folder)."""
-    left_out = {identity for identity in map(_directory_identity, exclude) if identity is not None}
-    for folder, dirs, files in os.walk(root, onerror=onerror, followlinks=False):
-        if left_out:
-            dirs[:] = [d for d in dirs if _directory_identity(Path(folder) / d) not in left_out]
-        dirs.sort()
-        yield folder, dirs, files
-
-
-def _directory_identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of a directory (one stat, symlinks followed), or None if it cannot be read."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
-
-
-def _directory_files(
-    root: Path, unreadable: list[tuple[Path, str]] | None = None, exclude: tuple[Path, ...] = ()
-) -> list[Path]:
-    """Candidate files below root, not below the directories in ``exclude``, sorted. Symlinked directories are
-    not followed (no loops); symlinked files are, and a broken or looping one fails when it is read, with its
-    reason. Directories that cannot be listed are added to ``unreadable`` with the reason (their files are not
-    indexed)."""
-    found: list[Path] = []
-
-    def failed(exc: OSError) -> None:
-        if unreadable is not None:
-            unreadable.append((Path(exc.filename or root), exc.strerror or str(exc)))
-
-    for folder, _, files in _walk(root, exclude, failed):
-        found.extend(Path(folder) / f for f in files if Path(f).suffix.lower() in SUPPORTED_SUFFIXES)
-    return sorted(found)
 
 
 def _load_file(path: Path, doc_id: str, columns: TableColumns) -> Iterator[Document | LoadFailure]:

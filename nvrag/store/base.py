@@ -227,24 +227,19 @@ class Store(ABC):
     """A data directory (or URI) of named indexes."""
 
     location: str = "the data directory"  # where the indexes live, for messages
-
     #: whether a table's writer can stage batches in other processes (``TableWriter.stager``)
     distributed_writes: bool = False
 
     def local_dir(self) -> Path | None:
-        """The local directory this store keeps everything in (its indexes, write locks, run reports and
-        uploads), or None (an object store). An indexing run never reads it as documents."""
+        """The local directory this store keeps everything in (indexes, write locks, run reports, uploads), or
+        None (an object store: no file to lock). An indexing run never reads it as documents."""
         return None
-
-    def lock_dir(self) -> Path | None:
-        """Where write locks live (the local directory), or None where there is no file to lock."""
-        return self.local_dir()
 
     @contextlib.contextmanager
     def writing(self, name: str) -> Iterator[None]:
         """Hold index ``name``'s write lock for the block: one writer per index (IndexBusyError when another
         holds it; a lock of a killed process is taken over). Readers never wait for it."""
-        folder = self.lock_dir()
+        folder = self.local_dir()
         if folder is None:
             yield
             return

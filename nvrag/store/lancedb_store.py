@@ -329,7 +329,7 @@ class LanceStore(ManifestStore):
 
     def _manifest_section(self) -> Any:
         """Writers of different indexes share the manifest table: their updates take turns (no commit conflict)."""
-        folder = self.lock_dir()
+        folder = self.local_dir()
         if folder is None:
             return contextlib.nullcontext()
         from nvrag.store.locking import shared_section
