@@ -68,6 +68,15 @@ class PdfWorker:
         with self._lock:
             self._stop()
 
+    def disown(self) -> None:
+        """In a forked copy of the process that started the child: let go of it without a word to it (it is
+        the parent's), closing this copy's ends of its pipes."""
+        child, self._child = self._child, None
+        for pipe in (child.stdin, child.stdout) if child is not None else ():
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
     def _running(self) -> subprocess.Popen[bytes]:
         if self._child is not None and self._child.poll() is None:
             return self._child
@@ -148,6 +157,17 @@ def _answer(line: bytes, doc_id: str, source: str) -> Document:
 
 _WORKER: PdfWorker | None = None
 _WORKER_LOCK = threading.Lock()
+
+
+def _forked() -> None:
+    """In a forked child process: its parent's reader stays the parent's; this process starts its own."""
+    global _WORKER, _WORKER_LOCK
+    if _WORKER is not None:
+        _WORKER.disown()
+    _WORKER, _WORKER_LOCK = None, threading.Lock()  # (another thread may have held the lock at the fork)
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def extract_pdf(data: bytes, doc_id: str, source: str) -> Document:

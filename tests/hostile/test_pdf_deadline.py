@@ -150,3 +150,45 @@ def test_an_answer_the_parent_cannot_trust_is_a_one_line_error(
     with pytest.raises(error) as raised:
         _answer(line, "d", "s")
     assert type(raised.value) is error and str(raised.value) == message
+
+
+FORKED = """
+import os, signal, sys, threading, time
+from nvrag.indexer import pdf_process
+good, endless = (open(path, "rb").read() for path in sys.argv[1:3])
+first = pdf_process.extract_pdf(good, "a", "a").text
+parents = pdf_process._WORKER._child.pid
+
+def busy():
+    try:
+        pdf_process._WORKER.extract(endless, "e", "e", seconds=6)
+    except ValueError:
+        pass
+
+thread = threading.Thread(target=busy)
+thread.start()
+time.sleep(1.0)  # the parent's reader is busy: its lock is held while this process forks
+pid = os.fork()
+if pid == 0:  # the copy reads with a reader of its own, and leaves the parent's alone when it exits
+    signal.alarm(30)  # a copy stuck on the parent's lock is killed by SIGALRM, and the test fails
+    ok = pdf_process.extract_pdf(good, "b", "b").text == first and pdf_process._WORKER._child.pid != parents
+    pdf_process._WORKER.close()
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+thread.join()
+print(os.waitstatus_to_exitcode(status), pdf_process.extract_pdf(good, "c", "c").text == first)
+"""
+
+
+def test_a_forked_process_starts_its_own_reader_and_leaves_its_parents(tmp_path: Path) -> None:
+    good, endless = tmp_path / "good.pdf", tmp_path / "endless.pdf"
+    good.write_bytes(GOOD)
+    endless.write_bytes(ENDLESS)
+    run = subprocess.run(
+        [sys.executable, "-c", FORKED, str(good), str(endless)],
+        capture_output=True,
+        text=True,
+        timeout=GUARD_S,
+        check=False,
+    )
+    assert (run.returncode, run.stdout) == (0, "0 True\n"), run.stderr
