@@ -72,10 +72,8 @@ class PdfWorker:
         """In a forked copy of the process that started the child: let go of it without a word to it (it is
         the parent's), closing this copy's ends of its pipes."""
         child, self._child = self._child, None
-        for pipe in (child.stdin, child.stdout) if child is not None else ():
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
+        if child is not None:
+            _close_pipes(child)
 
     def _running(self) -> subprocess.Popen[bytes]:
         if self._child is not None and self._child.poll() is None:
@@ -103,11 +101,16 @@ class PdfWorker:
         if code is None:
             child.kill()
         child.wait()
-        for pipe in (child.stdin, child.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
+        _close_pipes(child)
         return code
+
+
+def _close_pipes(child: subprocess.Popen[bytes]) -> None:
+    """This process's ends of the child's stdin and stdout."""
+    for pipe in (child.stdin, child.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 def _read_line(stream: IO[bytes], deadline: float) -> bytes | None:
