@@ -85,10 +85,13 @@ def allowed_hosts(bound: str, extra: Iterable[str]) -> frozenset[str] | None:
 
 
 class BrowserGuard:
-    """Host check, foreign-Origin refusal for writes and JSON-only bodies on /v1; see the module."""
+    """Host check, foreign-Origin refusal for writes (``reads``: for every request) and JSON-only bodies on /v1;
+    see the module."""
 
-    def __init__(self, app: ASGIApp, hosts: frozenset[str] | None, origins: frozenset[str] = frozenset()) -> None:
-        self.app, self.hosts, self.origins = app, hosts, origins
+    def __init__(
+        self, app: ASGIApp, hosts: frozenset[str] | None, origins: frozenset[str] = frozenset(), reads: bool = False
+    ) -> None:
+        self.app, self.hosts, self.origins, self.reads = app, hosts, origins, reads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -105,7 +108,7 @@ class BrowserGuard:
             return
         method = scope.get("method", "GET")
         origin = _header(scope, b"origin")
-        writes = scope["type"] == "websocket" or method in WRITES
+        writes = self.reads or scope["type"] == "websocket" or method in WRITES
         if writes and origin is not None and not self._same_origin(origin, host):
             message = (
                 f"a request from the web page at {origin[:100]!r} may not change or read this server "

@@ -22,7 +22,7 @@ from typer.models import CommandFunctionType
 
 from nvrag import __version__
 from nvrag.app.settings import ENV_DB, ENV_DTYPE, ENV_MODEL, ENV_MODEL_MEMORY
-from nvrag.errors import IndexBusyError, InputError, NvRagError, StorageError
+from nvrag.errors import ConfigError, IndexBusyError, InputError, NvRagError, StorageError
 from nvrag.indexer import StopFlag, reading
 from nvrag.limits import MAX_RERANK_DEPTH
 
@@ -182,6 +182,33 @@ RerankInstructionOption = Annotated[
         show_default=False,
     ),
 ]
+AllowedHosts = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-host",
+        help="Also answer requests whose Host header names this (repeat the option; '*' answers any). "
+        "By default a loopback server answers only localhost names and other binds only the bound address.",
+        show_default=False,
+    ),
+]
+AllowedOrigins = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-origin",
+        help="A web origin (https://app.example) whose pages may call this server from a browser (CORS; repeat the "
+        "option). By default no page of another origin may.",
+        show_default=False,
+    ),
+]
+
+
+def check_origins(origins: Sequence[str] | None) -> None:
+    """``--allowed-origin`` values are origins (scheme://host[:port]), nothing more."""
+    for origin in origins or ():
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigError(f"--allowed-origin {origin}: give an origin as scheme://host[:port], no path")
+
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 TaskOption = Annotated[
     str | None, typer.Option("--task", "-t", help="Query instruction preset by task name, e.g. SciFact.")

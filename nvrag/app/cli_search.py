@@ -1,4 +1,4 @@
-"""`nvrag search`, `nvrag eval`, `nvrag ui` and `nvrag info`: what comes out of an index."""
+"""`nvrag search`, `nvrag eval` and `nvrag info`: what comes out of an index."""
 
 from __future__ import annotations
 
@@ -10,33 +10,27 @@ import typer
 from rich.table import Table as RichTable
 
 from nvrag.app.cli_common import (
-    EXIT_PORT_IN_USE,
     DbOption,
     DtypeOption,
     IndexOption,
     InstructionOption,
     JsonOption,
-    ModelMemoryOption,
     ModelOption,
     ModelPathOption,
     QueryDtypeOption,
     RerankDepthOption,
     RerankInstructionOption,
-    RerankModelOption,
     RerankOption,
     TaskOption,
     app,
     err,
-    fail,
     model_lines,
     out,
-    require_extra,
     safe,
     user_errors,
 )
 from nvrag.app.cli_rerank import instruction_note, reranker_line
 from nvrag.app.progress import index_progress
-from nvrag.app.serving import build_web_app
 from nvrag.app.settings import Settings
 from nvrag.app.wiring import build_retriever, choose, load_model, load_rerank_model, open_store
 from nvrag.embedder import REGISTRY, TASK_INSTRUCTIONS, resolve_instruction
@@ -269,45 +263,6 @@ def eval_command(
     out.print(table)
     if output is not None:
         out.print(f"wrote {safe(output / 'metrics.json')} and {safe(output / 'metrics.png')}")
-
-
-@app.command()
-def ui(
-    index: Annotated[str | None, typer.Option("--index", "-i", help="Index selected when the page opens.")] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to bind; the default serves this machine only.")] = (
-        "127.0.0.1"
-    ),
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 7860,
-    rerank_model: RerankModelOption = None,
-    dtype: DtypeOption = None,
-    model_memory: ModelMemoryOption = None,
-    db: DbOption = None,
-) -> None:
-    """Start the web search UI (Gradio). Loopback only by default; no public share link.
-
-    Set NVRAG_UI_USER and NVRAG_UI_PASSWORD to require a login. Uploads are limited to .txt, .md and .jsonl
-    files of 20 MB and stored, with sanitised names, under the data directory's uploads/ folder.
-    """
-    require_extra("ui", "ui", ("gradio", "fastapi", "uvicorn"))
-    from nvrag.api.runner import PortInUseError, bind
-    from nvrag.api.runner import serve as run_server
-
-    with user_errors():
-        try:
-            sock = bind(host, port)  # before anything is announced: a port in use is one line, exit 4
-        except PortInUseError as exc:
-            raise fail(str(exc), EXIT_PORT_IN_USE) from None
-        settings = Settings.from_env(db=db, dtype=dtype, model_memory=model_memory)
-        store = open_store(settings)
-        if index is not None and not store.exists(index):
-            store.open(index)  # raises IndexNotFoundError naming the known indexes
-        reranker = load_rerank_model(settings, rerank_model) if rerank_model is not None else None
-        server = build_web_app(settings, store, index, reranker=reranker, say=lambda line: err.print(safe(line)))
-    where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{sock.getsockname()[1]}/"
-    err.print(f"nvrag UI on {safe(where)} (Ctrl-C stops it)")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]warning:[/] listening on {safe(host)}: other machines can reach this UI")
-    run_server(server, sock)
 
 
 @app.command()

@@ -1,10 +1,9 @@
-"""`nvrag serve` (the HTTP API for programs: OpenAI-compatible embeddings, search, documents, /mcp) and
-`nvrag mcp` (the MCP server for agents, over stdio)."""
+"""`nvrag serve` (the HTTP API for programs: OpenAI-compatible embeddings, search, documents, /mcp),
+`nvrag ui` (the web search page) and `nvrag mcp` (the MCP server for agents, over stdio)."""
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import Annotated
 
@@ -13,6 +12,8 @@ import typer
 from nvrag.api.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_INPUTS
 from nvrag.app.cli_common import (
     EXIT_PORT_IN_USE,
+    AllowedHosts,
+    AllowedOrigins,
     DbOption,
     DtypeOption,
     ModelMemoryOption,
@@ -21,6 +22,7 @@ from nvrag.app.cli_common import (
     QueryDtypeOption,
     RerankModelOption,
     app,
+    check_origins,
     err,
     fail,
     require_extra,
@@ -28,7 +30,7 @@ from nvrag.app.cli_common import (
     user_errors,
 )
 from nvrag.app.devices import fit_threads, share_cpus
-from nvrag.app.serving import build_api_app, build_mcp_server
+from nvrag.app.serving import build_api_app, build_mcp_server, build_web_app
 from nvrag.app.settings import ENV_API_KEY, Settings
 from nvrag.app.wiring import load_rerank_model, open_store
 from nvrag.embedder.scheduler import DEFAULT_MAX_QUEUE_SECONDS, DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_TOKENS
@@ -38,26 +40,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ServedIndexes = Annotated[
     list[str] | None,
     typer.Option("--index", "-i", help="Serve only these indexes (repeat the option); default: every index."),
-]
-
-
-AllowedHosts = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--allowed-host",
-        help="Also answer requests whose Host header names this (repeat the option; '*' answers any). "
-        "By default a loopback server answers only localhost names and other binds only the bound address.",
-        show_default=False,
-    ),
-]
-AllowedOrigins = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--allowed-origin",
-        help="A web origin (https://app.example) whose pages may call the API from a browser (CORS; repeat the "
-        "option). By default no page of another origin may.",
-        show_default=False,
-    ),
 ]
 
 
@@ -145,9 +127,7 @@ def serve(
             )
         if api_key is not None and len(api_key) < 16:
             raise ConfigError("--api-key: use at least 16 characters (for example: openssl rand -hex 24)")
-        for origin in allowed_origin or ():
-            if not re.fullmatch(r"https?://[^/\s]+", origin):
-                raise ConfigError(f"--allowed-origin {origin}: give an origin as scheme://host[:port], no path")
+        check_origins(allowed_origin)
         try:
             sock = bind(host, port)
         except PortInUseError as exc:
@@ -192,6 +172,59 @@ def serve(
         err.print(f"[yellow]warning:[/] listening on {safe(host)}: other machines can reach this API")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     run_server(server, sock, max_connections=max_connections)
+
+
+@app.command()
+def ui(
+    index: Annotated[str | None, typer.Option("--index", "-i", help="Index selected when the page opens.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; the default serves this machine only.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 7860,
+    allowed_host: AllowedHosts = None,
+    allowed_origin: AllowedOrigins = None,
+    rerank_model: RerankModelOption = None,
+    dtype: DtypeOption = None,
+    model_memory: ModelMemoryOption = None,
+    db: DbOption = None,
+) -> None:
+    """Start the web search UI (Gradio). Loopback only by default; no public share link.
+
+    Set NVRAG_UI_USER and NVRAG_UI_PASSWORD to require a login. Uploads are limited to .txt, .md and .jsonl
+    files of 20 MB and stored, with sanitised names, under the data directory's uploads/ folder. Requests
+    that name another Host, or come from a web page of another origin, are refused (see --allowed-host and
+    --allowed-origin for a proxy's names).
+    """
+    require_extra("ui", "ui", ("gradio", "fastapi", "uvicorn"))
+    from nvrag.api.runner import PortInUseError, bind
+    from nvrag.api.runner import serve as run_server
+
+    with user_errors():
+        check_origins(allowed_origin)
+        try:
+            sock = bind(host, port)  # before anything is announced: a port in use is one line, exit 4
+        except PortInUseError as exc:
+            raise fail(str(exc), EXIT_PORT_IN_USE) from None
+        settings = Settings.from_env(db=db, dtype=dtype, model_memory=model_memory)
+        store = open_store(settings)
+        if index is not None and not store.exists(index):
+            store.open(index)  # raises IndexNotFoundError naming the known indexes
+        reranker = load_rerank_model(settings, rerank_model) if rerank_model is not None else None
+        server = build_web_app(
+            settings,
+            store,
+            index,
+            reranker=reranker,
+            say=lambda line: err.print(safe(line)),
+            host=host,
+            allowed_hosts=allowed_host or (),
+            allowed_origins=allowed_origin or (),
+        )
+    where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{sock.getsockname()[1]}/"
+    err.print(f"nvrag UI on {safe(where)} (Ctrl-C stops it)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/] listening on {safe(host)}: other machines can reach this UI")
+    run_server(server, sock)
 
 
 @app.command()

@@ -67,10 +67,17 @@ def build_web_app(
     mounted_at: str = "",
     reranker: Reranker | None = None,
     say: Callable[[str], None] | None = None,
+    host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
+    allowed_origins: Sequence[str] = (),
 ) -> Any:
     """The UI's FastAPI app over ``services`` (its own unless given: `nvrag serve --ui` passes the server's, one
-    loaded model for the page, the API and MCP, with its mount path; the API key guards it there, so it takes
-    no login of its own). Uploads go into existing indexes with the index's model."""
+    loaded model for the page, the API and MCP, with its mount path; the API key and the API's browser guard
+    cover it there, so it takes no login of its own). Uploads go into existing indexes with the index's model.
+
+    On its own (`nvrag ui`, bound to ``host``) the page is guarded like the API: a request must name this server
+    in its Host header (DNS rebinding) and one from a web page of another origin is refused, reads included
+    (Gradio answers any localhost page's reads with CORS, and its upload route takes a form any page can post)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
     # Gradio writes what it receives to GRADIO_TEMP_DIR (default: /tmp/gradio, shared by every user of the
     # machine); this server's uploads go to a folder of its own, readable by this user only, removed when the
@@ -103,7 +110,13 @@ def build_web_app(
     user, password = os.environ.get(ENV_UI_USER), os.environ.get(ENV_UI_PASSWORD)
     if bool(user) != bool(password):
         raise ConfigError(f"set both {ENV_UI_USER} and {ENV_UI_PASSWORD} to require a login, or neither")
-    return build_server(ctx, index, auth=(user, password) if user and password else None)
+    from nvrag.api.guard import BrowserGuard
+    from nvrag.api.guard import allowed_hosts as hosts_for
+
+    app = build_server(ctx, index, auth=(user, password) if user and password else None)
+    hosts = hosts_for(host, allowed_hosts)
+    app.add_middleware(BrowserGuard, hosts=hosts, origins=frozenset(allowed_origins), reads=True)
+    return app
 
 
 def build_api_app(

@@ -20,6 +20,7 @@ from nvrag.ui.callbacks import TASK_CHOICES, UIContext
 from nvrag.ui.render import CSS
 
 MAX_REQUEST_FILES = 10  # files of at most max_upload_bytes each in one request
+MAX_QUEUED_EVENTS = 64  # searches, uploads, listings and deletes waiting for their turn, across the page's users
 
 
 def build_ui(ctx: UIContext, index: str | None = None) -> Any:
@@ -128,6 +129,9 @@ def build_ui(ctx: UIContext, index: str | None = None) -> Any:
         list_button.click(listed, [index_box, origin, contains], table)
         contains.submit(listed, [index_box, origin, contains], table)
         delete_button.click(run_delete, [index_box, doc_id, confirm, origin, contains], [deleted, table, confirm])
+    # each listener runs one event at a time; past MAX_QUEUED_EVENTS waiting (all listeners together) a new one
+    # is refused at once ("Queue is full") instead of waiting without end
+    blocks.queue(max_size=MAX_QUEUED_EVENTS, default_concurrency_limit=1)
     return blocks
 
 

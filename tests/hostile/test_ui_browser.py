@@ -1,9 +1,13 @@
 """In a real browser (Debian's Chromium via Playwright): an indexed page with a script, its source link
-clicked from the results, and no script runs; a hostile document's text shows as text in the results."""
+clicked from the results, and no script runs; a hostile document's text shows as text in the results; a page
+of another origin (another port of this machine) can neither upload to the UI nor read from it."""
 
 from __future__ import annotations
 
+import http.server
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,15 +25,19 @@ NOTE = "Owl notes <script>window.pwned = true</script> [link=https://evil.exampl
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("xss")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("xss")
+
+
+@pytest.fixture(scope="module")
+def server(root: Path) -> Iterator[str]:
     corpus = root / "corpus"
     corpus.mkdir()
     (corpus / "owls.html").write_text(PAGE, encoding="utf-8")
     (corpus / "note.txt").write_text(NOTE, encoding="utf-8")
     built = nvrag("index", str(corpus), "--index", "xss", "--model", "all-MiniLM-L6-v2", db=root / "db")
     assert built.returncode == 0, built.stderr
-    with running_ui(root / "db", "xss") as url:
+    with running_ui(root / "db", "xss", GRADIO_TEMP_DIR=str(root / "received")) as url:
         yield url
 
 
@@ -61,3 +69,43 @@ def test_an_indexed_pages_script_never_runs(server: str) -> None:
         assert page.evaluate("window.pwned === undefined") and page.title() != "PWNED"
         browser.close()
     assert not [url for url in requests if "pwned" in url.lower()]
+
+
+def attacker_page(ui: str) -> str:
+    """A page of another origin: a form upload sent without asking (no-cors: the browser does not wait for
+    permission to send a multipart form), and reads of the page's settings and of a source file."""
+    return f"""<!doctype html><html><body><script>
+window.results = {{}};
+const form = new FormData();
+form.append("files", new Blob(["planted by another page"], {{type: "text/plain"}}), "planted.txt");
+fetch("{ui}gradio_api/upload", {{method: "POST", mode: "no-cors", body: form}})
+  .then(() => window.results.uploaded = "sent", e => window.results.uploaded = "blocked");
+fetch("{ui}config").then(r => r.text()).then(t => window.results.read = t, e => window.results.read = "blocked");
+</script></body></html>"""
+
+
+def test_a_page_of_another_origin_neither_uploads_nor_reads(server: str, root: Path, tmp_path: Path) -> None:
+    """Gradio alone answered a localhost page's reads with CORS (any port) and kept what any page's form
+    uploaded; the UI's guard refuses both at the door."""
+    from playwright.sync_api import sync_playwright
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text(attacker_page(server), encoding="utf-8")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(site))  # noqa: E731
+    page_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=page_server.serve_forever, daemon=True).start()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+            tab = browser.new_page()
+            tab.goto(f"http://127.0.0.1:{page_server.server_address[1]}/index.html")
+            tab.wait_for_function("window.results.read && window.results.uploaded")
+            results = tab.evaluate("window.results")
+            browser.close()
+    finally:
+        page_server.shutdown()
+        page_server.server_close()
+    assert results["uploaded"] == "sent"  # the browser sent it: the server refused it
+    assert results["read"] == "blocked"
+    assert not [f for f in (root / "received").rglob("*") if f.is_file() and b"planted" in f.read_bytes()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,60 @@ def _raw_post(url: str, path: str, headers: dict[str, str]) -> str:
     with socket.create_connection((where.hostname, where.port), timeout=30) as conn:
         conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + b"--x--")
         return conn.recv(200).decode("latin-1").splitlines()[0]
+
+
+def test_other_host_names_and_pages_of_other_origins_are_refused(db: Path, tmp_path: Path) -> None:
+    """DNS rebinding (a foreign name resolving to this machine: the Host header names it) and a page of another
+    origin (Origin names it) reach nothing: no bytes written, no reads that Gradio's CORS would hand to any
+    localhost page; the page's own origin, programs (no Origin) and the names a proxy was allowed still work."""
+    received = tmp_path / "received"
+    allowed = ("--allowed-host", "search.example", "--allowed-origin", "https://search.example")
+    with running_ui(db, "t", *allowed, GRADIO_TEMP_DIR=str(received)) as url, httpx.Client(timeout=60) as client:
+        own = url.rstrip("/")
+        note = ("note.txt", b"planted by another page", "text/plain")
+
+        def upload(**headers: str) -> int:
+            return client.post(f"{url}gradio_api/upload", files={"files": note}, headers=headers).status_code
+
+        for name in ("evil.example", "evil.example:7860", "127.0.0.1.nip.io"):
+            assert client.get(url, headers={"Host": name}).status_code == 421, name
+            assert client.get(f"{url}source/t/{_chunk_of(db, 'note.txt')}", headers={"Host": name}).status_code == 421
+        for foreign in ("https://evil.example", "http://localhost:3000", "http://127.0.0.1:1", "null"):
+            assert upload(Origin=foreign) == 403, foreign
+            read = client.get(f"{url}config", headers={"Origin": foreign})
+            assert read.status_code == 403 and "access-control-allow-origin" not in read.headers, foreign
+        assert not [p for p in received.rglob("*") if p.is_file()]  # nothing the refused uploads sent was kept
+        assert client.get(f"{url}config", headers={"Origin": own}).status_code == 200
+        assert upload(Origin=own) == 200 and upload() == 200
+        assert upload(Origin="https://search.example", Host="search.example") == 200
+        assert client.get(url, headers={"Host": "search.example"}).status_code == 200
+
+
+def test_a_full_queue_refuses_new_events_at_once(db: Path) -> None:
+    """Events wait their turn in Gradio's queue, each listener one at a time; past MAX_QUEUED_EVENTS waiting a
+    new one is refused at once (503), not queued without end. The upload run is held, for real, at the shared
+    manifest lock that every index writer takes its turn at."""
+    from nvrag.store.locking import shared_section
+    from nvrag.ui.app import MAX_QUEUED_EVENTS
+
+    with running_ui(db, "t") as url, httpx.Client(timeout=60) as client:
+        config = client.get(f"{url}config").json()
+        ((dependency, _),) = _events_taking_files(config)
+        sent = client.post(f"{url}gradio_api/upload", files={"files": ("new.txt", b"epsilon", "text/plain")})
+        (stored,) = sent.json()
+        named = {"path": stored, "orig_name": "new.txt", "meta": {"_type": "gradio.FileData"}}
+
+        def join(files: list[dict[str, Any]] | None) -> httpx.Response:
+            body = {"data": ["t", files], "event_data": None, "fn_index": dependency["id"], "session_hash": "s"}
+            return client.post(f"{url}gradio_api/queue/join", json={**body, "trigger_id": dependency["targets"][0][0]})
+
+        with shared_section(db / "_nvrag_manifests.lock"):
+            assert join([named]).status_code == 200  # runs, and waits at the lock with the upload's run
+            answers = [join(None).status_code for _ in range(MAX_QUEUED_EVENTS + 3)]
+        # the first event may still have been waiting to start when the others came: then it counted too
+        assert answers.count(200) in (MAX_QUEUED_EVENTS - 1, MAX_QUEUED_EVENTS), answers
+        assert set(answers[answers.count(200) :]) == {503}, answers
+        deadline = time.monotonic() + 120
+        while "upload:new" not in " ".join(LanceStore(str(db)).open("t").chunk_ids_by_doc()):
+            assert time.monotonic() < deadline, "the held upload never finished once the lock was free"
+            time.sleep(0.5)
