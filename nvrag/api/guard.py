@@ -3,8 +3,10 @@
 - ``BrowserGuard``: the API is safe beside a browser. The Host header must name this server (the bound address,
   loopback names for a loopback bind, and ``--allowed-host`` names), which defeats DNS rebinding; a
   state-changing request (POST, PUT, PATCH, DELETE) that carries a foreign ``Origin`` is refused, which defeats
-  cross-site writes; and the JSON routes (``/v1/...``) take only ``application/json`` bodies, so an HTML form
-  (``text/plain``, urlencoded, multipart: the bodies a page may send without asking) never reaches them.
+  cross-site writes (for the web page at /ui, and for ``nvrag ui``, any request with a foreign ``Origin``: Gradio
+  would answer a page on any localhost port with CORS); and the JSON routes (``/v1/...``) take only
+  ``application/json`` bodies, so an HTML form (``text/plain``, urlencoded, multipart: the bodies a page may send
+  without asking) never reaches them.
 - ``KeyRequired``: with an API key, every route but the probes needs it, checked before the body is read.
 - ``Admission``: requests that send work (POST, PUT, PATCH, DELETE) are bounded in number and body bytes in
   flight; past a bound the answer is an immediate 429 with ``Retry-After``. Bodies must announce their length
@@ -108,7 +110,8 @@ class BrowserGuard:
             return
         method = scope.get("method", "GET")
         origin = _header(scope, b"origin")
-        writes = self.reads or scope["type"] == "websocket" or method in WRITES
+        # the page's reads too: Gradio answers a page on any localhost port with CORS
+        writes = self.reads or scope["type"] == "websocket" or method in WRITES or _is_page(scope["path"])
         if writes and origin is not None and not self._same_origin(origin, host):
             message = (
                 f"a request from the web page at {origin[:100]!r} may not change or read this server "

@@ -54,3 +54,13 @@ def test_a_browser_with_the_key_searches_and_opens_a_source_file(with_ui: str) -
         assert source.status == 200 and "file_digest" in source.text()
         assert source.headers["content-type"].startswith("text/plain")
         browser.close()
+
+
+def test_a_page_of_another_origin_reads_nothing_of_the_page(with_ui: str) -> None:
+    """Gradio answers a page on any localhost port with CORS; under /ui the API's guard refuses such a page
+    before Gradio sees it, reads included (the API's own routes send no CORS headers at all)."""
+    for origin in ("http://localhost:3000", "https://evil.example"):
+        read = httpx.get(f"{with_ui}/ui/config", auth=("me", KEY), headers={"Origin": origin})
+        assert read.status_code == 403 and "access-control-allow-origin" not in read.headers, origin
+    own = httpx.get(f"{with_ui}/ui/config", auth=("me", KEY), headers={"Origin": with_ui})
+    assert own.status_code == 200
