@@ -3,18 +3,16 @@ server, each over one ``Services`` (its model and retriever pools), from the par
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import gc
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from nvrag.api.limits import DEFAULT_MAX_IN_FLIGHT
+from nvrag.app import received as received_folders
 from nvrag.app.services import Loader, Purpose, Services
 from nvrag.app.settings import ENV_UI_PASSWORD, ENV_UI_USER, Settings, default_db
 from nvrag.app.wiring import choose, load_model, load_rerank_model
@@ -83,9 +81,9 @@ def build_web_app(
     # machine); this server's uploads go to a folder of its own, readable by this user only, removed when the
     # process ends (the uploads it indexed are kept under the data directory; these are the bytes as received)
     given = os.environ.get("GRADIO_TEMP_DIR")
-    received = Path(given or tempfile.mkdtemp(prefix="nvrag-received-"))
     if not given:
-        atexit.register(shutil.rmtree, received, True)
+        received_folders.sweep()  # the folders of servers that were killed
+    received = Path(given) if given else received_folders.own_folder()
     os.environ["GRADIO_TEMP_DIR"] = str(received)
     from nvrag.ui import UIContext, build_server
 
