@@ -7,8 +7,10 @@ documents already in hand: ``Indexer(store, embedder).index("name", documents)``
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from nvrag.embedder import Embedder
+from nvrag.errors import ConfigError
 from nvrag.indexer.chunking import chunk_document
 from nvrag.indexer.engine import (
     Engine,
@@ -54,17 +56,20 @@ class Indexer(Engine):
     def index(
         self,
         name: str,
-        items: Iterable[Document | LoadFailure],
+        items: Iterable[Document | LoadFailure] | Path,
         *,
         prune: bool = False,
         reembed: bool = False,
         stop: StopFlag | None = None,
         uploads: bool = False,
     ) -> IndexReport:
-        """Index ``items`` into ``name`` (see IndexRequest for the options; ``uploads``: UI uploads)."""
+        """Index ``items`` into ``name`` (see IndexRequest for the options; ``uploads``: UI uploads). A Path is
+        read as `nvrag index PATH` reads it (a data directory inside it left out, its documents PATH's own)."""
+        if isinstance(items, Path) and uploads:
+            raise ConfigError("uploads are documents already read: pass them as items, not a path")
         request = IndexRequest(
             name,
-            ItemsSource(items, uploads=uploads),
+            PathSource(items) if isinstance(items, Path) else ItemsSource(items, uploads=uploads),
             chunker=self.chunker,
             vector_dtype=self.vector_dtype,
             quantization=self.quantization,

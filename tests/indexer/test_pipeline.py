@@ -186,3 +186,21 @@ def test_a_data_directory_inside_the_indexed_folder_is_never_read(
     assert (first.documents, first.chunks_added, first.skipped) == (1, 1, {})
     assert (again.documents, again.chunks_added, again.chunks_unchanged, again.skipped) == (1, 0, 1, {})
     assert set(store.open("t").chunk_ids_by_doc()) == {"notes/a.txt"}
+
+
+def test_index_takes_a_folder_as_the_cli_reads_it(tmp_path: Path, fake: WordLengthEmbedder) -> None:
+    """``Indexer.index(name, Path)`` is a path run: ids relative to the folder, its data directory left out, and
+    prune acts on the folder's documents (``load_corpus`` items would be an items run that prune cannot use)."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "a.txt").write_text("alpha beta", encoding="utf-8")
+    (folder / "b.txt").write_text("gamma delta", encoding="utf-8")
+    store = LanceStore(str(folder / ".nvrag"))
+    first = Indexer(store, fake).index("t", folder)
+    (folder / "b.txt").unlink()
+    second = Indexer(store, fake).index("t", folder, prune=True)
+    assert (first.documents, first.chunks_added, first.skipped) == (2, 2, {})
+    assert (second.chunks_unchanged, second.documents_removed) == (1, 1)
+    assert set(store.open("t").chunk_ids_by_doc()) == {"a.txt"}
+    with pytest.raises(ConfigError, match="uploads"):
+        Indexer(store, fake).index("t", folder, uploads=True)
