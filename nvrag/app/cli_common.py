@@ -4,6 +4,7 @@ domain errors become a red line and exit code 2."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import re
 import signal
@@ -44,7 +45,20 @@ def _flags_take_no_value(params: list[Parameter]) -> list[Parameter]:
     return params
 
 
+def reflow(text: str | None) -> str | None:
+    """A docstring's paragraphs as single lines: Typer keeps the source's line breaks after the first paragraph,
+    and Rich then wraps the lines again, leaving a word or two on every other line of --help."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
+
+
 class _Command(TyperCommand):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = reflow(self.help)
+
     def get_params(self, ctx: Context) -> list[Parameter]:
         return _flags_take_no_value(super().get_params(ctx))
 

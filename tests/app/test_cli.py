@@ -423,3 +423,11 @@ def test_options_a_mode_does_not_use_say_so(tmp_path: Path, corpus: Path) -> Non
     assert code == 0 and "--rrf-k" not in err
     code, _, err = run("search", "ccc", "--index", "t", "--db", db, "--rerank-instruction", "x")
     assert code == 2 and "--rerank-depth and --rerank-instruction apply with --rerank" in err
+
+
+def test_help_paragraphs_wrap_to_the_terminal_not_to_the_source() -> None:
+    """A command's description is reflowed: the docstring's own line breaks (at 120 columns) used to survive, and
+    Rich wrapped each line again, leaving a word or two on every other line."""
+    wide = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["index", "--help"])
+    assert wide.exit_code == 0
+    assert "the report is also written as JSON next to the index" in wide.stdout
