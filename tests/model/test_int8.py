@@ -53,7 +53,7 @@ def test_the_layer_is_the_integer_product_scaled_back(kernel: str, monkeypatch: 
     assert kernel in repr(layer)
     ours = layer(x)
     # by hand: each weight row and each input row scaled to 127, multiplied in integers, scaled back
-    wq, ws = quantize_rows(linear.weight.detach())
+    wq, ws = quantize_weight(linear.weight.detach())
     xq, xs = quantize_rows(x.reshape(-1, 24))
     integer = xq.long() @ wq.long().t()
     want = nn.functional.gelu(integer.double() * xs.double() * ws.double().t() + linear.bias.double())
@@ -91,7 +91,7 @@ def test_the_prepacked_kernel_multiplies_exactly_at_any_rows(rows: int) -> None:
     linear.weight[:, 0] = 50.0  # one large column: the other weights use few levels, its own +-127
     layer = Int8Linear(linear)
     x = torch.randn(rows, 4096, generator=g)
-    wq, ws = quantize_rows(linear.weight)
+    wq, ws = quantize_weight(linear.weight)
     xq, xs = quantize_rows(x)
     want = (xq.long() @ wq.long().t()).double() * xs.double() * ws.double().t()
     torch.testing.assert_close(layer(x).double(), want, rtol=1e-6, atol=1e-6)
@@ -188,9 +188,17 @@ def test_a_few_rows_quantise_on_one_thread_and_every_thread_comes_back(monkeypat
     assert all(torch.equal(a, b) for a, b in zip(alone, both, strict=True))  # the same arithmetic either way
 
 
-def test_a_weight_is_quantised_in_row_blocks_exactly_as_in_one_piece() -> None:
-    weight = torch.randn(600, 48, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)  # 3 blocks
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_a_weights_rows_are_quantised_to_their_nearest_step_in_row_blocks(dtype: torch.dtype) -> None:
+    weight = torch.randn(600, 48, generator=torch.Generator().manual_seed(3)).to(dtype)  # several row blocks
     weight[300] = 0
     blocks, scale = quantize_weight(weight)
-    whole, want = quantize_rows(weight)
-    assert torch.equal(blocks, whole) and torch.equal(scale, want)
+    amax = weight.double().abs().amax(dim=1, keepdim=True)
+    exact = weight.double() * 127 / amax.clamp(min=1e-12)  # the step each element should round to, in float64
+    assert blocks.dtype == torch.int8 and scale.shape == (600, 1)
+    assert torch.allclose(scale.double(), amax.clamp(min=1e-12) / 127, rtol=1e-6)
+    assert torch.equal(blocks[300], torch.zeros(48, dtype=torch.int8)) and blocks.abs().amax(dim=1)[:300].eq(127).all()
+    off = (blocks.double() - exact).abs()
+    assert off.max() <= 0.5 + 1e-5  # the nearest step, up to the float32 product's rounding at a tie
+    different = blocks.double() != exact.round()
+    assert ((exact - exact.floor() - 0.5).abs()[different] < 1e-5).all()  # only at (near-)ties
