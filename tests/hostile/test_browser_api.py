@@ -5,9 +5,7 @@ or read, and the trickling connections are closed or answered 408."""
 
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -15,7 +13,8 @@ import httpx
 import pytest
 
 from nvrag.store import LanceStore
-from tests.e2e.test_ui_browser import CHROMIUM, FLAGS
+from tests.e2e.test_ui_browser import CHROMIUM
+from tests.hostile.another_origin import open_page
 
 pytestmark = pytest.mark.slow
 FAKE = "nvrag/fake-wordlen"
@@ -42,28 +41,10 @@ document.getElementById("plant").submit();
 def test_a_page_of_another_origin_plants_deletes_and_reads_nothing(url: str, db: Path, tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (apt-get install -y chromium); .ci/run installs it")
-    from playwright.sync_api import sync_playwright
-
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "index.html").write_text(attacker_page(url), encoding="utf-8")
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(site))  # noqa: E731
-    page_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=page_server.serve_forever, daemon=True).start()
     before = LanceStore(str(db)).open("demo").count()
     requests_before = httpx.get(f"{url}/metrics").text
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-            tab = browser.new_page()
-            tab.goto(f"http://127.0.0.1:{page_server.server_address[1]}/index.html")
-            tab.wait_for_function("window.results.read && window.results.deleted && window.results.embedded")
-            tab.wait_for_timeout(1000)  # the form's navigation, into the iframe
-            results = tab.evaluate("window.results")
-            browser.close()
-    finally:
-        page_server.shutdown()
-        page_server.server_close()
+    sent = "window.results.read && window.results.deleted && window.results.embedded"
+    results = open_page(attacker_page(url), tmp_path / "site", sent, settle_ms=1000)  # the form's navigation
     assert results["read"] == "blocked"  # no CORS: the page cannot read an answer
     table = LanceStore(str(db)).open("demo")
     assert table.count() == before

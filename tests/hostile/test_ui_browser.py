@@ -4,8 +4,6 @@ of another origin (another port of this machine) can neither upload to the UI no
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 from tests.e2e.test_cli_e2e import nvrag
 from tests.e2e.test_ui_browser import CHROMIUM, FLAGS, ask
 from tests.e2e.ui_server import running_ui
+from tests.hostile.another_origin import open_page
 
 pytestmark = pytest.mark.slow
 PAGE = """<html><head><title>Owl facts</title></head><body>
@@ -87,25 +86,7 @@ fetch("{ui}config").then(r => r.text()).then(t => window.results.read = t, e => 
 def test_a_page_of_another_origin_neither_uploads_nor_reads(server: str, root: Path, tmp_path: Path) -> None:
     """Gradio alone answered a localhost page's reads with CORS (any port) and kept what any page's form
     uploaded; the UI's guard refuses both at the door."""
-    from playwright.sync_api import sync_playwright
-
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "index.html").write_text(attacker_page(server), encoding="utf-8")
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(site))  # noqa: E731
-    page_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=page_server.serve_forever, daemon=True).start()
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-            tab = browser.new_page()
-            tab.goto(f"http://127.0.0.1:{page_server.server_address[1]}/index.html")
-            tab.wait_for_function("window.results.read && window.results.uploaded")
-            results = tab.evaluate("window.results")
-            browser.close()
-    finally:
-        page_server.shutdown()
-        page_server.server_close()
+    results = open_page(attacker_page(server), tmp_path / "site", "window.results.read && window.results.uploaded")
     assert results["uploaded"] == "sent"  # the browser sent it: the server refused it
     assert results["read"] == "blocked"
     assert not [f for f in (root / "received").rglob("*") if f.is_file() and b"planted" in f.read_bytes()]
