@@ -87,13 +87,13 @@ def allowed_hosts(bound: str, extra: Iterable[str]) -> frozenset[str] | None:
 
 
 class BrowserGuard:
-    """Host check, foreign-Origin refusal for writes (``reads``: for every request) and JSON-only bodies on /v1;
-    see the module."""
+    """Host check, foreign-Origin refusal for writes (for every request to the web page: /ui, or every route
+    when ``page`` says the whole app is the page, as for `nvrag ui`) and JSON-only bodies on /v1; see the module."""
 
     def __init__(
-        self, app: ASGIApp, hosts: frozenset[str] | None, origins: frozenset[str] = frozenset(), reads: bool = False
+        self, app: ASGIApp, hosts: frozenset[str] | None, origins: frozenset[str] = frozenset(), page: bool = False
     ) -> None:
-        self.app, self.hosts, self.origins, self.reads = app, hosts, origins, reads
+        self.app, self.hosts, self.origins, self.page = app, hosts, origins, page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -110,9 +110,9 @@ class BrowserGuard:
             return
         method = scope.get("method", "GET")
         origin = _header(scope, b"origin")
-        # the page's reads too: Gradio answers a page on any localhost port with CORS
-        writes = self.reads or scope["type"] == "websocket" or method in WRITES or _is_page(scope["path"])
-        if writes and origin is not None and not self._same_origin(origin, host):
+        page = self.page or _is_page(scope["path"])  # its reads too: Gradio answers any localhost page with CORS
+        guarded = page or scope["type"] == "websocket" or method in WRITES
+        if guarded and origin is not None and not self._same_origin(origin, host):
             message = (
                 f"a request from the web page at {origin[:100]!r} may not change or read this server "
                 "(start it with --allowed-origin ORIGIN to allow that page)"

@@ -113,7 +113,7 @@ def build_web_app(
 
     app = build_server(ctx, index, auth=(user, password) if user and password else None)
     hosts = hosts_for(host, allowed_hosts)
-    app.add_middleware(BrowserGuard, hosts=hosts, origins=frozenset(allowed_origins), reads=True)
+    app.add_middleware(BrowserGuard, hosts=hosts, origins=frozenset(allowed_origins), page=True)
     return app
 
 
