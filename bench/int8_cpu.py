@@ -4,7 +4,8 @@
 
 1. One matmul layer at NV-Embed-v2's shapes (4,096 in; 4,096 and 14,336 out) for a query's 32 rows and a
    document batch's 512: float32 (``F.linear``), bfloat16 prepacked for oneDNN (what a server runs) and int8
-   (model/int8.py: the input quantised per row, oneDNN's prepacked int8 matmul, scaled back), ms and GOP/s.
+   (model/int8.py: the input quantised per row, oneDNN's prepacked int8 matmul, scaled back: a server's layers)
+   and int8 plain (``torch._int_mm`` on the weight as quantised: a one-shot command's), ms and GOP/s.
 2. The bundled all-MiniLM-L6-v2 embedding 512 NFCorpus documents (title + text, 256-token cap) in each dtype:
    documents/s of the forward passes (the model loaded and warmed first), and the cosine of each vector to
    float32's (minimum and mean).
@@ -52,22 +53,25 @@ def layer_row(rows: int, n_out: int) -> str:
     x = torch.randn(rows, 4096, generator=g)
     w16 = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().bfloat16(), 64)
     x16 = x.bfloat16()
-    int8 = Int8Linear(linear)
+    plain = Int8Linear(linear)  # a one-shot command's layer
+    int8 = plain.packed_copy()  # a server's, once ready
     flops = 2 * rows * 4096 * n_out
     n = 20 if rows == 32 else 4
     with torch.inference_mode():
         t32 = timed(lambda: linear(x), n)
         t16 = timed(lambda: torch.ops.mkldnn._linear_pointwise(x16, w16, None, "none", [], ""), n)
         t8 = timed(lambda: int8(x), n)
+        t8plain = timed(lambda: plain(x), n)
         exact = linear(x)
         error = float((int8(x) - exact).norm() / exact.norm())
-    cells = [f"{1000 * t:.2f} ({flops / t / 1e9:.0f})" for t in (t32, t16, t8)]
+    cells = [f"{1000 * t:.2f} ({flops / t / 1e9:.0f})" for t in (t32, t16, t8, t8plain)]
     return f"| {rows} x 4096 -> {n_out} | {' | '.join(cells)} | {error:.4f} |"
 
 
 def layers() -> None:
-    head = "| rows x in -> out | float32 ms (GOP/s) | bfloat16 prepacked ms (GOP/s) | int8 ms (GOP/s) | int8 error |"
-    print(f"\n{head}\n| --- | ---: | ---: | ---: | ---: |")
+    head = "| rows x in -> out | float32 ms (GOP/s) | bfloat16 prepacked ms (GOP/s) | int8 prepacked ms (GOP/s) "
+    head += "| int8 plain ms (GOP/s) | int8 error |"
+    print(f"\n{head}\n| --- | ---: | ---: | ---: | ---: | ---: |")
     for rows, n_out in ((32, 4096), (32, 14336), (512, 4096), (512, 14336)):
         print(layer_row(rows, n_out), flush=True)
 

@@ -10,6 +10,7 @@ import torch
 from nvrag.embedder.dtypes import int8_rest_dtype, normalize_dtype
 from nvrag.errors import ConfigError
 from nvrag.model import Backend, available_backends
+from nvrag.model.int8 import pack_int8
 from nvrag.model.prepack import prepack
 
 
@@ -48,13 +49,19 @@ def prepack_weights(
     dtype: torch.dtype,
     busy: Callable[[], bool] | None = None,
 ) -> str | None:
-    """Prepack a CPU bfloat16 model's matmul weights (model/prepack.py); the line saying so, or None."""
-    if device.type != "cpu" or dtype != torch.bfloat16:
+    """Prepack a CPU model's matmul weights for its kernels: bfloat16 ones (model/prepack.py; ``dtype`` is the
+    model's) and int8 ones, whatever the rest computes in (model/int8.py); the line saying so, or None."""
+    if device.type != "cpu":
         return None
-    layers, seconds = prepack(module, busy=busy)
-    if not layers:
+    layers, seconds = prepack(module, busy=busy) if dtype == torch.bfloat16 else (0, 0.0)
+    int8_layers, int8_seconds = pack_int8(module, busy=busy)
+    if not layers + int8_layers:
         return None
-    return f"{name}: {layers} matmul weights prepacked for this CPU's kernels in {seconds:.1f} s (faster queries)"
+    what = f"{layers + int8_layers} matmul weights" if not int8_layers else f"{int8_layers} int8 matmul weights"
+    if layers and int8_layers:
+        what += f" and {layers} bfloat16 ones"
+    took = seconds + int8_seconds
+    return f"{name}: {what} prepacked for this CPU's kernels in {took:.1f} s (faster queries)"
 
 
 def right_padded(

@@ -9,19 +9,26 @@ CPU and dequantising the weight every pass costs a full weight read in float, so
 too. Memory: a quarter of float32, half of bfloat16 (the float weights are released as each layer is
 converted; a weight mapped from the checkpoint's file has its pages dropped, as prepack.py does).
 
-The kernel: oneDNN's int8 matmul with the weight reordered once into its blocked layout (``torch.ops.onednn``'s
-``qlinear_prepack`` / ``qlinear_pointwise``, what PyTorch's own x86 quantisation compiles to). x86's int8 dot
-product multiplies unsigned by signed bytes, so each input row goes in as ``round(x / scale) + 128`` with zero
-point 128 and oneDNN subtracts the zero point's share exactly: the integer product is the one ``torch._int_mm``
-computes on the same signed values, 1.9-2.3x faster at a query's 29-32 rows (``torch._int_mm`` reorders the weight
-on every call: docs/performance.md). Where PyTorch lacks those operators, ``torch._int_mm`` does it.
+The kernels: a layer is converted plain (the int8 weight as quantised, (out, in), multiplied by
+``torch._int_mm``, which sets nothing up): what a one-shot command runs, converted in a third of the time the
+packed form takes (NV-Embed-v2's real shape: ~7 s against ~24 s on 2 cores). A server, once ready, swaps each
+layer in the background for its packed copy (``pack_int8``): the weight reordered once into oneDNN's blocked
+layout (``torch.ops.onednn``'s ``qlinear_prepack`` / ``qlinear_pointwise``, what PyTorch's own x86
+quantisation compiles to), 1.7-2.7x faster at a query's 29 rows and level from 512 rows on, where
+``torch._int_mm``'s per-call reorder is paid back (docs/performance.md). x86's int8 dot product multiplies
+unsigned by signed bytes, so for the packed kernel each input row goes in as ``round(x / scale) + 128`` with
+zero point 128 and oneDNN subtracts the zero point's share exactly: the integer product is the one
+``torch._int_mm`` computes on the same signed values. Where PyTorch lacks those operators, layers stay plain.
 
 The rest of the model (embeddings, norms, attention, pooling) keeps the dtype it was loaded in.
 """
 
 from __future__ import annotations
 
+import copy
+import threading
 import time
+from collections.abc import Callable
 from functools import cache
 
 import torch
@@ -29,7 +36,7 @@ from torch import nn
 
 from nvrag.heap import trim_heap
 from nvrag.model.dense import Dense
-from nvrag.model.prepack import drop_pages, file_backed, file_mappings
+from nvrag.model.prepack import MAX_WAIT_SECONDS, drop_pages, file_backed, file_mappings, swap_each
 
 TRIM_EVERY = 7  # layers converted between two trims (a decoder layer's matmuls; a trim takes ~0.05 s)
 
@@ -56,9 +63,10 @@ def quantize_rows_unsigned(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 rows, float32 scales (rows, 1)): each row of ``x`` (2-D) scaled so its largest magnitude is 127;
-    ``quantize_rows_unsigned`` without the zero point."""
+    ``quantize_rows_unsigned`` without the zero point: flipping the top bit of ``u`` in [1, 255] is ``u - 128``
+    in two's complement (one pass over bytes)."""
     unsigned, scale = quantize_rows_unsigned(x)
-    return (unsigned.to(torch.int16) - ZERO_POINT).to(torch.int8), scale
+    return unsigned.bitwise_xor_(ZERO_POINT).view(torch.int8), scale
 
 
 def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,25 +126,30 @@ def _packed_product(rows: torch.Tensor, packed: torch.Tensor, scale: torch.Tenso
 
 
 class Int8Linear(nn.Module):
-    """A Linear (or Dense: its fused GELU, model/dense.py) layer with int8 weights (inference only). Outputs
-    come in the input's dtype."""
+    """A Linear (or Dense: its fused GELU, model/dense.py) layer with int8 weights (inference only), converted
+    plain; ``packed_copy`` gives the same layer for oneDNN's packed kernel. Outputs come in the input's dtype."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         with torch.no_grad():
-            weight = linear.weight.detach()
-            quantised, scale = quantize_weight(weight)  # one scale per output channel: the weight's rows
-            self.packed = packed_int8_supported()
-            if self.packed:
-                self.weight_q = torch.ops.onednn.qlinear_prepack(quantised, None)  # oneDNN's blocked layout
-                self.scale = scale.reshape(-1)  # (out,) float32, applied by the kernel
-                self.zeros = torch.zeros(self.out_features, dtype=torch.long)
-            else:
-                self.weight_q = quantised.t().contiguous()  # (in, out): torch._int_mm's right operand
-                self.scale = scale.reshape(1, -1)  # (1, out) float32
+            # one scale per output channel: the weight's rows; (out, in), torch._int_mm's right operand transposed
+            self.weight_q, scale = quantize_weight(linear.weight.detach())
+            self.scale = scale.reshape(1, -1)  # (1, out) float32
             self.bias = None if linear.bias is None else linear.bias.detach().float()
         self.gelu = isinstance(linear, Dense) and linear.activation == "gelu"
+        self.packed = False
+        self.zeros = torch.zeros(0, dtype=torch.long)  # the packed kernel's weight zero points (all 0)
+
+    def packed_copy(self) -> Int8Linear:
+        """This layer with its weight reordered into oneDNN's blocked layout (a new module: the swap is one
+        assignment while passes may run); the same integer product. Needs ``packed_int8_supported()``."""
+        twin = copy.copy(self)  # (nn.Module's own dicts stay shared: neither layer registers anything)
+        twin.weight_q = torch.ops.onednn.qlinear_prepack(self.weight_q, None)  # from (out, in), contiguous
+        twin.scale = self.scale.reshape(-1)  # (out,) float32, applied by the kernel
+        twin.zeros = torch.zeros(self.out_features, dtype=torch.long)
+        twin.packed = True
+        return twin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -144,7 +157,7 @@ class Int8Linear(nn.Module):
         if not self.packed:
             signed, row_scale = quantize_rows(flat)
             # in place after the one float32 copy: a 2,048-row pass of NV-Embed's MLP holds 117 MB per temporary
-            out = torch._int_mm(signed, self.weight_q).float().mul_(row_scale).mul_(self.scale)
+            out = torch._int_mm(signed, self.weight_q.t()).float().mul_(row_scale).mul_(self.scale)
             return self._finish(out, x.dtype).view(*lead, self.out_features)
         threads = torch.get_num_threads()
         serial = threads > 1 and flat.shape[0] * max(self.in_features, self.out_features) <= serial_limit(threads)
@@ -174,6 +187,28 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         kernel = "oneDNN prepacked" if self.packed else "torch._int_mm"
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights ({kernel})"
+
+
+def pack_int8(
+    module: nn.Module,
+    stop: threading.Event | None = None,
+    busy: Callable[[], bool] | None = None,
+    max_wait: float = MAX_WAIT_SECONDS,
+) -> tuple[int, float]:
+    """Swap every plain Int8Linear under ``module`` for its packed copy, one at a time, while requests are served
+    (prepack.swap_each: ``stop``, ``busy`` and ``max_wait`` as there); (layers packed, seconds). Nothing is done
+    where packed_int8_supported() is False."""
+    found = [
+        (parent, name, child)
+        for parent in module.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, Int8Linear) and not child.packed
+    ]
+    if not found or not packed_int8_supported():
+        return 0, 0.0
+    done = swap_each(found, Int8Linear.packed_copy, stop, busy, max_wait)
+    trim_heap()  # the plain weights, freed as their packed copies took their place
+    return done
 
 
 def int8_supported() -> bool:

@@ -21,9 +21,10 @@ import mmap
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -131,26 +132,39 @@ def prepack(
     busy: Callable[[], bool] | None = None,
     max_wait: float = MAX_WAIT_SECONDS,
 ) -> tuple[int, float]:
-    """Swap every bfloat16 CPU Linear layer under ``module`` for a PackedLinear, one at a time (``stop``: quit
-    between layers; ``busy``: while it says requests are running, wait before the next layer, up to
-    ``max_wait`` seconds, so they keep the cores); (layers packed, seconds). Nothing is done where
-    prepack_supported() is False."""
+    """Swap every bfloat16 CPU Linear layer under ``module`` for a PackedLinear (``swap_each``); (layers packed,
+    seconds). Nothing is done where prepack_supported() is False."""
     if not prepack_supported():
         return 0, 0.0
+    return swap_each(packable(module), PackedLinear, stop, busy, max_wait)
+
+
+def swap_each(
+    found: Sequence[tuple[nn.Module, str, nn.Module]],
+    convert: Callable[[Any], nn.Module],
+    stop: threading.Event | None = None,
+    busy: Callable[[], bool] | None = None,
+    max_wait: float = MAX_WAIT_SECONDS,
+) -> tuple[int, float]:
+    """Replace each (parent, attribute, layer) with ``convert(layer)``, one at a time (each swap is one attribute
+    assignment, so a pass running meanwhile uses either layer whole): ``stop``: quit between layers; ``busy``:
+    while it says requests are running, wait before the next layer, up to ``max_wait`` seconds, so they keep the
+    cores. A replaced weight mapped from the checkpoint's file has its pages dropped. (layers swapped, seconds)."""
     start = time.perf_counter()
     maps = file_mappings()
     done = 0
     with torch.inference_mode():
-        for parent, name, linear in packable(module):
+        for parent, name, layer in found:
             if stop is not None and stop.is_set():
                 break
             waited = time.monotonic()
             while busy is not None and busy() and time.monotonic() - waited < max_wait:
                 time.sleep(0.01)
-            packed = PackedLinear(linear)
-            mapped = file_backed(linear.weight, maps)
-            setattr(parent, name, packed)
-            if mapped:
-                drop_pages(linear.weight)
+            replacement = convert(layer)
+            weight = getattr(layer, "weight", None)
+            mapped = weight if isinstance(weight, torch.Tensor) and file_backed(weight, maps) else None
+            setattr(parent, name, replacement)
+            if mapped is not None:
+                drop_pages(mapped)
             done += 1
     return done, time.perf_counter() - start

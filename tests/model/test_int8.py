@@ -5,6 +5,7 @@ the refusals (a GPU, a CPU without int8 dot products, a reranker), and the CLI r
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from nvrag.model.dense import Dense
 from nvrag.model.int8 import (
     Int8Linear,
     int8_supported,
+    pack_int8,
     packed_int8_supported,
     quantize,
     quantize_rows,
@@ -38,10 +40,8 @@ pytestmark = pytest.mark.skipif(not int8_supported(), reason="this PyTorch has n
 
 
 @pytest.mark.parametrize("kernel", ["oneDNN prepacked", "torch._int_mm"])
-def test_the_layer_is_the_integer_product_scaled_back(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    if kernel == "torch._int_mm":
-        monkeypatch.setattr(int8_module, "packed_int8_supported", lambda: False)
-    elif not packed_int8_supported():
+def test_the_layer_is_the_integer_product_scaled_back(kernel: str) -> None:
+    if kernel == "oneDNN prepacked" and not packed_int8_supported():
         pytest.skip("this PyTorch has no oneDNN int8 matmul")
     g = torch.Generator().manual_seed(0)
     linear = Dense(24, 40, activation="gelu")
@@ -49,7 +49,9 @@ def test_the_layer_is_the_integer_product_scaled_back(kernel: str, monkeypatch: 
         linear.weight.normal_(0, 0.1, generator=g)
         linear.bias.normal_(0, 0.1, generator=g)
     x = torch.randn(3, 5, 24, generator=g)
-    layer = Int8Linear(linear)
+    layer = Int8Linear(linear)  # plain, as converted; a server packs it
+    if kernel == "oneDNN prepacked":
+        layer = layer.packed_copy()
     assert kernel in repr(layer)
     ours = layer(x)
     # by hand: each weight row and each input row scaled to 127, multiplied in integers, scaled back
@@ -89,7 +91,7 @@ def test_the_prepacked_kernel_multiplies_exactly_at_any_rows(rows: int) -> None:
     linear = nn.Linear(4096, 96, bias=False).requires_grad_(False)
     linear.weight.normal_(generator=g)
     linear.weight[:, 0] = 50.0  # one large column: the other weights use few levels, its own +-127
-    layer = Int8Linear(linear)
+    layer = Int8Linear(linear).packed_copy()
     x = torch.randn(rows, 4096, generator=g)
     wq, ws = quantize_weight(linear.weight)
     xq, xs = quantize_rows(x)
@@ -165,7 +167,7 @@ def test_the_cli_embeds_and_indexes_in_int8_and_the_index_records_it(tmp_path: P
 
 @pytest.mark.skipif(not packed_int8_supported(), reason="this PyTorch has no oneDNN int8 matmul")
 def test_a_few_rows_quantise_on_one_thread_and_every_thread_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    layer = Int8Linear(nn.Linear(1024, 512).requires_grad_(False))
+    layer = Int8Linear(nn.Linear(1024, 512).requires_grad_(False)).packed_copy()
     small, large = (torch.randn(n, 1024, generator=torch.Generator().manual_seed(n)) for n in (29, 2048))
     calls: list[int] = []
     real = torch.set_num_threads
@@ -202,3 +204,84 @@ def test_a_weights_rows_are_quantised_to_their_nearest_step_in_row_blocks(dtype:
     assert off.max() <= 0.5 + 1e-5  # the nearest step, up to the float32 product's rounding at a tie
     different = blocks.double() != exact.round()
     assert ((exact - exact.floor() - 0.5).abs()[different] < 1e-5).all()  # only at (near-)ties
+
+
+needs_packed = pytest.mark.skipif(not packed_int8_supported(), reason="this PyTorch has no oneDNN int8 matmul")
+
+
+def int8_model() -> nn.Module:
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Sequential(Dense(96, 40, activation="gelu")))
+    quantize(model)
+    return model
+
+
+@needs_packed
+def test_a_server_packs_each_plain_layer_and_the_products_stay_the_same() -> None:
+    """Converted layers are plain (a one-shot command's: nothing set up); a server swaps each for its packed
+    copy, which computes the same integer product (only the float scaling's order differs)."""
+    model = int8_model()
+    layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    assert len(layers) == 2 and not any(m.packed for m in layers)
+    x = torch.randn(7, 64, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        plain = model(x)
+    assert pack_int8(model)[0] == 2
+    assert all(m.packed for m in model.modules() if isinstance(m, Int8Linear))
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), plain, rtol=1e-5, atol=1e-6)
+    assert pack_int8(model) == (0, 0.0)  # nothing left to pack
+
+
+@needs_packed
+def test_int8_packing_stops_when_told_and_waits_while_requests_run() -> None:
+    stop = threading.Event()
+    stop.set()
+    model = int8_model()
+    assert pack_int8(model, stop=stop)[0] == 0
+    assert not any(m.packed for m in model.modules() if isinstance(m, Int8Linear))
+    looks = 0
+
+    def busy() -> bool:  # requests running for the first 3 looks, then idle
+        nonlocal looks
+        looks += 1
+        return looks <= 3
+
+    assert pack_int8(model, busy=busy)[0] == 2 and looks == 3 + 2
+    assert pack_int8(int8_model(), busy=lambda: True, max_wait=0.001)[0] == 2  # a busy server still gets packed
+
+
+def test_without_onednns_int8_operators_layers_stay_plain_and_compute(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(int8_module, "packed_int8_supported", lambda: False)
+    model = int8_model()
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        before = model(x)
+        assert pack_int8(model) == (0, 0.0)
+        assert torch.equal(model(x), before)
+
+
+@needs_packed
+@pytest.mark.parametrize(
+    ("name", "folder", "linears"),
+    [
+        ("all-MiniLM-L6-v2", None, 36),
+        ("nvidia/NV-Embed-v2", FIXTURES / "nvembed-tiny", None),
+        ("Qwen/Qwen3-Embedding-0.6B", FIXTURES / "family" / "qwen3-embedding", None),
+    ],
+)
+def test_an_int8_model_prepared_for_serving_packs_its_layers_and_embeds_the_same(
+    name: str, folder: Path | None, linears: int | None
+) -> None:
+    embedder = load_embedder(name, LoadOptions(dtype="int8", model_path=folder))
+    documents, queries = embedder.embed_documents(TEXTS), embedder.embed_queries(TEXTS[:2])
+    converted = embedder.model.backbone if hasattr(embedder.model, "backbone") else embedder.model  # type: ignore[attr-defined]
+    count = sum(isinstance(m, Int8Linear) for m in converted.modules())
+    assert linears is None or count == linears
+    line = embedder.prepare_for_serving()
+    assert line is not None and f": {count} int8 matmul weights" in line and "prepacked" in line, line
+    assert all(m.packed for m in converted.modules() if isinstance(m, Int8Linear))
+    # each layer's integer product is the same; the float scaling's order differs, and a last-bit change moves
+    # some of the next layer's inputs across a rounding step: close, not bit for bit
+    again = (embedder.embed_documents(TEXTS) * documents).sum(1), (embedder.embed_queries(TEXTS[:2]) * queries).sum(1)
+    assert min(again[0].min(), again[1].min()) > 0.999, again

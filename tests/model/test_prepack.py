@@ -163,8 +163,15 @@ def test_the_bundled_model_prepared_for_serving_gives_the_same_vectors_bit_for_b
     assert (embedder.embed_queries(texts[:1]) == plain_queries).all()
 
 
-def test_a_query_only_load_has_nothing_to_pack() -> None:
+def test_a_query_only_load_packs_only_what_runs_on_pytorch() -> None:
+    """A float32 query-only load sends its small batches to NumPy: nothing to pack, and its PyTorch model is not
+    loaded for it. A bfloat16 one computes its queries in PyTorch, so they run on packed weights, bit for bit."""
     from nvrag.embedder import LoadOptions, load_embedder
 
+    exact = load_embedder("all-MiniLM-L6-v2", LoadOptions(dtype="float32", for_queries=True))
+    assert exact.prepare_for_serving() is None and exact._model is None  # type: ignore[attr-defined]
     queries = load_embedder("all-MiniLM-L6-v2", LoadOptions(dtype="bfloat16", for_queries=True))
-    assert queries.prepare_for_serving() is None
+    plain = queries.embed_queries(["a short query"])
+    line = queries.prepare_for_serving()
+    assert line is not None and line.startswith("all-MiniLM-L6-v2: 36 matmul weights prepacked")
+    assert (queries.embed_queries(["a short query"]) == plain).all()
