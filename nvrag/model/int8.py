@@ -206,8 +206,17 @@ def pack_int8(
     ]
     if not found or not packed_int8_supported():
         return 0, 0.0
-    done = swap_each(found, Int8Linear.packed_copy, stop, busy, max_wait)
-    trim_heap()  # the plain weights, freed as their packed copies took their place
+    packed = 0
+
+    def pack(layer: Int8Linear) -> Int8Linear:
+        nonlocal packed
+        packed += 1
+        if packed % TRIM_EVERY == 0:
+            trim_heap()  # the plain weights freed so far: their packed copies do not fit in their place
+        return layer.packed_copy()
+
+    done = swap_each(found, pack, stop, busy, max_wait)
+    trim_heap()
     return done
 
 

@@ -80,6 +80,23 @@ def test_weights_mapped_from_the_checkpoint_leave_memory_once_packed(tmp_path: P
         assert torch.equal(model(*batch(), backend="sdpa"), plain)  # the dropped pages were never needed again
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc to reset the peak")
+def test_weights_of_the_process_own_are_freed_as_each_is_packed() -> None:
+    """Weights not mapped from a file (a float32 checkpoint loaded in bfloat16, say) are freed one by one as
+    their packed copies take their place: 12 of 32 MiB, the peak while packing within a few of them."""
+    import gc
+
+    from tests.model.test_int8 import status_bytes
+
+    model = nn.Sequential(*[nn.Linear(4096, 4096, bias=False) for _ in range(12)]).to(torch.bfloat16)
+    model.requires_grad_(False)
+    gc.collect()
+    before = status_bytes("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from here
+    assert prepack(model)[0] == 12
+    assert status_bytes("VmHWM") - before < 4 * 32 * 2**20
+
+
 def test_passes_running_while_the_weights_are_swapped_are_right() -> None:
     model = random_model(torch.bfloat16)
     with torch.inference_mode():
