@@ -9,16 +9,17 @@ CPU and dequantising the weight every pass costs a full weight read in float, so
 too. Memory: a quarter of float32, half of bfloat16 (the float weights are released as each layer is
 converted; a weight mapped from the checkpoint's file has its pages dropped, as prepack.py does).
 
-The kernels: a layer is converted plain (the int8 weight as quantised, (out, in), multiplied by
-``torch._int_mm``, which sets nothing up): what a one-shot command runs, converted in a third of the time the
-packed form takes (NV-Embed-v2's real shape: ~7 s against ~24 s on 2 cores). A server, once ready, swaps each
-layer in the background for its packed copy (``pack_int8``): the weight reordered once into oneDNN's blocked
-layout (``torch.ops.onednn``'s ``qlinear_prepack`` / ``qlinear_pointwise``, what PyTorch's own x86
-quantisation compiles to), 1.7-2.7x faster at a query's 29 rows and level from 512 rows on, where
-``torch._int_mm``'s per-call reorder is paid back (docs/performance.md). x86's int8 dot product multiplies
-unsigned by signed bytes, so for the packed kernel each input row goes in as ``round(x / scale) + 128`` with
-zero point 128 and oneDNN subtracts the zero point's share exactly: the integer product is the one
-``torch._int_mm`` computes on the same signed values. Where PyTorch lacks those operators, layers stay plain.
+The kernels: a layer is converted plain (the int8 weight as quantised, (out, in), multiplied by ``torch._int_mm``,
+which sets nothing up): what a one-shot command runs. A server, once ready, swaps each layer in the background for
+its packed copy (``pack_int8``): the weight reordered once into oneDNN's blocked layout (``torch.ops.onednn``'s
+``qlinear_prepack`` / ``qlinear_pointwise``, what PyTorch's own x86 quantisation compiles to), 2.0-2.6x faster at
+a query's 32 rows, 1.1-1.2x at 512 and level at an NV-Embed document batch's 2,048, where ``torch._int_mm``'s
+reorder on every call is paid back. The reorder costs 17-18 s at NV-Embed-v2's real shape on 2 cores, which a
+one-shot command no longer pays: ``nvrag embed`` of one query 30.2 -> 20.6 s (docs/performance.md, "int8 on the
+CPU"). x86's int8 dot product multiplies unsigned by signed bytes, so for the packed kernel each input row goes in
+as ``round(x / scale) + 128`` with zero point 128 and oneDNN subtracts the zero point's share exactly: the integer
+product is the one ``torch._int_mm`` computes on the same signed values. Where PyTorch lacks those operators,
+layers stay plain.
 
 The rest of the model (embeddings, norms, attention, pooling) keeps the dtype it was loaded in.
 """
