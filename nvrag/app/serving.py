@@ -277,7 +277,8 @@ def _ready(
     say: Callable[[str], None] | None,
 ) -> None:
     """Once warmed up: the model lines of what was loaded, the caller's readiness callback, then each model
-    prepared for many requests (prepacked weights on a CPU in bfloat16), a line each, while requests are served."""
+    prepared for many requests (prepacked weights on a CPU in bfloat16 or int8), a line each, while requests are
+    served."""
     if problem is None and say is not None:
         for embedder in services.loaded():
             say(model_line(embedder))

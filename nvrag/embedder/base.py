@@ -153,9 +153,9 @@ class Embedder(ABC):
 
     def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:
         """For a process that answers many requests, once warmed up: rebuild what pays back over many forward
-        passes (on a CPU in bfloat16: matmul weights prepacked for its kernels, model/prepack.py). A line
-        saying what was done, or None. Requests may run meanwhile; while ``busy()`` says they are, the work
-        waits (a while) between steps rather than compete with them for the cores."""
+        passes (on a CPU in bfloat16 or int8: matmul weights prepacked for its kernels, model/prepack.py and
+        model/int8.py). A line saying what was done, or None. Requests may run meanwhile; while ``busy()`` says
+        they are, the work waits (a while) between steps rather than compete with them for the cores."""
         return None
 
     def close(self) -> None:
