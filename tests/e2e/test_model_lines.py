@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from nvrag.model.int8 import packed_int8_supported
 from nvrag.model.prepack import prepack_supported
 from tests.api.test_server import free_port
 from tests.e2e.test_cli_e2e import nvrag
@@ -80,3 +81,14 @@ def test_serve_prepacks_a_cpu_bfloat16_model_after_ready(db: Path, tmp_path: Pat
     assert built.returncode == 0 and "prepacked" not in built.stderr  # one-shot commands never prepack
     mcp = stderr_until(["mcp", "--index", "nv"], db, "prepacked", tmp_path / "mcp")  # the query model, once loaded
     assert f"nvidia/NV-Embed-v2: {layers} matmul weights prepacked" in mcp, mcp
+
+
+@pytest.mark.skipif(not packed_int8_supported(), reason="this PyTorch has no oneDNN int8 matmul")
+def test_serve_packs_an_int8_model_after_ready(db: Path, tmp_path: Path) -> None:
+    """int8 layers are converted plain (a one-shot command's: no reorder to pay for); a server packs them for
+    oneDNN once ready (model/int8.py), with the latent feed-forward's bfloat16 ones, and says so."""
+    args = ["serve", "--model-path", str(NVEMBED_TINY), "--dtype", "int8", "--port", str(free_port())]
+    text = stderr_until(args, db, "prepacked", tmp_path / "e")
+    wanted = "nvidia/NV-Embed-v2: 14 int8 matmul weights and 2 bfloat16 ones prepacked for this CPU's kernels in"
+    assert wanted in text, text
+    assert text.index("ready:") < text.index("prepacked")
