@@ -245,8 +245,12 @@ def model_lines(reason: str, license: str, notes: Sequence[str] = (), computes: 
 def safe(value: object) -> str:
     """Text from data or the user, ready for a Rich console: markup escaped, control characters shown as
     escapes (a document cannot restyle the terminal, write escape sequences or crash the markup parser)."""
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256 else f"\\u{ord(m[0]):04x}", str(value))
-    return escape(text)
+    return escape(printable(value))
+
+
+def printable(value: object) -> str:
+    """``safe`` for a Rich ``Text`` (which reads no markup): control characters shown as escapes only."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256 else f"\\u{ord(m[0]):04x}", str(value))
 
 
 def require_extra(command: str, extra: str, modules: tuple[str, ...]) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.padding import Padding
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from nvrag.app.cli_common import (
     DbOption,
@@ -26,6 +29,7 @@ from nvrag.app.cli_common import (
     err,
     model_lines,
     out,
+    printable,
     safe,
     user_errors,
 )
@@ -302,35 +306,42 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
     out.print(f"data directory: {safe(settings.db)}")
     out.print(f"dtype on this CPU: {cpu_dtype.name} ({safe(cpu_dtype.reason)}); --dtype float32 for exact vectors")
     if tables:
-        # an index name is what one types next: never cut it (the other columns wrap instead)
-        table = RichTable(title="indexes")
-        widest = max(len(safe(t.manifest.name)) for t in tables)
-        table.add_column("index", min_width=widest, no_wrap=True)
-        for column in ("model", "dim", "dtype", "rows", "chunker", "updated"):
-            table.add_column(column, overflow="fold")
+        # a list, not a table: a name is what one types next, and a table's columns on an 80-column terminal
+        # cut names, times and descriptions into pieces; a list wraps at spaces, each entry's name first
+        out.print("\n[bold]indexes[/]")
         for t in tables:
             m = t.manifest
-            chunker = f"{m.chunker.chunk_tokens}/{m.chunker.overlap_tokens}"
-            row = (m.name, m.model, m.dimension, m.compute_dtype, t.count(), chunker, m.updated_at)
-            table.add_row(*(safe(v) for v in row))
-        out.print(table)
+            facts = (
+                f"{m.dimension} dimensions, {m.compute_dtype}, {t.count()} rows, chunks of {m.chunker.chunk_tokens} "
+                f"tokens (overlap {m.chunker.overlap_tokens}), updated {minutes(m.updated_at)} UTC"
+            )
+            listed(printable(m.name), printable(m.model), printable(facts))
     elif not unreadable:
         out.print("no indexes yet: create one with `nvrag index PATH --index NAME`")
     for why in unreadable.values():
         err.print(f"[yellow]warning:[/] {safe(why)}")
-    # model names are what --model and --rerank-model take: never cut them either
-    models = RichTable(title="models (--model)")
-    models.add_column("model", min_width=max(len(s.name) for s in REGISTRY.values()), no_wrap=True)
-    for column in ("dim", "max tokens", "license", "about"):
-        models.add_column(column, overflow="fold")
+    # model names are what --model and --rerank-model take: each whole on its own line, what it is below (a
+    # table of five columns left its descriptions a few letters wide on an 80-column terminal)
+    out.print("\n[bold]models[/] (--model)")
     for s in REGISTRY.values():
-        limit = str(s.max_tokens) if s.max_tokens is not None else "checkpoint's"
-        models.add_row(s.name, str(s.dimension), limit, s.license, s.description)
-    out.print(models)
-    rerankers = RichTable(title="rerankers (--rerank-model, from the Hugging Face cache or a folder)")
-    rerankers.add_column("reranker", min_width=max(len(r.hub_id) for r in KNOWN_RERANKERS), no_wrap=True)
-    for column in ("kind", "license", "about"):
-        rerankers.add_column(column, overflow="fold")
+        limit = f"max tokens {s.max_tokens}" if s.max_tokens is not None else "max tokens from its checkpoint"
+        listed(s.name, f"{s.dimension} dimensions, {limit}, license {s.license}", s.description)
+    out.print("\n[bold]rerankers[/] (--rerank-model, from the Hugging Face cache or a folder)")
     for r in KNOWN_RERANKERS:
-        rerankers.add_row(r.hub_id, r.kind, r.license, r.description)
-    out.print(rerankers)
+        listed(r.hub_id, f"{r.kind}, license {r.license}", r.description)
+
+
+def listed(name: str, facts: str, about: str = "") -> None:
+    """One entry of ``nvrag info``'s lists: its name, the facts beside it, what it is (if said) indented below;
+    wrapped at spaces to the terminal's width here (the console's own soft wrap would cut a padded line)."""
+    out.print(Padding(Text.assemble((name, "bold"), "  ", facts), (0, 0, 0, 2), expand=False), soft_wrap=False)
+    if about:
+        out.print(Padding(Text(about), (0, 0, 0, 6), expand=False), soft_wrap=False)
+
+
+def minutes(iso: str) -> str:
+    """A manifest's UTC time as 'YYYY-MM-DD HH:MM' (as written, if it is not an ISO time)."""
+    try:
+        return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso

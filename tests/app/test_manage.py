@@ -164,6 +164,30 @@ def test_info_never_cuts_an_index_name(tmp_path: Path) -> None:
     assert result.exit_code == 0 and name in result.stdout
 
 
+@pytest.mark.usefixtures("clean_env")
+def test_info_on_an_80_column_terminal_cuts_no_word(tmp_path: Path) -> None:
+    """A table of seven columns cut the model name, the time and the models' descriptions into pieces of a few
+    letters at 80 columns; the lists wrap at spaces: every word of every entry comes out whole."""
+    from nvrag.embedder import REGISTRY
+    from nvrag.reranker.loading import KNOWN_RERANKERS
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"id": "a", "text": "one"}) + "\n", encoding="utf-8")
+    db = str(tmp_path / "db")
+    assert run("index", str(corpus), "--index", "notes", "--model", FAKE, "--db", db)[0] == 0
+    result = CliRunner().invoke(app, ["info", "--db", db], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line.rstrip()) for line in lines[2:]) <= 80  # (the first two are a path and one sentence)
+    words = set(result.stdout.split())
+    manifest = json.loads(run("info", "--db", db, "--json")[1])["indexes"][0]["manifest"]
+    updated = manifest["updated_at"][:16].replace("T", " ")  # the manifest's UTC time, to the minute
+    assert f"updated {updated} UTC" in " ".join(result.stdout.split())
+    assert {"notes", FAKE, "1", "rows,"} <= words
+    for about in [*(s.description for s in REGISTRY.values()), *(r.description for r in KNOWN_RERANKERS)]:
+        assert set(about.split()) <= words, about
+
+
 @pytest.mark.parametrize("command", [[], ["index"], ["search"], ["serve"], ["drop"], ["eval"], ["rerank"]])
 def test_flags_show_no_value_in_help(command: list[str]) -> None:
     """No flag, --help included, is shown with `<bool>` as if it took a value; options that take one keep theirs."""
