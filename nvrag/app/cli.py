@@ -19,6 +19,7 @@ except ImportError:  # older Typer: Click itself
 
 from nvrag.app import cli_embed, cli_index, cli_manage, cli_rerank, cli_search, cli_serve  # noqa: F401  (importing registers their commands)
 from nvrag.app.cli_common import EXIT_INPUT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, app, fail
+from nvrag.app.devices import cap_threads_to_quota
 from nvrag.heap import reuse_freed_blocks
 
 __all__ = ["EXIT_INPUT_FAILURES", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USER_ERROR", "app", "main"]
@@ -27,6 +28,7 @@ __all__ = ["EXIT_INPUT_FAILURES", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USER_ERRO
 def main() -> None:
     """Run the CLI; a usage mistake (unknown option, a value out of range) is one line and exit code 2."""
     reuse_freed_blocks(os.environ)  # before any thread allocates: large passes reuse their temporaries (nvrag/heap.py)
+    cap_threads_to_quota(os.environ)  # a container's CPU quota, not the host's CPUs, sets the compute threads
     try:
         code = app(standalone_mode=False, prog_name="nvrag")
     except click_errors.NoArgsIsHelpError as exc:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 from nvrag.cpus import CpuShare
 from nvrag.errors import ConfigError
 
 __all__ = [
+    "cap_threads_to_quota",
     "cuda_available",
     "fit_threads",
     "nvidia_driver_possible",
@@ -59,20 +60,70 @@ def parse_devices(spec: str | None) -> tuple[str, ...]:
     return devices
 
 
-def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
-    """The CPUs this process may really use: its affinity mask, capped by a cgroup v2 CPU quota (a container
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+OWN_CGROUP = Path("/proc/self/cgroup")
+
+
+def usable_cpus(cgroup_root: Path | None = None, own: Path | None = None) -> int:
+    """The CPUs this process may really use: its affinity mask, capped by a cgroup CPU quota (a container
     given 2 CPUs on a 64-core host sees 64 in os.cpu_count(), and 64 spinning threads would share 2)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cpus = os.cpu_count() or 1
+    quota = quota_cpus(cgroup_root or CGROUP_ROOT, own or OWN_CGROUP)
+    return max(1, cpus if quota is None else min(cpus, quota))
+
+
+def quota_cpus(cgroup_root: Path, own: Path) -> int | None:
+    """The CPUs' worth of time a cgroup CPU quota gives this process (rounded up), or None without one: cgroup
+    v2's ``cpu.max`` in the process's own cgroup or at the root (what a container sees), else cgroup v1's
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (Docker on a cgroup-v1 host), read the same two places."""
     try:
-        quota, period = (cgroup_root / "cpu.max").read_text(encoding="ascii").split()[:2]
-        if quota != "max" and int(period) > 0:
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):  # no cgroup v2 quota here
-        pass
-    return max(1, cpus)
+        lines = own.read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    v2 = [line.split(":", 2)[2] for line in lines if line.startswith("0::")]
+    v1 = [line.split(":", 2)[2] for line in lines if line.count(":") >= 2 and "cpu" in line.split(":")[1].split(",")]
+    for path in [*v2, "/"]:
+        try:
+            quota, period = (cgroup_root / path.lstrip("/") / "cpu.max").read_text(encoding="ascii").split()[:2]
+            if quota != "max" and int(period) > 0:
+                return max(1, math.ceil(int(quota) / int(period)))
+        except (OSError, ValueError):
+            continue
+    for folder in ("cpu", "cpu,cpuacct"):
+        for path in [*v1, "/"]:
+            where = cgroup_root / folder / path.lstrip("/")
+            try:
+                quota_us = int((where / "cpu.cfs_quota_us").read_text(encoding="ascii"))
+                period_us = int((where / "cpu.cfs_period_us").read_text(encoding="ascii"))
+            except (OSError, ValueError):
+                continue
+            if quota_us > 0 and period_us > 0:  # -1: no quota
+                return max(1, math.ceil(quota_us / period_us))
+    return None
+
+
+def cap_threads_to_quota(environ: MutableMapping[str, str], cgroup_root: Path | None = None) -> int | None:
+    """Every command's compute threads capped to a cgroup CPU quota below the CPUs the process may run on, idle
+    threads sleeping (spinning would spend the quota): the count set, or None where there is no such quota or
+    the user set OMP_NUM_THREADS. OpenMP starts a thread per CPU the process may run on, so a container given 2
+    CPUs on a 64-core host ran 64 threads on 2 CPUs' time, each parallel region waiting for threads the quota
+    had stopped. Must run before torch starts its thread pool (the CLI calls it first thing)."""
+    if environ.get("OMP_NUM_THREADS"):
+        return None
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return None
+    usable = usable_cpus(cgroup_root)
+    if usable >= affinity:
+        return None
+    environ["OMP_NUM_THREADS"] = str(usable)
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    environ.setdefault("KMP_BLOCKTIME", "0")
+    return usable
 
 
 def share_cpus() -> tuple[int, CpuShare | None]:
