@@ -109,8 +109,9 @@ def cap_threads_to_quota(environ: MutableMapping[str, str], cgroup_root: Path | 
     """Every command's compute threads capped to a cgroup CPU quota below the CPUs the process may run on, idle
     threads sleeping (spinning would spend the quota): the count set, or None where there is no such quota or
     the user set OMP_NUM_THREADS. OpenMP starts a thread per CPU the process may run on, so a container given 2
-    CPUs on a 64-core host ran 64 threads on 2 CPUs' time, each parallel region waiting for threads the quota
-    had stopped. Must run before torch starts its thread pool (the CLI calls it first thing)."""
+    CPUs on a 64-core host started 64 threads for 2 CPUs' time (docs/performance.md, "CPU quotas": level on a
+    2-CPU VM, 8 threads on 1 CPU's time 4% slower). Must run before torch starts its thread pool (the CLI
+    calls it first thing)."""
     if environ.get("OMP_NUM_THREADS"):
         return None
     try:
