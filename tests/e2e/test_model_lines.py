@@ -16,6 +16,7 @@ from nvrag.model.int8 import packed_int8_supported
 from nvrag.model.prepack import prepack_supported
 from tests.api.test_server import free_port
 from tests.e2e.test_cli_e2e import nvrag
+from tests.model.test_int8 import INT8_DOT_CPU, NO_INT8_DOT, NO_PACKED
 
 pytestmark = pytest.mark.slow
 FAKE = "nvrag/fake-wordlen"
@@ -83,7 +84,8 @@ def test_serve_prepacks_a_cpu_bfloat16_model_after_ready(db: Path, tmp_path: Pat
     assert f"nvidia/NV-Embed-v2: {layers} matmul weights prepacked" in mcp, mcp
 
 
-@pytest.mark.skipif(not packed_int8_supported(), reason="this PyTorch has no oneDNN int8 matmul")
+@pytest.mark.skipif(not packed_int8_supported(), reason=NO_PACKED)
+@pytest.mark.skipif(not INT8_DOT_CPU, reason=NO_INT8_DOT)
 def test_serve_packs_an_int8_model_after_ready(db: Path, tmp_path: Path) -> None:
     """int8 layers are converted plain (a one-shot command's: no reorder to pay for); a server packs them for
     oneDNN once ready (model/int8.py), with the latent feed-forward's bfloat16 ones, and says so."""

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from nvrag.embedder import LoadOptions, load_embedder
-from nvrag.embedder.dtypes import choose_dtype
+from nvrag.embedder import LoadOptions, dtypes, load_embedder
+from nvrag.embedder.dtypes import INT8_DOT_FLAGS, choose_dtype, cpu_flags
 from nvrag.errors import ConfigError
 from nvrag.model import int8 as int8_module
 from nvrag.model.dense import Dense
@@ -37,13 +37,28 @@ FIXTURES = REPO.parent / "shared" / "fixtures"
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "hashing files and running shell commands " * 6, "short"]
 VNNI = frozenset({"avx512f", "avx512_vnni"})
 
+INT8_DOT_CPU = any(flag in cpu_flags() for flag in INT8_DOT_FLAGS)
+NO_PACKED = "no exact oneDNN int8 matmul here (this PyTorch lacks it, or a CPU without VNNI saturates its sums)"
+NO_INT8_DOT = "this CPU has no int8 dot products: the CLI refuses int8 here (the refusal is tested instead)"
+
 pytestmark = pytest.mark.skipif(not int8_supported(), reason="this PyTorch has no int8 matmul on the CPU")
+
+
+@pytest.fixture(autouse=True)
+def int8_dot_products(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvrag refuses int8 on a CPU without int8 dot products (VNNI, AMX) because it would be slower than float32
+    there, not because it computes differently: PyTorch's int8 kernels give the same integer products on any
+    x86 CPU. So in process these tests load int8 models on such a CPU too, with VNNI added to the flags the
+    dtype choice reads; a CLI process cannot be told so, and refuses (tested below)."""
+    if not INT8_DOT_CPU:
+        real = cpu_flags()
+        monkeypatch.setattr(dtypes, "cpu_flags", lambda cpuinfo=None: real | {"avx_vnni"})
 
 
 @pytest.mark.parametrize("kernel", ["oneDNN prepacked", "torch._int_mm"])
 def test_the_layer_is_the_integer_product_scaled_back(kernel: str) -> None:
     if kernel == "oneDNN prepacked" and not packed_int8_supported():
-        pytest.skip("this PyTorch has no oneDNN int8 matmul")
+        pytest.skip(NO_PACKED)
     g = torch.Generator().manual_seed(0)
     linear = Dense(24, 40, activation="gelu")
     with torch.no_grad():
@@ -84,7 +99,7 @@ def test_rows_are_quantised_to_the_nearest_step_of_their_own_range(dtype: torch.
     assert bool((unsigned[7] == 128).all())
 
 
-@pytest.mark.skipif(not packed_int8_supported(), reason="this PyTorch has no oneDNN int8 matmul")
+@pytest.mark.skipif(not packed_int8_supported(), reason=NO_PACKED)
 @pytest.mark.parametrize("rows", [1, 29, 300])
 def test_the_prepacked_kernel_multiplies_exactly_at_any_rows(rows: int) -> None:
     # 4,096-wide rows: int32 accumulation, the zero point's compensation, the kernel oneDNN picks for each count
@@ -144,6 +159,7 @@ def test_int8_is_refused_where_it_cannot_pay() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not INT8_DOT_CPU, reason=NO_INT8_DOT)
 def test_the_cli_embeds_and_indexes_in_int8_and_the_index_records_it(tmp_path: Path) -> None:
     texts = tmp_path / "texts.jsonl"
     texts.write_text("".join(json.dumps(t) + "\n" for t in TEXTS), encoding="utf-8")
@@ -166,7 +182,19 @@ def test_the_cli_embeds_and_indexes_in_int8_and_the_index_records_it(tmp_path: P
     assert index["compute_dtype"] == "int8"
 
 
-@pytest.mark.skipif(not packed_int8_supported(), reason="this PyTorch has no oneDNN int8 matmul")
+@pytest.mark.skipif(INT8_DOT_CPU, reason="this CPU has int8 dot products: the CLI's int8 runs are tested above")
+def test_the_cli_refuses_int8_on_a_cpu_without_int8_dot_products(tmp_path: Path) -> None:
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text(json.dumps(TEXTS[0]) + "\n", encoding="utf-8")
+    out = tmp_path / "int8.npy"
+    run = nvrag("embed", "--input", str(texts), "-o", str(out), "--model", "all-MiniLM-L6-v2", "--dtype", "int8",
+                db=tmp_path / "db")  # fmt: skip
+    lines = [line for line in run.stderr.splitlines() if "int8" in line]
+    assert run.returncode != 0 and not out.exists(), run.stderr
+    assert len(lines) == 1 and "needs a CPU with int8 dot products" in lines[0], run.stderr
+
+
+@pytest.mark.skipif(not packed_int8_supported(), reason=NO_PACKED)
 def test_a_few_rows_quantise_on_one_thread_and_every_thread_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
     layer = Int8Linear(nn.Linear(1024, 512).requires_grad_(False)).packed_copy()
     small, large = (torch.randn(n, 1024, generator=torch.Generator().manual_seed(n)) for n in (29, 2048))
@@ -207,7 +235,7 @@ def test_a_weights_rows_are_quantised_to_their_nearest_step_in_row_blocks(dtype:
     assert ((exact - exact.floor() - 0.5).abs()[different] < 1e-5).all()  # only at (near-)ties
 
 
-needs_packed = pytest.mark.skipif(not packed_int8_supported(), reason="this PyTorch has no oneDNN int8 matmul")
+needs_packed = pytest.mark.skipif(not packed_int8_supported(), reason=NO_PACKED)
 
 
 def int8_model() -> nn.Module:
