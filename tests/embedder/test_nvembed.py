@@ -15,6 +15,7 @@ import torch
 from nvrag.embedder.nvembed import NVEmbedEmbedder
 from nvrag.errors import InstructionError
 from nvrag.model import available_backends
+from nvrag.model.prepack import prepack_supported
 from tests.conftest import NVEMBED_TINY
 
 BACKENDS = available_backends(torch.device("cpu"), torch.float32)
@@ -139,6 +140,7 @@ def test_cpu_bfloat16_batches_are_padded_to_widths_of_16_with_masked_eos() -> No
     assert _pad_width(wide, wide, wide, 32)[0] is wide  # already that wide: unchanged
 
 
+@pytest.mark.skipif(not prepack_supported(), reason="this PyTorch or CPU cannot prepack bfloat16 weights")
 def test_a_server_with_prepacked_weights_keeps_each_batch_at_its_own_width() -> None:
     """Padding to a width of 16 keeps oneDNN's per-shape kernels few for plain weights; once a server prepacked
     them the kernel takes any width and padded rows only cost time, so batches keep their longest row's."""
