@@ -97,7 +97,7 @@ def matmul_peaks(threads: int) -> dict[str, float]:
     (nvrag/model/dense.py), and the peak is the faster: on AMD CPUs MKL's float32 is well short of oneDNN's."""
     import torch
 
-    from nvrag.model.dense import linear, onednn_linear
+    from nvrag.model.dense import linear, onednn_agrees
 
     torch.set_num_threads(threads)
     n = 2048
@@ -105,7 +105,7 @@ def matmul_peaks(threads: int) -> dict[str, float]:
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
         ways = {"matmul": lambda a=a, b=b: a @ b}
-        if onednn_linear():
+        if onednn_agrees(dtype):
             ways["onednn"] = lambda a=a, b=b: linear(a, b, onednn=True)
         for way, fn in ways.items():
             with torch.inference_mode():

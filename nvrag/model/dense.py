@@ -3,7 +3,8 @@
 torch ships oneDNN's fused linear as ``torch.ops.mkldnn._linear_pointwise``, the op its own compiler (inductor)
 emits for CPU linear layers. ``linear`` uses it for float32 and bfloat16 CPU tensors when it is present and
 agrees with ``F.linear`` on a probe (``onednn_linear``) and no gradient is wanted, and ``F.linear`` everywhere
-else (CUDA, float16, other builds). Measured on this project's AMD EPYC machine (docs/performance.md):
+else (CUDA, float16, other builds, CPUs without AVX-512). Measured on this project's AMD EPYC machine
+(docs/performance.md):
 
 - bfloat16: torch's ``F.linear`` runs it on oneDNN already (the same results, bit for bit, 2-7% slower), but
   the GELU after it was a second pass over the output that cost a third of the matmul; fused, it is applied
@@ -43,24 +44,34 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ac
     return out
 
 
+def onednn_linear(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether ``linear`` uses oneDNN's fused op for ``dtype``: the CPU has AVX-512 and the op agrees with
+    ``F.linear`` (``onednn_agrees``). Without AVX-512 oneDNN has no bfloat16 kernels (the op raises) and its
+    float32 ones ran at 0.72-0.96x of ``F.linear``'s for BERT's shapes even with the GELU as a second pass (an
+    AVX2 AMD EPYC, bench/dense_linear.py), so ``F.linear`` is used there."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512") and onednn_agrees(dtype)
+
+
 @functools.cache
-def onednn_linear() -> bool:
-    """Whether this torch has oneDNN's fused linear and it computes what ``F.linear`` does (checked once, on a
-    small probe per activation in bfloat16 and float32; any error or disagreement means ``F.linear``)."""
+def onednn_agrees(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this torch has oneDNN's fused linear for ``dtype`` and it computes what ``F.linear`` does
+    (checked once per dtype, on a small probe per activation; any error or disagreement means no)."""
     built = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
     if not (built and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    tolerance = {torch.bfloat16: (2**-6, 0.1), torch.float32: (1e-4, 1e-4)}.get(dtype)
+    if tolerance is None:
         return False
     g = torch.Generator().manual_seed(0)
     x, w, b = torch.randn(5, 3, 24, generator=g), torch.randn(40, 24, generator=g), torch.randn(40, generator=g)
     try:
         with torch.inference_mode():
-            for dtype, (rtol, atol) in ((torch.bfloat16, (2**-6, 0.1)), (torch.float32, (1e-4, 1e-4))):
-                xd, wd, bd = x.to(dtype), w.to(dtype), b.to(dtype)
-                for activation in _POST_OPS:
-                    ours = _onednn(xd, wd, bd, activation).float()  # type: ignore[arg-type]
-                    theirs = _activate(F.linear(x, w, b), activation)  # type: ignore[arg-type]
-                    if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=rtol, atol=atol):
-                        return False
+            xd, wd, bd = x.to(dtype), w.to(dtype), b.to(dtype)
+            for activation in _POST_OPS:
+                ours = _onednn(xd, wd, bd, activation).float()  # type: ignore[arg-type]
+                theirs = _activate(F.linear(x, w, b), activation)  # type: ignore[arg-type]
+                if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=tolerance[0], atol=tolerance[1]):
+                    return False
     except (RuntimeError, TypeError, NotImplementedError):
         return False
     return True
@@ -76,13 +87,13 @@ def linear(
 ) -> torch.Tensor:
     """activation(x @ weight.T + bias) for x (..., in), weight (out, in); x must have the weight's dtype.
 
-    ``onednn`` None: oneDNN's fused op for float32 and bfloat16 CPU tensors when ``onednn_linear()`` and no
+    ``onednn`` None: oneDNN's fused op for float32 and bfloat16 CPU tensors when ``onednn_linear(x.dtype)`` and no
     gradient is wanted (the op has no backward: the embedders run under ``torch.inference_mode``); True or
     False forces the choice (tests compare the two)."""
     if onednn is None:
         wants_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
         cpu = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-        onednn = cpu and not wants_grad and onednn_linear()
+        onednn = cpu and not wants_grad and onednn_linear(x.dtype)
     if onednn:
         return _onednn(x, weight, bias, activation)
     return _activate(F.linear(x, weight, bias), activation)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from nvrag.model.dense import Dense, cast_dense, linear, onednn_linear
+from nvrag.model.dense import Dense, cast_dense, linear, onednn_agrees, onednn_linear
 
 
 def exact(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, activation: str) -> torch.Tensor:
@@ -28,16 +28,20 @@ def exact(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, activation: 
     reason="oneDNN's fused linear is what x86 builds of torch ship",
 )
 def test_onednn_linear_is_found_on_an_x86_torch() -> None:
-    # the speed of the CPU paths depends on it: a torch without it falls back silently, so say it here
-    assert onednn_linear()
+    # the speed of the CPU paths depends on it: a torch without it falls back silently, so say it here; on a
+    # CPU without AVX-512 oneDNN has no bfloat16 kernels and slower float32 ones, and F.linear is used
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    assert onednn_agrees(torch.float32) and onednn_linear(torch.float32) == avx512
+    assert onednn_agrees(torch.bfloat16) == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert onednn_linear(torch.bfloat16) == (avx512 and onednn_agrees(torch.bfloat16))
 
 
 @pytest.mark.parametrize("activation", ["none", "gelu"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "F.linear"])
 def test_linear_computes_the_activation_of_the_affine_map(activation: str, dtype: torch.dtype, onednn: bool) -> None:
-    if onednn and not onednn_linear():
-        pytest.skip("this torch has no oneDNN fused linear")
+    if onednn and not onednn_agrees(dtype):
+        pytest.skip(f"this torch or CPU has no oneDNN fused linear in {dtype}")
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 7, 96, generator=g).to(dtype)  # a batch of sequences: (B, L, in)
     w = (torch.randn(80, 96, generator=g) / 10).to(dtype)
@@ -53,8 +57,8 @@ def test_linear_computes_the_activation_of_the_affine_map(activation: str, dtype
 
 
 def test_the_fused_bfloat16_activation_rounds_once() -> None:
-    if not onednn_linear():
-        pytest.skip("this torch has no oneDNN fused linear")
+    if not onednn_agrees(torch.bfloat16):
+        pytest.skip("this torch or CPU has no oneDNN fused linear in bfloat16")
     g = torch.Generator().manual_seed(2)
     x = torch.randn(512, 64, generator=g).bfloat16()
     w = (torch.randn(256, 64, generator=g) / 8).bfloat16()
