@@ -44,6 +44,7 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ac
     return out
 
 
+@functools.cache
 def onednn_linear(dtype: torch.dtype = torch.float32) -> bool:
     """Whether ``linear`` uses oneDNN's fused op for ``dtype``: the CPU has AVX-512 and the op agrees with
     ``F.linear`` (``onednn_agrees``). Without AVX-512 oneDNN has no bfloat16 kernels (the op raises) and its
