@@ -29,12 +29,20 @@ from nvrag.embedder.families import (
 )
 from nvrag.embedder.families import style_of as find_style
 from nvrag.embedder.hf_tokenizer import load_tokenizer, prompt_length
-from nvrag.embedder.runtime import choose_backend, is_int8, parse_dtype, prepack_weights, right_padded
+from nvrag.embedder.runtime import (
+    choose_backend,
+    convert_matmuls,
+    dtype_label,
+    is_int8,
+    matmul_dtype,
+    parse_dtype,
+    prepack_weights,
+    right_padded,
+)
 from nvrag.embedder.weights import weights_fingerprint
 from nvrag.errors import ConfigError
 from nvrag.model.decoder_config import decoder_config_from_hf
 from nvrag.model.embedding import DecoderEmbeddingModel
-from nvrag.model.int8 import quantize
 from nvrag.model.loading import load_decoder
 from nvrag.model.pooling import PoolingSpec
 
@@ -86,12 +94,13 @@ class DecoderEmbedder(Embedder):
             license=(known.license if known and known.license else None)
             or (style.license if style else GENERIC_LICENSE),
             default_instruction=default_instruction,
-            compute_dtype="int8" if is_int8(dtype) else str(torch_dtype).removeprefix("torch."),
+            compute_dtype=dtype_label(dtype, torch_dtype),
             source=str(folder.resolve()),
             matryoshka=bool(style and style.matryoshka),
         )
         super().__init__(info, batch_tokens=batch_tokens)
         self.int8 = is_int8(dtype)  # matmul weights in int8 (model/int8.py), the rest in torch_dtype
+        self.requested_dtype = dtype  # int8, widened bfloat16: the layers' matmul weights (runtime.matmul_dtype)
         self.folder, self.facts, self.style, self.config = folder, facts, style, config
         self.device, self.dtype = torch_device, torch_dtype
         self.backend = choose_backend(attention, torch_device, torch_dtype)
@@ -112,10 +121,9 @@ class DecoderEmbedder(Embedder):
             if self._model is None:
                 model = load_decoder(
                     self.folder, self.config, self.pooling, dtype=self.dtype, device=self.device,
-                    resident_weights=not self.int8,
+                    resident_weights=not self.int8, matmul_dtype=matmul_dtype(self.requested_dtype, self.device),
                 )  # fmt: skip
-                if self.int8:
-                    quantize(model.backbone)  # model/int8.py
+                convert_matmuls(model.backbone, self.requested_dtype, self.device)  # int8, or widened bfloat16
                 self._model = model
             return self._model
 

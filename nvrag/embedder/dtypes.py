@@ -4,7 +4,9 @@ bfloat16 where the hardware computes it natively: CUDA GPUs, and CPUs with AVX-5
 project's 2-core EPYC, about 2.2x float32's matmul peak; the bundled model's NFCorpus nDCG@10 is 0.3164 in
 float32 and 0.3153 in bfloat16: docs/performance.md). float32 elsewhere, where bf16 would be emulated and
 slower. And bfloat16 on any CPU for a checkpoint whose float32 weights would not fit comfortably in memory
-(NV-Embed-v2: 29 GiB in float32), with a note saying so. ``float32`` on request is exact: the golden values are float32.
+(NV-Embed-v2: 29 GiB in float32), with a note saying so. On a CPU without native bfloat16, bfloat16 means the
+decoder layers' matmul weights in bfloat16 and the arithmetic in float32 (``widened_bf16``, model/widened.py).
+``float32`` on request is exact: the golden values are float32.
 
 No torch here: the choice is made before a model loads (and ``nvrag info`` shows it without loading torch).
 """
@@ -62,6 +64,15 @@ def native_bf16(flags: frozenset[str] | None = None) -> str | None:
     return found[-1] if found else None
 
 
+def widened_bf16(device: str, flags: frozenset[str] | None = None) -> bool:
+    """Whether bfloat16 on ``device`` means bfloat16 matmul weights computed in float32 (model/widened.py): a CPU
+    without native bfloat16, where PyTorch's emulated bfloat16 matmuls ran 2.5-5.9x slower than float32's."""
+    return device.startswith("cpu") and native_bf16(flags) is None
+
+
+WIDENED = "its matmul weights in bfloat16, the arithmetic in float32, as this CPU has no bfloat16 arithmetic"
+
+
 def memory_bytes() -> int | None:
     """Memory this process may use: the machine's, or a container's cgroup limit when that is smaller."""
     try:
@@ -100,6 +111,8 @@ def choose_dtype(
             raise ConfigError("--dtype float16 is for GPUs (CPUs compute it slowly or not at all); use bfloat16")
         if name == "int8":
             return _int8(device, flags)
+        if name == "bfloat16" and widened_bf16(device, flags):
+            return DtypeChoice(name, f"as requested: {WIDENED}")
         return DtypeChoice(name, "as requested")
     if device.startswith("cuda"):
         return DtypeChoice("bfloat16", "a CUDA GPU computes bfloat16 natively")
@@ -111,9 +124,9 @@ def choose_dtype(
         gib = 2**30
         note = (
             f"dtype: bfloat16, since the weights in float32 ({fp32_bytes / gib:.1f} GiB) would not fit comfortably "
-            f"in this machine's {memory / gib:.1f} GiB; --dtype float32 for exact vectors"
+            f"in this machine's {memory / gib:.1f} GiB: {WIDENED}; --dtype float32 for exact vectors"
         )
-        return DtypeChoice("bfloat16", "float32 weights would not fit comfortably in memory", note)
+        return DtypeChoice("bfloat16", f"float32 weights would not fit comfortably in memory: {WIDENED}", note)
     return DtypeChoice("float32", "the CPU has no native bfloat16")
 
 

@@ -232,9 +232,15 @@ def _load_bert(model_dir: Path, device: str, compute_dtype: str) -> Any:
     with _LOAD_LOCK:
         # compute_dtype is normalised (float32, float16, bfloat16 or int8): torch's own names; int8 loads in
         # the dtype its other layers compute in, then converts its matmul weights
+        from nvrag.embedder.dtypes import int8_rest_dtype, widened_bf16
+
         if compute_dtype != "int8":
-            return load_bert(model_dir, device, getattr(torch, compute_dtype))
-        from nvrag.embedder.dtypes import int8_rest_dtype
+            model = load_bert(model_dir, device, getattr(torch, compute_dtype))
+            if compute_dtype == "bfloat16" and widened_bf16(device):
+                from nvrag.model.widened import widen
+
+                widen(model)  # bfloat16 weights, float32 arithmetic: this CPU has no bfloat16 arithmetic
+            return model
         from nvrag.model.int8 import quantize
 
         model = load_bert(model_dir, device, getattr(torch, int8_rest_dtype()))

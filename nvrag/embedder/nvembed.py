@@ -22,11 +22,19 @@ from nvrag.embedder.base import Embedder, FloatArray, ModelInfo
 from nvrag.embedder.dtypes import cpu_batch_width
 from nvrag.embedder.names import DEFAULT_MAX_LENGTH, NVEMBED_LICENSE, NVEMBED_NAME
 from nvrag.embedder.prompts import DEFAULT_QUERY_INSTRUCTION, NVEMBED_QUERY_TEMPLATE
-from nvrag.embedder.runtime import choose_backend, is_int8, parse_dtype, prepack_weights, right_padded
+from nvrag.embedder.runtime import (
+    choose_backend,
+    convert_matmuls,
+    dtype_label,
+    is_int8,
+    matmul_dtype,
+    parse_dtype,
+    prepack_weights,
+    right_padded,
+)
 from nvrag.embedder.weights import weights_fingerprint
 from nvrag.errors import CheckpointError, ConfigError, Hint, InstructionError
 from nvrag.model import NVEmbedModel, load_model, read_config
-from nvrag.model.int8 import quantize
 
 EOS = "</s>"
 EOS_ID = 2
@@ -80,11 +88,12 @@ class NVEmbedEmbedder(Embedder):
             document_template="",
             license=NVEMBED_LICENSE,
             default_instruction=DEFAULT_QUERY_INSTRUCTION,
-            compute_dtype="int8" if is_int8(dtype) else str(torch_dtype).removeprefix("torch."),
+            compute_dtype=dtype_label(dtype, torch_dtype),
             source=str(folder.resolve()),
         )
         super().__init__(info, batch_tokens=batch_tokens)
         self.int8 = is_int8(dtype)  # matmul weights in int8 (model/int8.py), the rest in torch_dtype
+        self.requested_dtype = dtype  # int8, widened bfloat16: the layers' matmul weights (runtime.matmul_dtype)
         self.folder = folder
         self.device = torch_device
         self.dtype = torch_dtype
@@ -110,9 +119,9 @@ class NVEmbedEmbedder(Embedder):
                 device=self.device,
                 resident_weights=not self.int8,
                 folded_only=self.folded,
+                matmul_dtype=matmul_dtype(self.requested_dtype, self.device),
             )
-            if self.int8:
-                quantize(model.backbone)  # model/int8.py
+            convert_matmuls(model.backbone, self.requested_dtype, self.device)  # int8, or widened bfloat16
             self._model = model
         return self._model
 

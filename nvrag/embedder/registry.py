@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nvrag.embedder.base import Embedder
-from nvrag.embedder.dtypes import choose_dtype, choose_query_dtype, int8_rest_dtype
+from nvrag.embedder.dtypes import choose_dtype, choose_query_dtype, int8_rest_dtype, widened_bf16
 from nvrag.embedder.fake import FAKE_NAME, WordLengthEmbedder
 from nvrag.embedder.families import KNOWN, STYLES
 from nvrag.embedder.names import (
@@ -55,10 +55,12 @@ class LoadOptions:
 FOLDED_AWAY = re.compile(r"^latent_attention_model\.cross_attend_blocks\.0\.fn\.to_(q|kv|out)\.weight$")
 
 
-def weight_bytes(folder: Path, dtype: str, folded: bool = False) -> int | None:
-    """What the checkpoint in ``folder`` takes loaded in ``dtype`` (int8: the rest in what int8 computes it in;
-    ``folded``: NV-Embed's latent projections freed)."""
+def weight_bytes(folder: Path, dtype: str, device: str = "cpu", folded: bool = False) -> int | None:
+    """What the checkpoint in ``folder`` takes loaded in ``dtype`` on ``device`` (int8: the rest in what int8
+    computes it in; a widened bfloat16 model's rest in float32; ``folded``: NV-Embed's latent projections freed)."""
     rest = int8_rest_dtype() if dtype == "int8" else dtype
+    if dtype == "bfloat16" and widened_bf16(device):
+        rest = "float32"
     return loaded_weight_bytes(folder, dtype, rest, FOLDED_AWAY if folded else None)
 
 
@@ -102,7 +104,7 @@ def _load_minilm(options: LoadOptions) -> Embedder:
     )
     embedder.notes = (dtype.note,) if dtype.note else ()
     embedder.dtype_reason = dtype.reason
-    embedder.weight_bytes = weight_bytes(embedder.model_dir, dtype.name)
+    embedder.weight_bytes = weight_bytes(embedder.model_dir, dtype.name, options.device)
     return embedder
 
 
@@ -145,7 +147,7 @@ def _load_nvembed(options: LoadOptions) -> Embedder:
     )
     embedder.notes = (dtype.note,) if dtype.note else ()
     embedder.dtype_reason = dtype.reason
-    embedder.weight_bytes = weight_bytes(folder, dtype.name, folded=options.folded)
+    embedder.weight_bytes = weight_bytes(folder, dtype.name, options.device, folded=options.folded)
     return embedder
 
 
@@ -175,7 +177,7 @@ def _decoder_loader(hub_id: str | None) -> Callable[[LoadOptions], Embedder]:
         )
         embedder.notes = (dtype.note,) if dtype.note else ()
         embedder.dtype_reason = dtype.reason
-        embedder.weight_bytes = weight_bytes(folder, dtype.name)
+        embedder.weight_bytes = weight_bytes(folder, dtype.name, options.device)
         return embedder
 
     return load

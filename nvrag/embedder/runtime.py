@@ -7,26 +7,62 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from nvrag.embedder.dtypes import int8_rest_dtype, normalize_dtype
+from nvrag.embedder.dtypes import int8_rest_dtype, normalize_dtype, widened_bf16
 from nvrag.errors import ConfigError
 from nvrag.model import Backend, available_backends
-from nvrag.model.int8 import pack_int8
+from nvrag.model.int8 import pack_int8, quantize
+from nvrag.model.loading import STORED, MatmulDtype
 from nvrag.model.prepack import prepack
+from nvrag.model.widened import widen
 
 
 def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
     """``None`` → bfloat16 on CUDA, float32 (exact) on CPU; otherwise one of float32, float16, bfloat16; for
-    int8, the dtype the model loads in and computes all but its matmuls in (``int8_rest_dtype``).
+    int8, the dtype the model loads in and computes all but its matmuls in (``int8_rest_dtype``); for bfloat16
+    on a CPU without native bfloat16, float32 (``matmul_dtype`` keeps the matmul weights in bfloat16).
     (The loader, registry.load_embedder, picks the default by the CPU and the checkpoint's size: dtypes.py.)"""
     if name is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     name = normalize_dtype(name)
-    dtype: torch.dtype = getattr(torch, int8_rest_dtype() if name == "int8" else name)  # torch's own names
+    if name == "int8":
+        name = int8_rest_dtype()
+    elif name == "bfloat16" and widened_bf16(device.type):
+        name = "float32"
+    dtype: torch.dtype = getattr(torch, name)  # torch's own names
     return dtype
 
 
 def is_int8(name: str | None) -> bool:
     return name is not None and normalize_dtype(name) == "int8"
+
+
+def matmul_dtype(name: str | None, device: torch.device) -> MatmulDtype:
+    """The dtype a decoder's layer matmul weights load in, where it differs from ``parse_dtype``'s: as stored for
+    int8 (they are quantised from there, one layer at a time), bfloat16 where bfloat16 is widened
+    (``widened_bf16``); None otherwise."""
+    if name is None:
+        return None
+    name = normalize_dtype(name)
+    if name == "int8":
+        return STORED
+    return torch.bfloat16 if name == "bfloat16" and widened_bf16(device.type) else None
+
+
+def dtype_label(name: str | None, dtype: torch.dtype) -> str:
+    """What a model records it computes in (ModelInfo.compute_dtype): int8 and bfloat16 as asked (a widened
+    bfloat16 model's vectors are its bfloat16 weights'), else ``dtype``'s name."""
+    if name is not None and normalize_dtype(name) in ("int8", "bfloat16"):
+        return normalize_dtype(name)
+    return str(dtype).removeprefix("torch.")
+
+
+def convert_matmuls(module: torch.nn.Module, name: str | None, device: torch.device) -> None:
+    """After loading with ``matmul_dtype``: int8 layers quantised (model/int8.py), bfloat16 ones widened where
+    bfloat16 is (model/widened.py); nothing otherwise."""
+    if is_int8(name):
+        quantize(module)
+    elif matmul_dtype(name, device) == torch.bfloat16:
+        widen(module)
 
 
 def choose_backend(requested: str, device: torch.device, dtype: torch.dtype) -> Backend:

@@ -11,8 +11,8 @@ from typing import Any
 
 MAX_HEADER_BYTES = 100_000_000
 WIDTHS = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
-# the decoder and encoder layers' matmul weights: what --dtype int8 stores as int8 (the embeddings, norms and
-# NV-Embed's latent layer stay in the dtype the rest computes in)
+# the decoder and encoder layers' matmul weights: what --dtype int8 stores as int8, and a widened bfloat16 model
+# in bfloat16 (the embeddings, norms and NV-Embed's latent layer stay in the dtype the rest computes in)
 QUANTISED = re.compile(r"(^|\.)layers?\.\d+\.")
 INT8_ROW_BYTES = 4 + 8  # each output row's float32 scale and oneDNN's int64 zero point
 
@@ -49,18 +49,21 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def loaded_weight_bytes(
-    folder: Path, compute_dtype: str, rest_dtype: str = "bfloat16", released: re.Pattern[str] | None = None
+    folder: Path, compute_dtype: str, rest_dtype: str | None = None, released: re.Pattern[str] | None = None
 ) -> int | None:
     """What a checkpoint's weights take once loaded in ``compute_dtype``, tensor by tensor from every shard's
-    header: what a model pool counts against its memory budget. int8 stores each layer's matmul weights one
-    byte a parameter plus ``INT8_ROW_BYTES`` a row, the rest (embeddings, norms, NV-Embed's latent layer) in
-    ``rest_dtype``. Tensors whose names match ``released`` are freed once loaded (NV-Embed's folded latent
-    projections) and not counted. None where a shard cannot be read."""
+    header: what a model pool counts against its memory budget. Each layer's matmul weights take
+    ``compute_dtype``'s width (int8: one byte a parameter plus ``INT8_ROW_BYTES`` a row), the rest (embeddings,
+    norms, NV-Embed's latent layer) ``rest_dtype``'s (None: the compute dtype's; bfloat16 for int8): int8 and
+    a widened bfloat16 model (model/widened.py) keep the rest in float32. Tensors whose names match
+    ``released`` are freed once loaded (NV-Embed's folded latent projections) and not counted. None where a
+    shard cannot be read."""
     shards = sorted(folder.glob("*.safetensors"))
     if not shards:
         return None
     int8 = compute_dtype == "int8"
-    width = DTYPE_BYTES.get(rest_dtype if int8 else compute_dtype, 4)
+    width = DTYPE_BYTES.get(rest_dtype or ("bfloat16" if int8 else compute_dtype), 4)
+    matmul_width = DTYPE_BYTES.get(compute_dtype, 4)
     total = 0
     for shard in shards:
         tensors = _tensors(shard)
@@ -73,8 +76,11 @@ def loaded_weight_bytes(
             if released is not None and released.search(name):
                 continue
             count = math.prod(shape)
-            if int8 and len(shape) == 2 and name.endswith(".weight") and QUANTISED.search(name):
+            matmul = len(shape) == 2 and name.endswith(".weight") and QUANTISED.search(name)
+            if matmul and int8:
                 total += count + shape[0] * INT8_ROW_BYTES
+            elif matmul:
+                total += count * matmul_width
             else:
                 total += count * width
     return total

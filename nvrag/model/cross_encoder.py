@@ -22,6 +22,7 @@ from nvrag.model.bert import BertEncoder, load_checked
 from nvrag.model.bert_config import BertConfig, check_names, name_map, parameter_shapes
 from nvrag.model.dense import cast_dense
 from nvrag.model.skeleton import skeleton
+from nvrag.model.widened import WideLinear
 
 # model_type → (the encoder's key prefix, the head's dense and output layers' names)
 LAYOUTS = {
@@ -43,7 +44,9 @@ class BertClassifier(nn.Module):
     ) -> torch.Tensor:
         """(B, T) ids, mask and segment ids → (B, num_labels) float32 logits."""
         hidden = self.encoder(input_ids, attention_mask, token_type_ids)
-        pooled = torch.tanh(self.pooler(hidden[:, 0].to(self.pooler.weight.dtype)))
+        # the pooler's input in its weight's dtype, unless it multiplies in float32 whatever its weight's
+        first = hidden[:, 0] if isinstance(self.pooler, WideLinear) else hidden[:, 0].to(self.pooler.weight.dtype)
+        pooled = torch.tanh(self.pooler(first))
         logits: torch.Tensor = self.classifier(pooled)
         return logits.float()
 

@@ -9,7 +9,9 @@ dtype one at a time: no float32 copy of the whole model is ever made.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Final, Literal
 
 import torch
 from safetensors import safe_open
@@ -26,6 +28,9 @@ from nvrag.model.skeleton import skeleton
 from nvrag.model.token_scorer import HeadScorer, TokenScorer
 
 INDEX_FILE = "model.safetensors.index.json"
+STORED: Final = "stored"  # load_weights' matmul_dtype: the decoder layers' matmul weights as the checkpoint stores them
+MatmulDtype = torch.dtype | Literal["stored"] | None
+MATMUL_WEIGHT = re.compile(r"backbone\.layers\.\d+\..+\.weight$")  # ours: a decoder layer's matmul weights
 SINGLE_FILE = "model.safetensors"
 
 
@@ -123,16 +128,21 @@ def load_model(
     device: torch.device | str = "cpu",
     resident_weights: bool = True,
     folded_only: bool = False,
+    matmul_dtype: MatmulDtype = None,
 ) -> NVEmbedModel:
     """Build the model from a checkpoint folder in ``dtype`` on ``device``, every key and shape checked.
     ``resident_weights`` False: the mapped shards' pages are left to come in as they are read (a caller about
     to convert the weights a layer at a time, int8, keeps its peak memory at the converted size).
     ``folded_only``: the model will run its latent layer folded, so the projections the folded matrices are
-    made from are released once they are (LatentPooling.release_projections), and never made resident."""
+    made from are released once they are (LatentPooling.release_projections), and never made resident.
+    ``matmul_dtype``: as load_weights'."""
     config = read_config(folder)
     with skeleton():
         model = NVEmbedModel(config)
-    load_weights(folder, model, name_map(config), shard_map(folder), dtype=dtype, device=torch.device(device))
+    load_weights(
+        folder, model, name_map(config), shard_map(folder), dtype=dtype, device=torch.device(device),
+        matmul_dtype=matmul_dtype,
+    )  # fmt: skip
     model.eval().requires_grad_(False)
     pool = model.pool
     released = {id(p) for p in (pool.to_q.weight, pool.to_kv.weight, pool.to_out.weight)} if folded_only else set()
@@ -157,9 +167,10 @@ def load_decoder(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     resident_weights: bool = True,
+    matmul_dtype: MatmulDtype = None,
 ) -> DecoderEmbeddingModel:
     """A Hugging Face decoder checkpoint (keys bare or under ``model.``) as a DecoderEmbeddingModel
-    (``resident_weights``: as load_model's)."""
+    (``resident_weights``: as load_model's; ``matmul_dtype``: as load_weights')."""
     with skeleton():
         model = DecoderEmbeddingModel(config, pooling)
     shards = shard_map(folder)
@@ -167,7 +178,10 @@ def load_decoder(
     for key in list(shards):
         if key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
             del shards[key]
-    load_weights(folder, model, decoder_name_map(model, prefix), shards, dtype=dtype, device=torch.device(device))
+    load_weights(
+        folder, model, decoder_name_map(model, prefix), shards, dtype=dtype, device=torch.device(device),
+        matmul_dtype=matmul_dtype,
+    )  # fmt: skip
     if resident_weights:
         populate(model.parameters())  # views of the mapped shards: resident now, not during the first pass
     return model.eval().requires_grad_(False)
@@ -181,6 +195,7 @@ def load_token_scorer(
     tied: bool,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    matmul_dtype: MatmulDtype = None,
 ) -> TokenScorer:
     """A Hugging Face causal LM checkpoint (``*ForCausalLM``) as a TokenScorer for ``token_ids``: the backbone
     as load_decoder reads it, and only the chosen rows of ``lm_head.weight`` (or, where ``tied`` and the file
@@ -192,7 +207,7 @@ def load_token_scorer(
     head_key = "lm_head.weight" if "lm_head.weight" in shards else f"{prefix}embed_tokens.weight"
     if head_key != "lm_head.weight" and not tied:
         raise CheckpointError(f"{folder}: no lm_head.weight, and config.json does not tie it to the embeddings")
-    _load_with_head(folder, model, shards, head_key, list(token_ids), dtype, torch.device(device))
+    _load_with_head(folder, model, shards, head_key, list(token_ids), dtype, torch.device(device), matmul_dtype)
     populate(model.parameters())
     return model
 
@@ -206,6 +221,7 @@ def load_head_scorer(
     temperature: float = 1.0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    matmul_dtype: MatmulDtype = None,
 ) -> HeadScorer:
     """A decoder sequence classifier (backbone under ``model.``, head ``score.weight`` of ``labels`` rows)."""
     with skeleton():
@@ -213,7 +229,8 @@ def load_head_scorer(
     shards = shard_map(folder)
     if "score.weight" not in shards:
         raise CheckpointError(f"{folder}: no score.weight (the classification head)")
-    _load_with_head(folder, model, shards, "score.weight", list(range(labels)), dtype, torch.device(device))
+    rows = list(range(labels))
+    _load_with_head(folder, model, shards, "score.weight", rows, dtype, torch.device(device), matmul_dtype)
     populate(model.parameters())
     return model
 
@@ -230,11 +247,13 @@ def _load_with_head(
     rows: list[int],
     dtype: torch.dtype,
     device: torch.device,
+    matmul_dtype: MatmulDtype = None,
 ) -> None:
     """The backbone's weights (every key checked), then ``rows`` of ``head_key`` as the model's head."""
     head_file = shards[head_key]
     backbone = {k: v for k, v in shards.items() if k not in IGNORED_KEYS and not k.endswith(IGNORED_SUFFIXES)}
-    load_weights(folder, model, decoder_name_map(model, _prefix(shards)), backbone, dtype=dtype, device=device)
+    names = decoder_name_map(model, _prefix(shards))
+    load_weights(folder, model, names, backbone, dtype=dtype, device=device, matmul_dtype=matmul_dtype)
     with safe_open(str(head_file), framework="pt", device=str(device)) as f:
         stored = f.get_slice(head_key)
         vocab, width = stored.get_shape()
@@ -252,9 +271,15 @@ def load_weights(
     *,
     dtype: torch.dtype,
     device: torch.device,
+    matmul_dtype: MatmulDtype = None,
 ) -> None:
     """Assign every parameter of ``model`` (built in a skeleton) from the checkpoint key ``names`` gives it,
-    cast to ``dtype`` on ``device`` one tensor at a time; missing, unexpected and misshapen keys are named."""
+    cast to ``dtype`` on ``device`` one tensor at a time; missing, unexpected and misshapen keys are named.
+
+    ``matmul_dtype``: the decoder layers' matmul weights (``backbone.layers.N.*.weight``, 2-D: nearly all of a
+    decoder's bytes) load in this dtype instead, or as stored (``STORED``: a mapped file's tensor stays a view of
+    it, no copy). Converting those weights from there (int8) or computing with them widened (model/widened.py)
+    never holds the whole model in a float32 copy, which a 7-8 B model's memory would not take."""
     expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
     assert set(names) == set(expected), "name map out of date with the model"  # a bug in nvrag, not the user's
     wanted = set(names.values())
@@ -280,7 +305,11 @@ def load_weights(
                     raise CheckpointError(
                         f"{file.name}: {theirs} has shape {list(shape)}, config.json implies {list(expected[ours])}"
                     )
-                state[ours] = f.get_tensor(theirs).to(dtype)
+                tensor = f.get_tensor(theirs)
+                if matmul_dtype is not None and len(shape) == 2 and MATMUL_WEIGHT.match(ours):
+                    state[ours] = tensor if isinstance(matmul_dtype, str) else tensor.to(matmul_dtype)
+                else:
+                    state[ours] = tensor.to(dtype)
     model.load_state_dict(state, strict=True, assign=True)
 
 

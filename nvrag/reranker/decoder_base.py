@@ -13,7 +13,14 @@ import torch
 
 from nvrag.embedder.base import FloatArray
 from nvrag.embedder.dtypes import cpu_batch_width
-from nvrag.embedder.runtime import choose_backend, prepack_weights, right_padded
+from nvrag.embedder.runtime import (
+    choose_backend,
+    convert_matmuls,
+    matmul_dtype,
+    parse_dtype,
+    prepack_weights,
+    right_padded,
+)
 from nvrag.model.token_scorer import HeadScorer
 from nvrag.reranker.base import Checkpoint, PairInput, Reranker, RerankerInfo
 
@@ -24,7 +31,9 @@ class DecoderReranker(Reranker):
     def __init__(self, source: Checkpoint, info: RerankerInfo) -> None:
         super().__init__(info, batch_tokens=source.batch_tokens)
         self.source = source
-        self.device, self.dtype = torch.device(source.device), getattr(torch, source.dtype)
+        self.device = torch.device(source.device)
+        # a widened bfloat16 model (a CPU without bfloat16 arithmetic) computes in float32 (model/widened.py)
+        self.dtype, self.matmul_dtype = parse_dtype(source.dtype, self.device), matmul_dtype(source.dtype, self.device)
         self.backend = choose_backend(source.attention, self.device, self.dtype)
         self._model: HeadScorer | None = None
         self._lock = threading.Lock()
@@ -32,7 +41,8 @@ class DecoderReranker(Reranker):
 
     @abstractmethod
     def load(self) -> HeadScorer:
-        """The model, loaded from the checkpoint."""
+        """The model, loaded from the checkpoint in ``self.dtype``, its layers' matmul weights in
+        ``self.matmul_dtype``."""
 
     @abstractmethod
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
@@ -42,7 +52,9 @@ class DecoderReranker(Reranker):
     def model(self) -> HeadScorer:
         with self._lock:
             if self._model is None:
-                self._model = self.load()
+                model = self.load()
+                convert_matmuls(model.backbone, self.source.dtype, self.device)
+                self._model = model
             return self._model
 
     def prepare_for_serving(self, busy: Callable[[], bool] | None = None) -> str | None:

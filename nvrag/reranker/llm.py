@@ -72,8 +72,9 @@ class LLMReranker(DecoderReranker):
 
     def load(self) -> TokenScorer:
         return load_token_scorer(
-            self.source.folder, self.decoder, self.token_ids, tied=self.tied, dtype=self.dtype, device=self.device
-        )
+            self.source.folder, self.decoder, self.token_ids, tied=self.tied, dtype=self.dtype, device=self.device,
+            matmul_dtype=self.matmul_dtype,
+        )  # fmt: skip
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits[:, 1] - logits[:, 0])  # softmax([no, yes])[1]

@@ -61,7 +61,7 @@ class BidirectionalClassifierReranker(DecoderReranker):
     def load(self) -> HeadScorer:
         return load_head_scorer(
             self.source.folder, self.decoder, self.pooling, 1, temperature=self.temperature, dtype=self.dtype,
-            device=self.device,
+            device=self.device, matmul_dtype=self.matmul_dtype,
         )  # fmt: skip
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,8 @@ def test_a_checkpoint_too_big_for_memory_in_float32_loads_in_bfloat16_with_one_l
     assert chosen.name == "bfloat16"
     assert chosen.note == (
         "dtype: bfloat16, since the weights in float32 (29.3 GiB) would not fit comfortably in this machine's "
-        "24.0 GiB; --dtype float32 for exact vectors"
+        "24.0 GiB: its matmul weights in bfloat16, the arithmetic in float32, as this CPU has no bfloat16 arithmetic; "
+        "--dtype float32 for exact vectors"
     )
     # half the memory is the line: 12 GiB of float32 weights on 24 GiB still load in float32
     assert choose_dtype(None, "cpu", flags=NO_BF16, memory=24 * GIB, fp32_bytes=12 * GIB).name == "float32"
