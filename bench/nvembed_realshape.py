@@ -6,12 +6,13 @@ config; the fixture's Mistral tokenizer), each figure against this machine's own
 
 The checkpoint is written once to --folder (about 2 minutes here) and reused. Then:
 
-- limits: the bf16 (or float32) matmul peak (best square matmul of 1,024-4,096), memory read bandwidth, and the
+- limits: the bf16 (or float32) matmul peak (best square matmul of 1,024-4,096; float32's on a CPU without
+  bfloat16 arithmetic, where nvrag computes bfloat16 weights in float32), memory read bandwidth, and the
   time to read the shards from the page cache (read into one reused buffer: the floor for loading them);
 - `nvrag serve --model-path`: start to ready (/ready answers 200 only after a real forward pass), the loader's
   own time (the server's log), peak RSS (VmHWM), the warm latency of a one-line query with its instruction
   through /v1/embeddings (median and best of --queries), the first query after ready, and documents of 512 tokens
-  (4 per request) in tokens/s; each latency against its roofline: max(useful FLOPs / matmul peak, weight
+  (--documents per request, 4) in tokens/s; each latency against its roofline: max(useful FLOPs / matmul peak, weight
   bytes / bandwidth);
 - `nvrag embed --query` one line, whole process: wall time and peak RSS.
 """
@@ -45,6 +46,14 @@ QUERY = "how does caffeine affect sleep quality in adults"
 INSTRUCTION = "Given a question, retrieve passages that answer the question"
 # int8 (--dtype int8): loaded in bfloat16, matmul weights converted (model/int8.py); rooflines use the bf16 peak
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "int8": torch.bfloat16}
+
+
+def widened(dtype: str) -> bool:
+    """bfloat16 on a CPU without bfloat16 arithmetic: bfloat16 weights, float32 arithmetic (model/widened.py),
+    so the roofline is float32's peak and nothing is prepacked."""
+    from nvrag.embedder.dtypes import native_bf16
+
+    return dtype == "bfloat16" and native_bf16() is None
 
 
 def read_seconds(folder: Path) -> float:
@@ -120,7 +129,9 @@ def documents(folder: Path, count: int = 4, tokens: int = 512) -> tuple[list[str
     return texts, lengths
 
 
-def serve(folder: Path, dtype: str, queries: int, db: Path, env: dict[str, str], log: Path) -> dict[str, Any]:
+def serve(
+    folder: Path, dtype: str, queries: int, db: Path, env: dict[str, str], log: Path, count: int, dimension: int
+) -> dict[str, Any]:
     """`nvrag serve`: start to ready, the first query after ready (the weights are prepacked in the background
     from then on), warm queries once the server says they are packed, documents, peak RSS."""
     port = free_port()
@@ -143,13 +154,14 @@ def serve(folder: Path, dtype: str, queries: int, db: Path, env: dict[str, str],
                 time.sleep(0.1)
         query = {"input": QUERY, "model": "nv-embed-v2", "input_type": "query", "instruction": INSTRUCTION}
         first, answer = post(f"{base}/v1/embeddings", query)
-        assert len(answer["data"][0]["embedding"]) == 4096
+        assert len(answer["data"][0]["embedding"]) == dimension
         deadline = time.monotonic() + 600
-        while dtype in ("bfloat16", "int8") and "prepacked" not in log.read_text() and time.monotonic() < deadline:
+        packs = dtype in ("bfloat16", "int8") and not widened(dtype)
+        while packs and "prepacked" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.5)
         packed = time.perf_counter() - start
         warm = [post(f"{base}/v1/embeddings", query)[0] for _ in range(queries)]
-        body = {"input": documents(folder)[0], "model": "nv-embed-v2"}
+        body = {"input": documents(folder, count)[0], "model": "nv-embed-v2"}
         documents_seconds = min(post(f"{base}/v1/embeddings", body)[0] for _ in range(2))
         peak = peak_rss_mib(process.pid)
     finally:
@@ -212,9 +224,14 @@ def in_process(folder: Path, dtype: torch.dtype, query_tokens: int, queries: int
     from nvrag.model import load_model
     from nvrag.model.int8 import pack_int8, quantize
     from nvrag.model.prepack import prepack
+    from nvrag.model.widened import widen
 
     start = time.perf_counter()
-    model = load_model(folder, dtype=dtype)
+    if dtype == torch.bfloat16 and widened("bfloat16"):  # as nvrag loads it on such a CPU
+        model = load_model(folder, dtype=torch.float32, matmul_dtype=torch.bfloat16)
+        widen(model.backbone)
+    else:
+        model = load_model(folder, dtype=dtype)
     loaded = time.perf_counter() - start
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 32000, (1, query_tokens), generator=g)
@@ -295,6 +312,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="real")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     parser.add_argument("--queries", type=int, default=8)
+    parser.add_argument("--documents", type=int, default=4, help="512-token documents in the timed request")
     parser.add_argument("--json", dest="json_out", type=Path)
     parser.add_argument("--in-process", type=int, help=argparse.SUPPRESS)  # query tokens: the child's run
     args = parser.parse_args()
@@ -308,14 +326,16 @@ def main() -> None:
         if not (args.folder / name).exists():
             shutil.copy(FIXTURE / name, args.folder / name)
     config = SHAPES[args.shape]
-    peak = max(matmul_peak(torch.device("cpu"), DTYPES[args.dtype], n) for n in (1024, 2048, 4096))
+    arithmetic = torch.float32 if widened(args.dtype) else DTYPES[args.dtype]
+    peak = max(matmul_peak(torch.device("cpu"), arithmetic, n) for n in (1024, 2048, 4096))
     limits = {"matmul_gflops": round(peak / 1e9), "bandwidth_gb_s": round(bandwidth() / 1e9, 1)}
+    limits["matmul_dtype"] = str(arithmetic).removeprefix("torch.")
     limits["read_shards_seconds"] = round(read_seconds(args.folder), 2)
     weight_bytes = written["bytes"] * {"float32": 2.0, "bfloat16": 1.0, "int8": 0.5}[args.dtype]
     query_tokens = token_count(args.folder, f"Instruct: {INSTRUCTION}\nQuery: {QUERY}</s>")
     # the mean leaves the instruction out (its length without BOS, counted from the first position: NVEMBED.md)
     query_pooled = query_tokens - token_count(args.folder, f"Instruct: {INSTRUCTION}\nQuery: ", special=False)
-    doc_lengths = documents(args.folder)[1]
+    doc_lengths = documents(args.folder, args.documents)[1]
 
     def roofline(lengths: list[int], pooled: list[int] | None = None) -> float:
         compute = sum(forward_flops(config, lengths, folded=True, pooled=pooled).values()) / peak
@@ -333,7 +353,10 @@ def main() -> None:
     print(json.dumps(model, indent=2), flush=True)
     read_seconds(args.folder)
     with tempfile.TemporaryDirectory(prefix="nvrag-realshape-") as tmp:
-        served = serve(args.folder, args.dtype, args.queries, Path(tmp) / "db", env, Path(tmp) / "serve.log")
+        served = serve(
+            args.folder, args.dtype, args.queries, Path(tmp) / "db", env, Path(tmp) / "serve.log", args.documents,
+            config.latent.latent_dim,
+        )  # fmt: skip
     query_roofline = roofline([query_tokens], [query_pooled])
     doc_roofline = roofline(doc_lengths)
     result = {
@@ -356,7 +379,7 @@ def main() -> None:
             "forward_prepacked_or_int8_vs_roofline": round(
                 model.get("query_prepacked_seconds", model.get("query_int8_seconds", 0)) / query_roofline, 2
             ),
-            "load_vs_read_shards": round(model["load_seconds"] / limits["read_shards_seconds"], 2),
+            "load_vs_read_shards": round(model["load_seconds"] / max(limits["read_shards_seconds"], 0.01), 2),
             "first_query_vs_warm": round(served["first_query_seconds"] / served["warm_query_seconds"]["median"], 2),
             "documents_vs_roofline": round(served["documents_seconds"] / doc_roofline, 2),
             "documents_tokens_per_s": round(sum(doc_lengths) / served["documents_seconds"]),
