@@ -121,7 +121,7 @@ class NVEmbedEmbedder(Embedder):
                 folded_only=self.folded,
                 matmul_dtype=matmul_dtype(self.requested_dtype, self.device),
             )
-            convert_matmuls(model.backbone, self.requested_dtype, self.device)  # int8, or widened bfloat16
+            convert_matmuls(model, self.requested_dtype, self.device, model.backbone)  # int8, widened bfloat16
             self._model = model
         return self._model
 

@@ -56,13 +56,16 @@ def dtype_label(name: str | None, dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def convert_matmuls(module: torch.nn.Module, name: str | None, device: torch.device) -> None:
-    """After loading with ``matmul_dtype``: int8 layers quantised (model/int8.py), bfloat16 ones widened where
-    bfloat16 is (model/widened.py); nothing otherwise."""
+def convert_matmuls(
+    model: torch.nn.Module, name: str | None, device: torch.device, layers: torch.nn.Module | None = None
+) -> None:
+    """After loading with ``matmul_dtype``: the decoder ``layers`` (default: the whole model) quantised for int8
+    (model/int8.py); every bfloat16 matmul of the model widened where bfloat16 is (model/widened.py); nothing
+    otherwise."""
     if is_int8(name):
-        quantize(module)
+        quantize(model if layers is None else layers)
     elif matmul_dtype(name, device) == torch.bfloat16:
-        widen(module)
+        widen(model)
 
 
 def choose_backend(requested: str, device: torch.device, dtype: torch.dtype) -> Backend:

@@ -16,6 +16,7 @@ from torch import nn
 
 from nvrag.model.config import LatentConfig
 from nvrag.model.prepack import drop_pages, file_backed, file_mappings
+from nvrag.model.widened import wide_product
 
 
 class LatentPooling(nn.Module):
@@ -42,7 +43,10 @@ class LatentPooling(nn.Module):
         if self.released:
             raise RuntimeError("this latent layer keeps only its folded matrices: run it with folded=True")
         heads, d = self.config.num_cross_heads, self.config.cross_dim_head
-        kv = self.to_kv(self.latent_norm(self.latents))  # (n, 2 * heads * d)
+        latents = self.latent_norm(self.latents)
+        weight = self.to_kv.weight
+        # bfloat16 weights beside float32 latents (model/widened.py): their product in float32, a block at a time
+        kv = self.to_kv(latents) if weight.dtype == latents.dtype else wide_product(latents, weight)  # (n, 2hd)
         k, v = kv.chunk(2, dim=-1)
         n = self.latents.shape[0]
         return k.view(n, heads, d).transpose(0, 1), v.view(n, heads, d).transpose(0, 1)
@@ -59,11 +63,16 @@ class LatentPooling(nn.Module):
         dtype = self.latents.dtype
         compute = dtype if dtype == torch.bfloat16 else torch.float32
         k, v = (t.to(compute) for t in (kv or self.latent_kv()))  # (h, n, d)
-        w_q = self.to_q.weight.to(compute).view(heads, d, -1)  # (h, d, width)
-        w_out = self.to_out.weight.to(compute)  # (width, h * d)
-        a = torch.einsum("hdw,hnd->whn", w_q, k) / d**0.5  # (width, h, n)
+        # per head, each projection's slice in the compute dtype: bfloat16 projections of a float32 model
+        # (model/widened.py) are never widened whole (NV-Embed-v2's: 2 x 512 MiB in float32)
+        w_q = self.to_q.weight.view(heads, d, -1)  # (h, d, width)
+        w_out = self.to_out.weight  # (width, h * d)
+        a = torch.empty(w_q.shape[-1], heads, k.shape[1], dtype=compute, device=k.device)  # (width, h, n)
+        for h in range(heads):
+            a[:, h] = w_q[h].to(compute).t() @ k[h].t()
+        a /= d**0.5
         # (h, n, width): V_h W_out,hᵀ per head, W_out,h a column slice (a strided einsum is 4x slower)
-        b = torch.stack([F.linear(v[h], w_out[:, h * d : (h + 1) * d]) for h in range(heads)])
+        b = torch.stack([F.linear(v[h], w_out[:, h * d : (h + 1) * d].to(compute)) for h in range(heads)])
         return a.reshape(a.shape[0], -1).to(dtype), b.reshape(-1, b.shape[-1]).to(dtype)
 
     def prepare(self) -> None:

@@ -31,6 +31,7 @@ INDEX_FILE = "model.safetensors.index.json"
 STORED: Final = "stored"  # load_weights' matmul_dtype: the decoder layers' matmul weights as the checkpoint stores them
 MatmulDtype = torch.dtype | Literal["stored"] | None
 MATMUL_WEIGHT = re.compile(r"backbone\.layers\.\d+\..+\.weight$")  # ours: a decoder layer's matmul weights
+LATENT_MATMUL = re.compile(r"pool\.(to_q|to_kv|to_out|ff_in|ff_out)\.weight$")  # NV-Embed's latent layer's
 SINGLE_FILE = "model.safetensors"
 
 
@@ -277,9 +278,10 @@ def load_weights(
     cast to ``dtype`` on ``device`` one tensor at a time; missing, unexpected and misshapen keys are named.
 
     ``matmul_dtype``: the decoder layers' matmul weights (``backbone.layers.N.*.weight``, 2-D: nearly all of a
-    decoder's bytes) load in this dtype instead, or as stored (``STORED``: a mapped file's tensor stays a view of
-    it, no copy). Converting those weights from there (int8) or computing with them widened (model/widened.py)
-    never holds the whole model in a float32 copy, which a 7-8 B model's memory would not take."""
+    decoder's bytes) load in this dtype instead (and so do NV-Embed's latent layer's), or as stored (``STORED``,
+    the decoder layers only: a mapped file's tensor stays a view of it, no copy). Converting those weights from
+    there (int8) or computing with them widened (model/widened.py) never holds the whole model in a float32
+    copy, which a 7-8 B model's memory would not take."""
     expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
     assert set(names) == set(expected), "name map out of date with the model"  # a bug in nvrag, not the user's
     wanted = set(names.values())
@@ -306,7 +308,8 @@ def load_weights(
                         f"{file.name}: {theirs} has shape {list(shape)}, config.json implies {list(expected[ours])}"
                     )
                 tensor = f.get_tensor(theirs)
-                if matmul_dtype is not None and len(shape) == 2 and MATMUL_WEIGHT.match(ours):
+                layer = MATMUL_WEIGHT.match(ours) or (not isinstance(matmul_dtype, str) and LATENT_MATMUL.match(ours))
+                if matmul_dtype is not None and len(shape) == 2 and layer:
                     state[ours] = tensor if isinstance(matmul_dtype, str) else tensor.to(matmul_dtype)
                 else:
                     state[ours] = tensor.to(dtype)

@@ -37,6 +37,29 @@ def block_rows(rows: int, in_features: int, out_features: int) -> int:
     return min(wanted, out_features)
 
 
+def wide_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight.T + bias`` in float32 for x (..., in) and a weight (out, in) of any float dtype: a narrow
+    weight is widened a block of rows at a time (``block_rows``), never whole."""
+    lead = x.shape[:-1]
+    in_features, out_features = weight.shape[1], weight.shape[0]
+    flat = x.reshape(-1, in_features).float()
+    if weight.dtype == torch.float32:
+        out = F.linear(flat, weight, None if bias is None else bias.float())
+        return out.reshape(*lead, out_features)
+    step = block_rows(flat.shape[0], in_features, out_features)
+    out = torch.empty(flat.shape[0], out_features, dtype=torch.float32, device=x.device)
+    block = torch.empty(step, in_features, dtype=torch.float32, device=x.device)
+    for start in range(0, out_features, step):
+        end = min(start + step, out_features)
+        wide = block[: end - start]
+        wide.copy_(weight[start:end])
+        # into the output's columns in place (a strided slice: BLAS writes it through its leading dimension)
+        torch.mm(flat, wide.t(), out=out[:, start:end])
+    if bias is not None:
+        out += bias.float()
+    return out.reshape(*lead, out_features)
+
+
 class WideLinear(nn.Module):
     """A Linear (or Dense: its fused GELU) layer whose weight is kept in bfloat16 (or float16) and multiplied in
     float32 (inference only). Inputs and outputs are float32."""
@@ -49,22 +72,8 @@ class WideLinear(nn.Module):
         self.gelu = isinstance(linear, Dense) and linear.activation == "gelu"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        flat = x.reshape(-1, self.in_features).float()
-        step = block_rows(flat.shape[0], self.in_features, self.out_features)
-        out = torch.empty(flat.shape[0], self.out_features, dtype=torch.float32, device=x.device)
-        block = torch.empty(step, self.in_features, dtype=torch.float32, device=x.device)
-        for start in range(0, self.out_features, step):
-            end = min(start + step, self.out_features)
-            wide = block[: end - start]
-            wide.copy_(self.weight[start:end])
-            # into the output's columns in place (a strided slice: BLAS writes it through its leading dimension)
-            torch.mm(flat, wide.t(), out=out[:, start:end])
-        if self.bias is not None:
-            out += self.bias
-        if self.gelu:
-            out = F.gelu(out)
-        return out.reshape(*lead, self.out_features)
+        out = wide_product(x, self.weight, self.bias)
+        return F.gelu(out) if self.gelu else out
 
     def extra_repr(self) -> str:
         kind = str(self.weight.dtype).removeprefix("torch.")

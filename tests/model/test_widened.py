@@ -110,10 +110,14 @@ def test_nvembed_in_bfloat16_is_float32_with_its_layer_weights_rounded() -> None
     assert half.info.compute_dtype == "bfloat16"  # what an index records: its vectors are the bfloat16 weights'
     layers = [m for m in half.model.backbone.modules() if isinstance(m, WideLinear)]
     assert layers and {m.weight.dtype for m in layers} == {torch.bfloat16}
+    assert half.model.pool.released  # the projections went once folded, never widened whole
     assert half.model.backbone.embed.weight.dtype == torch.float32
     assert not [m for m in half.model.backbone.modules() if type(m) is nn.Linear]  # every matmul widened
+    assert {type(m).__name__ for m in (half.model.pool.ff_in, half.model.pool.ff_out)} == {"WideLinear"}
     exact = NVEmbedEmbedder(NVEMBED_TINY, dtype="float32")
-    rounded_copy(exact.model, in_layers)
+    model = load_model(NVEMBED_TINY, dtype=torch.float32)  # the projections kept, to fold again once rounded
+    rounded_copy(model, lambda name, layer: in_layers(name, layer) or name.startswith("pool."))
+    exact._model = model.prepare()  # the folded latent matrices, from the rounded projections
     got, want = half.embed_documents(TEXTS), exact.embed_documents(TEXTS)
     np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
     plain = NVEmbedEmbedder(NVEMBED_TINY, dtype="float32").embed_documents(TEXTS)
