@@ -229,7 +229,7 @@ def in_process(folder: Path, dtype: torch.dtype, query_tokens: int, queries: int
     start = time.perf_counter()
     if dtype == torch.bfloat16 and widened("bfloat16"):  # as nvrag loads it on such a CPU
         model = load_model(folder, dtype=torch.float32, matmul_dtype=torch.bfloat16)
-        widen(model.backbone)
+        widen(model)
     else:
         model = load_model(folder, dtype=dtype)
     loaded = time.perf_counter() - start
@@ -348,7 +348,9 @@ def main() -> None:
     embedded = embed_once(args.folder, args.dtype, env)
     child = [sys.executable, __file__, "--folder", str(args.folder), "--dtype", args.dtype]
     child += ["--queries", str(args.queries), "--in-process", str(query_tokens)]
-    done = subprocess.run(child, capture_output=True, text=True, check=True)
+    done = subprocess.run(child, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"the in-process run failed:\n{done.stderr[-3000:]}")
     model = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps(model, indent=2), flush=True)
     read_seconds(args.folder)
