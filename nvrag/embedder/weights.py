@@ -12,8 +12,12 @@ from typing import Any
 MAX_HEADER_BYTES = 100_000_000
 WIDTHS = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
 # the decoder and encoder layers' matmul weights: what --dtype int8 stores as int8, and a widened bfloat16 model
-# in bfloat16 (the embeddings, norms and NV-Embed's latent layer stay in the dtype the rest computes in)
+# in bfloat16 (the embeddings and norms stay in the dtype the rest computes in, and for int8 the latent layer)
 QUANTISED = re.compile(r"(^|\.)layers?\.\d+\.")
+# NV-Embed's latent layer's matmul weights: kept in bfloat16 by a widened bfloat16 model too (not by int8)
+LATENT_MATMUL = re.compile(
+    r"^latent_attention_model\.cross_attend_blocks\.\d\.fn\.(to_q|to_kv|to_out|net\.[02])\.weight$"
+)
 INT8_ROW_BYTES = 4 + 8  # each output row's float32 scale and oneDNN's int64 zero point
 
 
@@ -79,7 +83,7 @@ def loaded_weight_bytes(
             matmul = len(shape) == 2 and name.endswith(".weight") and QUANTISED.search(name)
             if matmul and int8:
                 total += count + shape[0] * INT8_ROW_BYTES
-            elif matmul:
+            elif matmul or (not int8 and LATENT_MATMUL.match(name)):
                 total += count * matmul_width
             else:
                 total += count * width

@@ -180,8 +180,9 @@ def test_layer_weights_stay_the_checkpoints_mapped_bytes(tmp_path: Path) -> None
     half = NVEmbedEmbedder(folder, dtype="bfloat16")
     model = half.model
     maps = file_mappings()
-    layers = [m for m in model.backbone.modules() if isinstance(m, WideLinear)]
-    assert layers and all(file_backed(m.weight, maps) for m in layers)
+    layers = [m for m in model.modules() if isinstance(m, WideLinear)]  # the latent layer's feed-forward too
+    assert len(layers) == 7 * model.config.num_hidden_layers + 2
+    assert all(file_backed(m.weight, maps) for m in layers)
     as_stored = load_model(folder, dtype=torch.float32, resident_weights=False, matmul_dtype=STORED)
     maps = file_mappings()
     weights = [p for n, p in as_stored.named_parameters() if n.startswith("backbone.layers.") and p.dim() == 2]
@@ -206,12 +207,15 @@ def test_the_memory_estimate_counts_a_widened_models_rest_in_float32(
         "model.layers.0.mlp.up_proj.weight": torch.zeros(8, 4),  # a layer's matmul weight: 32 parameters
         "model.layers.0.input_layernorm.weight": torch.zeros(4),  # the rest: 4 + 40 parameters
         "model.embed_tokens.weight": torch.zeros(10, 4),
+        # NV-Embed's latent feed-forward: bfloat16 when widened (6 parameters), in the rest's dtype for int8
+        "latent_attention_model.cross_attend_blocks.1.fn.net.0.weight": torch.zeros(3, 2),
     }
     save_file(tensors, str(tmp_path / "model.safetensors"))
-    assert loaded_weight_bytes(tmp_path, "bfloat16") == 2 * (32 + 44)
-    assert loaded_weight_bytes(tmp_path, "bfloat16", "float32") == 2 * 32 + 4 * 44
+    assert loaded_weight_bytes(tmp_path, "bfloat16") == 2 * (32 + 6 + 44)
+    assert loaded_weight_bytes(tmp_path, "bfloat16", "float32") == 2 * (32 + 6) + 4 * 44
+    assert loaded_weight_bytes(tmp_path, "int8", "float32") == 32 + 8 * 12 + 4 * (6 + 44)
     monkeypatch.setattr(dtypes, "cpu_flags", lambda cpuinfo=None: NO_BF16)
-    assert weight_bytes(tmp_path, "bfloat16", "cpu") == 2 * 32 + 4 * 44
-    assert weight_bytes(tmp_path, "bfloat16", "cuda") == 2 * (32 + 44)
+    assert weight_bytes(tmp_path, "bfloat16", "cpu") == 2 * (32 + 6) + 4 * 44
+    assert weight_bytes(tmp_path, "bfloat16", "cuda") == 2 * (32 + 6 + 44)
     monkeypatch.setattr(dtypes, "cpu_flags", lambda cpuinfo=None: NATIVE)
-    assert weight_bytes(tmp_path, "bfloat16", "cpu") == 2 * (32 + 44)
+    assert weight_bytes(tmp_path, "bfloat16", "cpu") == 2 * (32 + 6 + 44)
