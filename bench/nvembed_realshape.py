@@ -51,9 +51,9 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "int8": torch.bf
 def widened(dtype: str) -> bool:
     """bfloat16 on a CPU without bfloat16 arithmetic: bfloat16 weights, float32 arithmetic (model/widened.py),
     so the roofline is float32's peak and nothing is prepacked."""
-    from nvrag.embedder.dtypes import native_bf16
+    from nvrag.embedder.dtypes import widened_bf16
 
-    return dtype == "bfloat16" and native_bf16() is None
+    return dtype == "bfloat16" and widened_bf16("cpu")
 
 
 def read_seconds(folder: Path) -> float:

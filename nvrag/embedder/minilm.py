@@ -231,18 +231,12 @@ def _load_bert(model_dir: Path, device: str, compute_dtype: str) -> Any:
 
     with _LOAD_LOCK:
         # compute_dtype is normalised (float32, float16, bfloat16 or int8): torch's own names; int8 loads in
-        # the dtype its other layers compute in, then converts its matmul weights
-        from nvrag.embedder.dtypes import int8_rest_dtype, widened_bf16
+        # the dtype its other layers compute in, then converts its matmul weights; bfloat16 on a CPU without
+        # bfloat16 arithmetic computes its bfloat16 weights in float32 (model/widened.py)
+        from nvrag.embedder.dtypes import int8_rest_dtype
+        from nvrag.embedder.runtime import convert_matmuls
 
-        if compute_dtype != "int8":
-            model = load_bert(model_dir, device, getattr(torch, compute_dtype))
-            if compute_dtype == "bfloat16" and widened_bf16(device):
-                from nvrag.model.widened import widen
-
-                widen(model)  # bfloat16 weights, float32 arithmetic: this CPU has no bfloat16 arithmetic
-            return model
-        from nvrag.model.int8 import quantize
-
-        model = load_bert(model_dir, device, getattr(torch, int8_rest_dtype()))
-        quantize(model)
+        matmul = int8_rest_dtype() if compute_dtype == "int8" else compute_dtype
+        model = load_bert(model_dir, device, getattr(torch, matmul))
+        convert_matmuls(model, compute_dtype, torch.device(device))
         return model

@@ -21,12 +21,11 @@ import numpy as np
 import torch
 
 from nvrag.embedder.base import FloatArray
-from nvrag.embedder.dtypes import cpu_batch_width, widened_bf16
-from nvrag.embedder.runtime import prepack_weights
+from nvrag.embedder.dtypes import cpu_batch_width
+from nvrag.embedder.runtime import convert_matmuls, prepack_weights
 from nvrag.errors import CheckpointError, ConfigError
 from nvrag.model.bert_config import BertConfig
 from nvrag.model.cross_encoder import BertClassifier, load_bert_classifier, num_labels_of
-from nvrag.model.widened import widen
 from nvrag.reranker.base import Checkpoint, PairInput, Reranker
 from nvrag.reranker.tokens import load_pair_tokenizer
 
@@ -86,8 +85,8 @@ class CrossEncoderReranker(Reranker):
                 model = load_bert_classifier(
                     self.folder, self.bert, 1, model_type=self.model_type, device=self.device, matmul_dtype=self.dtype
                 )
-                if self.dtype == torch.bfloat16 and widened_bf16(self.device.type):
-                    widen(model)  # bfloat16 weights, float32 arithmetic: this CPU has no bfloat16 arithmetic
+                # bfloat16 weights with float32 arithmetic on a CPU without bfloat16 arithmetic (model/widened.py)
+                convert_matmuls(model, str(self.dtype).removeprefix("torch."), self.device)
                 self._model = model
             return self._model
 
