@@ -104,7 +104,8 @@ def _load_minilm(options: LoadOptions) -> Embedder:
     )
     embedder.notes = (dtype.note,) if dtype.note else ()
     embedder.dtype_reason = dtype.reason
-    embedder.weight_bytes = weight_bytes(embedder.model_dir, dtype.name, options.device)
+    # the bundled model keeps its embeddings and norms in float32 whatever the dtype (model/bert.py)
+    embedder.weight_bytes = loaded_weight_bytes(embedder.model_dir, dtype.name, "float32")
     return embedder
 
 
