@@ -1,10 +1,11 @@
 """bfloat16 weights computed in float32, for CPUs without bfloat16 arithmetic (``--dtype bfloat16`` there).
 
 A CPU without AVX-512 BF16 or AMX has no bfloat16 dot product: PyTorch emulates one, and on an AVX2 AMD EPYC a
-bfloat16 matmul of NV-Embed-v2's shapes ran 2.5x slower than float32 at a query's 32 rows and 5.9x slower at
-512 (bench/wide_linear.py, docs/performance.md "Without AVX-512"). Yet bfloat16 is what such a machine needs for
-a 7-8 B model: its float32 weights (NV-Embed-v2: 29 GiB) would not fit. So there the decoder layers' matmul
-weights stay bfloat16 (half the memory, the checkpoint's own values) and everything is computed in float32:
+decoder layer of NV-Embed-v2's shapes ran 2.7x float32's time at a query's 32 rows and 7.1x at 512 in bfloat16
+(bench/wide_linear.py, docs/performance.md "Without AVX-512"). Yet bfloat16 is what such a machine needs for a
+7-8 B model: its float32 weights (NV-Embed-v2: 29 GiB) would not fit. So there the decoder layers' (and
+NV-Embed's latent layer's) matmul weights stay bfloat16 (half the memory, the checkpoint's own values, mapped
+from its file) and everything is computed in float32:
 each weight is widened to float32 a block of rows at a time into a buffer that stays in cache, and multiplied
 by float32's kernels. The norms, attention, residual stream and pooling are float32, as for ``--dtype float32``.
 
