@@ -181,7 +181,7 @@ class Decoder(nn.Module):
         after the last layer's attention mixes tokens, so its output projection, MLP and the final norm run on
         the kept tokens only: what pooling reads (one token a sequence for last-token pooling, a query's text
         without its instruction for NV-Embed's mean), the same states as computed for every token."""
-        x: torch.Tensor = self.embed(ids)
+        x: torch.Tensor = self.embed(ids).to(batch.cos.dtype)  # a narrow table beside widened weights: widened
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x, batch, keep if i == last else None)

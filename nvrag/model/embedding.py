@@ -6,13 +6,14 @@ Unnormalised float32 vectors come out: the embedder cuts Matryoshka dimensions a
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from nvrag.model.attention import PACKED_BACKENDS, Backend
-from nvrag.model.decoder import Decoder
+from nvrag.model.decoder import Decoder, Layer
 from nvrag.model.decoder_config import DecoderConfig
 from nvrag.model.pooling import PoolingSpec, kept_bounds, pool_packed, read_tokens
 
@@ -26,7 +27,9 @@ class DecoderEmbeddingModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.backbone.embed.weight.dtype
+        """What the model computes in: its norms' dtype (the token embeddings may be narrower, model/widened.py)."""
+        first = cast(Layer, self.backbone.layers[0])
+        return first.attn_norm.weight.dtype
 
     @property
     def device(self) -> torch.device:

@@ -32,6 +32,8 @@ STORED: Final = "stored"  # load_weights' matmul_dtype: the decoder layers' matm
 MatmulDtype = torch.dtype | Literal["stored"] | None
 MATMUL_WEIGHT = re.compile(r"backbone\.layers\.\d+\..+\.weight$")  # ours: a decoder layer's matmul weights
 LATENT_MATMUL = re.compile(r"pool\.(to_q|to_kv|to_out|ff_in|ff_out)\.weight$")  # NV-Embed's latent layer's
+# a decoder's token embeddings: a table lookup, kept narrow beside widened matmul weights (model/widened.py)
+EMBED_TABLE = re.compile(r"backbone\.embed\.weight$")
 SINGLE_FILE = "model.safetensors"
 
 
@@ -278,8 +280,9 @@ def load_weights(
     cast to ``dtype`` on ``device`` one tensor at a time; missing, unexpected and misshapen keys are named.
 
     ``matmul_dtype``: the decoder layers' matmul weights (``backbone.layers.N.*.weight``, 2-D: nearly all of a
-    decoder's bytes) load in this dtype instead (and so do NV-Embed's latent layer's), or as stored (``STORED``,
-    the decoder layers only: a mapped file's tensor stays a view of it, no copy). Converting those weights from
+    decoder's bytes) load in this dtype instead (and so do NV-Embed's latent layer's and the token embeddings,
+    which the decoder widens as it looks them up), or as stored (``STORED``, the decoder layers only: a mapped
+    file's tensor stays a view of it, no copy). Converting those weights from
     there (int8) or computing with them widened (model/widened.py) never holds the whole model in a float32
     copy, which a 7-8 B model's memory would not take."""
     expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
@@ -308,7 +311,8 @@ def load_weights(
                         f"{file.name}: {theirs} has shape {list(shape)}, config.json implies {list(expected[ours])}"
                     )
                 tensor = f.get_tensor(theirs)
-                layer = MATMUL_WEIGHT.match(ours) or (not isinstance(matmul_dtype, str) and LATENT_MATMUL.match(ours))
+                widened_too = LATENT_MATMUL.match(ours) or EMBED_TABLE.match(ours)
+                layer = MATMUL_WEIGHT.match(ours) or (isinstance(matmul_dtype, torch.dtype) and widened_too)
                 if matmul_dtype is not None and len(shape) == 2 and layer:
                     state[ours] = tensor if isinstance(matmul_dtype, str) else tensor.to(matmul_dtype)
                 else:

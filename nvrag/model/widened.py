@@ -5,7 +5,8 @@ decoder layer of NV-Embed-v2's shapes ran 2.7x float32's time at a query's 32 ro
 (bench/wide_linear.py, docs/performance.md "Without AVX-512"). Yet bfloat16 is what such a machine needs for a
 7-8 B model: its float32 weights (NV-Embed-v2: 29 GiB) would not fit. So there the decoder layers' (and
 NV-Embed's latent layer's) matmul weights stay bfloat16 (half the memory, the checkpoint's own values, mapped
-from its file) and everything is computed in float32:
+from its file), and so does a decoder's token embedding table (the looked-up rows are widened), and everything
+is computed in float32:
 each weight is widened to float32 a block of rows at a time into a buffer that stays in cache, and multiplied
 by float32's kernels. The norms, attention, residual stream and pooling are float32, as for ``--dtype float32``.
 

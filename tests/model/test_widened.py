@@ -48,10 +48,12 @@ def no_bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def rounded_copy(module: nn.Module, chosen: Callable[[str, nn.Linear], bool], bias: bool = False) -> None:
-    """Round the weights (and with ``bias`` the biases) of the chosen Linear layers to bfloat16 and back, in
-    place: the float32 model a widened one must compute exactly."""
+    """Round the weights (and with ``bias`` the biases) of the chosen Linear layers, and a decoder's token
+    embeddings, to bfloat16 and back, in place: the float32 model a widened one must compute exactly."""
     with torch.no_grad():
         for name, layer in module.named_modules():
+            if isinstance(layer, nn.Embedding) and name.endswith("backbone.embed"):
+                layer.weight.copy_(layer.weight.bfloat16().float())
             if isinstance(layer, nn.Linear) and chosen(name, layer):
                 layer.weight.copy_(layer.weight.bfloat16().float())
                 if bias and layer.bias is not None:
@@ -111,7 +113,8 @@ def test_nvembed_in_bfloat16_is_float32_with_its_layer_weights_rounded() -> None
     layers = [m for m in half.model.backbone.modules() if isinstance(m, WideLinear)]
     assert layers and {m.weight.dtype for m in layers} == {torch.bfloat16}
     assert half.model.pool.released  # the projections went once folded, never widened whole
-    assert half.model.backbone.embed.weight.dtype == torch.float32
+    assert half.model.backbone.embed.weight.dtype == torch.bfloat16  # widened as it is looked up
+    assert half.model.dtype == torch.float32 and half.model.backbone.norm.weight.dtype == torch.float32
     assert not [m for m in half.model.backbone.modules() if type(m) is nn.Linear]  # every matmul widened
     assert {type(m).__name__ for m in (half.model.pool.ff_in, half.model.pool.ff_out)} == {"WideLinear"}
     exact = NVEmbedEmbedder(NVEMBED_TINY, dtype="float32")
@@ -183,11 +186,12 @@ def test_layer_weights_stay_the_checkpoints_mapped_bytes(tmp_path: Path) -> None
     layers = [m for m in model.modules() if isinstance(m, WideLinear)]  # the latent layer's feed-forward too
     assert len(layers) == 7 * model.config.num_hidden_layers + 2
     assert all(file_backed(m.weight, maps) for m in layers)
+    assert file_backed(model.backbone.embed.weight, maps)  # the token embeddings too (NV-Embed-v2's: 250 MiB)
     as_stored = load_model(folder, dtype=torch.float32, resident_weights=False, matmul_dtype=STORED)
     maps = file_mappings()
     weights = [p for n, p in as_stored.named_parameters() if n.startswith("backbone.layers.") and p.dim() == 2]
     assert weights and all(w.dtype == torch.bfloat16 and file_backed(w, maps) for w in weights)
-    assert as_stored.backbone.embed.weight.dtype == torch.float32  # the rest in the compute dtype
+    assert as_stored.backbone.embed.weight.dtype == torch.float32  # int8's rest in its compute dtype
 
 
 def test_the_choice_says_what_bfloat16_computes_in() -> None:
@@ -211,11 +215,12 @@ def test_the_memory_estimate_counts_a_widened_models_rest_in_float32(
         "latent_attention_model.cross_attend_blocks.1.fn.net.0.weight": torch.zeros(3, 2),
     }
     save_file(tensors, str(tmp_path / "model.safetensors"))
+    # widened: the layer, latent and embedding weights (32 + 6 + 40) in bfloat16, the norm (4) in float32
     assert loaded_weight_bytes(tmp_path, "bfloat16") == 2 * (32 + 6 + 44)
-    assert loaded_weight_bytes(tmp_path, "bfloat16", "float32") == 2 * (32 + 6) + 4 * 44
+    assert loaded_weight_bytes(tmp_path, "bfloat16", "float32") == 2 * (32 + 6 + 40) + 4 * 4
     assert loaded_weight_bytes(tmp_path, "int8", "float32") == 32 + 8 * 12 + 4 * (6 + 44)
     monkeypatch.setattr(dtypes, "cpu_flags", lambda cpuinfo=None: NO_BF16)
-    assert weight_bytes(tmp_path, "bfloat16", "cpu") == 2 * (32 + 6) + 4 * 44
+    assert weight_bytes(tmp_path, "bfloat16", "cpu") == 2 * (32 + 6 + 40) + 4 * 4
     assert weight_bytes(tmp_path, "bfloat16", "cuda") == 2 * (32 + 6 + 44)
     monkeypatch.setattr(dtypes, "cpu_flags", lambda cpuinfo=None: NATIVE)
     assert weight_bytes(tmp_path, "bfloat16", "cpu") == 2 * (32 + 6 + 44)
