@@ -17,6 +17,7 @@ from tests.e2e.test_cli_e2e import nvrag
 NFCORPUS = REPO.parent / "shared" / "data" / "nfcorpus"
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.fidelity,  # make test-fidelity (CI runs it after make test)
     pytest.mark.skipif(not NFCORPUS.is_dir(), reason="../shared/data/nfcorpus is not beside the checkout"),
 ]
 
