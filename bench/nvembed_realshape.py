@@ -49,11 +49,26 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "int8": torch.bf
 
 
 def widened(dtype: str) -> bool:
-    """bfloat16 on a CPU without bfloat16 arithmetic: bfloat16 weights, float32 arithmetic (model/widened.py),
-    so the roofline is float32's peak and nothing is prepacked."""
-    from nvrag.embedder.dtypes import widened_bf16
+    """bfloat16 on a CPU without bfloat16 arithmetic, int8 on one without int8 dot products: narrow weights,
+    float32 arithmetic (model/widened.py), so the roofline is float32's peak and nothing is prepacked."""
+    from nvrag.embedder.dtypes import int8_dot_products, widened_bf16
 
-    return dtype == "bfloat16" and widened_bf16("cpu")
+    return (dtype == "bfloat16" and widened_bf16("cpu")) or (dtype == "int8" and not int8_dot_products())
+
+
+def widen_int8(module: torch.nn.Module) -> tuple[int, float]:
+    """What ``quantize(wide=True)`` makes of a layer, for layers already widened: each bfloat16 weight as int8
+    rows with their scales (model/int8.quantize_weight); (layers, seconds)."""
+    from nvrag.model.int8 import quantize_weight
+    from nvrag.model.widened import WideLinear
+
+    start, done = time.perf_counter(), 0
+    for layer in module.modules():
+        if isinstance(layer, WideLinear) and layer.weight.dtype != torch.int8:
+            layer.weight, scale = quantize_weight(layer.weight)
+            layer.scale = scale.reshape(1, -1)
+            done += 1
+    return done, time.perf_counter() - start
 
 
 def read_seconds(folder: Path) -> float:
@@ -257,7 +272,7 @@ def in_process(folder: Path, dtype: torch.dtype, query_tokens: int, queries: int
         full = torch.ones_like(texts)
         with torch.inference_mode():
             before = [model(*batch, folded=True), model(texts, full, full.clone(), folded=True)]
-        layers, seconds = quantize(model.backbone)
+        layers, seconds = widen_int8(model.backbone) if widened("int8") else quantize(model.backbone)
         with torch.inference_mode():
             after = [model(*batch, folded=True), model(texts, full, full.clone(), folded=True)]
         cos = [

@@ -11,6 +11,10 @@ would not fit in 24 GiB), and widened; then each as a share of this CPU's float3
 same run on a 2,048-square product. A layer-weighted total (a decoder layer has one of each, gate and up twice)
 gives the whole model's ratio. Prints the CPU's bfloat16 flags: on a CPU with AVX-512 BF16 or AMX nvrag
 computes bfloat16 natively and never widens.
+
+Also the same layer with int8 weights and a scale per output channel, widened the same way (``--dtype int8`` on a
+CPU without int8 dot products, model/int8.quantize(wide=True)), and with ``--int-mm`` PyTorch's int8 product
+with quantised inputs (``torch._int_mm``, what int8 would run without widening; slow there: minutes at 2,048 rows).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
-from nvrag.embedder.dtypes import cpu_flags, native_bf16
+from nvrag.embedder.dtypes import cpu_flags, int8_dot_products, native_bf16
+from nvrag.model.int8 import quantize_rows, quantize_weight
 from nvrag.model.widened import WideLinear
 
 # (in, out, how many of it a decoder layer has)
@@ -45,6 +50,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[32, 512, 2048])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--int-mm", action="store_true", help="also time torch._int_mm (int8 inputs and weights)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx", "avx2", "avx_vnni")))
@@ -52,17 +58,18 @@ def main() -> None:
     capability = torch.backends.cpu.get_cpu_capability()
     print(f"torch {torch.__version__}, CPU capability {capability}, {args.threads} threads")
     print(f"flags: {' '.join(flags) or 'none'}; native bfloat16: {native or 'no (nvrag widens)'}")
+    print(f"int8 dot products: {'yes' if int8_dot_products() else 'no (nvrag widens int8 weights)'}")
     square = torch.randn(2048, 2048)
     peak = 2 * 2048**3 / best_ms(lambda: square @ square, 5) / 1e6  # GFLOP/s
     print(f"float32 matmul peak (2,048 square): {peak:.0f} GFLOP/s\n")
     print(
         "| rows | in -> out | bfloat16 ms | float32 ms | widened ms | widened / float32 | bfloat16 / widened "
-        "| widened share of peak |"
+        "| widened share of peak | widened int8 ms | int8 / widened | torch._int_mm ms |"
     )
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     g = torch.Generator().manual_seed(0)
     for rows in args.rows:
-        totals = [0.0, 0.0, 0.0]
+        totals = [0.0] * 5
         flops_total = 0.0
         for k, n, count in SHAPES:
             weight = (torch.randn(n, k, generator=g) / 64).bfloat16()
@@ -72,24 +79,31 @@ def main() -> None:
             wide32 = weight.float()
             x = torch.randn(rows, k, generator=g)
             x16 = x.bfloat16()
+            quantised, scale = quantize_weight(weight)
+            int8 = WideLinear(layer, quantised, scale)
+            int_mm = float("nan")
+            if args.int_mm:
+                int_mm = best_ms(lambda x=x, q=quantised: torch._int_mm(quantize_rows(x)[0], q.t()), args.repeats)
             times = (
                 best_ms(lambda x16=x16, w=weight: F.linear(x16, w), args.repeats),
                 best_ms(lambda x=x, w=wide32: F.linear(x, w), args.repeats),
                 best_ms(lambda x=x, layer=wide: layer(x), args.repeats),
+                best_ms(lambda x=x, layer=int8: layer(x), args.repeats),
+                int_mm,
             )
             flops = 2.0 * rows * k * n
-            share = flops / times[2] / 1e6 / peak
-            print(
-                f"| {rows} | {k} -> {n} | {times[0]:.1f} | {times[1]:.1f} | {times[2]:.1f} | "
-                f"{times[2] / times[1]:.2f}x | {times[0] / times[2]:.2f}x | {share:.0%} |"
-            )
+            print(row(rows, f"{k} -> {n}", times, flops / times[2] / 1e6 / peak))
             totals = [t + count * m for t, m in zip(totals, times, strict=True)]
             flops_total += count * flops
-        share = flops_total / totals[2] / 1e6 / peak
-        print(
-            f"| {rows} | a decoder layer | {totals[0]:.1f} | {totals[1]:.1f} | {totals[2]:.1f} | "
-            f"{totals[2] / totals[1]:.2f}x | {totals[0] / totals[2]:.2f}x | {share:.0%} |"
-        )
+        print(row(rows, "a decoder layer", totals, flops_total / totals[2] / 1e6 / peak))
+
+
+def row(rows: int, shape: str, times: list[float] | tuple[float, ...], share: float) -> str:
+    bf16, fp32, wide, int8, int_mm = times
+    return (
+        f"| {rows} | {shape} | {bf16:.1f} | {fp32:.1f} | {wide:.1f} | {wide / fp32:.2f}x | {bf16 / wide:.2f}x | "
+        f"{share:.0%} | {int8:.1f} | {int8 / wide:.2f}x | {int_mm:.1f} |"
+    )
 
 
 if __name__ == "__main__":

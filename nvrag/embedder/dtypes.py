@@ -6,7 +6,8 @@ float32 and 0.3153 in bfloat16: docs/performance.md). float32 elsewhere, where b
 slower. And bfloat16 on any CPU for a checkpoint whose float32 weights would not fit comfortably in memory
 (NV-Embed-v2: 29 GiB in float32), with a note saying so. On a CPU without native bfloat16, bfloat16 means the
 decoder layers' matmul weights in bfloat16 and the arithmetic in float32 (``widened_bf16``, model/widened.py).
-``float32`` on request is exact: the golden values are float32.
+``float32`` on request is exact: the golden values are float32. ``int8`` (embedders on the CPU only): int8
+matmul weights on the CPU's int8 dot products (VNNI, AMX), or where it has none widened to float32 like bfloat16.
 
 No torch here: the choice is made before a model loads (and ``nvrag info`` shows it without loading torch).
 """
@@ -71,6 +72,10 @@ def widened_bf16(device: str, flags: frozenset[str] | None = None) -> bool:
 
 
 WIDENED = "its matmul weights in bfloat16, the arithmetic in float32, as this CPU has no bfloat16 arithmetic"
+WIDENED_INT8 = (
+    "int8 weights with a scale per output channel, the arithmetic in float32, as this CPU has no int8 dot "
+    "products: half bfloat16's weight memory at float32's speed"
+)
 
 
 def memory_bytes() -> int | None:
@@ -135,14 +140,16 @@ def _int8(device: str, flags: frozenset[str] | None) -> DtypeChoice:
         raise ConfigError("--dtype int8 is for CPUs (their int8 dot products); on a GPU use bfloat16")
     found = [f for f in INT8_DOT_FLAGS if f in (cpu_flags() if flags is None else flags)]
     if not found:
-        raise ConfigError(
-            "--dtype int8 needs a CPU with int8 dot products (AVX-512 VNNI, AVX-VNNI or AMX), and this one has "
-            "none: int8 would be slower than float32 here; use bfloat16 or float32"
-        )
+        return DtypeChoice("int8", f"as requested: {WIDENED_INT8}")
     rest = "bfloat16" if native_bf16(flags) else "float32"
     return DtypeChoice(
         "int8", f"as requested: int8 weights and activations on the CPU's {found[-1]}, the rest in {rest}"
     )
+
+
+def int8_dot_products(flags: frozenset[str] | None = None) -> bool:
+    """This CPU multiplies int8 vectors natively (VNNI or AMX); without, int8 weights are widened to float32."""
+    return any(f in (cpu_flags() if flags is None else flags) for f in INT8_DOT_FLAGS)
 
 
 def int8_rest_dtype(flags: frozenset[str] | None = None) -> str:

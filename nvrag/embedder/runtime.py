@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from nvrag.embedder.dtypes import int8_rest_dtype, normalize_dtype, widened_bf16
+from nvrag.embedder.dtypes import int8_dot_products, int8_rest_dtype, normalize_dtype, widened_bf16
 from nvrag.errors import ConfigError
 from nvrag.model import Backend, available_backends
 from nvrag.model.int8 import pack_int8, quantize
-from nvrag.model.loading import STORED, MatmulDtype
+from nvrag.model.loading import STORED, STORED_WIDE, MatmulDtype
 from nvrag.model.prepack import prepack
 from nvrag.model.widened import widen
 
@@ -38,13 +38,14 @@ def is_int8(name: str | None) -> bool:
 
 def matmul_dtype(name: str | None, device: torch.device) -> MatmulDtype:
     """The dtype a decoder's layer matmul weights load in, where it differs from ``parse_dtype``'s: as stored for
-    int8 (they are quantised from there, one layer at a time), bfloat16 where bfloat16 is widened
+    int8 (they are quantised from there, one layer at a time; with the latent layer and the token embeddings in
+    bfloat16, widened, where the rest computes in float32), bfloat16 where bfloat16 is widened
     (``widened_bf16``); None otherwise."""
     if name is None:
         return None
     name = normalize_dtype(name)
-    if name == "int8":
-        return STORED
+    if name == "int8":  # where the rest computes in float32, its bfloat16 parts are widened too
+        return STORED_WIDE if int8_rest_dtype() == "float32" else STORED
     return torch.bfloat16 if name == "bfloat16" and widened_bf16(device.type) else None
 
 
@@ -60,12 +61,12 @@ def convert_matmuls(
     model: torch.nn.Module, name: str | None, device: torch.device, layers: torch.nn.Module | None = None
 ) -> None:
     """After loading with ``matmul_dtype``: the decoder ``layers`` (default: the whole model) quantised for int8
-    (model/int8.py); every bfloat16 matmul of the model widened where bfloat16 is (model/widened.py); nothing
-    otherwise."""
+    (model/int8.py; widened where the CPU has no int8 dot products); every bfloat16 matmul of the model widened
+    where bfloat16 is (model/widened.py); nothing otherwise."""
     if is_int8(name):
-        quantize(model if layers is None else layers)
-    elif matmul_dtype(name, device) == torch.bfloat16:
-        widen(model)
+        quantize(model if layers is None else layers, wide=not int8_dot_products())
+    if matmul_dtype(name, device) in (torch.bfloat16, STORED_WIDE):
+        widen(model)  # (an int8 model's bfloat16 latent layer: its decoder layers are converted already)
 
 
 def choose_backend(requested: str, device: torch.device, dtype: torch.dtype) -> Backend:

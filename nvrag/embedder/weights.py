@@ -12,9 +12,9 @@ from typing import Any
 MAX_HEADER_BYTES = 100_000_000
 WIDTHS = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
 # the decoder and encoder layers' matmul weights: what --dtype int8 stores as int8, and a widened bfloat16 model
-# in bfloat16 (the norms stay in the dtype the rest computes in, and for int8 the embeddings and latent layer)
+# in bfloat16 (the norms stay in the dtype the rest computes in)
 QUANTISED = re.compile(r"(^|\.)layers?\.\d+\.")
-# NV-Embed's latent layer's matmul weights: kept in bfloat16 by a widened bfloat16 model too (not by int8)
+# NV-Embed's latent layer's matmul weights: kept in bfloat16 by a widened bfloat16 model and by int8 too
 LATENT_MATMUL = re.compile(
     r"^latent_attention_model\.cross_attend_blocks\.\d\.fn\.(to_q|to_kv|to_out|net\.[02])\.weight$"
 )
@@ -59,9 +59,10 @@ def loaded_weight_bytes(
 ) -> int | None:
     """What a checkpoint's weights take once loaded in ``compute_dtype``, tensor by tensor from every shard's
     header: what a model pool counts against its memory budget. Each layer's matmul weights take
-    ``compute_dtype``'s width (int8: one byte a parameter plus ``INT8_ROW_BYTES`` a row), the rest (norms, and
-    for int8 the token embeddings and NV-Embed's latent layer) ``rest_dtype``'s (None: the compute dtype's;
-    bfloat16 for int8): int8 and a widened bfloat16 model (model/widened.py) keep the rest in float32. Tensors
+    ``compute_dtype``'s width (int8: one byte a parameter plus ``INT8_ROW_BYTES`` a row), the token embeddings and
+    NV-Embed's latent layer the compute dtype's (bfloat16 for int8), the rest (norms) ``rest_dtype``'s (None:
+    the compute dtype's; bfloat16 for int8): int8 and a widened bfloat16 model (model/widened.py) keep the rest
+    in float32. Tensors
     whose names match ``released`` are freed once loaded (NV-Embed's folded latent projections) and not counted.
     None where a shard cannot be read."""
     shards = sorted(folder.glob("*.safetensors"))
@@ -85,8 +86,10 @@ def loaded_weight_bytes(
             matmul = len(shape) == 2 and name.endswith(".weight") and QUANTISED.search(name)
             if matmul and int8:
                 total += count + shape[0] * INT8_ROW_BYTES
-            elif matmul or (not int8 and (LATENT_MATMUL.match(name) or EMBED_TABLE.search(name))):
+            elif matmul:
                 total += count * matmul_width
+            elif LATENT_MATMUL.match(name) or EMBED_TABLE.search(name):
+                total += count * (DTYPE_BYTES["bfloat16"] if int8 else matmul_width)
             else:
                 total += count * width
     return total

@@ -22,6 +22,10 @@ product is the one ``torch._int_mm`` computes on the same signed values. Where P
 layers stay plain.
 
 The rest of the model (embeddings, norms, attention, pooling) keeps the dtype it was loaded in.
+
+A CPU without int8 dot products (an AVX2 one: PyTorch's int8 product ran 9-25x slower than float32 there) gets
+the same int8 weights and scales in a WideLinear instead (``quantize(wide=True)``, model/widened.py): widened to
+float32 a block of rows at a time, the inputs not quantised; float32's speed in half bfloat16's weight memory.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from torch import nn
 from nvrag.heap import trim_heap
 from nvrag.model.dense import Dense
 from nvrag.model.prepack import MAX_WAIT_SECONDS, drop_pages, file_backed, file_mappings, swap_each
+from nvrag.model.widened import WideLinear
 
 TRIM_EVERY = 7  # layers converted between two trims (a decoder layer's matmuls; a trim takes ~0.05 s)
 
@@ -230,9 +235,11 @@ def int8_supported() -> bool:
         return False
 
 
-def quantize(module: nn.Module) -> tuple[int, float]:
-    """Swap every Linear (and Dense) layer under ``module`` for an Int8Linear, one at a time (each layer's float
-    weight is released once its int8 copy is in place); (layers converted, seconds)."""
+def quantize(module: nn.Module, wide: bool = False) -> tuple[int, float]:
+    """Swap every Linear (and Dense) layer under ``module`` for an Int8Linear, or with ``wide`` for a WideLinear
+    holding the same int8 weight and scales (float32 products: a CPU without int8 dot products, model/widened.py),
+    one at a time (each layer's float weight is released once its int8 copy is in place); (layers converted,
+    seconds)."""
     start = time.perf_counter()
     maps = file_mappings()
     done = 0
@@ -241,7 +248,10 @@ def quantize(module: nn.Module) -> tuple[int, float]:
             for name, child in list(parent.named_children()):
                 if isinstance(child, nn.Linear) and child.weight.device.type == "cpu":
                     mapped = file_backed(child.weight, maps)
-                    setattr(parent, name, Int8Linear(child))
+                    if wide:
+                        setattr(parent, name, WideLinear(child, *quantize_weight(child.weight.detach())))
+                    else:
+                        setattr(parent, name, Int8Linear(child))
                     if mapped:
                         drop_pages(child.weight)
                     done += 1

@@ -29,7 +29,8 @@ from nvrag.model.token_scorer import HeadScorer, TokenScorer
 
 INDEX_FILE = "model.safetensors.index.json"
 STORED: Final = "stored"  # load_weights' matmul_dtype: the decoder layers' matmul weights as the checkpoint stores them
-MatmulDtype = torch.dtype | Literal["stored"] | None
+STORED_WIDE: Final = "stored-wide"  # as STORED, and NV-Embed's latent layer and the token embeddings in bfloat16
+MatmulDtype = torch.dtype | Literal["stored", "stored-wide"] | None
 MATMUL_WEIGHT = re.compile(r"backbone\.layers\.\d+\..+\.weight$")  # ours: a decoder layer's matmul weights
 LATENT_MATMUL = re.compile(r"pool\.(to_q|to_kv|to_out|ff_in|ff_out)\.weight$")  # NV-Embed's latent layer's
 # a decoder's token embeddings: a table lookup, kept narrow beside widened matmul weights (model/widened.py)
@@ -282,7 +283,8 @@ def load_weights(
     ``matmul_dtype``: the decoder layers' matmul weights (``backbone.layers.N.*.weight``, 2-D: nearly all of a
     decoder's bytes) load in this dtype instead (and so do NV-Embed's latent layer's and the token embeddings,
     which the decoder widens as it looks them up), or as stored (``STORED``, the decoder layers only: a mapped
-    file's tensor stays a view of it, no copy). Converting those weights from
+    file's tensor stays a view of it, no copy; ``STORED_WIDE``: and the latent layer's and the token embeddings
+    in bfloat16, widened as bfloat16 is). Converting those weights from
     there (int8) or computing with them widened (model/widened.py) never holds the whole model in a float32
     copy, which a 7-8 B model's memory would not take."""
     expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
@@ -297,6 +299,8 @@ def load_weights(
         if unexpected:
             parts.append(f"unexpected keys: {_some(unexpected)}")
         raise CheckpointError(f"{folder}: checkpoint does not match its config.json ({'; '.join(parts)})")
+    narrow = torch.bfloat16 if matmul_dtype == STORED_WIDE else None
+    narrow = matmul_dtype if isinstance(matmul_dtype, torch.dtype) else narrow
     state: dict[str, torch.Tensor] = {}
     by_file: dict[Path, list[str]] = {}
     for ours, theirs in names.items():
@@ -311,10 +315,10 @@ def load_weights(
                         f"{file.name}: {theirs} has shape {list(shape)}, config.json implies {list(expected[ours])}"
                     )
                 tensor = f.get_tensor(theirs)
-                widened_too = LATENT_MATMUL.match(ours) or EMBED_TABLE.match(ours)
-                layer = MATMUL_WEIGHT.match(ours) or (isinstance(matmul_dtype, torch.dtype) and widened_too)
-                if matmul_dtype is not None and len(shape) == 2 and layer:
+                if matmul_dtype is not None and len(shape) == 2 and MATMUL_WEIGHT.match(ours):
                     state[ours] = tensor if isinstance(matmul_dtype, str) else tensor.to(matmul_dtype)
+                elif narrow is not None and len(shape) == 2 and (LATENT_MATMUL.match(ours) or EMBED_TABLE.match(ours)):
+                    state[ours] = tensor.to(narrow)
                 else:
                     state[ours] = tensor.to(dtype)
     model.load_state_dict(state, strict=True, assign=True)

@@ -12,6 +12,10 @@ by float32's kernels. The norms, attention, residual stream and pooling are floa
 
 What it computes: the float32 model with each matmul weight rounded to bfloat16 (the tests compare against
 exactly that), which is closer to float32 than bfloat16 arithmetic, whose activations are rounded too.
+
+The same layer holds int8 weights with a float32 scale per output channel (``--dtype int8`` on a CPU without
+int8 dot products, model/int8.py ``quantize(wide=True)``): widened the same way and each output scaled back,
+the float32 model with each weight rounded to its row's int8 step, in half bfloat16's weight memory.
 """
 
 from __future__ import annotations
@@ -39,9 +43,12 @@ def block_rows(rows: int, in_features: int, out_features: int) -> int:
     return min(wanted, out_features)
 
 
-def wide_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ weight.T + bias`` in float32 for x (..., in) and a weight (out, in) of any float dtype: a narrow
-    weight is widened a block of rows at a time (``block_rows``), never whole."""
+def wide_product(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``x @ weight.T + bias`` in float32 for x (..., in) and a weight (out, in) of any float dtype, or int8
+    with ``scale`` (1, out) per output channel (``(x @ weight.T) * scale + bias``): a narrow weight is widened a
+    block of rows at a time (``block_rows``), never whole."""
     lead = x.shape[:-1]
     in_features, out_features = weight.shape[1], weight.shape[0]
     flat = x.reshape(-1, in_features).float()
@@ -57,24 +64,31 @@ def wide_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         wide.copy_(weight[start:end])
         # into the output's columns in place (a strided slice: BLAS writes it through its leading dimension)
         torch.mm(flat, wide.t(), out=out[:, start:end])
+    if scale is not None:
+        out *= scale
     if bias is not None:
         out += bias.float()
     return out.reshape(*lead, out_features)
 
 
 class WideLinear(nn.Module):
-    """A Linear (or Dense: its fused GELU) layer whose weight is kept in bfloat16 (or float16) and multiplied in
-    float32 (inference only). Inputs and outputs are float32."""
+    """A Linear (or Dense: its fused GELU) layer whose weight is kept in bfloat16 (or float16), or given as int8
+    rows with their float32 ``scale`` (out,), and multiplied in float32 (inference only). Inputs and outputs are
+    float32."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(
+        self, linear: nn.Linear, weight: torch.Tensor | None = None, scale: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight = linear.weight.detach()  # (out, in), narrow; a view of the checkpoint's mapped file stays one
+        # (out, in), narrow; a view of the checkpoint's mapped file stays one
+        self.weight = linear.weight.detach() if weight is None else weight
+        self.scale = None if scale is None else scale.reshape(1, -1).float()
         self.bias = None if linear.bias is None else linear.bias.detach().float()
         self.gelu = isinstance(linear, Dense) and linear.activation == "gelu"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = wide_product(x, self.weight, self.bias)
+        out = wide_product(x, self.weight, self.bias, self.scale)
         return F.gelu(out) if self.gelu else out
 
     def extra_repr(self) -> str:

@@ -85,13 +85,14 @@ def test_a_checkpoints_float32_size_comes_from_its_shards(tmp_path: Path) -> Non
 
 
 def test_an_int8_models_size_counts_its_layers_matmul_weights_at_one_byte(tmp_path: Path) -> None:
-    """int8 stores each layer's matmul weights one byte a parameter plus a scale and zero point a row; the
-    embeddings, norms and anything outside the layers (NV-Embed's latent layer) stay in the rest's dtype."""
+    """int8 stores each layer's matmul weights one byte a parameter plus a scale and zero point a row; the token
+    embeddings in bfloat16 (widened where the rest is float32); norms and anything else outside the layers in
+    the rest's dtype."""
     entries = {
         "model.layers.0.mlp.up_proj.weight": [8, 4],  # 32 bytes + 8 rows x 12
         "encoder.layer.1.attention.self.query.weight": [3, 4],  # BERT's naming: 12 + 3 x 12
         "model.layers.0.input_layernorm.weight": [4],  # a norm: rest dtype
-        "model.embed_tokens.weight": [10, 4],  # an embedding table: rest dtype
+        "model.embed_tokens.weight": [10, 4],  # an embedding table: bfloat16
         "latent_attention_model.latents": [5, 4],  # outside the layers: rest dtype
     }
     header = json.dumps({k: {"dtype": "BF16", "shape": v, "data_offsets": [0, 0]} for k, v in entries.items()})
@@ -100,7 +101,7 @@ def test_an_int8_models_size_counts_its_layers_matmul_weights_at_one_byte(tmp_pa
         (tmp_path / shard).write_bytes(len(part).to_bytes(8, "little") + part)
     rest = 4 + 40 + 20
     assert loaded_weight_bytes(tmp_path, "int8", "bfloat16") == 32 + 96 + 12 + 36 + 2 * rest
-    assert loaded_weight_bytes(tmp_path, "int8", "float32") == 32 + 96 + 12 + 36 + 4 * rest
+    assert loaded_weight_bytes(tmp_path, "int8", "float32") == 32 + 96 + 12 + 36 + 2 * 40 + 4 * (rest - 40)
     assert loaded_weight_bytes(tmp_path, "bfloat16") == 2 * (32 + 12 + rest)  # every tensor in bfloat16
     released = re.compile(r"latents$")  # freed once loaded: not counted
     assert loaded_weight_bytes(tmp_path, "int8", "bfloat16", released) == 32 + 96 + 12 + 36 + 2 * (rest - 20)

@@ -27,7 +27,8 @@ from nvrag.embedder.registry import weight_bytes
 from nvrag.embedder.weights import loaded_weight_bytes
 from nvrag.model import widened
 from nvrag.model.dense import Dense
-from nvrag.model.loading import STORED, load_model
+from nvrag.model.int8 import Int8Linear, quantize_weight
+from nvrag.model.loading import STORED, STORED_WIDE, load_model
 from nvrag.model.prepack import file_backed, file_mappings
 from nvrag.model.widened import WideLinear, block_rows, widen
 from nvrag.reranker import load_reranker
@@ -161,6 +162,65 @@ def test_rerankers_in_bfloat16_are_float32_with_their_weights_rounded(style: str
     np.testing.assert_allclose(half.score(query, documents), exact.score(query, documents), atol=1e-5, rtol=0)
 
 
+def on_int8_steps(module: nn.Module, chosen: Callable[[str, nn.Linear], bool]) -> None:
+    """Put the weights of the chosen Linear layers on their rows' int8 steps (``quantize_weight``), in place:
+    the float32 model an int8 one widened must compute, up to the order of the scaling."""
+    with torch.no_grad():
+        for name, layer in module.named_modules():
+            if isinstance(layer, nn.Linear) and chosen(name, layer):
+                weight, scale = quantize_weight(layer.weight.detach())
+                layer.weight.copy_(weight.float() * scale)
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+def test_an_int8_layer_is_the_float32_product_of_its_rows_scaled_back(
+    gelu: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(widened, "SMALL_BLOCK_BYTES", 64 * 4 * 96)  # four blocks, the last one short
+    g = torch.Generator().manual_seed(2)
+    layer = Dense(96, 200, activation="gelu" if gelu else "none").requires_grad_(False)
+    layer.weight.normal_(0, 0.1, generator=g)
+    layer.bias.normal_(0, 0.1, generator=g)
+    weight, scale = quantize_weight(layer.weight)
+    wide = WideLinear(layer, weight, scale)
+    assert wide.weight.dtype == torch.int8 and "int8 weights, float32 products" in repr(wide)
+    x = torch.randn(2, 7, 96, generator=g)
+    want = (x.double() @ weight.double().t()) * scale.double().t() + layer.bias.double()
+    want = F.gelu(want) if gelu else want
+    torch.testing.assert_close(wide(x).double(), want, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.usefixtures("no_bf16_cpu")  # an AVX2 CPU's flags: no int8 dot products either
+@pytest.mark.parametrize("style", ["nvembed", "qwen3-embedding", "minilm"])
+def test_int8_without_int8_dot_products_is_float32_with_its_weights_on_their_int8_steps(style: str) -> None:
+    """``--dtype int8`` where the CPU has no int8 dot products: the same int8 weights and scales, widened; the
+    float32 model whose converted weights are put on their int8 steps, exactly (no input is quantised)."""
+    # the token embeddings and NV-Embed's latent layer are bfloat16, widened (the bundled model keeps its own)
+    if style == "nvembed":
+        half, exact = (NVEmbedEmbedder(NVEMBED_TINY, dtype=d) for d in ("int8", "float32"))
+        model = load_model(NVEMBED_TINY, dtype=torch.float32)  # the projections kept, to fold again once rounded
+        on_int8_steps(model, in_layers)
+        rounded_copy(model, lambda name, layer: name.startswith("pool."))
+        exact._model = model.prepare()
+    elif style == "minilm":
+        half, exact = MiniLMEmbedder(dtype="int8"), MiniLMEmbedder(dtype="float32")  # type: ignore[assignment]
+        on_int8_steps(exact.model, lambda name, layer: True)
+    else:
+        half, exact = (DecoderEmbedder(FAMILY / style, dtype=d) for d in ("int8", "float32"))  # type: ignore[assignment]
+        on_int8_steps(exact.model, in_layers)
+        rounded_copy(exact.model, lambda name, layer: False)
+    assert half.info.compute_dtype == "int8"
+    converted = half.model.backbone if hasattr(half.model, "backbone") else half.model
+    layers = [m for m in converted.modules() if isinstance(m, WideLinear)]
+    assert layers and {m.weight.dtype for m in layers} == {torch.int8}
+    # nothing on the int8 dot products, and no float matmul left unwidened (NV-Embed's folded projections: gone)
+    plain = [m for m in half.model.modules() if type(m) is nn.Linear and m.weight.numel()]
+    assert not plain and not [m for m in half.model.modules() if isinstance(m, Int8Linear)]
+    got, want = half.embed_documents(TEXTS), exact.embed_documents(TEXTS)
+    np.testing.assert_allclose(got, want, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(half.embed_queries(TEXTS[:2]), exact.embed_queries(TEXTS[:2]), atol=2e-6, rtol=0)
+
+
 def bfloat16_copy(folder: Path, to: Path) -> Path:
     """The checkpoint in ``folder`` with every tensor stored in bfloat16 (as NV-Embed-v2 ships), elsewhere."""
     to.mkdir()
@@ -191,7 +251,13 @@ def test_layer_weights_stay_the_checkpoints_mapped_bytes(tmp_path: Path) -> None
     maps = file_mappings()
     weights = [p for n, p in as_stored.named_parameters() if n.startswith("backbone.layers.") and p.dim() == 2]
     assert weights and all(w.dtype == torch.bfloat16 and file_backed(w, maps) for w in weights)
-    assert as_stored.backbone.embed.weight.dtype == torch.float32  # int8's rest in its compute dtype
+    assert as_stored.backbone.embed.weight.dtype == torch.float32  # the rest in its compute dtype
+    # int8 where the rest computes in float32: the token embeddings and the latent layer's weights mapped too
+    stored_wide = load_model(folder, dtype=torch.float32, resident_weights=False, matmul_dtype=STORED_WIDE)
+    maps = file_mappings()
+    narrow = [stored_wide.backbone.embed.weight, stored_wide.pool.ff_in.weight, stored_wide.pool.ff_out.weight]
+    assert all(w.dtype == torch.bfloat16 and file_backed(w, maps) for w in narrow)
+    assert stored_wide.backbone.norm.weight.dtype == torch.float32
 
 
 def test_the_choice_says_what_bfloat16_computes_in() -> None:
@@ -199,6 +265,8 @@ def test_the_choice_says_what_bfloat16_computes_in() -> None:
     assert "matmul weights in bfloat16, the arithmetic in float32" in widened_reason
     assert choose_dtype("bfloat16", "cpu", flags=NATIVE).reason == "as requested"
     assert choose_dtype("bfloat16", "cuda", flags=NO_BF16).reason == "as requested"
+    int8 = choose_dtype("int8", "cpu", flags=NO_BF16).reason
+    assert "int8 weights" in int8 and "the arithmetic in float32, as this CPU has no int8 dot products" in int8
     gib = 2**30
     by_memory = choose_dtype(None, "cpu", flags=NO_BF16, memory=24 * gib, fp32_bytes=29 * gib)
     assert by_memory.name == "bfloat16" and by_memory.note and "arithmetic in float32" in by_memory.note
@@ -218,7 +286,8 @@ def test_the_memory_estimate_counts_a_widened_models_rest_in_float32(
     # widened: the layer, latent and embedding weights (32 + 6 + 40) in bfloat16, the norm (4) in float32
     assert loaded_weight_bytes(tmp_path, "bfloat16") == 2 * (32 + 6 + 44)
     assert loaded_weight_bytes(tmp_path, "bfloat16", "float32") == 2 * (32 + 6 + 40) + 4 * 4
-    assert loaded_weight_bytes(tmp_path, "int8", "float32") == 32 + 8 * 12 + 4 * (6 + 44)
+    # int8: the layer's weight a byte each (and 12 bytes a row), the latent and embedding weights in bfloat16
+    assert loaded_weight_bytes(tmp_path, "int8", "float32") == 32 + 8 * 12 + 2 * (6 + 40) + 4 * 4
     monkeypatch.setattr(dtypes, "cpu_flags", lambda cpuinfo=None: NO_BF16)
     assert weight_bytes(tmp_path, "bfloat16", "cpu") == 2 * (32 + 6 + 40) + 4 * 4
     assert weight_bytes(tmp_path, "bfloat16", "cuda") == 2 * (32 + 6 + 44)
