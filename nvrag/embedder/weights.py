@@ -18,7 +18,7 @@ QUANTISED = re.compile(r"(^|\.)layers?\.\d+\.")
 LATENT_MATMUL = re.compile(
     r"^latent_attention_model\.cross_attend_blocks\.\d\.fn\.(to_q|to_kv|to_out|net\.[02])\.weight$"
 )
-# a decoder's token embeddings: also kept in bfloat16 by a widened model, which widens the rows it looks up
+# a decoder's token embeddings: kept in bfloat16 by a widened model and by int8 (the rows looked up are widened)
 EMBED_TABLE = re.compile(r"(^|\.)embed_tokens\.weight$")
 INT8_ROW_BYTES = 4 + 8  # each output row's float32 scale and oneDNN's int64 zero point
 
@@ -62,9 +62,8 @@ def loaded_weight_bytes(
     ``compute_dtype``'s width (int8: one byte a parameter plus ``INT8_ROW_BYTES`` a row), the token embeddings and
     NV-Embed's latent layer the compute dtype's (bfloat16 for int8), the rest (norms) ``rest_dtype``'s (None:
     the compute dtype's; bfloat16 for int8): int8 and a widened bfloat16 model (model/widened.py) keep the rest
-    in float32. Tensors
-    whose names match ``released`` are freed once loaded (NV-Embed's folded latent projections) and not counted.
-    None where a shard cannot be read."""
+    in float32. Tensors whose names match ``released`` are freed once loaded (NV-Embed's folded latent
+    projections) and not counted. None where a shard cannot be read."""
     shards = sorted(folder.glob("*.safetensors"))
     if not shards:
         return None

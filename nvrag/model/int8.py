@@ -23,7 +23,7 @@ layers stay plain.
 
 The rest of the model (embeddings, norms, attention, pooling) keeps the dtype it was loaded in.
 
-A CPU without int8 dot products (an AVX2 one: PyTorch's int8 product ran 9-25x slower than float32 there) gets
+A CPU without int8 dot products (an AVX2 one: PyTorch's int8 product ran 12-24x slower than float32 there) gets
 the same int8 weights and scales in a WideLinear instead (``quantize(wide=True)``, model/widened.py): widened to
 float32 a block of rows at a time, the inputs not quantised; float32's speed in half bfloat16's weight memory.
 """
