@@ -12,6 +12,9 @@ same run on a 2,048-square product. A layer-weighted total (a decoder layer has 
 gives the whole model's ratio. Prints the CPU's bfloat16 flags: on a CPU with AVX-512 BF16 or AMX nvrag
 computes bfloat16 natively and never widens.
 
+At up to 64 rows the widened layer runs nvrag's compiled kernel where it was built (model/_widemm.c: AVX2 and
+FMA); the "via PyTorch" columns time the same layer with the kernel switched off (the widening copy, then MKL).
+
 Also the same layer with int8 weights and a scale per output channel, widened the same way (``--dtype int8`` on a
 CPU without int8 dot products, model/int8.quantize(wide=True)), and with ``--int-mm`` PyTorch's int8 product
 with quantised inputs (``torch._int_mm``, what int8 would run without widening; slow there: minutes at 2,048 rows).
@@ -20,13 +23,15 @@ with quantised inputs (``torch._int_mm``, what int8 would run without widening; 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
 from nvrag.embedder.dtypes import cpu_flags, int8_dot_products, native_bf16
+from nvrag.model import widened
 from nvrag.model.int8 import quantize_rows, quantize_weight
 from nvrag.model.widened import WideLinear
 
@@ -45,6 +50,23 @@ def best_ms(fn: Callable[[], object], repeats: int) -> float:
     return best * 1e3
 
 
+@contextlib.contextmanager
+def torch_only() -> Iterator[None]:
+    """The widened layers computed through PyTorch (the compiled kernel switched off) inside the block."""
+    kernel, widened._widemm = widened._widemm, None
+    try:
+        yield
+    finally:
+        widened._widemm = kernel
+
+
+def timed_both(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """``fn``'s time as nvrag runs it, then through PyTorch only."""
+    mine = best_ms(fn, repeats)
+    with torch_only():
+        return mine, best_ms(fn, repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[32, 512, 2048])
@@ -61,15 +83,17 @@ def main() -> None:
     print(f"int8 dot products: {'yes' if int8_dot_products() else 'no (nvrag widens int8 weights)'}")
     square = torch.randn(2048, 2048)
     peak = 2 * 2048**3 / best_ms(lambda: square @ square, 5) / 1e6  # GFLOP/s
-    print(f"float32 matmul peak (2,048 square): {peak:.0f} GFLOP/s\n")
+    print(f"float32 matmul peak (2,048 square): {peak:.0f} GFLOP/s")
+    print(f"compiled few-rows kernel: {'yes' if widened.kernel_available() else 'no (not built, or no AVX2)'}\n")
     print(
-        "| rows | in -> out | bfloat16 ms | float32 ms | widened ms | widened / float32 | bfloat16 / widened "
-        "| widened share of peak | widened int8 ms | int8 / widened | torch._int_mm ms |"
+        "| rows | in -> out | bfloat16 ms | float32 ms | widened ms | via PyTorch ms | widened / float32 "
+        "| bfloat16 / widened | widened share of peak | widened int8 ms | int8 via PyTorch ms | int8 / widened "
+        "| torch._int_mm ms |"
     )
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     g = torch.Generator().manual_seed(0)
     for rows in args.rows:
-        totals = [0.0] * 5
+        totals = [0.0] * 7
         flops_total = 0.0
         for k, n, count in SHAPES:
             weight = (torch.randn(n, k, generator=g) / 64).bfloat16()
@@ -87,8 +111,8 @@ def main() -> None:
             times = (
                 best_ms(lambda x16=x16, w=weight: F.linear(x16, w), args.repeats),
                 best_ms(lambda x=x, w=wide32: F.linear(x, w), args.repeats),
-                best_ms(lambda x=x, layer=wide: layer(x), args.repeats),
-                best_ms(lambda x=x, layer=int8: layer(x), args.repeats),
+                *timed_both(lambda x=x, layer=wide: layer(x), args.repeats),
+                *timed_both(lambda x=x, layer=int8: layer(x), args.repeats),
                 int_mm,
             )
             flops = 2.0 * rows * k * n
@@ -99,10 +123,10 @@ def main() -> None:
 
 
 def row(rows: int, shape: str, times: list[float] | tuple[float, ...], share: float) -> str:
-    bf16, fp32, wide, int8, int_mm = times
+    bf16, fp32, wide, wide_torch, int8, int8_torch, int_mm = times
     return (
-        f"| {rows} | {shape} | {bf16:.1f} | {fp32:.1f} | {wide:.1f} | {wide / fp32:.2f}x | {bf16 / wide:.2f}x | "
-        f"{share:.0%} | {int8:.1f} | {int8 / wide:.2f}x | {int_mm:.1f} |"
+        f"| {rows} | {shape} | {bf16:.1f} | {fp32:.1f} | {wide:.1f} | {wide_torch:.1f} | {wide / fp32:.2f}x "
+        f"| {bf16 / wide:.2f}x | {share:.0%} | {int8:.1f} | {int8_torch:.1f} | {int8 / wide:.2f}x | {int_mm:.1f} |"
     )
 
 
