@@ -194,7 +194,14 @@ def serve(
 
 
 CATEGORIES = {
-    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise", "onednn::qlinear_pointwise"),
+    "matmul": (
+        "aten::mm",
+        "aten::addmm",
+        "aten::bmm",
+        "mkldnn::_linear_pointwise",
+        "onednn::qlinear_pointwise",
+        "nvrag::widemm",  # the widened product's compiled kernel (model/_widemm.c), a named range per call
+    ),
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_softmax"),
 }
 
@@ -212,10 +219,11 @@ def where_time_goes(model: Any, batch: tuple[torch.Tensor, ...]) -> dict[str, An
     shapes: dict[str, float] = {}
     for event in prof.key_averages(group_by_input_shape=True):
         seconds = event.self_cpu_time_total / 1e6
-        kind = next((k for k, names in CATEGORIES.items() if event.key in names), "other ops")
+        kind = next((k for k, names in CATEGORIES.items() if event.key.split(" [")[0] in names), "other ops")
         kinds[kind] += seconds
         if kind == "matmul" and seconds > 0.005:
-            shapes[f"{event.key} {event.input_shapes[:2]}"] = round(seconds, 3)
+            shape = f" {event.input_shapes[:2]}" if event.input_shapes else ""
+            shapes[f"{event.key}{shape}"] = round(seconds, 3)
     kinds["framework (wall - ops)"] = wall - sum(kinds.values())
     ids, mask, _ = batch
     with torch.inference_mode():
