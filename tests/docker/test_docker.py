@@ -125,3 +125,21 @@ def test_the_entrypoint_runs_the_real_cli(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["db"] == str(tmp_path / "db")
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_copied_path_is_in_the_build_context(dockerfile: Path) -> None:
+    """.dockerignore sends only what it re-includes (``*`` then ``!path``): a COPY of anything else fails the
+    build, which nothing else here runs (make docker-test does, in a real engine)."""
+    ignore = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "*" in ignore
+    included = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    for line in dockerfile.read_text(encoding="utf-8").splitlines():
+        words = line.split()
+        if not words or words[0] != "COPY" or any(w.startswith("--from") for w in words):
+            continue
+        for source in [w for w in words[1:-1] if not w.startswith("--")]:
+            parts = Path(source).parts
+            assert any("/".join(parts[:i]) in included for i in range(1, len(parts) + 1)), (
+                f"{dockerfile.name} copies {source}, which .dockerignore leaves out of the context"
+            )
