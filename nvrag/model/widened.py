@@ -28,6 +28,7 @@ widening copy, then MKL's sgemm, which packs the weight again and reaches about 
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
@@ -83,6 +84,17 @@ def uses_kernel(rows: int, weight: torch.Tensor) -> bool:
         and weight.shape[1] % KERNEL_ALIGN == 0
         and kernel_available()
     )
+
+
+def _forked() -> None:
+    """In a forked child the pools' threads are gone (an executor that believes it has them would never run a
+    task): it starts its own, with a fresh lock (another thread may have held this one at the fork)."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:

@@ -130,3 +130,33 @@ def test_concurrent_callers_each_get_their_own_product() -> None:
     for x, got in zip(inputs, results, strict=True):
         assert got is not None
         torch.testing.assert_close(got, x @ weight.float().t(), rtol=1e-5, atol=1e-4)
+
+
+@needs_kernel
+def test_a_forked_child_computes_with_its_own_threads() -> None:
+    """A process forked after the pool started (multiprocessing's default on Linux) gets a working pool: the
+    parent's would take the task and never run it (its threads did not come along)."""
+    import os
+    import signal
+    import time
+
+    g = torch.Generator().manual_seed(5)
+    weight = torch.randn(64, 256, generator=g).bfloat16()
+    x = torch.randn(5, 256, generator=g)
+    want = wide_product(x, weight)  # the parent's pool now has its threads
+    assert widened._pools
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 if it computed the parent's answer
+        ok = False
+        try:
+            ok = torch.equal(wide_product(x, weight), want)
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 120  # a generous guard: the child takes milliseconds, or forever
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child never finished its product (the parent's thread pool)")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
