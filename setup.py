@@ -11,7 +11,7 @@ setup(
         Extension(
             "nvrag.model._widemm",
             sources=["nvrag/model/_widemm.c"],
-            extra_compile_args=["-O3", "-std=c11"],
+            extra_compile_args=["-O3", "-std=c11", "-fno-wrapv"],  # Python's -fwrapv slows the index arithmetic ~7%
             optional=True,
         )
     ]
