@@ -26,7 +26,7 @@ The rest of the model (embeddings, norms, attention, pooling) keeps the dtype it
 A CPU without int8 dot products (an AVX2 one: PyTorch's int8 product ran 12-24x slower than float32 there) gets
 the same int8 weights and scales in a WideLinear instead (``quantize(wide=True)``, model/widened.py): widened to
 float32 (for few rows by the compiled kernel, a panel at a time), the inputs not quantised: half bfloat16's
-weight memory, and at a query's rows faster than widened bfloat16 (fewer bytes to stream).
+weight memory, and at a query's rows as fast as widened bfloat16 or faster (fewer bytes to stream).
 """
 
 from __future__ import annotations
