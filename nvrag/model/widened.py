@@ -42,11 +42,15 @@ from nvrag.model.dense import Dense
 
 
 def _load_kernel() -> ModuleType | None:
-    """The compiled kernel; absent where the install had no C compiler (PyTorch then computes the same product)."""
+    """The compiled kernel, where this CPU can run it; None where the install had no C compiler (or was built
+    off x86-64) or the CPU lacks AVX2 and FMA (what PyTorch's AVX2 and AVX-512 capability levels imply): PyTorch
+    then computes the same product."""
     try:
-        return importlib.import_module("nvrag.model._widemm")
+        kernel = importlib.import_module("nvrag.model._widemm")
     except ImportError:  # pragma: no cover - depends on the build
         return None
+    runs = kernel.available() and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    return kernel if runs else None
 
 
 _widemm = _load_kernel()
@@ -66,13 +70,8 @@ _pools_lock = threading.Lock()
 
 
 def kernel_available() -> bool:
-    """Whether the compiled few-rows kernel runs here: it was built, and the CPU has AVX2 and FMA (what PyTorch's
-    AVX2 and AVX-512 capability levels imply)."""
-    return (
-        _widemm is not None
-        and bool(_widemm.available())
-        and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-    )
+    """Whether the compiled few-rows kernel runs here (``_load_kernel``)."""
+    return _widemm is not None
 
 
 def uses_kernel(rows: int, weight: torch.Tensor) -> bool:
@@ -108,7 +107,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 def kernel_product(flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     """``flat @ weight.T`` (times ``scale`` per output for int8) by the compiled kernel, its columns split over
     PyTorch's thread count (the kernel releases the GIL). ``flat`` (rows, in) float32 on the CPU; see uses_kernel."""
-    assert _widemm is not None and uses_kernel(flat.shape[0], weight)
+    assert _widemm is not None and flat.dtype == torch.float32 and uses_kernel(flat.shape[0], weight)
     flat = flat.contiguous()
     rows, in_features = flat.shape
     out_features = weight.shape[0]
