@@ -67,6 +67,7 @@ KERNEL_KINDS = {torch.bfloat16: 0, torch.int8: 1}  # the weight dtypes the compi
 KERNEL_ALIGN = 8  # its input width must be a multiple of this (one AVX2 vector), its column slices of 4
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+_openmp = True  # the kernel may run in the process's OpenMP threads (not in a forked child: see _forked)
 
 
 def kernel_available() -> bool:
@@ -88,10 +89,13 @@ def uses_kernel(rows: int, weight: torch.Tensor) -> bool:
 
 def _forked() -> None:
     """In a forked child the pools' threads are gone (an executor that believes it has them would never run a
-    task): it starts its own, with a fresh lock (another thread may have held this one at the fork)."""
-    global _pools_lock
+    task): it starts its own, with a fresh lock (another thread may have held this one at the fork). So are the
+    OpenMP runtime's, and GNU's never notices (a parallel region in the child waits for them forever: PyTorch's
+    own parallel ops too), so the child's kernel runs in nvrag's pool."""
+    global _pools_lock, _openmp
     _pools.clear()
     _pools_lock = threading.Lock()
+    _openmp = False
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -106,7 +110,10 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 def kernel_product(flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     """``flat @ weight.T`` (times ``scale`` per output for int8) by the compiled kernel, its columns split over
-    PyTorch's thread count (the kernel releases the GIL). ``flat`` (rows, in) float32 on the CPU; see uses_kernel."""
+    PyTorch's thread count: run by PyTorch's own OpenMP threads (``_widemm.team``: other threads would share the
+    cores with them while they spin-wait after each op), or by a pool of nvrag's where the process has no OpenMP
+    runtime or is a forked child (the kernel releases the GIL). ``flat`` (rows, in) float32 on the CPU; see
+    uses_kernel."""
     assert _widemm is not None and flat.dtype == torch.float32 and uses_kernel(flat.shape[0], weight)
     flat = flat.contiguous()
     rows, in_features = flat.shape
@@ -114,21 +121,22 @@ def kernel_product(flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor
     out = torch.empty(rows, out_features, dtype=torch.float32)
     scale = None if scale is None else scale.reshape(-1).float().contiguous()
     threads = max(1, min(torch.get_num_threads(), out_features // 4))
-    cuts = [out_features * i // threads // 4 * 4 for i in range(threads)] + [out_features]
-    scratch = torch.empty(threads, rows * (in_features + 16), dtype=torch.float32)
-    calls = [
-        (
-            flat.data_ptr(), rows, in_features, in_features, weight.data_ptr(), KERNEL_KINDS[weight.dtype],
-            0 if scale is None else scale.data_ptr(), cuts[i], cuts[i + 1], out.data_ptr(), out_features,
-            scratch[i].data_ptr(),
-        )
-        for i in range(threads)
-    ]  # fmt: skip
+    stride = rows * (in_features + 16)
+    scratch = torch.empty(threads, stride, dtype=torch.float32)
+    common = (flat.data_ptr(), rows, in_features, in_features, weight.data_ptr(), KERNEL_KINDS[weight.dtype])
+    scale_at = 0 if scale is None else scale.data_ptr()
     # named for the profiler (bench/nvembed_realshape.py counts it with the matmuls); it is not a torch op
     with torch.profiler.record_function(f"nvrag::widemm [{rows}, {in_features}] -> {out_features}"):
         if threads == 1:
-            _widemm.widemm(*calls[0])
-        else:
+            _widemm.widemm(*common, scale_at, 0, out_features, out.data_ptr(), out_features, scratch.data_ptr())
+        elif not _openmp or not _widemm.team(
+            *common, scale_at, out_features, out.data_ptr(), out_features, scratch.data_ptr(), stride, threads
+        ):  # no OpenMP runtime in this process (a PyTorch built without one), or a forked child: nvrag's threads
+            cuts = [out_features * i // threads // 4 * 4 for i in range(threads)] + [out_features]
+            calls = [
+                (*common, scale_at, cuts[i], cuts[i + 1], out.data_ptr(), out_features, scratch[i].data_ptr())
+                for i in range(threads)
+            ]
             for done in [_pool(threads).submit(_widemm.widemm, *call) for call in calls]:
                 done.result()
     return out

@@ -1,7 +1,8 @@
 """The compiled few-rows kernel of the widened product (model/_widemm.c via model/widened.py): against the float64
 product of the widened weights for every remainder its blocking has (input rows not a multiple of 3, output rows
 not a multiple of 4, input widths across and off its 1,024-column panels), bfloat16 and int8 with scales, one
-thread or several, concurrent callers; where it is and is not used; that a build on an AVX2 x86-64 machine has it
+thread or several (run by PyTorch's OpenMP threads, or by nvrag's own pool where a process has no OpenMP runtime),
+concurrent callers, forked children; where it is and is not used; that a build on an AVX2 x86-64 machine has it
 (so a failed compile cannot hide behind the PyTorch fallback)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import platform
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -31,11 +33,29 @@ def test_an_avx2_x86_machine_has_the_kernel_built() -> None:
     assert kernel_available()
 
 
+class WithoutOpenMP:
+    """The compiled module as a process with no OpenMP runtime sees it: ``team`` declines (the real one returns
+    False, computing nothing, where it finds no GOMP_parallel), so nvrag's own thread pool splits the columns."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def widemm(self, *args: int) -> None:
+        self.real.widemm(*args)
+
+    def team(self, *args: int) -> bool:
+        return False
+
+
 @pytest.fixture
-def threads(request: pytest.FixtureRequest) -> Iterator[int]:
+def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """``request.param``: (threads, "openmp" or "pool"): who runs the kernel's column slices."""
+    count, runner = request.param
+    if runner == "pool":
+        monkeypatch.setattr(widened, "_widemm", WithoutOpenMP(widened._widemm))
     before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
+    torch.set_num_threads(count)
+    yield count
     torch.set_num_threads(before)
 
 
@@ -45,7 +65,7 @@ def reference(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None)
 
 
 @needs_kernel
-@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("threads", [(1, "openmp"), (2, "openmp"), (3, "openmp"), (2, "pool")], indirect=True)
 @pytest.mark.parametrize("kind", ["bfloat16", "int8"])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 29, FEW_ROWS])
 @pytest.mark.parametrize(("in_features", "out_features"), [(8, 1), (16, 3), (1032, 13), (2056, 100), (4096, 8)])
@@ -108,6 +128,28 @@ def test_the_raw_kernel_refuses_arguments_it_cannot_compute() -> None:
         widened._widemm.widemm(0, 1, 12, 12, 0, 0, 0, 0, 4, 0, 4, 0)  # 12 columns: not a multiple of 8
     with pytest.raises(ValueError, match="unsupported"):
         widened._widemm.widemm(0, 1, 8, 8, 0, 1, 0, 0, 4, 0, 4, 0)  # int8 without scales
+    with pytest.raises(ValueError, match="unsupported"):
+        widened._widemm.team(0, 2, 8, 8, 0, 0, 0, 4, 0, 4, 0, 47, 2)  # scratch slots under rows x (width + 16)
+    with pytest.raises(ValueError, match="unsupported"):
+        widened._widemm.team(0, 2, 8, 8, 0, 0, 0, 4, 0, 4, 0, 48, 0)  # no threads
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_the_kernel_runs_in_pytorchs_openmp_threads(threads: int) -> None:
+    """PyTorch here has an OpenMP runtime: ``team`` runs the kernel in it (True) and every column is computed,
+    whatever the team's size, 5 threads on 2 cores included."""
+    assert widened._widemm is not None
+    g = torch.Generator().manual_seed(threads)
+    x, weight = torch.randn(7, 264, generator=g), torch.randn(45, 264, generator=g).bfloat16()
+    out = torch.full((7, 45), float("nan"))
+    stride = 7 * (264 + 16)
+    scratch = torch.empty(threads, stride)
+    ran = widened._widemm.team(
+        x.data_ptr(), 7, 264, 264, weight.data_ptr(), 0, 0, 45, out.data_ptr(), 45, scratch.data_ptr(), stride, threads
+    )
+    assert ran is True
+    torch.testing.assert_close(out, x @ weight.float().t(), rtol=1e-5, atol=1e-5)
 
 
 @needs_kernel
@@ -133,9 +175,11 @@ def test_concurrent_callers_each_get_their_own_product() -> None:
 
 
 @needs_kernel
-def test_a_forked_child_computes_with_its_own_threads() -> None:
-    """A process forked after the pool started (multiprocessing's default on Linux) gets a working pool: the
-    parent's would take the task and never run it (its threads did not come along)."""
+@pytest.mark.parametrize("threads", [(2, "openmp"), (2, "pool")], indirect=True)
+def test_a_forked_child_computes_with_its_own_threads(threads: int) -> None:
+    """A process forked after the kernel's threads started (multiprocessing's default on Linux) computes in a
+    pool of its own: the parent's would take the task and never run it, and the parent's OpenMP team would wait
+    forever for threads that did not come along."""
     import os
     import signal
     import time
@@ -143,8 +187,8 @@ def test_a_forked_child_computes_with_its_own_threads() -> None:
     g = torch.Generator().manual_seed(5)
     weight = torch.randn(64, 256, generator=g).bfloat16()
     x = torch.randn(5, 256, generator=g)
-    want = wide_product(x, weight)  # the parent's pool now has its threads
-    assert widened._pools
+    want = wide_product(x, weight)  # the parent's threads are now started
+    assert widened._pools or not isinstance(widened._widemm, WithoutOpenMP)
     pid = os.fork()
     if pid == 0:  # the child: exit status 0 if it computed the parent's answer
         ok = False
