@@ -74,7 +74,7 @@ def widened_bf16(device: str, flags: frozenset[str] | None = None) -> bool:
 WIDENED = "its matmul weights in bfloat16, the arithmetic in float32, as this CPU has no bfloat16 arithmetic"
 WIDENED_INT8 = (
     "int8 weights with a scale per output channel, the arithmetic in float32, as this CPU has no int8 dot "
-    "products: half bfloat16's weight memory, as fast or faster"
+    "products: half bfloat16's weight memory, about as fast"
 )
 
 
