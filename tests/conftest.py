@@ -40,6 +40,25 @@ def minilm() -> MiniLMEmbedder:
     return MiniLMEmbedder()
 
 
+@pytest.fixture(scope="session")
+def built_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo corpus indexed as "demo" by the real `nvrag index` with its default model (the bundled one on a
+    CPU), once a session: ``demo_copy`` gives each user its own copy to change."""
+    from tests.e2e.test_cli_e2e import nvrag
+
+    db = tmp_path_factory.mktemp("demo-built") / "db"
+    built = nvrag("index", str(DEMO_CORPUS), "--index", "demo", db=db)
+    assert built.returncode == 0, built.stderr
+    return db
+
+
+def demo_copy(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the ``built_demo`` data directory that a test may write into."""
+    db = tmp_path_factory.mktemp("demo") / "db"
+    shutil.copytree(built, db)
+    return db
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> LanceStore:
     return LanceStore(str(tmp_path / "db"))

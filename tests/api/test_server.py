@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from nvrag.embedder import load_embedder
-from tests.conftest import DEMO_CORPUS
+from tests.conftest import demo_copy
 from tests.e2e.test_cli_e2e import nvrag
 
 pytestmark = pytest.mark.slow
@@ -72,11 +72,8 @@ def serve(db: Path, *args: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("api") / "db"
-    built = nvrag("index", str(DEMO_CORPUS), "--index", "demo", db=db)
-    assert built.returncode == 0, built.stderr
-    return db
+def db(built_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo_copy(built_demo, tmp_path_factory)  # `nvrag index` of the demo corpus (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import DEMO_CORPUS, REPO
+from tests.conftest import REPO, demo_copy
 from tests.e2e.test_cli_e2e import nvrag
 from tests.e2e.ui_server import running_ui
 
@@ -36,11 +37,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ui_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("ui") / "db"
-    built = nvrag("index", str(DEMO_CORPUS), "--index", "demo", "--model", "all-MiniLM-L6-v2", db=db)
-    assert built.returncode == 0, built.stderr
-    return db
+def ui_db(built_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo_copy(built_demo, tmp_path_factory)  # `nvrag index` of the demo corpus (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +47,25 @@ def server(ui_db: Path) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def page(server: str) -> Iterator[object]:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium for the module (a launch is ~2 s); each test gets a fresh context (its own cookies and storage,
+    as a new browser would have)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        tab = browser.new_page(viewport={"width": 1280, "height": 900})
-        tab.goto(server, wait_until="networkidle")
-        yield tab
-        browser.close()
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(server: str, browser: Any) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.goto(server, wait_until="networkidle")
+    yield tab
+    context.close()
 
 
 def ask(page: object, query: str) -> None:
@@ -147,15 +154,13 @@ def test_the_documents_tab_lists_filters_and_deletes_after_confirmation(page: ob
     assert "hashlib.new" not in [line.strip() for line in table.inner_text().splitlines()]
 
 
-def test_the_rerank_toggle_reorders_results_in_the_page(ui_db: Path) -> None:
+def test_the_rerank_toggle_reorders_results_in_the_page(ui_db: Path, browser: Any) -> None:
     """`nvrag ui --rerank-model DIR`: the toggle is shown, and ticked, each card shows its rerank score and the
     rank the first stage gave it; a server without a reranker shows no toggle."""
-    from playwright.sync_api import sync_playwright
-
     reranker = REPO.parent / "shared" / "fixtures" / "family" / "bert-cross-encoder"
-    with running_ui(ui_db, "demo", "--rerank-model", str(reranker)) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        tab = browser.new_page(viewport={"width": 1280, "height": 900})
+    with running_ui(ui_db, "demo", "--rerank-model", str(reranker)) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        tab = context.new_page()
         tab.goto(url, wait_until="networkidle")
         toggle = tab.locator("#rerank input[type=checkbox]")
         assert "bert-cross-encoder" in tab.locator("#rerank").inner_text()
@@ -164,7 +169,7 @@ def test_the_rerank_toggle_reorders_results_in_the_page(ui_db: Path) -> None:
         first = tab.locator("[data-testid=hit]").first
         first.wait_for(timeout=120_000)
         assert "rerank " in first.inner_text() and "(was #" in first.inner_text()
-        browser.close()
+        context.close()
 
 
 def test_without_a_reranker_the_toggle_is_hidden(page: object) -> None:

@@ -22,6 +22,8 @@ from tests.hostile.conftest import finish, no_traceback, nvrag, start
 pytestmark = pytest.mark.slow
 FAKE = "nvrag/fake-wordlen"
 STORES = ["lancedb", "faiss"]
+# a run of this many documents at 50 a batch outlasts its process start (1-2 s of writes on a 2-core VM)
+DOCS = 8_000
 
 
 def write_corpus(path: Path, n: int) -> Path:
@@ -55,7 +57,7 @@ def index_args(corpus: Path) -> tuple[str, ...]:
 
 @pytest.mark.parametrize("kind", STORES)
 def test_two_writers_at_the_same_moment_never_duplicate(kind: str, tmp_path: Path) -> None:
-    corpus = write_corpus(tmp_path / "corpus.jsonl", 20_000)
+    corpus = write_corpus(tmp_path / "corpus.jsonl", DOCS)
     clean = nvrag(*index_args(corpus), db=tmp_path / "clean", NVRAG_STORE=kind)
     assert clean.returncode == 0, clean.stderr
     db = tmp_path / "db"
@@ -80,7 +82,7 @@ def test_two_writers_at_the_same_moment_never_duplicate(kind: str, tmp_path: Pat
 
 @pytest.mark.parametrize("kind", STORES)
 def test_a_killed_writers_lock_is_taken_over(kind: str, tmp_path: Path) -> None:
-    corpus = write_corpus(tmp_path / "corpus.jsonl", 20_000)
+    corpus = write_corpus(tmp_path / "corpus.jsonl", DOCS)
     db = tmp_path / "db"
     process, folder = start(*index_args(corpus), db=db, NVRAG_STORE=kind)
     lock = db / "x.lock"
@@ -96,7 +98,7 @@ def test_a_killed_writers_lock_is_taken_over(kind: str, tmp_path: Path) -> None:
     no_traceback(resumed)
     assert resumed.returncode == 0, resumed.stderr
     ids = stored_ids(kind, db)
-    assert len(ids) == len(set(ids)) == 20_000
+    assert len(ids) == len(set(ids)) == DOCS
 
 
 @pytest.mark.parametrize("kind", STORES)
@@ -125,7 +127,7 @@ def test_an_upload_meets_a_cli_writer(kind: str, tmp_path: Path, fake: WordLengt
     from nvrag.ui.callbacks import UIContext, upload
 
     db = tmp_path / "db"
-    corpus = write_corpus(tmp_path / "corpus.jsonl", 20_000)
+    corpus = write_corpus(tmp_path / "corpus.jsonl", DOCS)
     db.mkdir()
     store = open_store(kind, db)
     received = tmp_path / "received"
@@ -152,9 +154,9 @@ def test_an_upload_meets_a_cli_writer(kind: str, tmp_path: Path, fake: WordLengt
     run = finish(process, folder)
     assert run.returncode == 0, run.stderr
     ids = stored_ids(kind, db)
-    assert len(ids) == len(set(ids)) == 20_000
+    assert len(ids) == len(set(ids)) == DOCS
     assert upload(ctx, "x", [str(received / "note.txt")]).startswith("**Indexed into x:** 1 documents, 1 chunks")
-    assert len(stored_ids(kind, db)) == 20_001
+    assert len(stored_ids(kind, db)) == DOCS + 1
 
 
 @pytest.mark.parametrize("kind", STORES)
