@@ -196,10 +196,15 @@ static PyObject *py_team(PyObject *self, PyObject *args) {
         return NULL;
     }
 #if NVRAG_HAVE_KERNEL
-    gomp_parallel_t parallel = (gomp_parallel_t)dlsym(RTLD_DEFAULT, "GOMP_parallel");
-    omp_int_t thread_num = (omp_int_t)dlsym(RTLD_DEFAULT, "omp_get_thread_num");
-    omp_int_t num_threads = (omp_int_t)dlsym(RTLD_DEFAULT, "omp_get_num_threads");
-    if (!parallel || !thread_num || !num_threads) Py_RETURN_FALSE;
+    /* looked up until found, then kept (the GIL is held here, so one thread at a time writes them) */
+    static gomp_parallel_t parallel;
+    static omp_int_t thread_num, num_threads;
+    if (!parallel || !thread_num || !num_threads) {
+        parallel = (gomp_parallel_t)dlsym(RTLD_DEFAULT, "GOMP_parallel");
+        thread_num = (omp_int_t)dlsym(RTLD_DEFAULT, "omp_get_thread_num");
+        num_threads = (omp_int_t)dlsym(RTLD_DEFAULT, "omp_get_num_threads");
+        if (!parallel || !thread_num || !num_threads) Py_RETURN_FALSE;
+    }
     struct job j = {(const float *)x, rows, K, ldx, (const void *)w, kind, (const float *)scale, N, (float *)out, ldo,
                     (float *)xbuf, xstride, threads, thread_num, num_threads};
     Py_BEGIN_ALLOW_THREADS
