@@ -76,6 +76,17 @@ def _scored(rows: list[dict[str, Any]], score: Any, with_vectors: bool = False) 
     ]
 
 
+def committed(folder: Path) -> bool:
+    """Whether a table's directory holds a committed version. LanceDB lists a table as soon as its directory
+    exists, but a process killed while creating it (or one still doing so) leaves none: such a directory opens
+    as "not found" forever, while creating the table over it works, so it counts as no table (tests/store)."""
+    versions = folder / "_versions"
+    try:
+        return any(p.name.endswith(".manifest") for p in versions.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 class LanceTable(Table):
     probes_recall = True  # build_ann tunes its searches by a recall probe (retriever/probing.py gives it queries)
 
@@ -338,10 +349,10 @@ class LanceStore(ManifestStore):
 
     def _tables(self) -> set[str]:
         local = self._local()
-        if local is not None:  # what LanceDB lists for a directory: its name.lance entries
+        if local is not None:  # what LanceDB lists for a directory: its name.lance entries with a version
             if not local.is_dir():
                 return set()
-            return {p.name.removesuffix(_SUFFIX) for p in local.iterdir() if p.name.endswith(_SUFFIX) and p.is_dir()}
+            return {p.name.removesuffix(_SUFFIX) for p in local.iterdir() if p.name.endswith(_SUFFIX) and committed(p)}
         names: list[str] = []
         page_token = None
         while True:

@@ -189,6 +189,40 @@ def test_float16_vectors_halve_storage_and_keep_the_ranking(store: LanceStore) -
     assert agree / 200 >= 0.97
 
 
+@pytest.mark.parametrize("leftover", ["bare", "empty versions", "a staged version"])
+def test_a_table_directory_with_nothing_committed_is_created_over(tmp_path: Path, leftover: str) -> None:
+    """A kill -9 while LanceDB creates a table (or a reader looking while another process does) finds its
+    directory with no committed version: it opens as the empty index it was becoming, is written, and lists; the
+    same for the first manifest table (every other read of that database failed "Dataset ... was not found")."""
+    store = LanceStore(str(tmp_path))
+    store._write_manifest(manifest("old"))
+    wanted = manifest("docs")
+    store._write_manifest(wanted)
+    for name in (store.manifest("docs").table, "fresh"):
+        versions = tmp_path / f"{name}.lance" / "_versions"
+        if leftover == "bare":
+            versions.parent.mkdir()
+        else:
+            versions.mkdir(parents=True)
+        if leftover == "a staged version":  # a commit's file not yet renamed into place
+            (versions / "18446744073709551614.manifest#1").write_bytes(b"partial")
+    table = store.open("docs")
+    assert table.count() == 0
+    table.upsert([chunk(1)], unit([[1, 0, 0, 0]]))
+    again = LanceStore(str(tmp_path)).open("docs")
+    assert again.count() == 1 and [h.chunk.chunk_id for h in again.search(unit([[1, 0, 0, 0]])[0], 5)] == ["c1"]
+    store.create(manifest("fresh"))  # a ghost under the name of a new index is no foreign table
+    assert store.list_indexes() == ["docs", "fresh", "old"] and store.open("fresh").count() == 0
+
+
+def test_a_manifest_table_directory_with_nothing_committed_is_created_over(tmp_path: Path) -> None:
+    (tmp_path / "_nvrag_manifests.lance" / "_versions").mkdir(parents=True)  # killed creating the first index
+    store = LanceStore(str(tmp_path))
+    assert store.list_indexes() == []
+    store.create(manifest("docs")).upsert([chunk(1)], unit([[1, 0, 0, 0]]))
+    assert LanceStore(str(tmp_path)).list_indexes() == ["docs"] and store.open("docs").count() == 1
+
+
 def test_a_manifest_table_still_being_created_reads_as_no_index(tmp_path: Path) -> None:
     # another process has made the directory of the first manifest table but not committed it yet
     (tmp_path / "_nvrag_manifests.lance").mkdir()
