@@ -36,9 +36,20 @@ def main() -> None:
         code = exc.exit_code
     except click_errors.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx is not None else "nvrag"
-        code = fail(f"{exc.format_message()} (see: {command} --help)").exit_code
+        code = fail(f"{exc.format_message()}{index_hint(exc, command)} (see: {command} --help)").exit_code
     except click_errors.ClickException as exc:
         code = fail(exc.format_message()).exit_code
     except typer.Abort:
         code = EXIT_INTERRUPTED
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def index_hint(exc: click_errors.UsageError, command: str) -> str:
+    """For ``--index``/``-i`` given to a command that takes the index as its argument (``nvrag documents``,
+    ``delete``, ``drop``, ``optimize``; ``index`` and ``search`` take the option): how to write it instead."""
+    if not isinstance(exc, click_errors.NoSuchOption) or exc.option_name not in ("--index", "-i") or exc.ctx is None:
+        return ""
+    first = next((p for p in exc.ctx.command.params if p.param_type_name == "argument"), None)
+    if first is None or first.name not in ("name", "index"):
+        return ""
+    return f"; this command takes the index as its first argument: {command} {first.name.upper()}"

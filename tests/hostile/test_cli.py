@@ -138,6 +138,12 @@ def test_option_mistakes_are_one_line(tmp_path: Path) -> None:
         (("search", "x", "--rrf-k", "-1"), "error: Invalid value for '--rrf-k': Input should be greater than or equal"),
         (("search", "x", "-k", "0"), "error: Invalid value for '-k' / '--top-k'"),
         (("index", "--bogus"), "error: No such option: --bogus (see: nvrag index --help)"),
+        (  # what `index` and `search` take, given to a command whose argument is the index
+            ("documents", "--index", "t"),
+            "error: No such option: --index; this command takes the index as its first argument: nvrag documents "
+            "NAME (see: nvrag documents --help)",
+        ),
+        (("info", "-i", "t"), "error: No such option: -i (see: nvrag info --help)"),
         (("embed", "hi", "--model", FAKE, "--output", str(tmp_path / "missing" / "v.npy")), "error: --output"),
         (("index", str(tmp_path / "nowhere")), f"error: {tmp_path / 'nowhere'}: no such file or directory"),
         (("search", "x", "--index", "nope"), "error: no index named 'nope'"),
