@@ -226,7 +226,8 @@ def _watch(settings: Settings, request: IndexRequest, runner: Engine, path: Path
         )
         err.print(
             f"{dt.datetime.now().strftime('%H:%M:%S')} {names} changed: {report.chunks_added} chunks added, "
-            f"{report.chunks_removed} removed, {report.documents_removed} documents removed, {report.failed} failed"
+            f"{report.chunks_removed} chunks removed, {report.documents_removed} documents removed, "
+            f"{report.failed} failed"
         )
 
     local = "://" not in settings.db
@@ -263,9 +264,11 @@ def _print_report(report: IndexReport, as_json: bool) -> None:
         )
         return
     verb = "rebuilt" if report.reembedded else "created" if report.created else "updated"
+    # "chunks removed": a changed document's old chunks; documents leave the index only with --prune
+    pruned = f", {report.documents_removed} documents removed" if report.documents_removed else ""
     err.print(
         f"index {name} {verb}: {report.documents} documents, {report.chunks_added} chunks added, "
-        f"{report.chunks_unchanged} unchanged, {report.chunks_removed} removed, {report.failed} failed"
+        f"{report.chunks_unchanged} unchanged, {report.chunks_removed} chunks removed{pruned}, {report.failed} failed"
     )
 
 

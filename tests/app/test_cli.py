@@ -93,7 +93,7 @@ def test_input_failures_exit_1_and_are_listed(tmp_path: Path, corpus: Path) -> N
     code, _, err = run("index", str(corpus), "--index", "t", "--model", FAKE, "--db", str(tmp_path / "db"))
     assert code == 1
     assert f"skipped {corpus.resolve()}:3: malformed JSON" in err
-    assert "2 documents, 2 chunks added, 0 unchanged, 0 removed, 1 failed" in err
+    assert "2 documents, 2 chunks added, 0 unchanged, 0 chunks removed, 1 failed" in err
 
 
 @pytest.mark.usefixtures("clean_env")

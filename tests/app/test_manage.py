@@ -114,7 +114,8 @@ def test_drop_removes_an_index_but_not_while_it_is_written(db: str) -> None:
 def test_a_run_names_what_it_skipped_and_what_left_path(tmp_path: Path) -> None:
     folder, db = tmp_path / "notes", str(tmp_path / "db")
     folder.mkdir()
-    for name, text in (("a.txt", "alpha"), ("e.md", "epsilon"), ("b.rtf", "x"), ("c.RTF", "x"), ("README", "x")):
+    texts = (("a.txt", "alpha"), ("e.md", "epsilon"), ("f.md", "phi"), ("b.rtf", "x"), ("c.RTF", "x"), ("README", "x"))
+    for name, text in texts:
         (folder / name).write_text(text, encoding="utf-8")
     code, out, err = run("index", str(folder), "--index", "n", "--model", FAKE, "--db", db, "--json")
     assert code == 0, err
@@ -128,6 +129,13 @@ def test_a_run_names_what_it_skipped_and_what_left_path(tmp_path: Path) -> None:
     assert "1 documents of the index are not in PATH any more" in err and "--prune removes them" in err
     code, out, _ = run("index", str(folder), "--index", "n", "--db", db, "--prune", "--json")
     assert (json.loads(out)["documents_removed"], json.loads(out)["not_in_path"]) == (1, 0)
+    # the summary says which removals are chunks (a changed document's old ones) and which are documents
+    (folder / "a.txt").write_text("alpha beta", encoding="utf-8")
+    code, _, err = run("index", str(folder), "--index", "n", "--db", db)
+    assert "2 documents, 1 chunks added, 1 unchanged, 1 chunks removed, 0 failed" in err, err
+    (folder / "f.md").unlink()
+    code, _, err = run("index", str(folder), "--index", "n", "--db", db, "--prune")
+    assert "1 documents, 0 chunks added, 1 unchanged, 1 chunks removed, 1 documents removed, 0 failed" in err, err
 
     unreadable = tmp_path / "rtf-only"
     unreadable.mkdir()

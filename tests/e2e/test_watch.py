@@ -63,7 +63,7 @@ def test_watch_follows_the_folder_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert ids(db) == ["a.txt", "b.md"]
         (folder / "a.txt").unlink()
         line = wait_for(found, "changed:")
-        assert "a.txt changed: 0 chunks added, 1 removed, 1 documents removed" in line
+        assert "a.txt changed: 0 chunks added, 1 chunks removed, 1 documents removed" in line
         assert ids(db) == ["b.md"]
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=GUARD_S) == 0
