@@ -1,6 +1,6 @@
 """The compiled few-rows kernel of the widened product (model/_widemm.c via model/widened.py): against the float64
 product of the widened weights for every remainder its blocking has (input rows not a multiple of 3, output rows
-not a multiple of 4, input widths across and off its 1,024-column panels), bfloat16 and int8 with scales, one
+not a multiple of 4 or of its 128-row blocks, input widths across and off its 1,024-column panels), bfloat16 and int8 with scales, one
 thread or several (run by PyTorch's OpenMP threads, or by nvrag's own pool where a process has no OpenMP runtime),
 concurrent callers, forked children; where it is and is not used; that a build on an AVX2 x86-64 machine has it
 (so a failed compile cannot hide behind the PyTorch fallback)."""
@@ -68,7 +68,11 @@ def reference(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None)
 @pytest.mark.parametrize("threads", [(1, "openmp"), (2, "openmp"), (3, "openmp"), (2, "pool")], indirect=True)
 @pytest.mark.parametrize("kind", ["bfloat16", "int8"])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 29, FEW_ROWS])
-@pytest.mark.parametrize(("in_features", "out_features"), [(8, 1), (16, 3), (1032, 13), (2056, 100), (4096, 8)])
+# (14,336, 301): an input of 29 or 64 rows that wide outgrows this CPU's L2, so the kernel takes the output's
+# columns in blocks of 128 weight rows (the last one 45, not a multiple of the 4-row panel)
+@pytest.mark.parametrize(
+    ("in_features", "out_features"), [(8, 1), (16, 3), (1032, 13), (2056, 100), (4096, 8), (14336, 301)]
+)
 def test_the_kernel_is_the_product_of_the_widened_weights(
     threads: int, kind: str, rows: int, in_features: int, out_features: int
 ) -> None:
