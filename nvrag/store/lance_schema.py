@@ -1,9 +1,11 @@
-"""The row layout of an index table in Lance: its Arrow schema, and chunks with their vectors as rows of it."""
+"""The layout of an index table in Lance: its Arrow schema, chunks with their vectors as rows of it, and what on
+disk makes a table directory a table (``committed``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,3 +77,14 @@ def chunk_table(
         {**columns, "vector": pa.FixedSizeListArray.from_arrays(flat, dimension), **bits, INDEXED_AT: when},
         schema=chunk_schema(dimension, vector_dtype, quantization),
     )
+
+
+def committed(folder: Path) -> bool:
+    """Whether a table's directory holds a committed version. LanceDB lists a table as soon as its directory
+    exists, but a process killed while creating it (or one still doing so) leaves none: such a directory opens
+    as "not found" forever, while creating the table over it works, so it counts as no table (tests/store)."""
+    versions = folder / "_versions"
+    try:
+        return any(p.name.endswith(".manifest") for p in versions.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return False

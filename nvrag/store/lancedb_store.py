@@ -29,7 +29,7 @@ from nvrag.schema import CHUNK_COLUMNS, Chunk, FilterCondition, IndexManifest
 from nvrag.store import lance_ann
 from nvrag.store.base import METADATA_SCAN_ROWS, ManifestStore, ScoredChunk, Table, TableWriter
 from nvrag.store.lance_ann import ANN_KINDS, ANN_MIN_ROWS, ann_partitions
-from nvrag.store.lance_schema import INDEXED_AT, chunk_schema, sign_bits
+from nvrag.store.lance_schema import INDEXED_AT, chunk_schema, committed, sign_bits
 from nvrag.store.lance_sql import quote, where_sql
 from nvrag.store.lance_writer import LanceWriter
 from nvrag.store.probes import ProbeQueries
@@ -74,17 +74,6 @@ def _scored(rows: list[dict[str, Any]], score: Any, with_vectors: bool = False) 
         )
         for r in rows
     ]
-
-
-def committed(folder: Path) -> bool:
-    """Whether a table's directory holds a committed version. LanceDB lists a table as soon as its directory
-    exists, but a process killed while creating it (or one still doing so) leaves none: such a directory opens
-    as "not found" forever, while creating the table over it works, so it counts as no table (tests/store)."""
-    versions = folder / "_versions"
-    try:
-        return any(p.name.endswith(".manifest") for p in versions.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return False
 
 
 class LanceTable(Table):

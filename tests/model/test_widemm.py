@@ -1,9 +1,9 @@
 """The compiled few-rows kernel of the widened product (model/_widemm.c via model/widened.py): against the float64
 product of the widened weights for every remainder its blocking has (input rows not a multiple of 3, output rows
-not a multiple of 4 or of its 128-row blocks, input widths across and off its 1,024-column panels), bfloat16 and int8 with scales, one
-thread or several (run by PyTorch's OpenMP threads, or by nvrag's own pool where a process has no OpenMP runtime),
-concurrent callers, forked children; where it is and is not used; that a build on an AVX2 x86-64 machine has it
-(so a failed compile cannot hide behind the PyTorch fallback)."""
+not a multiple of 4 or of its 128-row blocks, input widths across and off its 1,024-column panels), bfloat16 and
+int8 with scales, one thread or several (run by PyTorch's OpenMP threads, or by nvrag's own pool where a process
+has no OpenMP runtime), concurrent callers, forked children; where it is and is not used; that a build on an AVX2
+x86-64 machine has it (so a failed compile cannot hide behind the PyTorch fallback)."""
 
 from __future__ import annotations
 
