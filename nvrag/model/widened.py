@@ -22,7 +22,8 @@ kernel (model/_widemm.c, built by setup.py) when the build had a C compiler: it 
 weight once into L1 and multiplies every row from there, one pass over the weight where PyTorch makes two (the
 widening copy, then MKL's sgemm, which packs the weight again and reaches about a third of the float32 peak at
 ~30 rows). Per NV-Embed-v2 decoder layer at 29 rows on an AVX2 EPYC: 1.8-2.1x faster than PyTorch's two passes,
-75-89% of the float32 peak, bfloat16 and int8 alike (bench/wide_linear.py). Its sums run in another order than
+about 80% of the float32 peak measured in the same run, bfloat16 and int8 alike (bench/wide_linear.py; a real-shape
+query's products in process 147 GFLOP/s against 181, bench/nvembed_realshape.py). Its sums run in another order than
 BLAS's: the same product to float32 rounding. Its threads are PyTorch's own OpenMP threads (kernel_product).
 """
 
