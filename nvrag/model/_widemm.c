@@ -93,9 +93,9 @@ AVX2 static void widemm(const float *x, int64_t rows, int64_t K, int64_t ldx, co
     for (int64_t r = 0; r < rows; r++) memset(out + r * ldo + n0, 0, (size_t)(n1 - n0) * sizeof(float));
     /* Blocks of the output's columns: each panel of columns k0.. is multiplied for a block's weight rows before
        the next, so x's columns k0.. stay in L2 for the whole block. An x larger than most of L2 (a query's 29 rows
-       of 4,096: 464 KiB) was otherwise read from L3 again for every 4 weight rows (8% slower on an AVX2 EPYC,
-       bench/wide_linear.py); a smaller one keeps blocks of NR, each row of the weight read in one pass (faster
-       at few rows, where the product waits on the weight's bytes). */
+       of 4,096: 464 KiB) was otherwise read from L3 again for every 4 weight rows (a decoder layer 5-9% slower on
+       an AVX2 EPYC: docs/performance.md, session 28); a smaller one keeps blocks of NR, each row of the weight
+       read in one pass (faster at few rows, where the product waits on the weight's bytes). */
     const int64_t block = rows * K * (int64_t)sizeof(float) > l2_bytes / 4 * 3 ? NB : NR;
     for (int64_t nb = n0; nb < n1; nb += block) {
         const int64_t nb1 = n1 - nb < block ? n1 : nb + block;

@@ -88,3 +88,5 @@ def committed(folder: Path) -> bool:
         return any(p.name.endswith(".manifest") for p in versions.iterdir())
     except (FileNotFoundError, NotADirectoryError):
         return False
+    except OSError:  # unreadable (permissions): as LanceDB lists it; opening it says what is wrong
+        return True
