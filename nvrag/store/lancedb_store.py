@@ -357,7 +357,8 @@ class LanceStore(ManifestStore):
         try:
             table = lance.dataset(self.dataset_uri(MANIFEST_TABLE)).to_table()
         except ValueError:
-            # listed but not committed yet: another process is creating the database's first index right now
+            # listed but not committed yet (an object store's listing: a local one lists committed tables only):
+            # another process is creating the database's first index right now
             return {}
         return {r["name"]: r["manifest"] for r in table.to_pylist()}
 
