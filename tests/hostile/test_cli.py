@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,21 @@ def test_option_mistakes_are_one_line(tmp_path: Path) -> None:
         run = nvrag(*args, db=db)
         assert run.returncode == 2, (args, run.stderr)
         assert one_error_line(run).startswith(start), (args, run.stderr)
+
+
+def test_a_table_killed_while_lancedb_created_it_does_not_strand_the_index(tmp_path: Path) -> None:
+    """A kill -9 between nvrag recording a new index and LanceDB committing its table's first version leaves the
+    table's directory with nothing committed (here: the state rebuilt from a finished run). The next run must
+    index into it, not fail "Dataset ... was not found" for ever."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"id": "a", "text": "alpha beta gamma"}) + "\n", encoding="utf-8")
+    db = tmp_path / "db"
+    assert nvrag("index", str(corpus), "--index", "t", "--model", FAKE, db=db).returncode == 0
+    (table,) = [p for p in db.iterdir() if p.name.endswith(".lance") and not p.name.startswith("_nvrag")]
+    for leftover in [p for p in table.iterdir() if p.name != "data"]:  # no version, no transaction: a bare start
+        shutil.rmtree(leftover)
+    run = nvrag("index", str(corpus), "--index", "t", db=db)
+    no_traceback(run)
+    assert run.returncode == 0, run.stderr
+    found = nvrag("search", "alpha", "--index", "t", "--json", db=db)
+    assert found.returncode == 0 and [h["doc_id"] for h in json.loads(found.stdout)] == ["a"]
