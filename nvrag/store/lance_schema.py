@@ -39,11 +39,11 @@ def chunk_schema(dimension: int, vector_dtype: str = "float32", quantization: st
     )
 
 
-def add_indexed_at(lancedb_table: Any) -> None:
+def add_indexed_at(dataset: Any) -> None:
     """Give a table written before rows recorded their time the column (null for its old rows: a metadata-only
     change, so old indexes keep working and their documents show no time until they change)."""
-    if INDEXED_AT not in lancedb_table.schema.names:
-        lancedb_table.add_columns(INDEXED_AT_FIELD)
+    if INDEXED_AT not in dataset.schema.names:
+        dataset.add_columns(INDEXED_AT_FIELD)
 
 
 # the chunk columns as Chunk.to_row gives them (metadata: a JSON string, stored as JSONB)

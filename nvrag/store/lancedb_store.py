@@ -3,10 +3,10 @@
 Cosine is set explicitly on every search (LanceDB's default metric is L2). Writes use merge_insert on
 chunk_id, so each batch is one atomic commit and re-adding a chunk never duplicates it.
 
-Reads (listing, counts, vector and full-text search, lookups) go to the tables' Lance datasets through pylance,
-the format library LanceDB stores them in: the same engine, but importing it costs a quarter of lancedb's import
-(0.4 s against 1.6 s, most of that lancedb's namespace client), so `nvrag info` and a cold `nvrag search` never
-load lancedb. Writes and index builds open the LanceDB table on first use.
+Reads (listing, counts, vector and full-text search, lookups) and writes (lance_ops, lance_writer) go to the
+tables' Lance datasets through pylance, the format library LanceDB stores them in: the same engine, but importing
+it costs a quarter of lancedb's import (0.4 s against 1.7 s, most of that lancedb's namespace client), so `nvrag
+info`, a cold `nvrag search` and `nvrag index` never load lancedb. Vector-index builds open the LanceDB table.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from nvrag.errors import ConfigError, FilterError
 from nvrag.schema import CHUNK_COLUMNS, Chunk, FilterCondition, IndexManifest
-from nvrag.store import lance_ann
+from nvrag.store import lance_ann, lance_ops
 from nvrag.store.base import METADATA_SCAN_ROWS, ManifestStore, ScoredChunk, Table, TableWriter
 from nvrag.store.lance_ann import ANN_KINDS, ANN_MIN_ROWS, ann_partitions
 from nvrag.store.lance_schema import INDEXED_AT, chunk_schema, committed, sign_bits
@@ -42,10 +42,6 @@ _MANIFEST_SCHEMA = pa.schema([pa.field("name", pa.string()), pa.field("manifest"
 ANN_NPROBES = 20
 ANN_REFINE = 20
 ANN_EF = 100
-# Lance file format of new tables: 2.1 fetches a search's hit rows (random access to small columns) about 5x
-# faster than 2.2, lancedb 0.40's default (10 rows x 8 columns of a 1M-row table: 1.0 vs 5.0 ms; the
-# writers follow whatever version a table has, so older tables keep working)
-LANCE_FILE_VERSION = "2.1"
 BINARY_CANDIDATES = 20  # binary search: Hamming candidates per requested hit, rescored with the full vectors
 BINARY_MIN_CANDIDATES = 200
 _RESULT_COLUMNS = list(CHUNK_COLUMNS)
@@ -56,13 +52,6 @@ _SUFFIX = ".lance"  # LanceDB's directory for a table
 def ann_nprobes(rows: int, hnsw: bool = False) -> int:
     """Partitions a search probes: ANN_NPROBES, or a tenth of the partitions when that is more (large tables)."""
     return max(ANN_NPROBES, ann_partitions(rows, hnsw) // 10)
-
-
-def _fts_config() -> Any:
-    from lancedb.index import FTS
-
-    # English analysis (lower case, ASCII folding, stop words, stemming), close to the BM25 setups BEIR reports
-    return FTS(language="English", stem=True, remove_stop_words=True, ascii_folding=True, lower_case=True)
 
 
 def _scored(rows: list[dict[str, Any]], score: Any, with_vectors: bool = False) -> list[ScoredChunk]:
@@ -85,7 +74,6 @@ class LanceTable(Table):
         self._name = manifest.table  # the physical table (LanceDB's name for it)
         self.uri = store.dataset_uri(self._name)  # its Lance dataset
         self._key = key or manifest.name  # the manifest's row: the index name, or name#staging
-        self._lancedb_table: Any = None  # opened by the first write
         self._read: Any = None  # the Lance dataset reads go to; reopened after this process writes
 
     @property
@@ -105,10 +93,9 @@ class LanceTable(Table):
 
     @property
     def lancedb_table(self) -> Any:
-        """The LanceDB table, for writes and index builds (each calls changed() when it is done)."""
-        if self._lancedb_table is None:
-            self._lancedb_table = self._store._db.open_table(self._name)
-        return self._lancedb_table
+        """The LanceDB table at its latest version, for vector-index builds (which call changed() when done);
+        opened at each use, since writes (lance_ops) go around it."""
+        return self._store._db.open_table(self._name)
 
     def changed(self) -> None:
         """Something in this process wrote to the dataset: the next read opens its latest version."""
@@ -118,7 +105,7 @@ class LanceTable(Table):
         return int(self.dataset.count_rows())
 
     def writer(self) -> TableWriter:
-        return LanceWriter(self, self.lancedb_table)
+        return LanceWriter(self)
 
     def chunk_ids_by_doc(self) -> dict[str, set[str]]:
         rows = self.dataset.to_table(columns=["chunk_id", "doc_id"])
@@ -135,7 +122,7 @@ class LanceTable(Table):
     def delete(self, chunk_ids: Iterable[str]) -> None:
         ids = sorted(set(chunk_ids))
         if ids:  # one commit: callers group many deletes by whole documents (base.document_groups)
-            self.lancedb_table.delete(f"chunk_id IN ({', '.join(quote(x) for x in ids)})")
+            lance_ops.delete(self.uri, f"chunk_id IN ({', '.join(quote(x) for x in ids)})")
         self.changed()
 
     def search(
@@ -258,9 +245,7 @@ class LanceTable(Table):
     def _build_ann(self, kind: str, probe: ProbeQueries | None) -> str:
         rows, manifest = self.count(), self._manifest
         if kind == "none":
-            for index in self.lancedb_table.list_indices():
-                if "vector" in index.columns or "bits" in index.columns:
-                    self.lancedb_table.drop_index(index.name)
+            lance_ops.drop_indexes(self.uri, {"vector", "bits"})
             self.set_manifest(replace(manifest, ann_nprobes=0, ann_recall=None, ann_refine=0))
             binary = " (over the sign bits, rescored)" if manifest.quantization == "binary" else ""
             return f"vector index dropped: searches are exact{binary}"
@@ -291,10 +276,9 @@ class LanceTable(Table):
             return
         kinds = {kind for kind, _ in self._indices()}
         if "Inverted" not in kinds:
-            for column in _TEXT_COLUMNS:
-                self.lancedb_table.create_index(column, config=_fts_config(), replace=True)
+            lance_ops.index_text(self.uri, _TEXT_COLUMNS)
         if kinds:  # full-text, vector or bits indexes built before: fold the rows added since into them
-            self.lancedb_table.optimize()
+            lance_ops.optimize(self.uri)
         self.changed()
 
 
@@ -309,7 +293,7 @@ class LanceStore(ManifestStore):
 
     @property
     def _db(self) -> Any:
-        """The LanceDB connection, opened by the first write (reads need only the datasets)."""
+        """The LanceDB connection, for vector-index builds and an object store's table list (lance_ops writes)."""
         if self._connection is None:
             import lancedb
 
@@ -365,31 +349,28 @@ class LanceStore(ManifestStore):
     def _write_manifest(self, manifest: IndexManifest, key: str | None = None) -> None:
         row = pa.table({"name": [key or manifest.name], "manifest": [manifest.to_json()]}, schema=_MANIFEST_SCHEMA)
         with self._manifest_section():
+            uri = self.dataset_uri(MANIFEST_TABLE)
             if MANIFEST_TABLE not in self._tables():
-                self._db.create_table(MANIFEST_TABLE, schema=_MANIFEST_SCHEMA, exist_ok=True)
-            table = self._db.open_table(MANIFEST_TABLE)
-            table.merge_insert("name").when_matched_update_all().when_not_matched_insert_all().execute(row)
+                lance_ops.create(uri, _MANIFEST_SCHEMA)
+            lance_ops.merge(uri, "name", row)
 
     def _delete_manifests(self, keys: Sequence[str]) -> None:
         with self._manifest_section():
             if MANIFEST_TABLE in self._tables():
-                self._db.open_table(MANIFEST_TABLE).delete(f"name IN ({', '.join(quote(k) for k in keys)})")
+                lance_ops.delete(self.dataset_uri(MANIFEST_TABLE), f"name IN ({', '.join(quote(k) for k in keys)})")
 
     def _open_table(self, manifest: IndexManifest, key: str) -> LanceTable:
         physical = manifest.table
         if physical not in self._tables():  # the manifest is written first: a crash in between left no table
             schema = chunk_schema(manifest.dimension, manifest.vector_dtype, manifest.quantization)
-            try:  # a reader opening the index as its writer creates it: whichever is second finds the table
-                self._db.create_table(physical, schema=schema, data_storage_version=LANCE_FILE_VERSION)
-            except ValueError:
-                if physical not in self._tables():
-                    raise
+            # a reader opening the index as its writer creates it: whichever is second finds the table
+            lance_ops.create(self.dataset_uri(physical), schema)
         return LanceTable(self, manifest, key)
 
     def _drop_physical(self, manifest: IndexManifest) -> None:
         physical = manifest.table
         if physical in self._tables():
-            self._db.drop_table(physical)
+            lance_ops.drop(self.dataset_uri(physical))
 
     def _check_new(self, manifest: IndexManifest) -> None:
         if manifest.name in self._tables():

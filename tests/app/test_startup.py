@@ -100,6 +100,44 @@ def test_a_search_with_the_bundled_model_needs_no_torch(tmp_path: Path) -> None:
     assert "torch" not in searched and "lancedb" not in searched and "tokenizers" in searched
 
 
+def test_indexing_deleting_and_dropping_need_lance_not_lancedb(tmp_path: Path) -> None:
+    """`nvrag index` (creating the index, then changing and pruning it, its full-text index built and then
+    optimised), `delete` and `drop` write through pylance: lancedb's 1.3 s more import is for vector-index builds."""
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("the common cold is a viral infection", encoding="utf-8")
+    (corpus / "b.txt").write_text("how to file an income tax return", encoding="utf-8")
+    db = str(tmp_path / "db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NVRAG_")} | {"HF_HUB_OFFLINE": "1"}
+
+    def run(*args: str) -> list[str]:
+        argv = ["nvrag", *args, "--db", db]
+        return imported_after(
+            f"from nvrag.app.cli import main\nsys.argv = {argv!r}\n"
+            "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code",
+            env,
+        )
+
+    assert "lancedb" not in run("index", str(corpus), "--index", "d", "--model", "all-MiniLM-L6-v2")
+    (corpus / "a.txt").write_text("the common cold is a viral infection of the nose", encoding="utf-8")
+    (corpus / "b.txt").unlink()
+    changed = run("index", str(corpus), "--index", "d", "--prune")
+    assert "lancedb" not in changed and "lance" in changed and "torch" in changed  # (it embedded the change)
+    import lance
+
+    from nvrag.store import LanceStore
+
+    store = LanceStore(db)
+    table = store.open("d")
+    assert [c.doc_id for c in table.get(sorted(table.chunk_ids_by_doc()["a.txt"]))] == ["a.txt"]
+    assert table.count() == 1 and [h.chunk.doc_id for h in table.text_search("noses", 5)] == ["a.txt"]
+    assert {i.name for i in lance.dataset(table.uri).describe_indices()} == {"title_idx", "text_idx"}
+    assert "lancedb" not in run("delete", "d", "a.txt", "--yes")
+    assert LanceStore(db).open("d").count() == 0
+    assert "lancedb" not in run("drop", "d", "--yes")
+    assert not LanceStore(db).exists("d") and not Path(table.uri).exists()
+
+
 def test_the_cuda_check_asks_torch_only_where_an_nvidia_driver_may_be(monkeypatch: pytest.MonkeyPatch) -> None:
     from nvrag.app import devices
 

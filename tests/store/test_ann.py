@@ -94,9 +94,9 @@ def test_rows_appended_after_the_ann_index_are_folded_into_it(
     added /= np.linalg.norm(added, axis=1, keepdims=True)
     table.upsert([Chunk(f"n{i}", f"n{i}", "s", 0, f"new {i}", 0, 5) for i in range(50)], added)
     table.refresh_indexes()  # what nvrag index runs after a write: LanceDB optimize(), indexes included
-    (index,) = [i for i in table.lancedb_table.list_indices() if "vector" in i.columns]
-    stats = table.lancedb_table.index_stats(index.name)
-    assert (stats.num_indexed_rows, stats.num_unindexed_rows) == (6050, 0)
+    (index,) = [i for i in table.dataset.describe_indices() if "vector" in i.field_names]
+    stats = table.dataset.stats.index_stats(index.name)
+    assert (stats["num_indexed_rows"], stats["num_unindexed_rows"]) == (6050, 0)
     assert [table.search(v, 1)[0].chunk.chunk_id for v in added[:5]] == [f"n{i}" for i in range(5)]
 
 
