@@ -2,12 +2,14 @@
 
     python bench/startup.py [--repeat 5]
 
-Commands: `nvrag --help`, `nvrag info`, `nvrag search` cold on the demo index (built first, not timed), and the
+Commands: `nvrag --help`, `nvrag info`, `nvrag search` cold on the demo index (built first, not timed), the
 fixed cost of `nvrag embed` (one short text) with the bundled model and with a 47.9 M-parameter NV-Embed
-checkpoint of issue 14's shape (bench/nvembed_cpu.py writes it, random weights). As references measured in the same run:
-a bare `python -c pass`, and `python -c "import torch"` (what `nvrag embed` cannot avoid; a search with the
-bundled model no longer imports it) and `python -c "import lancedb"` (only writes import it). Run it on an idle
-machine.
+checkpoint of issue 14's shape (bench/nvembed_cpu.py writes it, random weights), and an `nvrag index` re-run of a
+three-document folder with one document changed before each run (the bundled model; the run embeds one chunk,
+replaces it and refreshes the full-text index). As references measured in the same run: a bare `python -c
+pass`, and `python -c "import torch"` (what `nvrag embed` and `nvrag index` cannot avoid; a search with the
+bundled model no longer imports it) and `python -c "import lancedb"` (only vector-index builds import it). Run
+it on an idle machine.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,9 +30,11 @@ sys.path.insert(0, str(REPO / "bench"))
 NVRAG = [sys.executable, "-m", "nvrag"]
 
 
-def timed(command: list[str], env: dict[str, str], repeat: int) -> float:
+def timed(command: list[str], env: dict[str, str], repeat: int, before: Callable[[int], None] | None = None) -> float:
     runs = []
-    for _ in range(repeat):
+    for run in range(repeat):
+        if before is not None:
+            before(run)
         started = time.perf_counter()
         subprocess.run(command, env=env, check=True, capture_output=True)
         runs.append(time.perf_counter() - started)
@@ -47,6 +52,16 @@ def main() -> None:
         subprocess.run([*NVRAG, "index", str(REPO / "data" / "demo"), "--index", "demo"], env=env, check=True)
         checkpoint = Path(db) / "nvembed-issue14"
         write_checkpoint(checkpoint, seed=0)
+        folder = Path(db) / "three"
+        folder.mkdir()
+        for name, text in [("a", "hashing a file"), ("b", "reading a pipe"), ("c", "walking a directory")]:
+            (folder / f"{name}.txt").write_text(f"how to go about {text} in Python\n", encoding="utf-8")
+        reindex = [*NVRAG, "index", str(folder), "--index", "three", "--model", "all-MiniLM-L6-v2"]
+        subprocess.run(reindex, env=env, check=True, capture_output=True)
+
+        def change(run: int) -> None:
+            (folder / "a.txt").write_text(f"how to go about hashing a file in Python, take {run}\n", encoding="utf-8")
+
         rows = [
             ("python -c pass", [sys.executable, "-c", "pass"]),
             ("python -c 'import torch'", [sys.executable, "-c", "import torch"]),
@@ -67,6 +82,8 @@ def main() -> None:
         print("| command | seconds |\n| --- | --- |")
         for label, command in rows:
             print(f"| `{label}` | {timed(command, env, args.repeat):.2f} |")
+        label = "nvrag index (re-run, 1 of 3 documents changed, MiniLM)"
+        print(f"| `{label}` | {timed(reindex, env, args.repeat, change):.2f} |")
 
 
 if __name__ == "__main__":
