@@ -123,3 +123,22 @@ def test_optimize_does_what_lancedb_optimize_does_and_keeps_a_week_of_versions(
     lance_ops.optimize(ours)  # a week is the only thing between a version and its removal
     latest = lance.dataset(ours)
     assert [v["version"] for v in latest.versions()] == [latest.version]
+
+
+def test_a_database_at_a_uri_takes_the_object_store_paths_and_works(tmp_path: Path) -> None:
+    """A ``file://`` URI is not a local path to the store: it lists tables through lancedb, as on an object
+    store, and creates, writes, indexes and drops through pylance at the URI (no object store here to test)."""
+    uri = f"file://{tmp_path}/db"
+    store = LanceStore(uri)
+    assert store.local_dir() is None
+    table = store.create(manifest())
+    table.upsert([replace(chunk(0), text="red apples"), chunk(1)], unit([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    table.refresh_indexes()
+    reopened = LanceStore(uri).open("docs")
+    assert store.list_indexes() == ["docs"] and reopened.count() == 2
+    assert [h.chunk.chunk_id for h in reopened.text_search("apple", 5)] == ["c0"]
+    assert [h.chunk.chunk_id for h in reopened.search(unit([[0, 1, 0, 0]])[0], 1)] == ["c1"]
+    reopened.delete(["c1"])
+    assert LanceStore(uri).open("docs").count() == 1
+    store.drop("docs")
+    assert LanceStore(uri).list_indexes() == [] and not (tmp_path / "db" / f"{manifest().table}.lance").exists()
