@@ -2,7 +2,8 @@
 
 LanceDB (the default, ``LanceStore``), FAISS (``nvrag.store.faiss_store.FaissStore``, the `faiss` extra) and
 the NumPy reference store (``nvrag.store.numpy_store.NumpyStore``), which the conformance suite uses as oracle.
-Each backend is imported when it is first used (``nvrag.store.LanceStore`` imports lancedb then).
+Each backend is imported when it is first used (``nvrag.store.LanceStore`` imports pylance then; lancedb only
+when a vector index is built or an object store's tables are listed).
 """
 
 from __future__ import annotations
