@@ -35,8 +35,8 @@ def create(uri: str, schema: pa.Schema) -> bool:
     """Create the empty dataset ``uri`` (Lance file format LANCE_FILE_VERSION); False when one was committed there
     first (another process, or a reader racing its writer). A directory with nothing committed (a kill -9
     mid-create) is created over."""
+    empty = schema.empty_table()
     try:
-        empty = schema.empty_table()
         lance.write_dataset(empty, uri, schema=schema, mode="create", data_storage_version=LANCE_FILE_VERSION)
     except OSError as exc:
         if "already exists" not in str(exc):
@@ -46,8 +46,8 @@ def create(uri: str, schema: pa.Schema) -> bool:
 
 
 def merge(uri: str, key: str, rows: pa.Table, delete_where: str | None = None) -> None:
-    """Upsert ``rows`` on ``key`` into the latest version, in one commit that also deletes the rows
-    ``delete_where`` selects among those ``rows`` do not match."""
+    """Upsert ``rows`` on ``key`` into the latest version, in one commit that also deletes the stored rows that
+    ``delete_where`` selects and no row of ``rows`` matches."""
     builder = lance.dataset(uri).merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
     if delete_where is not None:
         builder = builder.when_not_matched_by_source_delete(delete_where)
