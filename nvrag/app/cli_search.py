@@ -39,7 +39,7 @@ from nvrag.app.settings import Settings
 from nvrag.app.wiring import build_retriever, choose, load_model, load_rerank_model, open_store
 from nvrag.embedder import REGISTRY, TASK_INSTRUCTIONS, resolve_instruction
 from nvrag.embedder.dtypes import choose_dtype
-from nvrag.errors import ConfigError, ManifestVersionError
+from nvrag.errors import ConfigError, Hint, IndexNotFoundError, ManifestVersionError
 from nvrag.evaluation import METRICS, evaluate
 from nvrag.evaluation.plot import save_plot
 from nvrag.limits import MAX_K, MAX_RERANK_DEPTH
@@ -94,7 +94,16 @@ def search(
         settings = Settings.from_env(db=db, dtype=dtype)
         store = open_store(settings)
         if not store.exists(index):
-            store.open(index)  # raises IndexNotFoundError naming the known indexes
+            try:
+                store.open(index)  # raises IndexNotFoundError naming the known indexes
+            except IndexNotFoundError as exc:
+                known = bool(store.list_indexes())
+                todo = (
+                    "name one of them with --index NAME"
+                    if known
+                    else f"build it first: nvrag index PATH --index {index}"
+                )
+                raise IndexNotFoundError(exc.message, hint=Hint(cli=todo)) from None
         retriever = build_retriever(settings, store, index, model, model_path)
         text = resolve_instruction(task, instruction)
         if mode not in MODES:

@@ -101,7 +101,15 @@ def test_input_failures_exit_1_and_are_listed(tmp_path: Path, corpus: Path) -> N
     ("args", "message"),
     [
         (["index", "{tmp}/missing", "--index", "t"], "error: {tmp}/missing: no such file or directory"),
-        (["search", "q", "--index", "nope"], "error: no index named 'nope' in {tmp}/db (indexes: none yet)"),
+        (
+            ["search", "q", "--index", "nope"],
+            "error: no index named 'nope' in {tmp}/db (indexes: none yet); build it first: nvrag index PATH "
+            "--index nope",
+        ),
+        (
+            ["search", "q"],
+            "error: no index named 'default' in {tmp}/db (indexes: t); name one of them with --index NAME",
+        ),
         (["search", "q", "--index", "t", "--model", "gpt"], "error: unknown model 'gpt'; known models: auto,"),
         (["search", "q", "--index", "t", "--task", "Nope"], "error: unknown task 'Nope'; known tasks: ArguAna"),
         (["search", "  ", "--index", "t"], "error: the query is empty"),
