@@ -97,12 +97,8 @@ def search(
             try:
                 store.open(index)  # raises IndexNotFoundError naming the known indexes
             except IndexNotFoundError as exc:
-                known = bool(store.list_indexes())
-                todo = (
-                    "name one of them with --index NAME"
-                    if known
-                    else f"build it first: nvrag index PATH --index {index}"
-                )
+                build = f"build it first: nvrag index PATH --index {index}"
+                todo = "name one of them with --index NAME" if store.list_indexes() else build
                 raise IndexNotFoundError(exc.message, hint=Hint(cli=todo)) from None
         retriever = build_retriever(settings, store, index, model, model_path)
         text = resolve_instruction(task, instruction)
